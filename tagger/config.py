@@ -1,0 +1,253 @@
+"""Configuration: ``tagger.toml`` loaded once, validated at load, passed down as one object.
+
+Lookup order: ``--config FILE``, then ``$TAGGER_CONFIG``, then ``./tagger.toml``, then
+``~/.config/tagger/tagger.toml``, else the built-in defaults below. Unknown keys and values of
+the wrong type are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tagger.errors import ConfigError
+
+AUDIO_EXTENSIONS = (
+    "mp3", "flac", "ogg", "oga", "opus", "m4a", "mp4", "aac", "wav", "aif", "aiff", "wma",
+)
+
+
+def default_state_dir() -> Path:
+    """The per-user state directory (``$XDG_STATE_HOME/tagger``, else ``~/.local/state/tagger``)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    return Path(base) / "tagger"
+
+
+@dataclass(frozen=True)
+class LibraryConfig:
+    roots: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+    ignore: tuple[str, ...] = (
+        ".*", "*.part", "*.tmp", "*~", "._*", "@eaDir", ".stfolder", ".tagger-*",
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # "musicnn" is the shipped MSD+MTT pair; anything else is a path to a trained bundle.
+    bundle: str = "musicnn"
+    segments: int = 10
+    segment_seconds: float = 3.0
+    window_seconds: float = 30.0
+    threads: int = 0  # 0: all cores
+    batch_segments: int = 80  # segments per forward pass; tracks are batched together
+    descriptor_threshold: float = 0.2
+    max_descriptors: int = 8
+
+
+@dataclass(frozen=True)
+class GenreConfig:
+    # rename: {"hip-hop" = "Hip Hop"}; merge: {"dance" = "electronic"} folds a genre into another;
+    # drop: genres never voted for.
+    rename: dict[str, str] = field(default_factory=dict)
+    merge: dict[str, str] = field(default_factory=dict)
+    drop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TagsConfig:
+    write: str = "if_empty"  # if_empty | always | never
+    min_confidence: float = 0.0
+    on_tie: str = "best"  # best | all | skip
+    write_confidence: bool = True
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    ffmpeg: str = ""  # empty: ffmpeg on PATH, else the one bundled by imageio-ffmpeg
+    timeout_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    workers: int = 0  # 0: one per core
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    settle_seconds: float = 5.0
+    observer: str = "auto"  # auto | native | polling
+    rescan_interval_minutes: float = 360.0
+    rescan_cron: str = ""  # crontab expression; overrides the interval when set
+    retry_base_seconds: float = 60.0
+    retry_max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class Config:
+    database: str = ""  # SQLAlchemy URL; empty: sqlite file in state_dir
+    state_dir: str = ""
+    log_level: str = "info"
+    library: LibraryConfig = LibraryConfig()
+    model: ModelConfig = ModelConfig()
+    genres: GenreConfig = GenreConfig()
+    tags: TagsConfig = TagsConfig()
+    decode: DecodeConfig = DecodeConfig()
+    scan: ScanConfig = ScanConfig()
+    watch: WatchConfig = WatchConfig()
+    source: str | None = None  # the file this was loaded from, None for built-in defaults
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir).expanduser() if self.state_dir else default_state_dir()
+
+    @property
+    def database_url(self) -> str:
+        if self.database:
+            return self.database
+        return f"sqlite:///{self.state_path / 'catalogue.sqlite'}"
+
+
+_CHOICES = {
+    "log_level": ("debug", "info", "warning", "error"),
+    "tags.write": ("if_empty", "always", "never"),
+    "tags.on_tie": ("best", "all", "skip"),
+    "watch.observer": ("auto", "native", "polling"),
+}
+_POSITIVE = {
+    "model.segments", "model.segment_seconds", "model.window_seconds", "model.batch_segments",
+    "decode.timeout_seconds", "watch.rescan_interval_minutes", "watch.retry_base_seconds",
+}
+_NON_NEGATIVE = {
+    "model.threads", "scan.workers", "watch.settle_seconds", "watch.retry_max_attempts",
+    "model.max_descriptors",
+}
+_UNIT_INTERVAL = {"tags.min_confidence", "model.descriptor_threshold"}
+
+
+def find_config_file(explicit: str | None = None) -> Path | None:
+    """The config file to use, by the documented lookup order; None means built-in defaults."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError("config file not found", path)
+        return path
+    env = os.environ.get("TAGGER_CONFIG")
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise ConfigError("config file named by $TAGGER_CONFIG not found", path)
+        return path
+    for candidate in (Path("tagger.toml"), Path.home() / ".config" / "tagger" / "tagger.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(explicit: str | None = None) -> Config:
+    """Find, parse and validate the configuration."""
+    path = find_config_file(explicit)
+    if path is None:
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config: {exc}", path) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", path) from exc
+    return config_from_dict(data, source=str(path))
+
+
+def config_from_dict(data: dict, source: str | None = None) -> Config:
+    """Build a validated Config from parsed TOML; errors name the offending key."""
+    try:
+        config = _build(Config, data, prefix="")
+    except ConfigError as exc:
+        raise ConfigError(exc.message, source) from None
+    config = dataclasses.replace(config, source=source)
+    _validate_values(config, source)
+    return config
+
+
+def _build(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{prefix.rstrip('.')}' must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}'")
+    values = {}
+    for name, value in data.items():
+        values[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    return cls(**values)
+
+
+def _coerce(hint, value, key: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, prefix=f"{key}.")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"'{key}' must be a list of strings")
+        return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(f"'{key}' must be a table of strings")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{key}' must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"'{key}' must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"'{key}' must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"'{key}' must be a string")
+        return value
+    raise ConfigError(f"'{key}' has an unsupported type")  # pragma: no cover
+
+
+def _lookup(config: Config, key: str):
+    value = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _validate_values(config: Config, source: str | None) -> None:
+    for key, choices in _CHOICES.items():
+        if _lookup(config, key) not in choices:
+            raise ConfigError(f"'{key}' must be one of {', '.join(choices)}", source)
+    for key in _POSITIVE:
+        if _lookup(config, key) <= 0:
+            raise ConfigError(f"'{key}' must be greater than 0", source)
+    for key in _NON_NEGATIVE:
+        if _lookup(config, key) < 0:
+            raise ConfigError(f"'{key}' must not be negative", source)
+    for key in _UNIT_INTERVAL:
+        if not 0.0 <= _lookup(config, key) <= 1.0:
+            raise ConfigError(f"'{key}' must be between 0 and 1", source)
+    model = config.model
+    if model.segments * model.segment_seconds > model.window_seconds + 1e-9:
+        raise ConfigError(
+            "'model.segments' x 'model.segment_seconds' must fit in 'model.window_seconds'", source
+        )
+    if model.segment_seconds < 1.0:
+        # the timbral filters span 7 frames and the mid-end 3 x 7; shorter input says nothing
+        raise ConfigError("'model.segment_seconds' must be at least 1.0", source)

@@ -1,0 +1,158 @@
+"""The musicnn network (Pons & Serra, 2019) in PyTorch, and loading the shipped weights.
+
+Layer for layer the same as ``musicnn/models.py::build_musicnn`` of musicnn 0.1.0, so the
+converted MSD and MTT checkpoints give the original's numbers (see tests/test_parity.py).
+Input: a batch of log-mel patches, shape (batch, frames, 96), time first as in musicnn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tagger.errors import ModelError
+
+BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization's default
+
+
+def _bn2d(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS)
+
+
+def _bn1d(channels: int) -> nn.BatchNorm1d:
+    return nn.BatchNorm1d(channels, eps=BN_EPS)
+
+
+class MusiCNN(nn.Module):
+    """musicnn: musically motivated front-end, dense residual mid-end, pooled dense back-end."""
+
+    def __init__(self, n_classes: int = 50, n_mels: int = 96, frontend_filters: int = 204,
+                 temporal_filters: int = 51, midend_filters: int = 64, backend_units: int = 200):
+        super().__init__()
+        self.input_bn = _bn2d(1)
+        # timbral filters: 7 frames x 40 % and 70 % of the mel bands, valid in frequency
+        self.timbral = nn.ModuleList(
+            nn.Conv2d(1, frontend_filters, (7, int(ratio * n_mels))) for ratio in (0.4, 0.7)
+        )
+        self.timbral_bn = nn.ModuleList(_bn2d(frontend_filters) for _ in range(2))
+        # temporal filters: 128, 64, 32 frames x 1 band, "same" padding
+        self.temporal_lengths = (128, 64, 32)
+        self.temporal = nn.ModuleList(
+            nn.Conv2d(1, temporal_filters, (length, 1)) for length in self.temporal_lengths
+        )
+        self.temporal_bn = nn.ModuleList(_bn2d(temporal_filters) for _ in range(3))
+        frontend_channels = 2 * frontend_filters + 3 * temporal_filters
+        self.midend = nn.ModuleList(
+            nn.Conv1d(channels, midend_filters, 7, padding=3)
+            for channels in (frontend_channels, midend_filters, midend_filters)
+        )
+        self.midend_bn = nn.ModuleList(_bn1d(midend_filters) for _ in range(3))
+        pooled = 2 * (frontend_channels + 3 * midend_filters)
+        self.backend_bn = _bn1d(pooled)
+        self.dense = nn.Linear(pooled, backend_units)
+        self.dense_bn = _bn1d(backend_units)
+        self.output = nn.Linear(backend_units, n_classes)
+
+    def embed(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (pooled features before the back-end, penultimate dense activations)."""
+        x = self.input_bn(patches.unsqueeze(1))  # (B, 1, T, F)
+        timbral_input = F.pad(x, (0, 0, 3, 3))
+        front = [
+            bn(F.relu(conv(timbral_input))).amax(dim=3)
+            for conv, bn in zip(self.timbral, self.timbral_bn)
+        ]
+        for length, conv, bn in zip(self.temporal_lengths, self.temporal, self.temporal_bn):
+            # TensorFlow's "same": the extra padding goes after
+            padded = F.pad(x, (0, 0, (length - 1) // 2, length // 2))
+            front.append(bn(F.relu(conv(padded))).amax(dim=3))
+        features = [torch.cat(front, dim=1)]  # (B, 561, T)
+        for i, (conv, bn) in enumerate(zip(self.midend, self.midend_bn)):
+            out = bn(F.relu(conv(features[-1])))
+            features.append(out if i == 0 else out + features[-1])
+        stacked = torch.cat(features, dim=1)  # (B, 753, T)
+        # TF concatenates [max, mean] on a last axis and flattens: the two interleave per channel
+        pooled = torch.stack((stacked.amax(dim=2), stacked.mean(dim=2)), dim=2).flatten(1)
+        penultimate = self.dense_bn(F.relu(self.dense(self.backend_bn(pooled))))
+        return pooled, penultimate
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """Logits, shape (batch, n_classes); apply a sigmoid for tag scores."""
+        return self.output(self.embed(patches)[1])
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A checkpoint loaded and ready: the network, its tag labels and identity."""
+
+    name: str  # "MSD_musicnn" / "MTT_musicnn"
+    prefix: str  # key prefix for its outputs: "msd" / "mtt"
+    labels: tuple[str, ...]
+    sha256: str
+    network: MusiCNN
+
+
+def models_dir() -> Path:
+    """Where the shipped weights live: ``$TAGGER_MODELS_DIR``, the checkout, or the install."""
+    env = os.environ.get("TAGGER_MODELS_DIR")
+    candidates = [Path(env)] if env else []
+    candidates += [
+        Path(__file__).resolve().parent.parent / "models",
+        Path(sysconfig.get_path("data")) / "share" / "tagger" / "models",
+    ]
+    for candidate in candidates:
+        if (candidate / "musicnn.json").is_file():
+            return candidate
+    raise ModelError("shipped model card musicnn.json not found (looked in: "
+                     + ", ".join(str(c) for c in candidates) + ")")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_model_card(directory: Path | None = None) -> dict:
+    """The model card (labels, input spec, source, sha256 of each weight file)."""
+    directory = directory or models_dir()
+    card_path = directory / "musicnn.json"
+    try:
+        return json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read model card: {exc}", card_path) from exc
+
+
+def load_musicnn(name: str, directory: Path | None = None) -> LoadedModel:
+    """Load one shipped checkpoint (``MSD_musicnn`` or ``MTT_musicnn``), checking its sha256."""
+    directory = directory or models_dir()
+    card = read_model_card(directory)
+    entry = card["models"].get(name)
+    if entry is None:
+        raise ModelError(f"model {name!r} is not in the model card", directory / "musicnn.json")
+    path = directory / entry["file"]
+    if not path.is_file():
+        raise ModelError("weights file missing", path)
+    sha256 = file_sha256(path)
+    if sha256 != entry["sha256"]:
+        raise ModelError(f"weights sha256 {sha256[:12]}… does not match the model card", path)
+    network = MusiCNN(n_classes=len(entry["labels"]))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network.load_state_dict(state)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise ModelError(f"cannot load weights: {exc}", path) from exc
+    network.eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    return LoadedModel(name=name, prefix=entry["prefix"], labels=tuple(entry["labels"]),
+                       sha256=sha256, network=network)

@@ -1,0 +1,59 @@
+"""The segment vote: each segment votes for its top genre, the most-voted genre wins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A genre that won at least one segment."""
+
+    genre: str
+    votes: int
+    mean_score: float  # mean of this genre's score over *all* segments
+
+
+@dataclass(frozen=True)
+class Vote:
+    """Outcome of the vote over one track's segments."""
+
+    genre: str  # the genre to write: most votes, a tie broken by mean score
+    confidence: float  # mean score of `genre` over all segments
+    tie: bool  # two or more genres share the top vote count
+    tied: tuple[str, ...]  # those genres, best mean score first (just `genre` when no tie)
+    candidates: tuple[Candidate, ...]  # every genre with a vote, most votes first
+    segment_winners: tuple[str, ...]  # the genre each segment voted for, in time order
+
+
+def vote(genres: Sequence[str], scores: np.ndarray) -> Vote:
+    """Run the vote over ``scores`` of shape (segments, genres).
+
+    A segment votes for its highest-scoring genre. The winner has the most votes; its
+    confidence is its mean score over every segment. When several genres share the top
+    vote count that is a tie: all of them are reported, and the one to write is the one
+    with the highest mean score.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[0] == 0 or scores.shape[1] != len(genres):
+        raise ValueError(f"scores must be (segments>0, {len(genres)}), got {scores.shape}")
+    winners = scores.argmax(axis=1)
+    votes = np.bincount(winners, minlength=len(genres))
+    means = scores.mean(axis=0)
+    voted = [i for i in range(len(genres)) if votes[i] > 0]
+    voted.sort(key=lambda i: (-votes[i], -means[i], genres[i]))
+    candidates = tuple(Candidate(genres[i], int(votes[i]), float(means[i])) for i in voted)
+    top = candidates[0].votes
+    tied = tuple(c.genre for c in candidates if c.votes == top)
+    best = candidates[0]
+    return Vote(
+        genre=best.genre,
+        confidence=best.mean_score,
+        tie=len(tied) > 1,
+        tied=tied,
+        candidates=candidates,
+        segment_winners=tuple(genres[i] for i in winners),
+    )
