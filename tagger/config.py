@@ -46,6 +46,8 @@ class ModelConfig:
     window_seconds: float = 30.0
     threads: int = 0  # 0: all cores
     batch_segments: int = 80  # segments per forward pass; tracks are batched together
+    # shorter tracks are not classified; between this and one segment they are repeat-padded
+    min_track_seconds: float = 2.5
     descriptor_threshold: float = 0.2
     max_descriptors: int = 8
 
@@ -120,7 +122,7 @@ _CHOICES = {
     "watch.observer": ("auto", "native", "polling"),
 }
 _POSITIVE = {
-    "model.segments", "model.segment_seconds", "model.window_seconds", "model.batch_segments",
+    "model.segments", "model.segment_seconds", "model.min_track_seconds", "model.window_seconds", "model.batch_segments",
     "decode.timeout_seconds", "watch.rescan_interval_minutes", "watch.retry_base_seconds",
 }
 _NON_NEGATIVE = {

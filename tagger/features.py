@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import librosa
 import numpy as np
+
+from tagger.errors import ReadError
+
+if TYPE_CHECKING:
+    from tagger.config import Config
 
 SAMPLE_RATE = 16000
 N_FFT = 512
@@ -62,3 +68,37 @@ def segment(samples: np.ndarray, count: int = 10, seconds: float = 3.0) -> Segme
         np.array([(mel.shape[0] - frames) // 2]))
     patches = np.stack([mel[s:s + frames] for s in starts])
     return Segments(patches, tuple(float(s * HOP_LENGTH / SAMPLE_RATE) for s in starts))
+
+
+@dataclass(frozen=True)
+class PreparedTrack:
+    """A track decoded and cut into log-mel patches, ready for the model."""
+
+    path: str
+    patches: np.ndarray  # (segments, frames, 96) float32
+    starts_s: tuple[float, ...]  # segment starts, seconds from the start of the *track*
+    duration_s: float
+
+
+def prepare_track(path: str, config: Config) -> PreparedTrack:
+    """Decode the middle window of a file and cut it into segments (decode + features stages).
+
+    Needs no model, so it runs in worker processes. Raises ReadError for anything that
+    cannot be classified, including tracks shorter than ``model.min_track_seconds``.
+    """
+    from tagger.decode import decode_window
+
+    model = config.model
+    audio = decode_window(path, window_s=model.window_seconds, sample_rate=SAMPLE_RATE,
+                          ffmpeg=config.decode.ffmpeg, timeout_s=config.decode.timeout_seconds)
+    decoded_s = audio.samples.size / audio.sample_rate
+    if decoded_s < model.min_track_seconds:
+        raise ReadError(f"too short to classify: {decoded_s:.1f} s of audio, the minimum is "
+                        f"{model.min_track_seconds:g} s (model.min_track_seconds)", path)
+    segments = segment(audio.samples, model.segments, model.segment_seconds)
+    return PreparedTrack(
+        path=str(path),
+        patches=segments.patches,
+        starts_s=tuple(round(audio.offset_s + s, 3) for s in segments.starts_s),
+        duration_s=audio.duration_s,
+    )
