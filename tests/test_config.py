@@ -1,0 +1,102 @@
+"""tagger.toml: lookup order, defaults, and validation that names the key."""
+
+import pytest
+
+from tagger.config import Config, config_from_dict, load_config
+from tagger.errors import ConfigError
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No config anywhere: empty cwd and home, no $TAGGER_CONFIG."""
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("TAGGER_CONFIG", raising=False)
+    monkeypatch.chdir(work)
+    return home, work
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_builtin_defaults_without_any_file(isolated):
+    config = load_config()
+    assert config == Config()
+    assert config.source is None
+    assert config.tags.write == "if_empty" and config.model.segments == 10
+    assert config.database_url.startswith("sqlite:///") and "tagger" in config.database_url
+
+
+def test_lookup_order(isolated, monkeypatch, tmp_path):
+    home, work = isolated
+    write(home / ".config/tagger/tagger.toml", "log_level = 'error'\n")
+    assert load_config().log_level == "error"
+    write(work / "tagger.toml", "log_level = 'warning'\n")
+    assert load_config().log_level == "warning"
+    env_file = write(tmp_path / "env.toml", "log_level = 'debug'\n")
+    monkeypatch.setenv("TAGGER_CONFIG", str(env_file))
+    assert load_config().log_level == "debug"
+    explicit = write(tmp_path / "explicit.toml", "log_level = 'info'\n")
+    config = load_config(str(explicit))
+    assert config.log_level == "info" and config.source == str(explicit)
+
+
+def test_missing_explicit_file_is_an_error(isolated):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("nope.toml")
+
+
+@pytest.mark.parametrize("data,key", [
+    ({"bogus": 1}, "'bogus'"),
+    ({"tags": {"writ": "always"}}, "'tags.writ'"),
+    ({"tags": {"write": "sometimes"}}, "'tags.write'"),
+    ({"tags": {"min_confidence": "high"}}, "'tags.min_confidence'"),
+    ({"tags": {"min_confidence": 1.5}}, "'tags.min_confidence'"),
+    ({"model": {"segments": 0}}, "'model.segments'"),
+    ({"model": {"segments": 2.5}}, "'model.segments'"),
+    ({"model": {"segments": 20}}, "'model.segments'"),
+    ({"library": {"roots": "/music"}}, "'library.roots'"),
+    ({"genres": {"rename": {"jazz": 1}}}, "'genres.rename'"),
+    ({"tags": "always"}, "'tags'"),
+    ({"watch": {"observer": "magic"}}, "'watch.observer'"),
+    ({"tags": {"write_confidence": "yes"}}, "'tags.write_confidence'"),
+])
+def test_invalid_values_name_the_key(data, key):
+    with pytest.raises(ConfigError) as excinfo:
+        config_from_dict(data, source="x.toml")
+    assert key in str(excinfo.value)
+    assert str(excinfo.value).startswith("x.toml: ")
+
+
+def test_invalid_toml_is_a_config_error(isolated):
+    _, work = isolated
+    write(work / "tagger.toml", "tags = [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config()
+
+
+def test_values_are_read(isolated):
+    _, work = isolated
+    write(work / "tagger.toml", """
+database = "sqlite:////tmp/x.sqlite"
+[library]
+roots = ["/music", "/more"]
+[tags]
+write = "always"
+min_confidence = 0.4
+on_tie = "all"
+[genres]
+rename = { "hip-hop" = "Hip Hop" }
+drop = ["world"]
+""")
+    config = load_config()
+    assert config.database_url == "sqlite:////tmp/x.sqlite"
+    assert config.library.roots == ("/music", "/more")
+    assert (config.tags.write, config.tags.min_confidence, config.tags.on_tie) == ("always", 0.4, "all")
+    assert config.genres.rename == {"hip-hop": "Hip Hop"} and config.genres.drop == ("world",)

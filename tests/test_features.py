@@ -1,0 +1,55 @@
+"""Log-mel features and segmenting (synthetic signals are fine for these unit checks)."""
+
+import numpy as np
+import pytest
+
+from tagger.features import FRAMES_PER_SEGMENT, SAMPLE_RATE, frames_for, log_mel, segment
+
+
+def tone(seconds, amplitude=0.5, freq=440.0):
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_three_seconds_is_187_frames():
+    assert FRAMES_PER_SEGMENT == 187 == frames_for(3.0)
+
+
+def test_log_mel_is_float32_and_finite_for_full_scale_audio():
+    # musicnn's float16 cast overflows here (mel power > 6.55) and yields inf
+    loud = np.sign(tone(3.5, amplitude=1.0)).astype(np.float32)
+    mel = log_mel(loud)
+    assert mel.dtype == np.float32 and mel.shape[1] == 96
+    assert np.isfinite(mel).all()
+    assert mel.max() > np.log10(1 + 10000 * 6.55)  # really beyond float16's range
+
+
+@pytest.mark.parametrize("seconds,expected", [(30.0, 10), (29.95, 10), (14.0, 4), (5.3, 1),
+                                               (3.0, 1), (2.6, 1), (0.5, 1)])
+def test_segment_counts(seconds, expected):
+    segments = segment(tone(seconds))
+    assert segments.patches.shape == (expected, 187, 96)
+    assert len(segments.starts_s) == expected
+
+
+def test_segments_do_not_overlap_and_cover_the_window():
+    segments = segment(tone(30.0))
+    starts = np.array(segments.starts_s)
+    assert starts[0] == 0.0
+    assert (np.diff(starts) >= 187 * 256 / SAMPLE_RATE - 1e-9).all()
+    assert starts[-1] + 3.0 <= 30.0 + 0.05
+
+
+def test_configurable_count_and_length():
+    segments = segment(tone(30.0), count=5, seconds=6.0)
+    assert segments.patches.shape == (5, frames_for(6.0), 96)
+
+
+def test_short_audio_is_repeat_padded():
+    short = tone(1.0, freq=1000.0)
+    patch = segment(short).patches[0]
+    # the tone continues through the whole patch: no silent tail
+    energy = patch.mean(axis=1)
+    assert energy.min() > 0.5 * np.median(energy)
+    silent = segment(np.concatenate([short, np.zeros(40000, np.float32)])).patches[0]
+    assert silent.mean(axis=1).min() < 0.01  # the check above would see a silent tail

@@ -1,0 +1,59 @@
+"""The PyTorch port gives the original TensorFlow graphs' numbers (no TensorFlow needed here).
+
+tests/data/parity.npz was written by tools/convert_musicnn.py: log-mel patches of real music
+(tests/data/ATTRIBUTION.md) and the sigmoid outputs of musicnn 0.1.0's own MSD and MTT graphs.
+"""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tagger.errors import ModelError
+from tagger.model import load_musicnn, models_dir, read_model_card
+
+from conftest import DATA_DIR
+
+PARITY = np.load(DATA_DIR / "parity.npz")
+
+
+@pytest.mark.parametrize("name,prefix", [("MSD_musicnn", "msd"), ("MTT_musicnn", "mtt")])
+def test_port_matches_tensorflow_within_1e_4(name, prefix):
+    model = load_musicnn(name)
+    with torch.inference_mode():
+        scores = torch.sigmoid(model.network(torch.from_numpy(PARITY["patches"]))).numpy()
+    expected = PARITY[f"{prefix}_scores"]
+    assert scores.shape == expected.shape == (len(PARITY["patches"]), 50)
+    assert np.abs(scores - expected).max() < 1e-4
+    # the patches are real music, so the reference is not degenerate
+    assert expected.max() > 0.5 and expected.std() > 0.05
+
+
+def test_parity_patches_are_finite_float32():
+    patches = PARITY["patches"]
+    assert patches.dtype == np.float32 and patches.shape[1:] == (187, 96)
+    assert np.isfinite(patches).all()
+
+
+def test_model_card_describes_both_models():
+    card = read_model_card()
+    assert set(card["models"]) == {"MSD_musicnn", "MTT_musicnn"}
+    assert card["input"]["sample_rate"] == 16000 and card["input"]["n_mels"] == 96
+    for entry in card["models"].values():
+        assert len(entry["labels"]) == 50 and len(entry["sha256"]) == 64
+    assert "classical" in card["models"]["MTT_musicnn"]["labels"]
+    assert "jazz" in card["models"]["MSD_musicnn"]["labels"]
+
+
+def test_corrupt_weights_are_refused(tmp_path, monkeypatch):
+    copy = tmp_path / "models"
+    shutil.copytree(models_dir(), copy)
+    weights = copy / "msd_musicnn.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    monkeypatch.setenv("TAGGER_MODELS_DIR", str(copy))
+    with pytest.raises(ModelError, match="sha256"):
+        load_musicnn("MSD_musicnn")
+    load_musicnn("MTT_musicnn")  # the untouched one still loads
