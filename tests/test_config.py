@@ -100,3 +100,11 @@ drop = ["world"]
     assert config.library.roots == ("/music", "/more")
     assert (config.tags.write, config.tags.min_confidence, config.tags.on_tie) == ("always", 0.4, "all")
     assert config.genres.rename == {"hip-hop": "Hip Hop"} and config.genres.drop == ("world",)
+
+
+def test_shipped_tagger_toml_documents_exactly_the_defaults():
+    import dataclasses
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parent.parent / "tagger.toml"
+    assert dataclasses.replace(load_config(str(shipped)), source=None) == Config()
