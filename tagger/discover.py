@@ -1,0 +1,105 @@
+"""Discover audio files under the library roots: extension filter, ignore patterns, no loops."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from tagger.config import LibraryConfig
+
+log = logging.getLogger(__name__)
+
+# what tagger itself leaves behind while writing tags (tagger/tags: ".tagger-<random>.tmp")
+OWN_TEMP_PATTERN = ".tagger-*.tmp"
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    path: str  # absolute, as reached from the root (symlinked folders keep their link path)
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class WalkReport:
+    """What a walk saw besides audio files."""
+
+    unreadable_dirs: list[str] = field(default_factory=list)
+    skipped_names: list[str] = field(default_factory=list)  # names that are not valid UTF-8
+    temp_dirs: set[str] = field(default_factory=set)  # folders holding our stale temp files
+
+
+def is_ignored(name: str, patterns: Iterable[str]) -> bool:
+    """Whether a file or folder name matches one of the ignore patterns (shell globs)."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def is_audio_name(name: str, extensions: Iterable[str]) -> bool:
+    return os.path.splitext(name)[1].lower().lstrip(".") in extensions
+
+
+def walk(roots: Iterable[str], library: LibraryConfig,
+         report: WalkReport | None = None) -> Iterator[FoundFile]:
+    """Yield the audio files under ``roots``, each folder visited once.
+
+    Symlinked folders are followed, but a folder already visited (a symlink cycle, or a
+    second link to the same folder) is not entered again. Unreadable folders are noted
+    in ``report`` and skipped.
+    """
+    report = report if report is not None else WalkReport()
+    extensions = {e.lower() for e in library.extensions}
+    visited: set[tuple[int, int]] = set()
+    for root in roots:
+        yield from _walk_dir(os.path.abspath(root), library.ignore, extensions, visited, report)
+
+
+def _walk_dir(directory: str, ignore, extensions, visited, report: WalkReport):
+    try:
+        info = os.stat(directory)
+    except OSError as exc:
+        report.unreadable_dirs.append(f"{directory}: {exc.strerror or exc}")
+        return
+    key = (info.st_dev, info.st_ino)
+    if key in visited:
+        log.debug("already visited (symlink loop or duplicate link): %s", directory)
+        return
+    visited.add(key)
+    try:
+        with os.scandir(directory) as entries:
+            entries = list(entries)
+    except OSError as exc:
+        report.unreadable_dirs.append(f"{directory}: {exc.strerror or exc}")
+        return
+    subdirs = []
+    for entry in sorted(entries, key=lambda e: e.name):
+        name = entry.name
+        if fnmatch.fnmatchcase(name, OWN_TEMP_PATTERN):
+            report.temp_dirs.add(directory)
+            continue
+        if is_ignored(name, ignore):
+            continue
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes: cannot be stored or tagged safely
+            report.skipped_names.append(os.path.join(directory, name))
+            continue
+        try:
+            is_dir = entry.is_dir()  # follows symlinks
+        except OSError:
+            continue
+        if is_dir:
+            subdirs.append(entry.path)
+        elif is_audio_name(name, extensions):
+            try:
+                st = entry.stat()  # follows symlinks; a broken link raises
+            except OSError:
+                log.debug("broken link or vanished: %s", entry.path)
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield FoundFile(entry.path, st.st_size, st.st_mtime_ns)
+    for subdir in subdirs:
+        yield from _walk_dir(subdir, ignore, extensions, visited, report)
