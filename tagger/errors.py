@@ -29,6 +29,10 @@ class ReadError(TaggerError):
     """A file could not be read or decoded (missing, unreadable, not audio, too short, silent)."""
 
 
+class TooShortError(ReadError):
+    """The audio is readable but shorter than ``model.min_track_seconds``: skipped, not failed."""
+
+
 class WriteError(TaggerError):
     """Tags or the catalogue could not be written; the file is left as it was."""
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import librosa
 import numpy as np
 
-from tagger.errors import ReadError
+from tagger.errors import TooShortError
 
 if TYPE_CHECKING:
     from tagger.config import Config
@@ -93,7 +93,7 @@ def prepare_track(path: str, config: Config) -> PreparedTrack:
                           ffmpeg=config.decode.ffmpeg, timeout_s=config.decode.timeout_seconds)
     decoded_s = audio.samples.size / audio.sample_rate
     if decoded_s < model.min_track_seconds:
-        raise ReadError(f"too short to classify: {decoded_s:.1f} s of audio, the minimum is "
+        raise TooShortError(f"too short to classify: {decoded_s:.1f} s of audio, the minimum is "
                         f"{model.min_track_seconds:g} s (model.min_track_seconds)", path)
     segments = segment(audio.samples, model.segments, model.segment_seconds)
     return PreparedTrack(
