@@ -1,0 +1,218 @@
+"""Shared fixtures: one real clip in every audio format tagger reads, and hostile files.
+
+Real audio comes from ``tests/data/`` (small copies, attribution in ``tests/data/ATTRIBUTION.md``)
+so the tests run from a bare checkout; where a copy is missing, the same file is taken from
+``shared/music`` beside the repository root, and a test that needs neither is skipped.
+Everything derived (the formats, the hostile files) is made at session start, with the ffmpeg
+that :func:`tagger.decode.find_ffmpeg` returns (the imageio-ffmpeg one when none is on PATH),
+into a pytest temporary directory: nothing generated is committed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tagger.decode import find_ffmpeg
+from tagger.errors import ConfigError
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SHARED_MUSIC = Path(__file__).resolve().parents[2] / "shared" / "music"
+
+#: The clip every format is made from: jazz, 61 s, Vorbis 22.05 kHz mono, CC BY 3.0.
+MASTER_CLIP = "Kevin_MacLeod_-_Vibe_Ace.ogg"
+#: A real track shorter than the 30 s window: 5.3 s, CC BY 3.0.
+SHORT_CLIP = "sorohanro_-_solo-trumpet-06.ogg"
+
+#: Length in seconds of the format files (longer than the 30 s window, short to encode).
+FORMAT_SECONDS = 40.0
+
+# name: (encoder, extra output options, file suffix). Format names are the fixture's keys.
+FORMATS = {
+    "mp3": ("libmp3lame", ["-b:a", "192k"], ".mp3"),
+    "flac": ("flac", [], ".flac"),
+    "ogg": ("libvorbis", ["-q:a", "5"], ".ogg"),
+    "opus": ("libopus", ["-b:a", "128k"], ".opus"),
+    "aac": ("aac", ["-b:a", "192k"], ".m4a"),
+    "alac": ("alac", [], ".m4a"),
+    "wav": ("pcm_s16le", [], ".wav"),
+    "aiff": ("pcm_s16be", [], ".aiff"),
+    "wma": ("wmav2", ["-b:a", "192k"], ".wma"),
+}
+LOSSLESS = ("flac", "alac", "wav", "aiff")
+
+
+def real_clip(name: str) -> Path:
+    """A real audio file by name: the tests/data copy, else shared/music, else skip."""
+    for folder in (DATA_DIR, SHARED_MUSIC):
+        if (folder / name).is_file():
+            return folder / name
+    pytest.skip(f"real clip {name} is in neither {DATA_DIR} nor {SHARED_MUSIC}")
+
+
+def bundled_ffmpeg() -> str | None:
+    """The ffmpeg shipped in the imageio-ffmpeg wheel, the only one on a fresh CI machine."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:
+        return None
+
+
+def ffmpeg_binaries() -> dict[str, str]:
+    """Distinct ffmpeg binaries to decode with: ``auto``, and ``bundled`` where that differs."""
+    found: dict[str, str] = {}
+    try:
+        found["auto"] = find_ffmpeg()
+    except ConfigError:
+        pass
+    bundled = bundled_ffmpeg()
+    if bundled and os.path.realpath(bundled) not in map(os.path.realpath, found.values()):
+        found["bundled"] = bundled
+    return found
+
+
+@functools.cache
+def _encoders(exe: str) -> frozenset[str]:
+    out = subprocess.run(
+        [exe, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=60
+    ).stdout
+    names = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and len(parts[0]) == 6 and parts[0][0] in "AVS":
+            names.add(parts[1])
+    return frozenset(names)
+
+
+def encoding_ffmpeg(encoder: str) -> str | None:
+    """First ffmpeg having ``encoder``: find_ffmpeg()'s, then the bundled one, then PATH's."""
+    candidates = []
+    try:
+        candidates.append(find_ffmpeg())
+    except ConfigError:
+        pass
+    candidates += [bundled_ffmpeg(), shutil.which("ffmpeg")]
+    for exe in candidates:
+        if exe and encoder in _encoders(exe):
+            return exe
+    return None
+
+
+def ffmpeg_run(exe: str, *args: str) -> None:
+    """Run ffmpeg quietly, failing the test setup with ffmpeg's message on error."""
+    cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
+
+
+@pytest.fixture(scope="session")
+def master_wav(tmp_path_factory) -> Path:
+    """40 s of real stereo music, 44.1 kHz 16-bit WAV, the source of every format file.
+
+    The clip is mono, so the two channels are two different real passages of it (0-40 s on
+    the left, 10-50 s on the right): decoding must downmix real stereo the way librosa does.
+    """
+    exe = encoding_ffmpeg("pcm_s16le")
+    if exe is None:
+        pytest.skip("no ffmpeg available")
+    out = tmp_path_factory.mktemp("master") / "master.wav"
+    graph = (
+        "[0:a]asplit[a][b];"
+        f"[a]atrim=0:{FORMAT_SECONDS},asetpts=PTS-STARTPTS[l];"
+        f"[b]atrim=10:{10 + FORMAT_SECONDS},asetpts=PTS-STARTPTS[r];"
+        "[l][r]amerge=inputs=2,aresample=44100[out]"
+    )
+    ffmpeg_run(
+        exe, "-i", str(real_clip(MASTER_CLIP)), "-filter_complex", graph, "-map", "[out]",
+        "-c:a", "pcm_s16le", str(out),
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def format_files(master_wav, tmp_path_factory) -> dict[str, Path]:
+    """The 40 s real clip in every format: {name: path}.
+
+    Names: ``mp3`` (libmp3lame), ``flac``, ``ogg`` (Vorbis), ``opus``, ``aac`` (AAC in .m4a),
+    ``alac`` (ALAC in .m4a), ``wav``, ``aiff``, ``wma`` (wmav2). A format whose encoder no
+    available ffmpeg has is left out (tests for it skip).
+    """
+    folder = tmp_path_factory.mktemp("formats")
+    files: dict[str, Path] = {}
+    for name, (encoder, options, suffix) in FORMATS.items():
+        exe = encoding_ffmpeg(encoder)
+        if exe is None:
+            continue
+        out = folder / f"vibe_ace_40s_{name}{suffix}"
+        ffmpeg_run(exe, "-i", str(master_wav), "-c:a", encoder, *options, str(out))
+        files[name] = out
+    return files
+
+
+@pytest.fixture(scope="session")
+def hostile_files(format_files, tmp_path_factory) -> dict[str, Path]:
+    """Files a music library really contains that must not decode, or must decode anyway.
+
+    ``truncated_mp3``: the first 3 KB of a real MP3 (its header promises 40 s);
+    ``truncated_mid_mp3``: a real MP3 cut at 40 % of its bytes (decodes what is there);
+    ``empty_flac``: 0 bytes; ``text_as_mp3``: a text file named .mp3;
+    ``short_2s``: a real 2 s clip (Vorbis); ``silent_wav``: 40 s of digital silence in a real
+    WAV container; ``png_as_ogg``: a PNG image named .ogg; ``random_as_ogg``: random bytes
+    named .ogg; ``video_only_m4a``: an MP4 holding only a video stream;
+    ``mp3_as_flac``: a real MP3 named .flac (must decode).
+    Entries whose encoder is unavailable are left out.
+    """
+    folder = tmp_path_factory.mktemp("hostile")
+    files: dict[str, Path] = {}
+    if "mp3" in format_files:
+        mp3 = format_files["mp3"].read_bytes()
+        files["truncated_mp3"] = folder / "truncated.mp3"
+        files["truncated_mp3"].write_bytes(mp3[:3000])
+        files["truncated_mid_mp3"] = folder / "truncated_mid.mp3"
+        files["truncated_mid_mp3"].write_bytes(mp3[: int(len(mp3) * 0.4)])
+        files["mp3_as_flac"] = folder / "really_an_mp3.flac"
+        files["mp3_as_flac"].write_bytes(mp3)
+    files["empty_flac"] = folder / "empty.flac"
+    files["empty_flac"].write_bytes(b"")
+    files["text_as_mp3"] = folder / "notes.mp3"
+    files["text_as_mp3"].write_text(
+        "Track list\n1. Vibe Ace\n2. Let's Go Fishin'\nThis is a text file, not audio.\n",
+        encoding="utf-8",
+    )
+    files["random_as_ogg"] = folder / "random.ogg"
+    files["random_as_ogg"].write_bytes(np.random.default_rng(1234).bytes(64 * 1024))
+
+    if exe := encoding_ffmpeg("libvorbis"):
+        files["short_2s"] = folder / "short_2s.ogg"
+        ffmpeg_run(
+            exe, "-ss", "20", "-t", "2", "-i", str(real_clip(MASTER_CLIP)),
+            "-c:a", "libvorbis", str(files["short_2s"]),
+        )
+    if exe := encoding_ffmpeg("pcm_s16le"):
+        files["silent_wav"] = folder / "silence.wav"
+        ffmpeg_run(
+            exe, "-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "40",
+            "-c:a", "pcm_s16le", str(files["silent_wav"]),
+        )
+    if exe := encoding_ffmpeg("png"):
+        files["png_as_ogg"] = folder / "cover.ogg"
+        ffmpeg_run(
+            exe, "-f", "lavfi", "-i", "color=c=red:s=64x64", "-frames:v", "1",
+            "-c:v", "png", "-f", "image2", str(files["png_as_ogg"]),
+        )
+    if exe := encoding_ffmpeg("mpeg4"):
+        files["video_only_m4a"] = folder / "video_only.m4a"
+        ffmpeg_run(
+            exe, "-f", "lavfi", "-i", "testsrc=s=64x64:d=2", "-c:v", "mpeg4",
+            "-f", "mp4", str(files["video_only_m4a"]),
+        )
+    return files
