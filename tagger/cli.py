@@ -7,13 +7,14 @@ tagger error (model, catalogue, tag writing); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from tagger import __version__
 from tagger.config import Config, load_config
@@ -120,8 +121,12 @@ def _roots(args: argparse.Namespace, config: Config) -> list[str]:
     return roots
 
 
-def _stop_flag() -> Callable[[], bool]:
-    """First Ctrl-C (or SIGTERM) asks to stop after the files in progress; a second one aborts."""
+@contextlib.contextmanager
+def graceful_stop() -> Iterator[Callable[[], bool]]:
+    """First Ctrl-C (or SIGTERM) asks to stop after the files in progress; a second one aborts.
+
+    Yields the flag to poll; the previous handlers come back on exit.
+    """
     requested = []
 
     def handler(signum, frame):
@@ -130,9 +135,12 @@ def _stop_flag() -> Callable[[], bool]:
         requested.append(signum)
         print("\nstopping after the files in progress (Ctrl-C again to abort)", file=sys.stderr)
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return lambda: bool(requested)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(requested)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def cmd_scan(args: argparse.Namespace, config: Config) -> int:
@@ -141,14 +149,15 @@ def cmd_scan(args: argparse.Namespace, config: Config) -> int:
     from tagger.scan import scan
 
     roots = _roots(args, config)
-    should_stop = _stop_flag()
-    if args.dry_run:  # writes nothing at all: not even a new or upgraded catalogue
-        catalogue = _open_catalogue(config) if current(config.database_url) == head() else None
-        summary = scan(roots, config, catalogue, force=args.force, dry_run=True,
-                       workers=args.workers or 0, should_stop=should_stop)
-    else:
-        with WriterLock(config.state_path, config.database_url, "tagger scan"):
-            with _open_catalogue(config) as catalogue:
+    with graceful_stop() as should_stop:
+        if args.dry_run:  # writes nothing at all: not even a new or upgraded catalogue
+            exists = current(config.database_url) == head()
+            with (_open_catalogue(config) if exists else contextlib.nullcontext()) as catalogue:
+                summary = scan(roots, config, catalogue, force=args.force, dry_run=True,
+                               workers=args.workers or 0, should_stop=should_stop)
+        else:
+            with WriterLock(config.state_path, config.database_url, "tagger scan"), \
+                    _open_catalogue(config) as catalogue:
                 summary = scan(roots, config, catalogue, force=args.force,
                                workers=args.workers or 0, should_stop=should_stop)
     if args.json:
@@ -281,6 +290,131 @@ def cmd_db(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- train and eval
+
+
+def _labelled_dataset(args: argparse.Namespace, config: Config):
+    """The labelled tracks ``train``/``eval`` work on: a genre-folder dataset or --from-tags."""
+    from tagger.datasets import GenreMap, folder_dataset, tags_dataset
+
+    genre_map = GenreMap.parse(args.map or (), args.genre_map)
+    if args.from_tags:
+        with _open_catalogue(config) as catalogue:
+            dataset = tags_dataset(catalogue, under=[os.path.abspath(p) for p in args.source],
+                                   genre_map=genre_map, min_tracks=args.min_tracks)
+        left = ", ".join(f"{g} ({n})" for g, n in sorted(dataset.dropped.items()))
+        print(f"library tags: {len(dataset.tracks)} labelled tracks, "
+              f"{len(dataset.unlabelled)} without a genre of their own"
+              + (f"; left out (fewer than {args.min_tracks} tracks or mapped away): {left}"
+                 if left else ""), file=sys.stderr)
+        return dataset
+    if len(args.source) != 1:
+        raise UsageError(f"tagger {args.command}: give one DATASET folder (ROOT/<genre>/...) "
+                         "or --from-tags")
+    return folder_dataset(args.source[0], config.library, genre_map)
+
+
+def _embedded(args: argparse.Namespace, config: Config):
+    from tagger.scan import Progress
+    from tagger.train import embed, load_backbones
+
+    dataset = _labelled_dataset(args, config)
+    backbones = load_backbones(config)
+    progress = Progress(len(dataset.tracks))
+    last = [0]
+
+    def advance(done: int, total: int) -> None:
+        progress.advance(done - last[0])
+        last[0] = done
+
+    try:
+        embedded = embed(dataset, config, backbones, threads=config.scan.workers or 2,
+                         progress=advance)
+    finally:
+        progress.close()
+    stats = embedded.stats
+    print(f"embeddings: {stats.cached} cached, {stats.decoded} decoded, {stats.failed} "
+          f"unreadable ({stats.seconds:.1f} s)", file=sys.stderr)
+    return embedded, backbones
+
+
+def _head_options(args: argparse.Namespace):
+    from tagger.head import HeadOptions
+
+    given = {"embedding": args.embedding, "kind": args.head, "epochs": args.epochs}
+    return HeadOptions(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
+
+
+def _write_json(path: str, data: dict) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+    except OSError as exc:
+        raise TaggerError(f"cannot write the report: {exc.strerror or exc}", path) from None
+
+
+def cmd_train(args: argparse.Namespace, config: Config) -> int:
+    from tagger.train import train_bundle
+
+    embedded, backbones = _embedded(args, config)
+    outcome = train_bundle(embedded, backbones, config, args.out, options=_head_options(args),
+                           folds=args.folds, name=args.name)  # folds < 2: no cross-validation
+    bundle, report = outcome.bundle, outcome.report
+    counts = ", ".join(f"{g} {n}" for g, n in embedded.tracks_per_label().items())
+    print(f"bundle {bundle.name} ({bundle.sha256[:12]}) written to {bundle.path}")
+    options = bundle.card["training"]["options"]
+    print(f"trained on {len(embedded.tracks)} tracks: {counts}; head {options['kind']} on "
+          f"{options['embedding']} embeddings in {outcome.fit_seconds:.1f} s")
+    if report:
+        print(f"{report['folds']}-fold cross-validation: track accuracy "
+              f"{report['track_accuracy']:.3f}, segment accuracy {report['segment_accuracy']:.3f}"
+              f" (chance {report['chance']['uniform']:.3f})")
+        if args.report:
+            _write_json(args.report, report)
+    print(f"use it: tagger classify --model {bundle.path} FILE..., or model.bundle in tagger.toml")
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace, config: Config) -> int:
+    from tagger.evaluate import cross_validate, evaluate_head, format_report, plot_confusion
+
+    embedded, backbones = _embedded(args, config)
+    if args.model:
+        from tagger.classify import genre_head
+
+        report = evaluate_head(embedded, backbones, genre_head(config, backbones.models))
+    else:
+        report = cross_validate(embedded, backbones, _head_options(args), args.folds, args.seed)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print(format_report(report))
+    if args.report:
+        _write_json(args.report, report)
+    if args.plot:
+        plot_confusion(report, args.plot)
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace, config: Config) -> int:
+    from tagger.watch import Watcher
+
+    roots = _roots(args, config)
+    watcher = Watcher(roots, config, workers=args.workers or 0)
+    with graceful_stop() as should_stop:
+        watcher.run(should_stop)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    from tagger.watch import format_status, read_status
+
+    info = read_status(config)
+    print(json.dumps(info, ensure_ascii=False) if args.json else format_status(info))
+    return EXIT_OK if info["running"] else EXIT_FAILURES
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "classify": cmd_classify,
     "scan": cmd_scan,
@@ -288,6 +422,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "stats": cmd_stats,
     "revert": cmd_revert,
     "db": cmd_db,
+    "watch": cmd_watch,
+    "status": cmd_status,
+    "train": cmd_train,
+    "eval": cmd_eval,
 }
 
 
@@ -298,14 +436,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    classify = sub.add_parser("classify", help="classify audio files and print the result")
+    model = _Parser(add_help=False)
+    model.add_argument("--model", metavar="BUNDLE",
+                       help="a bundle from 'tagger train' (or 'musicnn', the shipped genre map); "
+                            "overrides model.bundle")
+
+    classify = sub.add_parser("classify", parents=[model],
+                              help="classify audio files and print the result")
     classify.add_argument("files", nargs="+", metavar="FILE")
     classify.add_argument("--json", action="store_true", help="one JSON object per file")
 
     db = _Parser(add_help=False)
     db.add_argument("--db", metavar="URL", help="catalogue URL (overrides tagger.toml)")
 
-    scan = sub.add_parser("scan", parents=[db], help="classify, tag and catalogue a library")
+    scan = sub.add_parser("scan", parents=[db, model],
+                          help="classify, tag and catalogue a library")
     scan.add_argument("paths", nargs="*", metavar="PATH", help="default: library.roots")
     scan.add_argument("--dry-run", action="store_true",
                       help="print existing -> proposed genre; write nothing")
@@ -325,15 +470,77 @@ def build_parser() -> argparse.ArgumentParser:
 
     dbcmd = sub.add_parser("db", parents=[db], help="catalogue schema: upgrade, current")
     dbcmd.add_argument("db_command", choices=("upgrade", "current"))
+
+    watch = sub.add_parser("watch", parents=[db, model],
+                           help="the daemon: reconcile, then tag new and changed files as they "
+                                "arrive (docs/watch.md)")
+    watch.add_argument("paths", nargs="*", metavar="PATH", help="default: library.roots")
+    watch.add_argument("--workers", type=int, metavar="N", help="decode worker processes")
+
+    status = sub.add_parser("status", parents=[db],
+                            help="whether 'tagger watch' runs, its queue, counts, last error "
+                                 "(exit 1 when it does not run)")
+    status.add_argument("--json", action="store_true")
+
+    learn = _Parser(add_help=False)
+    learn.add_argument("source", nargs="*", metavar="DATASET",
+                       help="folder with one subfolder of audio per genre; with --from-tags: "
+                            "library folders to use (default: the whole catalogue)")
+    learn.add_argument("--from-tags", action="store_true",
+                       help="label catalogued tracks by the genre tags you set ('tagger scan' "
+                            "first)")
+    learn.add_argument("--min-tracks", type=int, default=5, metavar="N",
+                       help="--from-tags: leave out genres with fewer tracks (default 5)")
+    learn.add_argument("--map", action="append", metavar="SRC=DST",
+                       help="rename a genre before use (repeatable; DST empty: drop it)")
+    learn.add_argument("--genre-map", metavar="FILE", help="TOML/JSON table of SRC = DST")
+    learn.add_argument("--embedding", choices=("penultimate", "pooled", "both", "tags"),
+                       help="backbone features the head reads (default: penultimate)")
+    learn.add_argument("--head", choices=("linear", "mlp"), help="head shape (default: mlp)")
+    learn.add_argument("--epochs", type=int, metavar="N")
+    learn.add_argument("--seed", type=int, default=0)
+    learn.add_argument("--folds", type=int, default=5, metavar="K",
+                       help="k-fold cross-validation by track (train: 0 skips it)")
+
+    train = sub.add_parser("train", parents=[db, learn],
+                           help="train a genre head on labelled music; write a model bundle")
+    train.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
+    train.add_argument("--name", help="bundle name (default: the folder's name)")
+    train.add_argument("--report", metavar="FILE.json", help="write the cross-validation report")
+
+    evaluate = sub.add_parser("eval", parents=[db, learn, model],
+                              help="accuracy on labelled music: cross-validated, or of --model")
+    evaluate.add_argument("--report", metavar="FILE.json", help="write the report as JSON")
+    evaluate.add_argument("--plot", metavar="FILE.png", help="draw the confusion matrix")
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
+class _JournalFormatter(logging.Formatter):
+    """stderr read by journald: a syslog priority prefix instead of a timestamp."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", "\n  ")
+        return f"<{self.PRIORITY.get(record.levelno, 6)}>{text}"
+
+
+def _stderr_is_journal() -> bool:
+    """systemd sets $JOURNAL_STREAM to the device:inode of the stream it connected."""
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
+
+
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JournalFormatter("%(name)s: %(message)s") if _stderr_is_journal()
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
 
 
@@ -350,6 +557,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         if getattr(args, "db", None):
             config = dataclasses.replace(config, database=args.db)
+        if getattr(args, "model", None):
+            bundle = args.model if args.model == "musicnn" else os.path.abspath(
+                os.path.expanduser(args.model))
+            config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                           bundle=bundle))
         setup_logging("debug" if args.verbose else config.log_level)
         return COMMANDS[args.command](args, config)
     except ConfigError as exc:

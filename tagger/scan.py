@@ -140,11 +140,11 @@ class Summary:
 class Progress:
     """A progress bar with rate and ETA on a terminal; periodic log lines otherwise."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, interval_s: float = 10.0):
-        self.total, self.stream, self.interval_s = total, stream, interval_s
+    def __init__(self, total: int, stream: TextIO | None = None, interval_s: float = 10.0):
+        self.total, self.stream, self.interval_s = total, stream or sys.stderr, interval_s
         self.done = 0
         self.start = self.last = time.monotonic()
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.tty = self.stream.isatty()
 
     def advance(self, count: int = 1) -> None:
         self.done += count
@@ -180,13 +180,13 @@ class Engine:
     """Processes files end to end; the only object that writes tags and the catalogue."""
 
     def __init__(self, config: Config, catalogue, *, classifier: Classifier | None = None,
-                 workers: int = 0, dry_run: bool = False, out: TextIO = sys.stdout):
+                 workers: int = 0, dry_run: bool = False, out: TextIO | None = None):
         self.config = config
         self.catalogue = catalogue
         self.classifier = classifier or Classifier(config)
         self.workers = workers or config.scan.workers or os.cpu_count() or 1
         self.dry_run = dry_run
-        self.out = out
+        self.out = out or sys.stdout
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -308,7 +308,8 @@ class Engine:
         summary.ties += outcome.tie
         stat, tag_error = (item.size, item.mtime_ns), None
         try:
-            decision = decide_tags(outcome, tags.read_genres(path), self.config.tags)
+            existing = self._user_genres(path, tags.read_genres(path))
+            decision = decide_tags(outcome, existing, self.config.tags)
             if decision.genres:
                 stat = self._write_tags(path, decision.genres, outcome.confidence, summary)
             elif decision.reason.startswith("below threshold"):
@@ -328,6 +329,17 @@ class Engine:
         else:
             log.debug("%s: %s %.2f%s", path, outcome.genre, outcome.confidence,
                       " (tie)" if outcome.tie else "")
+
+    def _user_genres(self, path: str, existing: list[str]) -> list[str]:
+        """The file's genres, or [] when they are just what tagger itself wrote last (a genre
+        from an older model or genre map is not one the user set: it may be replaced)."""
+        if not existing:
+            return existing
+        written = [w for w in self.catalogue.tag_changes([path])
+                   if w.new is not None and "CONFIDENCE" not in w.field.upper()]
+        if written and list(written[-1].new) == existing:
+            return []
+        return existing
 
     def _write_tags(self, path: str, genres: tuple[str, ...], confidence: float,
                     summary: Summary) -> tuple[int, int]:
@@ -390,7 +402,7 @@ def plan_scan(roots: list[str], config: Config, catalogue, *, force: bool,
 
 
 def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
-         dry_run: bool = False, workers: int = 0, out: TextIO = sys.stdout,
+         dry_run: bool = False, workers: int = 0, out: TextIO | None = None,
          engine: Engine | None = None,
          should_stop: Callable[[], bool] = lambda: False) -> Summary:
     """One pass over the library: classify what is new or changed, tag it, catalogue it.
