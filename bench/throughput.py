@@ -26,16 +26,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 import numpy as np  # noqa: E402
+from results import write_section  # noqa: E402
 
 from tagger.classify import Classifier  # noqa: E402
 from tagger.config import AUDIO_EXTENSIONS, Config  # noqa: E402
 from tagger.decode import decode_window  # noqa: E402
 from tagger.features import FRAMES_PER_SEGMENT, PreparedTrack, segment  # noqa: E402
 
-RESULTS = REPO / "bench" / "RESULTS.md"
-SECTION = "throughput"
 
 
 def audio_files(folder: Path, limit: int) -> list[str]:
@@ -191,17 +191,6 @@ def report(args, paths, ours, tf_figures) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    body = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{start}\n## Classifier throughput (`bench/throughput.py`)\n\n{text}\n{end}"
-    if start in body:
-        body = body[:body.index(start)] + block + body[body.index(end) + len(end):]
-    else:
-        body = body.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(body, encoding="utf-8")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
@@ -238,7 +227,7 @@ def main(argv=None) -> int:
     text = report(args, paths, ours, tf_figures)
     print(text)
     if args.write:
-        write_section(text)
+        write_section("throughput", "Classifier throughput (`bench/throughput.py`)", text)
     return 0
 
 
