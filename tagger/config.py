@@ -64,7 +64,7 @@ class GenreConfig:
 @dataclass(frozen=True)
 class TagsConfig:
     write: str = "if_empty"  # if_empty | always | never
-    min_confidence: float = 0.0
+    min_confidence: float = 0.35  # docs/genres.md: non-music scores below it
     on_tie: str = "best"  # best | all | skip
     write_confidence: bool = True
 
@@ -84,6 +84,7 @@ class ScanConfig:
 class WatchConfig:
     settle_seconds: float = 5.0
     observer: str = "auto"  # auto | native | polling
+    poll_interval_seconds: float = 30.0  # how often the polling observer looks (NAS roots)
     rescan_interval_minutes: float = 360.0
     rescan_cron: str = ""  # crontab expression; overrides the interval when set
     retry_base_seconds: float = 60.0
@@ -124,6 +125,7 @@ _CHOICES = {
 _POSITIVE = {
     "model.segments", "model.segment_seconds", "model.min_track_seconds", "model.window_seconds", "model.batch_segments",
     "decode.timeout_seconds", "watch.rescan_interval_minutes", "watch.retry_base_seconds",
+    "watch.poll_interval_seconds",
 }
 _NON_NEGATIVE = {
     "model.threads", "scan.workers", "watch.settle_seconds", "watch.retry_max_attempts",
