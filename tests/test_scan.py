@@ -302,3 +302,25 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path):
     assert rows(db, "select count(*) from tracks where status = 'done'")[0][0] == 12
     assert rows(db, "select count(*) from predictions")[0][0] == 12  # one each, no repeats
     assert f"{12 - done} classified" in rerun.stdout
+
+
+def test_revert_leaves_a_genre_the_user_changed_since(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("kept.ogg", "edited.ogg"):
+        shutil.copy(real_clip("sorohanro_-_solo-trumpet-06.ogg"), lib / name)
+        (lib / name).chmod(0o644)
+        tags.write_genres(lib / name, ["Trumpet Loops"], None)
+    config = tmp_path / "tagger.toml"
+    config.write_text('[tags]\nwrite = "always"\n', encoding="utf-8")
+    db = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    assert main(["--config", str(config), "scan", "--db", db, str(lib)]) == 0
+    assert tags.read_genres(lib / "edited.ogg") == ["jazz"]
+    tags.write_genres(lib / "edited.ogg", ["Bebop"], None)  # the user's own later edit
+    assert main(["revert", "--db", db, "--all"]) == 1
+    assert "changed after tagger wrote it" in caplog.text
+    assert tags.read_genres(lib / "kept.ogg") == ["Trumpet Loops"]
+    assert tags.read_genres(lib / "edited.ogg") == ["Bebop"]
+    assert main(["revert", "--db", db, "--all", "--force"]) == 0
+    assert tags.read_genres(lib / "edited.ogg") == ["Trumpet Loops"]
