@@ -261,6 +261,11 @@ def cmd_revert(args: argparse.Namespace, config: Config) -> int:
         for change in changes:
             by_path.setdefault(change.path, []).append(change)
         for path, group in by_path.items():
+            if not args.force and _edited_since(path, group):
+                failed += 1
+                log.error("%s: its genre was changed after tagger wrote it; not reverting "
+                          "(--force reverts anyway)", path)
+                continue
             try:
                 tags.restore(path, group)  # oldest first: the user's own values win
             except TaggerError as exc:
@@ -274,6 +279,19 @@ def cmd_revert(args: argparse.Namespace, config: Config) -> int:
             restored += 1
     print(f"restored the original tags of {restored} files" + (f", {failed} failed" if failed else ""))
     return EXIT_FAILURES if failed else EXIT_OK
+
+
+def _edited_since(path: str, changes) -> bool:
+    """Whether the file's genre is no longer what tagger last wrote (someone edited it since)."""
+    from tagger import tags
+
+    genre_writes = [c for c in changes if "CONFIDENCE" not in c.field and c.field != "gnre"]
+    if not genre_writes:
+        return False
+    try:
+        return tuple(tags.read_genres(path)) != tuple(genre_writes[-1].new or ())
+    except TaggerError:
+        return False  # restore() will report what is wrong with the file
 
 
 def cmd_db(args: argparse.Namespace, config: Config) -> int:
@@ -467,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     revert = sub.add_parser("revert", parents=[db], help="restore the tags tagger overwrote")
     revert.add_argument("paths", nargs="*", metavar="PATH", help="files or folders")
     revert.add_argument("--all", action="store_true", help="every file tagger ever wrote")
+    revert.add_argument("--force", action="store_true",
+                        help="also revert files whose genre was edited after tagger wrote it")
 
     dbcmd = sub.add_parser("db", parents=[db], help="catalogue schema: upgrade, current")
     dbcmd.add_argument("db_command", choices=("upgrade", "current"))
