@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, TextIO
 
@@ -206,25 +207,35 @@ class Engine:
                 progress: Progress | None = None,
                 should_stop: Callable[[], bool] = lambda: False) -> Summary:
         """Classify, tag and catalogue ``files``; results are committed batch by batch."""
-        pool = self._executor()
         files = iter(files)
-        in_flight: deque[Future] = deque()
+        in_flight: deque[tuple[FoundFile, Future, ProcessPoolExecutor]] = deque()
+        crashes: Counter = Counter()
         ready: list[WorkItem] = []
         queued_segments = 0
         window = self.workers * 3
+
+        def submit(found: FoundFile) -> None:
+            pool = self._executor()
+            in_flight.append((found, pool.submit(prepare_file, found, self.config), pool))
 
         def refill() -> None:
             while len(in_flight) < window and not should_stop():
                 found = next(files, None)
                 if found is None:
                     return
-                in_flight.append(pool.submit(prepare_file, found, self.config))
+                submit(found)
 
         refill()
         while in_flight:
             if should_stop():
                 summary.interrupted = True
-            item = in_flight.popleft().result()
+            found, future, pool = in_flight.popleft()
+            try:
+                item = future.result()
+            except BrokenProcessPool:
+                item = self._after_worker_crash(found, pool, crashes, submit)
+                if item is None:
+                    continue
             refill()
             if item.track is not None:
                 moved_from = self._moved_from(item)
@@ -242,6 +253,24 @@ class Engine:
                 ready, queued_segments = [], 0
         self._finish_batch(ready, summary, progress)
         return summary
+
+    def _after_worker_crash(self, found: FoundFile, pool: ProcessPoolExecutor, crashes: Counter,
+                            submit: Callable[[FoundFile], None]) -> WorkItem | None:
+        """A worker died (killed, out of memory): every file it had in flight fails with it.
+
+        Start a fresh pool and retry each such file once; a file that takes a second worker
+        down with it is recorded as failed. Returns that failure, or None when retried.
+        """
+        if pool is self._pool:  # the broken one: its other futures fail too, and come here
+            pool.shutdown(wait=False)
+            self._pool = None
+        crashes[found.path] += 1
+        if crashes[found.path] > 1:
+            return WorkItem(found.path, found.size, found.mtime_ns, None,
+                            error="the decoding worker process died twice on this file")
+        log.warning("a worker process died; retrying %s", found.path)
+        submit(found)
+        return None
 
     def _advance(self, progress: Progress | None, count: int = 1) -> None:
         if progress:

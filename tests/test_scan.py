@@ -324,3 +324,41 @@ def test_revert_leaves_a_genre_the_user_changed_since(tmp_path, monkeypatch, cap
     assert tags.read_genres(lib / "edited.ogg") == ["Bebop"]
     assert main(["revert", "--db", db, "--all", "--force"]) == 0
     assert tags.read_genres(lib / "edited.ogg") == ["Trumpet Loops"]
+
+
+def test_a_worker_process_killed_mid_scan_does_not_stop_the_scan(tmp_path):
+    """An OOM-killed or crashed decoder: the files it held are retried in a fresh pool."""
+    import threading
+
+    from tagger.catalogue import open_catalogue
+    from tagger.config import Config
+    from tagger.discover import walk
+    from tagger.scan import Engine, Summary
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(6):
+        shutil.copy(real_clip("Kevin_MacLeod_-_Vibe_Ace.ogg"), lib / f"t{i}.ogg")
+        (lib / f"t{i}.ogg").chmod(0o644)
+    config = Config()
+    with open_catalogue(f"sqlite:///{tmp_path / 'c.sqlite'}") as catalogue:
+        engine = Engine(config, catalogue, workers=2)
+        killed = []
+
+        def kill_a_worker():
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not killed:
+                pool = engine._pool
+                processes = list(getattr(pool, "_processes", {}) or {})
+                if processes:
+                    os.kill(processes[0], signal.SIGKILL)
+                    killed.append(processes[0])
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_a_worker)
+        killer.start()
+        summary = engine.process(walk([str(lib)], config.library), Summary())
+        killer.join()
+        engine.close()
+    assert killed
+    assert summary.classified == 6 and summary.failed == 0
