@@ -18,10 +18,10 @@ from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, TextIO
+from typing import TYPE_CHECKING, Callable, Iterable, TextIO
+
 
 from tagger import tags
-from tagger.classify import Classifier
 from tagger.config import Config, TagsConfig
 from tagger.discover import FoundFile, WalkReport, walk
 from tagger.errors import ReadError, TaggerError, TooShortError, WriteError
@@ -29,6 +29,9 @@ from tagger.features import PreparedTrack, prepare_track
 from tagger.identity import content_id
 from tagger.result import TrackResult
 from tagger.vote import Vote
+
+if TYPE_CHECKING:  # workers import this module: keep torch out of them
+    from tagger.classify import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +187,11 @@ class Engine:
                  workers: int = 0, dry_run: bool = False, out: TextIO | None = None):
         self.config = config
         self.catalogue = catalogue
-        self.classifier = classifier or Classifier(config)
+        if classifier is None:
+            from tagger.classify import Classifier
+
+            classifier = Classifier(config)
+        self.classifier = classifier
         self.workers = workers or config.scan.workers or os.cpu_count() or 1
         self.dry_run = dry_run
         self.out = out or sys.stdout
