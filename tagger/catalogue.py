@@ -944,6 +944,49 @@ class Catalogue:
                 for r in s.execute(stmt)
             ]
 
+    def file_states(
+        self, paths: Iterable[str]
+    ) -> dict[str, tuple[int | None, int | None, str]]:
+        """:meth:`known_files` for the given paths only (those not catalogued are left out)."""
+        paths = list(dict.fromkeys(paths))
+        out: dict[str, tuple[int | None, int | None, str]] = {}
+        with self._read() as s:
+            for chunk in _chunks(paths):
+                for path, size, mtime, status in s.execute(
+                    select(_T.c.path, _T.c.size, _T.c.mtime_ns, _T.c.status)
+                    .where(_T.c.path.in_(chunk))
+                ):
+                    out[path] = (size, mtime, status)
+        return out
+
+    def requeue_stale(self, sha256: str, vocabulary: Sequence[str]) -> int:
+        """Done tracks whose newest prediction was made by other weights (``sha256``) or over
+        another genre vocabulary become pending again, to be classified and tagged anew; no
+        other row is touched. Returns how many."""
+        vocab = _dump_list(tuple(vocabulary))
+        p2 = _P.alias("p2")
+        newest = (
+            select(p2.c.id).where(p2.c.track_id == _T.c.id)
+            .order_by(p2.c.created.desc(), p2.c.id.desc()).limit(1)
+            .correlate(_T).scalar_subquery()
+        )
+        stmt = (
+            select(_T.c.id)
+            .select_from(_T.join(_P, _P.c.track_id == _T.c.id).join(_M, _M.c.id == _P.c.model_id))
+            .where(_T.c.status == "done", _P.c.id == newest,
+                   sa.or_(_M.c.sha256 != sha256, _M.c.vocabulary != vocab))
+        )
+        now = _now()
+        n = 0
+        with self._write("requeue tracks classified by another model") as s:
+            ids = list(s.scalars(stmt))
+            for chunk in _chunks(ids):
+                n += s.execute(
+                    update(_T).where(_T.c.id.in_(chunk), _T.c.status == "done")
+                    .values(status="pending", updated_at=now)
+                ).rowcount
+        return n
+
     # -- results -------------------------------------------------------------------------------
 
     def record_result(

@@ -418,7 +418,11 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
 def cmd_watch(args: argparse.Namespace, config: Config) -> int:
     from tagger.watch import Watcher
 
-    roots = _roots(args, config)
+    # unlike scan, a root that is not there yet (a NAS mounted later) is no error: the
+    # daemon waits for it
+    roots = [os.path.abspath(p) for p in (args.paths or config.library.roots)]
+    if not roots:
+        raise UsageError("no PATH given and no 'library.roots' in tagger.toml")
     watcher = Watcher(roots, config, workers=args.workers or 0)
     with graceful_stop() as should_stop:
         watcher.run(should_stop)
@@ -515,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rename a genre before use (repeatable; DST empty: drop it)")
     learn.add_argument("--genre-map", metavar="FILE", help="TOML/JSON table of SRC = DST")
     learn.add_argument("--embedding", choices=("penultimate", "pooled", "both", "tags"),
-                       help="backbone features the head reads (default: penultimate)")
+                       help="backbone features the head reads (default: pooled)")
     learn.add_argument("--head", choices=("linear", "mlp"), help="head shape (default: mlp)")
     learn.add_argument("--epochs", type=int, metavar="N")
     learn.add_argument("--seed", type=int, default=0)
