@@ -12,12 +12,14 @@ from typing import BinaryIO
 
 import mutagen.asf
 
+from tagger.tags.base import BaseEditor
+
 GENRE = "WM/Genre"
 CONFIDENCE = "TAGGER_GENRE_CONFIDENCE"
 FIELDS = (GENRE, CONFIDENCE)
 
 
-class Editor:
+class Editor(BaseEditor):
     """The ASF attributes of one open WMA file."""
 
     FORMAT = "ASF"
@@ -31,19 +33,10 @@ class Editor:
             self._audio.add_tags()
         self.tags = self._audio.tags
 
-    def existing_genres(self) -> list[str]:
-        return [g for g in (self.get(GENRE) or ()) if g]
-
     def get(self, field: str) -> tuple[str, ...] | None:
         if field not in self.tags:
             return None
         return tuple(str(attr.value) for attr in self.tags[field])
-
-    def desired(self, genres: tuple[str, ...] | None, confidence: str | None) -> dict:
-        want: dict[str, tuple[str, ...] | None] = {GENRE: genres}
-        if confidence is not None:
-            want[CONFIDENCE] = (confidence,)
-        return want
 
     def set(self, field: str, values: tuple[str, ...] | None) -> None:
         if field in self.tags:
@@ -51,5 +44,3 @@ class Editor:
         if values is not None:
             self.tags[field] = [mutagen.asf.ASFUnicodeAttribute(v) for v in values]
 
-    def save(self, fileobj: BinaryIO) -> None:
-        self._audio.save(fileobj)

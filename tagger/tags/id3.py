@@ -30,6 +30,7 @@ import mutagen.wave
 from mutagen.id3 import ID3, TCON, TXXX, Encoding, ID3NoHeaderError, ID3v1SaveOptions
 
 from tagger.identity import AIFF, MP3, WAV
+from tagger.tags.base import BaseEditor
 
 GENRE = "TCON"
 CONFIDENCE_DESC = "TAGGER_GENRE_CONFIDENCE"
@@ -43,7 +44,7 @@ class TagFormatError(Exception):
     """The tag cannot be saved the way it must be (raised before anything is written)."""
 
 
-class Editor:
+class Editor(BaseEditor):
     """The ID3v2 tag of one open file (MP3, WAV or AIFF)."""
 
     FORMAT = "ID3v2"
@@ -99,12 +100,6 @@ class Editor:
         return tuple(str(t) for t in frame.text)
 
     # ---------------------------------------------------------------- writing
-
-    def desired(self, genres: tuple[str, ...] | None, confidence: str | None) -> dict:
-        want: dict[str, tuple[str, ...] | None] = {GENRE: genres}
-        if confidence is not None:
-            want[CONFIDENCE] = (confidence,)
-        return want
 
     def set(self, field: str, values: tuple[str, ...] | None) -> None:
         self.tags.delall(field)

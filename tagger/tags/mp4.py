@@ -22,7 +22,9 @@ from typing import BinaryIO
 
 import mutagen.mp4
 from mutagen.id3 import TCON
-from mutagen.mp4 import Atom, Atoms, AtomDataType, MP4FreeForm
+from mutagen.mp4 import Atom, AtomDataType, Atoms, MP4FreeForm
+
+from tagger.tags.base import BaseEditor
 
 GENRE = "\xa9gen"
 LEGACY_GENRE = "gnre"
@@ -36,7 +38,7 @@ class TagFormatError(Exception):
     """The MP4 tag cannot be edited as required."""
 
 
-class Editor:
+class Editor(BaseEditor):
     """The iTunes metadata (``moov.udta.meta.ilst``) of one open MP4 file."""
 
     FORMAT = "MP4"
@@ -100,8 +102,6 @@ class Editor:
         else:
             self.tags[field] = list(values)
 
-    def save(self, fileobj: BinaryIO) -> None:
-        self._audio.save(fileobj)
 
 
 def _data_atoms(payload: bytes) -> list[tuple[int, bytes]]:

@@ -16,6 +16,8 @@ import mutagen.oggflac
 import mutagen.oggopus
 import mutagen.oggvorbis
 
+from tagger.tags.base import BaseEditor
+
 GENRE = "GENRE"
 CONFIDENCE = "TAGGER_GENRE_CONFIDENCE"
 FIELDS = (GENRE, CONFIDENCE)
@@ -29,7 +31,7 @@ _CLASSES = {
 KINDS = tuple(_CLASSES)
 
 
-class Editor:
+class Editor(BaseEditor):
     """The Vorbis comment of one open file."""
 
     FORMAT = "Vorbis comment"
@@ -43,18 +45,9 @@ class Editor:
             self._audio.add_tags()
         self.tags = self._audio.tags
 
-    def existing_genres(self) -> list[str]:
-        return [g for g in (self.get(GENRE) or ()) if g]
-
     def get(self, field: str) -> tuple[str, ...] | None:
         values = self.tags.get(field)
         return tuple(values) if values else None
-
-    def desired(self, genres: tuple[str, ...] | None, confidence: str | None) -> dict:
-        want: dict[str, tuple[str, ...] | None] = {GENRE: genres}
-        if confidence is not None:
-            want[CONFIDENCE] = (confidence,)
-        return want
 
     def set(self, field: str, values: tuple[str, ...] | None) -> None:
         if field in self.tags:
@@ -62,5 +55,3 @@ class Editor:
         if values is not None:
             self.tags[field] = list(values)
 
-    def save(self, fileobj: BinaryIO) -> None:
-        self._audio.save(fileobj)

@@ -1,0 +1,29 @@
+"""What every format's tag editor shares: the genre and confidence fields and how they are asked for."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+
+class BaseEditor:
+    """A format module's ``Editor`` names its fields and implements ``get``/``set``."""
+
+    GENRE: str
+    CONFIDENCE: str
+    _audio: object
+
+    def get(self, field: str) -> tuple[str, ...] | None:
+        raise NotImplementedError
+
+    def existing_genres(self) -> list[str]:
+        return [g for g in (self.get(self.GENRE) or ()) if g]
+
+    def desired(self, genres: tuple[str, ...] | None, confidence: str | None) -> dict:
+        """The value each field should end with (None: absent); confidence None: untouched."""
+        want: dict[str, tuple[str, ...] | None] = {self.GENRE: genres}
+        if confidence is not None:
+            want[self.CONFIDENCE] = (confidence,)
+        return want
+
+    def save(self, fileobj: BinaryIO) -> None:
+        self._audio.save(fileobj)
