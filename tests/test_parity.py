@@ -57,3 +57,31 @@ def test_corrupt_weights_are_refused(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="sha256"):
         load_musicnn("MSD_musicnn")
     load_musicnn("MTT_musicnn")  # the untouched one still loads
+
+
+@pytest.fixture(scope="module")
+def mtt():
+    return load_musicnn("MTT_musicnn").network
+
+
+@pytest.mark.parametrize("batch,frames", [(1, 187), (3, 187), (17, 187), (2, 93), (5, 250)])
+def test_fast_inference_path_equals_the_reference_layers(mtt, batch, frames):
+    """The restructured CPU path (tagger/fastconv.py) against the layer-by-layer reference,
+    for batch sizes and segment lengths that do not divide its blocks evenly."""
+    rng = np.random.default_rng(batch * 1000 + frames)
+    real = PARITY["patches"]
+    patches = np.concatenate([real] * (batch // len(real) + 1))[:batch]
+    if frames != 187:  # another segment length: tile real frames along time
+        patches = np.concatenate([patches] * (frames // 187 + 1), axis=1)[:, :frames]
+    patches = patches + rng.normal(0, 0.01, patches.shape).astype(np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(patches))
+    with torch.inference_mode():
+        fast = mtt.embed(x)
+        reference = mtt.embed_reference(x)
+        fast_scores = torch.sigmoid(mtt(x))
+        reference_scores = torch.sigmoid(mtt.output(reference[1]))
+    assert fast[0].shape == reference[0].shape == (batch, 1506)
+    for got, want in zip(fast, reference):  # float32 rounding, relative to magnitudes up to ~10
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(fast_scores).all()
+    assert (fast_scores - reference_scores).abs().max() < 1e-4
