@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 
+from tagger.bundle import DEFAULT_BUNDLE, TrainedHead, load_bundle, resolve_bundle_path
 from tagger.config import Config
+from tagger.embeddings import BackboneOutput, Backbones, combined_sha256
 from tagger.errors import ReadError, TaggerError
 from tagger.features import PreparedTrack, prepare_track
-from tagger.genres import build_vocabulary
+from tagger.genres import Vocabulary, build_vocabulary
 from tagger.model import LoadedModel, load_musicnn
 from tagger.result import ModelInfo, SegmentResult, TrackResult
 from tagger.vote import vote
@@ -30,25 +31,67 @@ def configure_threads(threads: int) -> int:
     return count
 
 
+class GenreHead(Protocol):
+    """Turns the backbones' outputs for a batch of segments into per-segment genre scores."""
+
+    info: ModelInfo  # the model the catalogue records for each prediction
+    genres: tuple[str, ...]  # the columns of genre_scores, the genres voted over
+    needs_embeddings: bool  # whether genre_scores reads the embeddings (else tag scores only)
+    score_keys: tuple[str, ...]  # keys of the genre scores in each segment's scores; () none
+
+    def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
+        """(segments, genres) scores."""
+        ...
+
+
+class VocabularyHead:
+    """The default: the genre map over the backbones' tags (tagger.genres; docs/genres.md)."""
+
+    needs_embeddings = False
+    score_keys: tuple[str, ...] = ()
+
+    def __init__(self, vocabulary: Vocabulary, backbones_sha256: str):
+        self.vocabulary = vocabulary
+        self.genres = vocabulary.genres
+        self.info = ModelInfo(name=DEFAULT_BUNDLE, sha256=backbones_sha256,
+                              vocabulary=vocabulary.genres)
+
+    def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
+        return self.vocabulary.genre_scores(outputs.tag_scores)
+
+
+def genre_head(config: Config, models: Sequence[LoadedModel],
+               vocabulary: Vocabulary | None = None) -> GenreHead:
+    """The genre head ``model.bundle`` selects: the genre map, or a trained bundle (verified)."""
+    if config.model.bundle == DEFAULT_BUNDLE:
+        if vocabulary is None:
+            keys = tuple(f"{m.prefix}:{label}" for m in models for label in m.labels)
+            vocabulary = build_vocabulary(keys, config.genres)
+        return VocabularyHead(vocabulary, combined_sha256(models))
+    return TrainedHead(load_bundle(resolve_bundle_path(config), models, config))
+
+
 class Classifier:
     """Genre classification with the shipped musicnn pair (MSD + MTT).
 
-    Construct once: loading checks the weights' sha256 against the model card. Then call
-    :meth:`classify` with paths, or :meth:`classify_prepared` with tracks that worker
-    processes already decoded.
+    The genres come from the genre map over their tags, or, when ``model.bundle`` names a
+    trained bundle, from its head over their embeddings (descriptors always come from the
+    tags). Construct once: loading checks the weights' sha256 against the model card (and a
+    bundle's own sha256 and backbones). Then call :meth:`classify` with paths, or
+    :meth:`classify_prepared` with tracks that worker processes already decoded.
     """
 
     def __init__(self, config: Config):
         self.config = config
         configure_threads(config.model.threads)
         self.models: tuple[LoadedModel, ...] = tuple(load_musicnn(n) for n in SHIPPED_MODELS)
+        self.backbones = Backbones(self.models, config.model.batch_segments)
         self.output_keys = tuple(
             f"{m.prefix}:{label}" for m in self.models for label in m.labels
         )
         self.vocabulary = build_vocabulary(self.output_keys, config.genres)
-        combined = hashlib.sha256("|".join(f"{m.name}:{m.sha256}" for m in self.models).encode())
-        self.info = ModelInfo(name="musicnn", sha256=combined.hexdigest(),
-                              vocabulary=self.vocabulary.genres)
+        self.head = genre_head(config, self.models, self.vocabulary)
+        self.info = self.head.info
 
     def tag_scores(self, patches: np.ndarray) -> np.ndarray:
         """Sigmoid scores of every model output, shape (patches, outputs), in batches."""
@@ -61,17 +104,26 @@ class Classifier:
                 out[start:start + batch] = torch.cat(scores, dim=1).numpy()
         return out
 
-    def result_for(self, track: PreparedTrack, tag_scores: np.ndarray) -> TrackResult:
-        """Vote over one track's segment scores and assemble its result."""
-        genre_scores = self.vocabulary.genre_scores(tag_scores)
-        outcome = vote(self.vocabulary.genres, genre_scores)
+    def backbone_outputs(self, patches: np.ndarray) -> BackboneOutput:
+        """Tag scores of every patch, and the embeddings when the genre head reads them."""
+        if self.head.needs_embeddings:
+            return self.backbones.run(patches, embeddings=True)
+        return BackboneOutput(self.tag_scores(patches))
+
+    def result_for(self, track: PreparedTrack, tag_scores: np.ndarray,
+                   genre_scores: np.ndarray) -> TrackResult:
+        """Vote over one track's segment genre scores and assemble its result."""
+        outcome = vote(self.head.genres, genre_scores)
+        keys = self.output_keys + self.head.score_keys
+        rows = (np.concatenate([tag_scores, genre_scores], axis=1) if self.head.score_keys
+                else tag_scores)
         segments = tuple(
             SegmentResult(
                 start_s=start,
                 genre=winner,
-                scores={k: round(float(v), 6) for k, v in zip(self.output_keys, row)},
+                scores={k: round(float(v), 6) for k, v in zip(keys, row)},
             )
-            for start, winner, row in zip(track.starts_s, outcome.segment_winners, tag_scores)
+            for start, winner, row in zip(track.starts_s, outcome.segment_winners, rows)
         )
         model = self.config.model
         descriptors = self.vocabulary.descriptors(
@@ -83,11 +135,13 @@ class Classifier:
         """Run the models once over all segments of ``tracks`` and vote per track."""
         if not tracks:
             return []
-        scores = self.tag_scores(np.concatenate([t.patches for t in tracks]))
+        outputs = self.backbone_outputs(np.concatenate([t.patches for t in tracks]))
+        genre_scores = self.head.genre_scores(outputs)
         results, start = [], 0
         for track in tracks:
             stop = start + len(track.patches)
-            results.append(self.result_for(track, scores[start:stop]))
+            results.append(self.result_for(track, outputs.tag_scores[start:stop],
+                                           genre_scores[start:stop]))
             start = stop
         return results
 

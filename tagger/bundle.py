@@ -1,0 +1,197 @@
+"""Trained model bundles: a genre head on the frozen backbones, written by ``tagger train``.
+
+A bundle is a directory::
+
+    BUNDLE/
+      head.pt       the head's torch state_dict (tensors only: loads with weights_only=True)
+      bundle.json   the card: name, sha256, labels, embedding, head shape, backbones (names
+                    and sha256), segment settings, training data summary, metrics from
+                    cross-validation
+
+The bundle's sha256 covers ``head.pt``'s bytes and every card field that changes what the
+bundle predicts (format, labels, embedding, head shape, backbones, segment length); it is
+checked at load, and so is each backbone's sha256 against the shipped weights. It is also
+the identity the catalogue records for every prediction the bundle makes. Select a bundle
+with ``model.bundle = "path"`` in tagger.toml (relative to the file's folder) or ``--model``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from tagger.config import Config
+from tagger.embeddings import BackboneOutput
+from tagger.errors import ModelError, WriteError
+from tagger.head import HeadNet
+from tagger.model import LoadedModel
+from tagger.result import ModelInfo
+
+FORMAT = "tagger-bundle/1"
+CARD = "bundle.json"
+WEIGHTS = "head.pt"
+DEFAULT_BUNDLE = "musicnn"  # model.bundle value meaning the shipped pair with the genre map
+#: the card fields the sha256 covers, besides the weights
+IDENTITY_FIELDS = ("format", "labels", "embedding", "head", "backbones", "segment_seconds")
+
+
+def bundle_sha256(card: dict, weights: bytes) -> str:
+    identity = {k: card.get(k) for k in IDENTITY_FIELDS}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, ensure_ascii=False).encode())
+    digest.update(b"\n")
+    digest.update(weights)
+    return digest.hexdigest()
+
+
+def resolve_bundle_path(config: Config) -> Path:
+    """``model.bundle`` as a path: relative to the config file's folder, else to the cwd."""
+    path = Path(config.model.bundle).expanduser()
+    if not path.is_absolute():
+        base = Path(config.source).resolve().parent if config.source else Path.cwd()
+        path = base / path
+    return path
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    card: dict
+    net: HeadNet
+
+    @property
+    def name(self) -> str:
+        return self.card["name"]
+
+    @property
+    def sha256(self) -> str:
+        return self.card["sha256"]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.card["labels"])
+
+    @property
+    def embedding(self) -> str:
+        return self.card["embedding"]
+
+
+def write_bundle(out: str | Path, net: HeadNet, *, name: str, labels: Sequence[str],
+                 embedding: str, head: dict, backbones: Sequence[LoadedModel], config: Config,
+                 training: dict, metrics: dict | None) -> Bundle:
+    """Write a bundle directory atomically; an existing bundle (or empty folder) is replaced."""
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / CARD).is_file())):
+        raise WriteError("exists and is not a tagger bundle: refusing to replace it", out)
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}, buffer)
+    weights = buffer.getvalue()
+    card = {
+        "format": FORMAT,
+        "name": name,
+        "sha256": "",
+        "labels": list(labels),
+        "embedding": embedding,
+        "head": head,
+        "backbones": [{"name": m.name, "sha256": m.sha256} for m in backbones],
+        "segment_seconds": config.model.segment_seconds,
+        "segments": config.model.segments,
+        "window_seconds": config.model.window_seconds,
+        "training": training,
+        "metrics": metrics,
+    }
+    card["sha256"] = bundle_sha256(card, weights)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        (staging / WEIGHTS).write_bytes(weights)
+        (staging / CARD).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
+        os.chmod(staging, 0o755)
+        old = None
+        if out.exists():
+            old = out.parent / f"{staging.name}.old"
+            os.replace(out, old)
+        os.replace(staging, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise WriteError(f"cannot write the bundle: {exc}", out) from None
+    return Bundle(out, card, net)
+
+
+def read_card(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        card = json.loads((path / CARD).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"not a model bundle (no {CARD})", path) from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the bundle card: {exc}", path) from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise ModelError(f"unsupported bundle format {card.get('format')!r}", path)
+    return card
+
+
+def load_bundle(path: str | Path, backbones: Sequence[LoadedModel],
+                config: Config | None = None) -> Bundle:
+    """Load and verify a bundle: its sha256, its backbones' sha256, the segment length."""
+    path = Path(path)
+    card = read_card(path)
+    try:
+        weights = (path / WEIGHTS).read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read the head weights: {exc.strerror or exc}", path) from None
+    if bundle_sha256(card, weights) != card.get("sha256"):
+        raise ModelError("bundle sha256 does not match its card and weights (edited or "
+                         "corrupt); retrain it", path)
+    shipped = {m.name: m.sha256 for m in backbones}
+    for entry in card["backbones"]:
+        if shipped.get(entry["name"]) != entry["sha256"]:
+            raise ModelError(
+                f"bundle was trained on backbone {entry['name']} {entry['sha256'][:12]}…, "
+                f"but the shipped weights are {str(shipped.get(entry['name']))[:12]}…; "
+                "retrain it", path)
+    if config is not None and abs(config.model.segment_seconds - card["segment_seconds"]) > 1e-9:
+        raise ModelError(f"bundle was trained on {card['segment_seconds']:g} s segments, "
+                         f"model.segment_seconds is {config.model.segment_seconds:g}", path)
+    head = card["head"]
+    net = HeadNet(head["input_dim"], len(card["labels"]), head.get("hidden", 0),
+                  head.get("dropout", 0.0))
+    try:
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise ModelError(f"cannot load the head weights: {exc}", path / WEIGHTS) from None
+    net.eval()
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    return Bundle(path, card, net)
+
+
+class TrainedHead:
+    """Genre scores from a trained bundle: softmax probabilities over its labels per segment."""
+
+    needs_embeddings = True
+
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
+        self.genres = bundle.labels
+        self.info = ModelInfo(name=bundle.name, sha256=bundle.sha256, vocabulary=bundle.labels)
+        self.score_keys = tuple(f"head:{label}" for label in bundle.labels)
+
+    def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
+        if outputs.pooled is not None and outputs.pooled.dtype != np.float16:
+            # embeddings are cached at half precision: give the head what it was trained on
+            outputs = BackboneOutput(outputs.tag_scores, outputs.penultimate,
+                                     outputs.pooled.astype(np.float16))
+        return self.bundle.net.probabilities(outputs.features(self.bundle.embedding))

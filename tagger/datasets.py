@@ -1,0 +1,258 @@
+"""Labelled tracks to train and evaluate on: a folder per genre, or the library's own tags.
+
+* :func:`folder_dataset`: ``ROOT/<genre>/**/*.<audio>`` (the GTZAN layout); the folder name is
+  the label.
+* :func:`tags_dataset`: every catalogued track whose file carries a genre the *user* set
+  (``tagger scan`` first). A genre tagger itself wrote (logged in the catalogue's tag writes
+  and still in the file) is no label: those tracks count as unlabelled, like tracks without a
+  genre. Multi-valued genres count by their first value. A genre map applies first, then
+  genres with fewer than ``min_tracks`` tracks are left out.
+
+A genre map renames labels case-insensitively (``{"Hip Hop": "hip-hop"}``); mapping to ``""``
+drops the label. Unmapped values that differ only in case are one genre, spelled the most
+common way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from tagger.config import Config, LibraryConfig
+from tagger.discover import is_ignored, walk
+from tagger.embeddings import (BackboneOutput, Backbones, EmbeddingCache, ExtractStats,
+                               TrackEmbeddings, extract)
+from tagger.errors import ConfigError, ReadError, TaggerError
+
+log = logging.getLogger(__name__)
+
+#: catalogue statuses whose files can be used for training
+USABLE_STATUSES = ("done", "pending", "failed")
+
+
+@dataclass(frozen=True)
+class LabelledTrack:
+    path: str
+    genre: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Labelled tracks, and what was left out."""
+
+    name: str
+    source: str  # "folder" or "tags"
+    location: str  # the folder, or the catalogue URL (no password)
+    tracks: tuple[LabelledTrack, ...]
+    unlabelled: tuple[str, ...] = ()  # tracks: no genre, or only tagger's own
+    dropped: dict[str, int] = field(default_factory=dict)  # genre -> tracks left out
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(sorted({t.genre for t in self.tracks}))
+
+    def counts(self) -> dict[str, int]:
+        counts = Counter(t.genre for t in self.tracks)
+        return {label: counts[label] for label in self.labels}
+
+
+# ---------------------------------------------------------------- genre maps
+
+
+class GenreMap:
+    """Case-insensitive relabelling: ``{source: target}``, target ``""`` drops the label."""
+
+    def __init__(self, mapping: Mapping[str, str] | None = None):
+        self.mapping = {k.strip().casefold(): v.strip() for k, v in (mapping or {}).items()}
+
+    @classmethod
+    def parse(cls, pairs: Sequence[str] = (), file: str | None = None) -> GenreMap:
+        """From ``SRC=DST`` pairs (command line) and a TOML or JSON table file."""
+        mapping: dict[str, str] = {}
+        if file:
+            try:
+                text = Path(file).expanduser().read_text(encoding="utf-8")
+                data = json.loads(text) if file.endswith(".json") else tomllib.loads(text)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot read the genre map: {exc}", file) from None
+            if not isinstance(data, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+                raise ConfigError("the genre map must be a table of strings", file)
+            mapping.update(data)
+        for pair in pairs:
+            source, sep, target = pair.partition("=")
+            if not sep or not source.strip():
+                raise ConfigError(f"genre map entry {pair!r} is not SRC=DST")
+            mapping[source] = target
+        return cls(mapping)
+
+    def __call__(self, value: str) -> str | None:
+        value = value.strip()
+        target = self.mapping.get(value.casefold(), value)
+        return target or None
+
+
+def _unify_case(values: Sequence[str]) -> dict[str, str]:
+    """value -> its genre: values equal but for case become the most common spelling."""
+    spellings: dict[str, Counter] = {}
+    for value in values:
+        spellings.setdefault(value.casefold(), Counter())[value] += 1
+    canonical = {key: min(c, key=lambda v: (-c[v], v)) for key, c in spellings.items()}
+    return {value: canonical[value.casefold()] for value in values}
+
+
+# ---------------------------------------------------------------- the two sources
+
+
+def folder_dataset(root: str | os.PathLike[str], library: LibraryConfig = LibraryConfig(),
+                   genre_map: GenreMap | None = None) -> Dataset:
+    """``ROOT/<genre>/...``: every audio file below a genre folder is one track of it."""
+    root = Path(root).expanduser().absolute()
+    if not root.is_dir():
+        raise ConfigError("dataset folder not found", root)
+    genre_map = genre_map or GenreMap()
+    tracks, dropped = [], Counter()
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if is_ignored(folder.name, library.ignore):
+            continue
+        label = genre_map(folder.name)
+        files = sorted(f.path for f in walk([str(folder)], library))
+        if label is None:
+            dropped[folder.name] += len(files)
+            continue
+        tracks += [LabelledTrack(path, label) for path in files]
+    if not tracks:
+        raise ConfigError("no audio files in genre folders (expected ROOT/<genre>/*.wav ...)",
+                          root)
+    return Dataset(name=root.name, source="folder", location=str(root), tracks=tuple(tracks),
+                   dropped=dict(dropped))
+
+
+def tags_dataset(catalogue, *, under: Sequence[str] | None = None,
+                 genre_map: GenreMap | None = None, min_tracks: int = 5,
+                 read_genres: Callable[[str], list[str]] | None = None) -> Dataset:
+    """The catalogued tracks (below ``under``, default all) labelled by the user's genre tags."""
+    from tagger import tags
+
+    read_genres = read_genres or tags.read_genres
+    genre_map = genre_map or GenreMap()
+    prefixes = [str(Path(p).expanduser().absolute()) for p in under] if under else None
+    known = catalogue.known_files(prefixes)
+    # the genre tagger wrote last in each file (unless reverted): not the user's label
+    written: dict[str, tuple[str, ...]] = {}
+    for change in catalogue.tag_changes(under=prefixes):
+        if "confidence" not in change.field.lower() and change.new is not None:
+            written[change.path] = change.new
+    raw: list[tuple[str, str]] = []
+    unlabelled: list[str] = []
+    unreadable = 0
+    for path, (_, _, status) in sorted(known.items()):
+        if status not in USABLE_STATUSES or not os.path.isfile(path):
+            continue
+        try:
+            values = read_genres(path)
+        except (ReadError, TaggerError) as exc:
+            unreadable += 1
+            log.debug("%s", exc)
+            continue
+        if not values or (path in written and tuple(values) == tuple(written[path])):
+            unlabelled.append(path)
+            continue
+        raw.append((path, values[0]))
+    dropped: Counter = Counter()
+    mapped = []
+    for path, value in raw:
+        label = genre_map(value)
+        if label is None:
+            dropped[value.strip()] += 1
+        else:
+            mapped.append((path, label))
+    spelling = _unify_case([label for _, label in mapped])
+    counts = Counter(spelling[label] for _, label in mapped)
+    tracks = []
+    for path, label in mapped:
+        genre = spelling[label]
+        if counts[genre] >= min_tracks:
+            tracks.append(LabelledTrack(path, genre))
+        else:
+            dropped[genre] += 1
+    if unreadable:
+        log.warning("%d catalogued files had unreadable tags and were left out", unreadable)
+    return Dataset(name="library tags", source="tags", location=catalogue.url,
+                   tracks=tuple(tracks), unlabelled=tuple(unlabelled), dropped=dict(dropped))
+
+
+# ---------------------------------------------------------------- embedded datasets
+
+
+@dataclass
+class EmbeddedSet:
+    """A dataset's tracks that could be embedded, with their segments' embeddings."""
+
+    dataset: Dataset
+    tracks: list[LabelledTrack]
+    embeddings: list[TrackEmbeddings]
+    stats: ExtractStats
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        self.labels = tuple(sorted({t.genre for t in self.tracks}))
+
+    @property
+    def track_labels(self) -> np.ndarray:
+        index = {label: i for i, label in enumerate(self.labels)}
+        return np.array([index[t.genre] for t in self.tracks], dtype=np.int64)
+
+    @property
+    def segment_tracks(self) -> np.ndarray:
+        """For every segment (tracks in order), the index of its track."""
+        return np.repeat(np.arange(len(self.tracks)), [e.segments for e in self.embeddings])
+
+    @property
+    def segment_labels(self) -> np.ndarray:
+        return self.track_labels[self.segment_tracks]
+
+    @property
+    def keys(self) -> list[str]:
+        return [e.key for e in self.embeddings]
+
+    def outputs(self, backbones: Backbones) -> BackboneOutput:
+        """Tag scores (from the cached embeddings) and both embeddings of every segment."""
+        pen = np.concatenate([e.penultimate for e in self.embeddings])
+        pooled = np.concatenate([e.pooled for e in self.embeddings])
+        return BackboneOutput(backbones.tag_scores_from_penultimate(pen), pen, pooled)
+
+    def features(self, kind: str, backbones: Backbones) -> np.ndarray:
+        return self.outputs(backbones).features(kind)
+
+    def segments_per_label(self) -> dict[str, int]:
+        counts = Counter()
+        for track, emb in zip(self.tracks, self.embeddings):
+            counts[track.genre] += emb.segments
+        return {label: counts[label] for label in self.labels}
+
+    def tracks_per_label(self) -> dict[str, int]:
+        counts = Counter(t.genre for t in self.tracks)
+        return {label: counts[label] for label in self.labels}
+
+
+def embed_dataset(dataset: Dataset, config: Config, backbones: Backbones,
+                  cache: EmbeddingCache | None, *, threads: int = 2,
+                  progress: Callable[[int, int], None] | None = None) -> EmbeddedSet:
+    """Embeddings of every labelled track (cached ones read, the rest decoded and cached)."""
+    paths = [t.path for t in dataset.tracks]
+    embeddings, stats = extract(paths, config, backbones, cache, threads=threads,
+                                progress=progress)
+    kept = [(t, e) for t, e in zip(dataset.tracks, embeddings) if e is not None]
+    if stats.failed:
+        log.warning("%d of %d tracks could not be read and are left out", stats.failed,
+                    len(paths))
+    return EmbeddedSet(dataset, [t for t, _ in kept], [e for _, e in kept], stats)
