@@ -1016,8 +1016,10 @@ class Catalogue:
         winner = by_genre.get(vote.genre)
         if result.segments:
             segments = [
+                # the genre scores the vote compared, not every raw output: ~17 values
+                # instead of 100 per segment (the raw ones are in `classify --json`)
                 dict(segment_index=i, start_s=float(seg.start_s), genre=seg.genre,
-                     scores=_dump_scores(seg.scores))
+                     scores=_dump_scores(seg.genre_scores or None))
                 for i, seg in enumerate(result.segments)
             ]
         else:
@@ -1385,7 +1387,8 @@ def _prediction_record(p: Prediction) -> PredictionRecord:
         descriptors=json.loads(p.descriptors) if p.descriptors else {},
         created=_utc(p.created), candidates=candidates,
         segments=tuple(
-            SegmentResult(seg.start_s, seg.genre, json.loads(seg.scores) if seg.scores else {})
+            SegmentResult(seg.start_s, seg.genre, {},
+                          json.loads(seg.scores) if seg.scores else {})
             for seg in p.segments
         ),
     )

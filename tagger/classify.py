@@ -122,8 +122,10 @@ class Classifier:
                 start_s=start,
                 genre=winner,
                 scores={k: round(float(v), 6) for k, v in zip(keys, row)},
+                genre_scores={g: round(float(v), 4) for g, v in zip(self.head.genres, votes)},
             )
-            for start, winner, row in zip(track.starts_s, outcome.segment_winners, rows)
+            for start, winner, row, votes in zip(track.starts_s, outcome.segment_winners, rows,
+                                                 genre_scores)
         )
         model = self.config.model
         descriptors = self.vocabulary.descriptors(

@@ -12,6 +12,7 @@ class SegmentResult:
     start_s: float  # where the segment starts in the track, seconds
     genre: str  # the genre this segment voted for
     scores: dict[str, float]  # every raw model output, keyed "msd:<tag>" / "mtt:<tag>"
+    genre_scores: dict[str, float] = field(default_factory=dict)  # what the vote compared
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ what the scan left in the files and in the catalogue.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -154,6 +155,10 @@ def test_catalogue_holds_votes_segments_and_tag_writes(scanned, library):
     assert votes == rows(db, """select count(*) from prediction_segments s
         join predictions p on p.id = s.prediction_id join tracks t on t.id = p.track_id
         where t.path = ? and s.genre = 'classical'""", path)[0][0]
+    [(scores,)] = rows(db, """select s.scores from prediction_segments s
+        join predictions p on p.id = s.prediction_id join tracks t on t.id = p.track_id
+        where t.path = ? and s.segment_index = 0""", path)
+    assert json.loads(scores)["classical"] > 0.5  # the genre scores the segment voted with
     writes = rows(db, "select field, old_value, new_value from tag_writes where path = ?", path)
     assert ("GENRE", None, '["classical"]') in writes
     assert rows(db, "select content_id, size, mtime_ns from tracks where path = ?", path)[0][0]
