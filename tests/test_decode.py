@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
+import shutil
+import tempfile
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -207,19 +209,40 @@ def test_directory_and_fifo_are_not_regular_files(tmp_path):
         _assert_read_error(excinfo, fifo, "not a regular file")
 
 
-@pytest.mark.skipif(
-    sys.platform == "win32" or os.geteuid() == 0, reason="root reads files whatever their mode"
-)
 def test_unreadable_file(format_files, tmp_path):
-    path = tmp_path / "locked.flac"
+    """As root (CI) every file is readable, so the check runs in a child that drops to 'nobody'."""
+    folder = Path(tempfile.mkdtemp(prefix="tagger-locked-"))  # beside, not inside, root's tmp
+    folder.chmod(0o755)
+    path = folder / "locked.flac"
     path.write_bytes(_format(format_files, "flac").read_bytes())
     path.chmod(0)
     try:
-        with pytest.raises(ReadError) as excinfo:
-            decode_window(path)
-        _assert_read_error(excinfo, path, "permission denied")
+        if os.geteuid() != 0:
+            with pytest.raises(ReadError) as excinfo:
+                decode_window(path)
+            _assert_read_error(excinfo, path, "permission denied")
+            return
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child
+            message = "no error"
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                decode_window(path)
+            except ReadError as exc:
+                message = str(exc)
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                message = f"{type(exc).__name__}: {exc}"
+            os.write(write_end, message.encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            message = pipe.read()
+        os.waitpid(child, 0)
+        assert message == f"{path}: permission denied"
     finally:
-        path.chmod(0o644)
+        shutil.rmtree(folder)
 
 
 def test_ffmpeg_timeout_kills_it(format_files):
