@@ -338,6 +338,8 @@ def _ffmpeg_duration(path: str, exe: str, timeout_s: float) -> float:
     proc = _run(cmd, path, timeout_s)
     lines = _stderr_lines(proc.stderr, path)
     kinds = [m.group(1) for m in map(_STREAM.match, lines) if m]
+    if not kinds and any(line.startswith("Input #") for line in lines):
+        raise ReadError("no audio stream (the container holds no streams at all)", path)
     if not kinds:
         raise ReadError(_failure_message(lines, proc.returncode), path)
     if "Audio" not in kinds:

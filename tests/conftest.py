@@ -209,6 +209,10 @@ def hostile_files(format_files, tmp_path_factory) -> dict[str, Path]:
             exe, "-f", "lavfi", "-i", "color=c=red:s=64x64", "-frames:v", "1",
             "-c:v", "png", "-f", "image2", str(files["png_as_ogg"]),
         )
+    if "aac" in format_files:  # an M4A container with no stream in it (a cut past the end)
+        files["empty_m4a"] = folder / "nothing_inside.m4a"
+        ffmpeg_run(encoding_ffmpeg("aac"), "-ss", "100", "-i", str(format_files["aac"]),
+                   "-c:a", "aac", str(files["empty_m4a"]))
     if exe := encoding_ffmpeg("mpeg4"):
         files["video_only_m4a"] = folder / "video_only.m4a"
         ffmpeg_run(

@@ -166,6 +166,7 @@ HOSTILE = {
     "png_as_ogg": ("no audio stream",),
     "random_as_ogg": ("not an audio file",),
     "video_only_m4a": ("no audio stream",),
+    "empty_m4a": ("no audio stream",),
 }
 
 
