@@ -102,6 +102,10 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _worker_ready() -> bool:
+    return True
+
+
 # ---------------------------------------------------------------- summary and progress
 
 
@@ -199,11 +203,19 @@ class Engine:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            # forkserver: workers never inherit torch's threads from this process
+            # forkserver: workers never inherit torch's threads from this process; the
+            # server imports the decode stack once, so each worker starts without doing so
             context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["tagger.scan"])
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
                                              initializer=_worker_init)
         return self._pool
+
+    def start(self) -> None:
+        """Start the worker processes now rather than with the first file."""
+        pool = self._executor()
+        for ready in [pool.submit(_worker_ready) for _ in range(self.workers)]:
+            ready.result()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -213,13 +225,19 @@ class Engine:
     def process(self, files: Iterable[FoundFile], summary: Summary,
                 progress: Progress | None = None,
                 should_stop: Callable[[], bool] = lambda: False) -> Summary:
-        """Classify, tag and catalogue ``files``; results are committed batch by batch."""
+        """Classify, tag and catalogue ``files``; results are committed batch by batch.
+
+        Once ``should_stop()`` is true, the batch being recorded is finished and the rest
+        is left pending (the catalogue has every file as pending before it is processed).
+        """
         files = iter(files)
         in_flight: deque[tuple[FoundFile, Future, ProcessPoolExecutor]] = deque()
         crashes: Counter = Counter()
         ready: list[WorkItem] = []
         queued_segments = 0
-        window = self.workers * 3
+        # enough files in flight to fill the next inference batch while this one runs
+        batch_tracks = -(-self.config.model.batch_segments // self.config.model.segments)
+        window = self.workers + 2 * batch_tracks
 
         def submit(found: FoundFile) -> None:
             pool = self._executor()
@@ -235,7 +253,12 @@ class Engine:
         refill()
         while in_flight:
             if should_stop():
+                # Files decoded but not classified, and those still decoding, stay pending
+                # in the catalogue: the next run redoes them (decoding is the cheap part).
                 summary.interrupted = True
+                for _, future, _ in in_flight:
+                    future.cancel()
+                return summary
             found, future, pool = in_flight.popleft()
             try:
                 item = future.result()
@@ -443,8 +466,9 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
          should_stop: Callable[[], bool] = lambda: False) -> Summary:
     """One pass over the library: classify what is new or changed, tag it, catalogue it.
 
-    When ``should_stop()`` turns true, intake stops, the files already in the workers are
-    finished and committed, and the summary says it was interrupted.
+    When ``should_stop()`` turns true, the batch being recorded is finished and committed,
+    the files not classified yet stay pending for the next run, and the summary says it was
+    interrupted.
     """
     started = time.monotonic()
     report = WalkReport()
@@ -465,7 +489,10 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
             catalogue.mark_pending_many((f.path, f.size, f.mtime_ns, None) for f in todo)
     log.info("%d files found: %d to classify, %d unchanged, %d missing", seen, len(todo),
              unchanged, len(missing))
-    progress = Progress(len(todo)) if todo else None
+    if not todo:  # an unchanged library: no model to load, no workers to start
+        summary.elapsed_s = time.monotonic() - started
+        return summary
+    progress = Progress(len(todo))
     own_engine = engine is None
     engine = engine or Engine(config, catalogue, workers=workers, dry_run=dry_run, out=out)
     try:
@@ -473,8 +500,7 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        if progress:
-            progress.close()
+        progress.close()
         if own_engine:
             engine.close()
         summary.elapsed_s = time.monotonic() - started
