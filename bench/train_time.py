@@ -30,8 +30,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 import torch  # noqa: E402
+from results import write_section  # noqa: E402
 
 from tagger.config import AUDIO_EXTENSIONS, Config  # noqa: E402
 from tagger.datasets import Dataset, EmbeddedSet, LabelledTrack  # noqa: E402
@@ -40,7 +42,6 @@ from tagger.evaluate import cross_validate  # noqa: E402
 from tagger.head import HeadOptions, fit_head  # noqa: E402
 from tagger.train import load_backbones  # noqa: E402
 
-RESULTS = REPO / "bench" / "RESULTS.md"
 SECTION = "train"
 
 
@@ -161,19 +162,8 @@ def main(argv=None) -> int:
             f"{args.tracks} tracks (each copy its own track for the folds): the time depends "
             "on the number of segments, not on what they hold.",
         ]
-        write_section("\n".join(lines))
+        write_section(SECTION, "Training time (`bench/train_time.py`)", "\n".join(lines))
     return 0
-
-
-def write_section(text: str) -> None:
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    body = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{start}\n## Training time (`bench/train_time.py`)\n\n{text}\n{end}"
-    if start in body:
-        body = body[:body.index(start)] + block + body[body.index(end) + len(end):]
-    else:
-        body = body.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(body, encoding="utf-8")
 
 
 if __name__ == "__main__":
