@@ -37,6 +37,7 @@ changes. A write that changes nothing does not touch the file at all.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -47,7 +48,7 @@ import shutil
 import stat
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Sequence, TypeVar
+from typing import BinaryIO, Callable, Iterator, Sequence, TypeVar
 
 from tagger import identity
 from tagger.errors import ReadError, TaggerError, WriteError
@@ -289,15 +290,8 @@ def _open_editor(f: BinaryIO, path: str):
 def _edit(path: str, plan: Callable[[object], list[TagChange]], *, dry_run: bool):
     real, st = _check_target(path)
     # plan on the original first: nothing to change means nothing to write
-    try:
-        with open(real, "rb") as f:
-            changes = plan(_open_editor(f, path))
-    except WriteError:
-        raise
-    except ReadError as exc:
-        raise WriteError(exc.message, path) from None
-    except OSError as exc:
-        raise WriteError(_describe_oserror(exc), path) from None
+    with _as_write_error(path), open(real, "rb") as f:
+        changes = plan(_open_editor(f, path))
     if dry_run or not changes:
         return changes
 
@@ -406,6 +400,29 @@ def _payload_id(f: BinaryIO, path: str) -> str | None:
         return None
 
 
+@contextlib.contextmanager
+def _as_write_error(path: str, *, unexpected: bool = False) -> Iterator[None]:
+    """Re-raise a failed tag edit as one WriteError with a one-line reason.
+
+    ``unexpected=True`` also converts any other exception (mutagen raises many kinds).
+    """
+    try:
+        yield
+    except WriteError:
+        raise
+    except ReadError as exc:
+        raise WriteError(exc.message, path) from None
+    except OSError as exc:
+        raise WriteError(_describe_oserror(exc), path) from None
+    except Exception as exc:
+        if not unexpected:
+            raise
+        oserr = _find_oserror(exc)
+        if oserr is not None:
+            raise WriteError(_describe_oserror(oserr), path) from None
+        raise WriteError(f"cannot write tags: {_exc_text(exc)}", path) from None
+
+
 def _safe_rewrite(
     path: str,
     edit: Callable[[BinaryIO], tuple[T, bool]],
@@ -423,52 +440,42 @@ def _safe_rewrite(
     directory = os.path.dirname(real) or "."
     tmp: str | None = None
     try:
-        with open(real, "rb") as src:
-            src_st = os.fstat(src.fileno())
-            if _signature(src_st) != _signature(st):
+        with _as_write_error(path, unexpected=True):
+            with open(real, "rb") as src:
+                src_st = os.fstat(src.fileno())
+                if _signature(src_st) != _signature(st):
+                    raise WriteError("file changed on disk while tagging; not written", path)
+                fd, tmp = _create_temp(directory)
+                with os.fdopen(fd, "w+b") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                    dst.flush()
+                    if _signature(os.fstat(src.fileno())) != _signature(st):
+                        raise WriteError("file changed on disk while it was being copied", path)
+                    if os.fstat(dst.fileno()).st_size != st.st_size:
+                        raise WriteError("short copy of the file; not written", path)
+                    before = _payload_id(dst, real)
+                    result, changed = edit(dst)
+                    if not changed:
+                        return result
+                    dst.flush()
+                    if before is not None and _payload_id(dst, real) != before:
+                        raise WriteError(
+                            "the tag edit would have altered the audio data; aborted", path
+                        )
+                    os.fsync(dst.fileno())
+                    _copy_owner_and_xattrs(src.fileno(), dst.fileno(), st)
+            if _before_replace is not None:
+                _before_replace(tmp)
+            try:
+                now = os.stat(real)
+            except FileNotFoundError:
+                raise WriteError("file vanished while tagging; not written", path) from None
+            if _signature(now) != _signature(st):
                 raise WriteError("file changed on disk while tagging; not written", path)
-            fd, tmp = _create_temp(directory)
-            with os.fdopen(fd, "w+b") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-                dst.flush()
-                if _signature(os.fstat(src.fileno())) != _signature(st):
-                    raise WriteError("file changed on disk while it was being copied", path)
-                if os.fstat(dst.fileno()).st_size != st.st_size:
-                    raise WriteError("short copy of the file; not written", path)
-                before = _payload_id(dst, real)
-                result, changed = edit(dst)
-                if not changed:
-                    return result
-                dst.flush()
-                if before is not None and _payload_id(dst, real) != before:
-                    raise WriteError(
-                        "the tag edit would have altered the audio data; aborted", path
-                    )
-                os.fsync(dst.fileno())
-                _copy_owner_and_xattrs(src.fileno(), dst.fileno(), st)
-        if _before_replace is not None:
-            _before_replace(tmp)
-        try:
-            now = os.stat(real)
-        except FileNotFoundError:
-            raise WriteError("file vanished while tagging; not written", path) from None
-        if _signature(now) != _signature(st):
-            raise WriteError("file changed on disk while tagging; not written", path)
-        os.replace(tmp, real)
-        tmp = None
-        _fsync_directory(directory)
-        return result
-    except WriteError:
-        raise
-    except ReadError as exc:
-        raise WriteError(exc.message, path) from None
-    except OSError as exc:
-        raise WriteError(_describe_oserror(exc), path) from None
-    except Exception as exc:
-        oserr = _find_oserror(exc)
-        if oserr is not None:
-            raise WriteError(_describe_oserror(oserr), path) from None
-        raise WriteError(f"cannot write tags: {_exc_text(exc)}", path) from None
+            os.replace(tmp, real)
+            tmp = None
+            _fsync_directory(directory)
+            return result
     finally:
         if tmp is not None:
             try:
