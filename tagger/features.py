@@ -80,6 +80,19 @@ class PreparedTrack:
     duration_s: float
 
 
+def warm_up() -> None:
+    """Run the resampling and log-mel code once, on a second of synthetic noise.
+
+    librosa loads its submodules (scipy.signal, its numba kernels) on first use, which costs
+    a fresh process 1.5-2.5 s of CPU on its first file. A process that will fork decode
+    workers calls this first, so each worker starts with all of it loaded.
+    """
+    from tagger.decode import _resample
+
+    noise = np.random.default_rng(0).standard_normal(44100).astype(np.float32) * 0.1
+    segment(_resample(noise, 44100, SAMPLE_RATE), count=1, seconds=0.5)
+
+
 def prepare_track(path: str, config: Config) -> PreparedTrack:
     """Decode the middle window of a file and cut it into segments (decode + features stages).
 

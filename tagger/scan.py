@@ -20,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, TextIO
 
+from threadpoolctl import threadpool_limits
 
 from tagger import tags
 from tagger.config import Config, TagsConfig
@@ -100,6 +101,9 @@ def prepare_file(found: FoundFile, config: Config) -> WorkItem:
 def _worker_init() -> None:
     # Ctrl-C goes to the whole process group: let the main process stop things in order
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The pool is the parallelism: a BLAS thread team per worker only spins against the
+    # other workers and the model's threads for the same cores.
+    threadpool_limits(1)
 
 
 def _worker_ready() -> bool:
@@ -204,9 +208,9 @@ class Engine:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # forkserver: workers never inherit torch's threads from this process; the
-            # server imports the decode stack once, so each worker starts without doing so
+            # server loads and warms the decode stack once, so each worker starts ready
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["tagger.scan"])
+            context.set_forkserver_preload(["tagger.forkserver_preload"])
             self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
                                              initializer=_worker_init)
         return self._pool

@@ -5,6 +5,7 @@ Real files in every format (see tests/helpers/tagfiles.py); no mocks.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -192,6 +193,32 @@ def test_write_and_restore_full_file(media, fmt, tmp_path):
     assert others(p, fmt) == before_others
     assert content_id(p) == before_id
     assert tagfiles.decode(p) == before_pcm
+
+
+@pytest.mark.parametrize("refusal", ["EXDEV", "ENOSYS", "missing"])
+def test_copy_falls_back_when_the_kernel_will_not_copy(media, refusal, tmp_path, monkeypatch):
+    """copy_file_range refused (another filesystem, an old kernel) or absent: the same result
+    through the read/write loop."""
+    expected_dir, fallback_dir = tmp_path / "kernel", tmp_path / "fallback"
+    expected_dir.mkdir()
+    fallback_dir.mkdir()
+    expected = media.copy("flac", "full", expected_dir)
+    write_genres(expected, ["Electronic"], 0.5)
+    p = media.copy("flac", "full", fallback_dir)
+    if refusal == "missing":
+        monkeypatch.delattr(os, "copy_file_range")
+    else:
+        code = getattr(errno, refusal)
+
+        def refuse(*args):
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+
+    write_genres(p, ["Electronic"], 0.5)
+
+    assert p.read_bytes() == expected.read_bytes()
+    assert temp_files(fallback_dir) == []
 
 
 @pytest.mark.parametrize("variant", ["empty", "partial"])

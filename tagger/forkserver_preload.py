@@ -1,0 +1,15 @@
+"""Imported by the scan's fork server, and by nothing else.
+
+Every decode worker is forked from that server, so what this import loads is already in each
+worker: the decode stack, and librosa's lazily loaded parts warmed by one run (see
+:func:`tagger.features.warm_up`). Without it, each new worker spends 1.5-2.5 s of CPU on its
+first file, competing with the model for the same cores.
+"""
+
+import tagger.scan  # noqa: F401  (the workers' entry points)
+from tagger.features import warm_up
+
+try:
+    warm_up()
+except Exception:  # noqa: BLE001 - never stop the server: a worker then warms on its first file
+    pass
