@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from results import write_section  # noqa: E402
 
-from tagger.catalogue import open_catalogue  # noqa: E402
-from tagger.classify import Classifier  # noqa: E402
+# No torch or SQLAlchemy up here: worker processes re-run this file as their __main__ before
+# they start, and the `tagger` command's workers load neither (they are imported where used).
 from tagger.config import Config  # noqa: E402
 from tagger.decode import find_ffmpeg  # noqa: E402
 from tagger.discover import WalkReport  # noqa: E402
@@ -82,30 +82,42 @@ def fresh_copy(files: list[Path], folder: Path) -> Path:
     return folder
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def rss_mb(pid: int | str = "self") -> float:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except FileNotFoundError:  # a worker that has just been replaced
+        pass
+    return 0.0
 
 
 class RssProgress(Progress):
-    """Samples the scanning process's resident memory as tracks complete."""
+    """Samples resident memory as tracks complete: the scanning process, and its workers."""
 
-    def __init__(self, total: int, every: int = 50):
-        super().__init__(total, stream=open(os.devnull, "w"))
-        self.every, self.samples = every, [(0, rss_mb())]
+    def __init__(self, total: int, engine: Engine, every: int = 50):
+        super().__init__(total, stream=open(os.devnull, "w"))  # noqa: SIM115
+        self.engine, self.every = engine, every
+        self.samples = [(0, *self.sample())]
+
+    def sample(self) -> tuple[float, float]:
+        pool = self.engine._pool
+        workers = list(getattr(pool, "_processes", None) or {})
+        return rss_mb(), sum(rss_mb(pid) for pid in workers)
 
     def advance(self, count: int = 1) -> None:
         before = self.done
         super().advance(count)
         if self.done // self.every > before // self.every or self.done == self.total:
-            self.samples.append((self.done, rss_mb()))
+            self.samples.append((self.done, *self.sample()))
 
 
 def bench_pool(work: Path, tracks: int, rounds: int) -> dict:
     """Classifier alone vs full scan, interleaved over ``rounds``; medians of the rates."""
+    from tagger.catalogue import open_catalogue
+    from tagger.classify import Classifier
+
     files = build_library(work / "full", tracks)
     config = Config()
     classifier = Classifier(config)
@@ -161,6 +173,8 @@ def worker_startup() -> tuple[float, float]:
 
 
 def bench_rescan(work: Path, count: int = 100_000) -> dict:
+    from tagger.catalogue import open_catalogue
+
     root = work / "rescan-100k"
     marker = root / ".complete"
     if not marker.exists():
@@ -194,6 +208,8 @@ def bench_rescan(work: Path, count: int = 100_000) -> dict:
 
 
 def bench_rss(work: Path, count: int) -> dict:
+    from tagger.catalogue import open_catalogue
+
     files = build_library(work / f"excerpts-{count}", count, seconds=10)
     library = fresh_copy(files, work / "rss-lib")
     db = work / "rss.sqlite"
@@ -201,7 +217,7 @@ def bench_rss(work: Path, count: int) -> dict:
     config = Config()
     with open_catalogue(f"sqlite:///{db}") as catalogue:
         engine = Engine(config, catalogue)
-        progress = RssProgress(count)
+        progress = RssProgress(count, engine)
         summary = Summary()
         from tagger.discover import walk
 
@@ -252,13 +268,15 @@ def main(argv=None) -> int:
         print(lines[-1], flush=True)
     if "rss" not in args.skip:
         rss = bench_rss(args.work, args.rss_tracks)
-        curve = ", ".join(f"{n}: {mb:.0f}" for n, mb in rss["samples"])
-        after_warmup = [mb for n, mb in rss["samples"] if n >= 100]
+        curve = ", ".join(f"{n}: {mb:.0f}+{w:.0f}" for n, mb, w in rss["samples"])
+        after_warmup = [mb for n, mb, _ in rss["samples"] if n >= 100]
+        workers = [w for n, _, w in rss["samples"] if n >= 100]
         lines += ["", f"**Resident memory** of the scanning process over {rss['classified']} real "
                   f"10 s excerpts ({rss['elapsed_s']:.0f} s; plus {rss['skipped']} too short and "
-                  f"{rss['failed']} empty cuts recorded as such), MB by "
-                  f"tracks done: {curve}. After the first 100 tracks it stays within "
-                  f"{min(after_warmup):.0f}–{max(after_warmup):.0f} MB."]
+                  f"{rss['failed']} empty cuts recorded as such), MB by tracks done "
+                  f"(scanning process + its decode workers): {curve}. After the first 100 "
+                  f"tracks the scanning process stays within {min(after_warmup):.0f}–{max(after_warmup):.0f} MB and the "
+                  f"workers together within {min(workers):.0f}–{max(workers):.0f} MB."]
         print(lines[-1], flush=True)
     if args.write:
         write_section("scan", "Scan (`bench/scan.py`)", "\n".join(lines))

@@ -144,8 +144,8 @@ def report(r: dict) -> str:
     cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     return "\n".join([
         f"Machine: {cpu}, Python {platform.python_version()}; load average "
-        f"{r['load'][0][0]:.1f} at the start, {r['load'][1][0]:.1f} at the end (a shared "
-        f"machine: other jobs were running). {r['workers']} decode workers, "
+        f"{r['load'][0][0]:.1f} at the start, {r['load'][1][0]:.1f} at the end (1-minute "
+        f"averages: they include this benchmark's own work). {r['workers']} decode workers, "
         f"`watch.settle_seconds = {r['settle']:g}`, inotify observer.",
         "",
         f"Dropped: {r['files']} copies of `{r['clip']}` ({r['clip_bytes'] / 1024:.0f} KiB, "

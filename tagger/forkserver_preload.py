@@ -6,9 +6,12 @@ worker: the decode stack, and librosa's lazily loaded parts warmed by one run (s
 first file, competing with the model for the same cores.
 """
 
+from threadpoolctl import threadpool_limits
+
 import tagger.scan  # noqa: F401  (the workers' entry points)
 from tagger.features import warm_up
 
+threadpool_limits(1)  # as in each worker (scan._worker_init); the model loads on the other core
 try:
     warm_up()
 except Exception:  # noqa: BLE001 - never stop the server: a worker then warms on its first file

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import sys
@@ -110,6 +111,14 @@ def _worker_ready() -> bool:
     return True
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """forkserver: workers never inherit torch's threads from the writer process, and the
+    server loads and warms the decode stack once, so each worker starts ready."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tagger.forkserver_preload"])
+    return context
+
+
 # ---------------------------------------------------------------- summary and progress
 
 
@@ -195,23 +204,23 @@ class Engine:
                  workers: int = 0, dry_run: bool = False, out: TextIO | None = None):
         self.config = config
         self.catalogue = catalogue
-        if classifier is None:
-            from tagger.classify import Classifier
-
-            classifier = Classifier(config)
-        self.classifier = classifier
         self.workers = workers or config.scan.workers or os.cpu_count() or 1
         self.dry_run = dry_run
         self.out = out or sys.stdout
         self._pool: ProcessPoolExecutor | None = None
+        if classifier is None:
+            # The fork server loads and warms the decode stack (about 2 s on one core) while
+            # the model loads here; starting it does not wait for it.
+            _worker_context()
+            multiprocessing.forkserver.ensure_running()
+            from tagger.classify import Classifier
+
+            classifier = Classifier(config)
+        self.classifier = classifier
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            # forkserver: workers never inherit torch's threads from this process; the
-            # server loads and warms the decode stack once, so each worker starts ready
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["tagger.forkserver_preload"])
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context,
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=_worker_context(),
                                              initializer=_worker_init)
         return self._pool
 
