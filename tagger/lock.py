@@ -1,4 +1,5 @@
-"""One writer per catalogue: an exclusive lock file in the state directory."""
+"""One writer per catalogue: an exclusive lock file in the state directory, and on a
+PostgreSQL catalogue also a server-side advisory lock (writers on other hosts share no file)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ class WriterLock:
         digest = hashlib.sha256(database_url.encode()).hexdigest()[:12]
         self.path = Path(state_dir) / f"writer-{digest}.lock"
         self.purpose = purpose
+        self.database_url = database_url
         self._fd: int | None = None
+        self._server_lock: _PostgresWriterLock | None = None
 
     def acquire(self) -> "WriterLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,6 +40,12 @@ class WriterLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} ({self.purpose})".encode())
         self._fd = fd
+        if self.database_url.startswith("postgresql"):
+            try:
+                self._server_lock = _PostgresWriterLock(self.database_url, self.purpose)
+            except BaseException:
+                self.release()
+                raise
         return self
 
     def holder(self) -> str | None:
@@ -59,6 +68,9 @@ class WriterLock:
             os.close(fd)
 
     def release(self) -> None:
+        if self._server_lock is not None:
+            self._server_lock.release()
+            self._server_lock = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -68,3 +80,59 @@ class WriterLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+# pg_advisory_lock key: the first 8 bytes of sha256("tagger catalogue writer"), signed
+_ADVISORY_KEY = int.from_bytes(hashlib.sha256(b"tagger catalogue writer").digest()[:8], "big",
+                               signed=True)
+
+
+class _PostgresWriterLock:
+    """A session-level advisory lock, held on its own connection for the writer's lifetime
+    (the server drops it when that connection ends, even if the process is killed)."""
+
+    def __init__(self, database_url: str, purpose: str):
+        import sqlalchemy as sa
+        from sqlalchemy.pool import NullPool
+
+        from tagger.catalogue import safe_url
+
+        where = safe_url(sa.engine.make_url(database_url))
+        self._engine = sa.create_engine(
+            database_url, poolclass=NullPool,
+            connect_args={"application_name": f"{purpose} pid {os.getpid()}"[:63]})
+        try:
+            self._conn = self._engine.connect()
+            got = self._conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({_ADVISORY_KEY})")
+            if not got.scalar():
+                holder = self._holder() or "another process"
+                self._conn.close()
+                raise WriteError(f"the catalogue {where} is being written by {holder}; only "
+                                 "one writer at a time (stop it, or let the running daemon "
+                                 "do the work)")
+            self._conn.commit()  # keep the session (and its lock), end the transaction
+        except sa.exc.SQLAlchemyError as exc:
+            self._engine.dispose()
+            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+            raise WriteError(f"cannot lock catalogue {where}: {reason}") from None
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    def _holder(self) -> str | None:
+        row = self._conn.exec_driver_sql(
+            "SELECT a.application_name, a.client_addr FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            f"AND l.classid::bigint = {(_ADVISORY_KEY >> 32) & 0xFFFFFFFF} "
+            f"AND l.objid::bigint = {_ADVISORY_KEY & 0xFFFFFFFF}"  # the key's two halves
+        ).first()
+        if row is None:
+            return None
+        return f"{row[0] or 'a tagger'} on {row[1] or 'the database host'}"
+
+    def release(self) -> None:
+        try:
+            self._conn.close()  # ends the session: the server releases the lock
+        finally:
+            self._engine.dispose()

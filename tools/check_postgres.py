@@ -1,6 +1,6 @@
 """Check that the catalogue works on PostgreSQL exactly as on SQLite, on real files.
 
-    pip install 'psycopg[binary]'
+    pip install -e '.[postgres]'
     python tools/check_postgres.py postgresql+psycopg://USER@HOST:PORT/DB [--keep]
 
 DB must be an empty database (the check refuses one with tables). The script builds a small
@@ -11,8 +11,9 @@ DB, one against a temporary SQLite file. Then it checks, on PostgreSQL:
 - the scan classifies and tags the same files as on SQLite, and a rescan classifies nothing;
 - every query of docs/queries.md runs and returns as many rows as on SQLite, and
   ``genre_counts`` is identical;
-- ``tagger stats`` and ``tagger show`` answer, and ``tagger revert --all`` puts back each
-  file's original genres.
+- ``tagger stats`` and ``tagger show`` answer, a second writer is refused by the server-side
+  lock even from another state directory (another host), and ``tagger revert --all`` puts
+  back each file's original genres.
 
 Prints one line per check and exits 1 if any fails. Without ``--keep`` the schema is
 removed from DB at the end (``alembic downgrade base``).
@@ -41,6 +42,8 @@ from tagger import tags  # noqa: E402
 from tagger.catalogue import downgrade  # noqa: E402
 from tagger.cli import main as tagger  # noqa: E402
 from tagger.decode import find_ffmpeg  # noqa: E402
+from tagger.errors import WriteError  # noqa: E402
+from tagger.lock import WriterLock  # noqa: E402
 
 CLIPS = sorted((REPO / "tests" / "data").glob("*.ogg"))
 CONVERSIONS = [(".mp3", ["-c:a", "libmp3lame", "-b:a", "192k"]), (".m4a", ["-c:a", "aac"]),
@@ -137,6 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             some = sorted((work / "pg").iterdir())[0]
             code, out = run("show", "--db", args.url, str(some))
             check(code == 0 and "prediction" in out, f"tagger show {some.name}")
+            with WriterLock(work / "state-a", args.url, "check_postgres"):
+                try:  # another state directory: as if from another host
+                    WriterLock(work / "state-b", args.url, "second writer").acquire()
+                    refused = ""
+                except WriteError as exc:
+                    refused = exc.message
+            check("being written by check_postgres" in refused,
+                  f"a second writer on another host is refused: {refused}")
             code, _ = run("revert", "--db", args.url, "--all")
             after = {p.name: tags.read_genres(p) for p in (work / "pg").iterdir()}
             check(code == 0 and after == originals, "revert --all restores every file's genres")
