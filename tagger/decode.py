@@ -29,7 +29,7 @@ import numpy as np
 
 from tagger.errors import ConfigError, ReadError
 
-__all__ = ["DecodedAudio", "find_ffmpeg", "probe_duration", "decode_window"]
+__all__ = ["DecodedAudio", "find_ffmpeg", "probe_duration", "decode_window", "resample"]
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def decode_window(
             path,
         )
     if source_rate != sample_rate:
-        samples = _resample(samples, source_rate, sample_rate)
+        samples = resample(samples, source_rate, sample_rate)
     return DecodedAudio(
         samples=np.ascontiguousarray(samples, dtype=np.float32),
         sample_rate=sample_rate,
@@ -448,7 +448,8 @@ def _parse_wav(data: bytes) -> tuple[np.ndarray, int]:
     raise ValueError("no fmt chunk")
 
 
-def _resample(samples: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+def resample(samples: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample as musicnn's pipeline does (``librosa.resample``, ``soxr_hq``)."""
     import librosa  # imported here: it is slow to import and only the workers need it
 
     return librosa.resample(samples, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq")

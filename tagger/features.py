@@ -87,10 +87,10 @@ def warm_up() -> None:
     a fresh process 1.5-2.5 s of CPU on its first file. A process that will fork decode
     workers calls this first, so each worker starts with all of it loaded.
     """
-    from tagger.decode import _resample
+    from tagger.decode import resample
 
     noise = np.random.default_rng(0).standard_normal(44100).astype(np.float32) * 0.1
-    segment(_resample(noise, 44100, SAMPLE_RATE), count=1, seconds=0.5)
+    segment(resample(noise, 44100, SAMPLE_RATE), count=1, seconds=0.5)
 
 
 def prepare_track(path: str, config: Config) -> PreparedTrack:
