@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -39,7 +39,8 @@ from tagger.scan import Engine, Progress, Summary, plan_scan, scan  # noqa: E402
 
 SOURCES = [Path("/usr/share/games/wesnoth/1.16/data/core/music"),
            Path("/usr/share/games/warzone2100/music")]
-FORMATS = [(".mp3", ["-c:a", "libmp3lame", "-b:a", "192k"]), (".m4a", ["-c:a", "aac", "-b:a", "192k"]),
+FORMATS = [(".mp3", ["-c:a", "libmp3lame", "-b:a", "192k"]),
+           (".m4a", ["-c:a", "aac", "-b:a", "192k"]),
            (".flac", ["-c:a", "flac"]), (".opus", ["-c:a", "libopus", "-b:a", "128k"]),
            (".wav", ["-c:a", "pcm_s16le"])]
 
@@ -281,7 +282,8 @@ def main(argv=None) -> int:
                   f"10 s excerpts ({rss['elapsed_s']:.0f} s; plus {rss['skipped']} too short and "
                   f"{rss['failed']} empty cuts recorded as such), MB by tracks done "
                   f"(scanning process + its decode workers): {curve}. After the first 100 "
-                  f"tracks the scanning process stays within {min(after_warmup):.0f}–{max(after_warmup):.0f} MB and the "
+                  f"tracks the scanning process stays within "
+                  f"{min(after_warmup):.0f}–{max(after_warmup):.0f} MB and the "
                   f"workers together within {min(workers):.0f}–{max(workers):.0f} MB."]
         print(lines[-1], flush=True)
     if args.write:

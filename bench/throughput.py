@@ -37,7 +37,6 @@ from tagger.decode import decode_window  # noqa: E402
 from tagger.features import FRAMES_PER_SEGMENT, PreparedTrack, segment  # noqa: E402
 
 
-
 def audio_files(folder: Path, limit: int) -> list[str]:
     files = sorted(
         str(p) for p in folder.rglob("*")
@@ -87,9 +86,8 @@ class TFGraphs:
 
     def __init__(self, musicnn_dir: Path, threads: int):
         sys.path.insert(0, str(REPO / "tools"))
-        import tensorflow as tf
-
         import convert_musicnn
+        import tensorflow as tf
 
         tf.compat.v1.disable_eager_execution()
         self.tf, self.threads, self.musicnn_dir = tf, threads, musicnn_dir
@@ -165,9 +163,12 @@ def report(args, paths, ours, tf_figures) -> str:
         "| figure | value |",
         "|---|---|",
         f"| tagger end to end (decode overlapped with inference) | "
-        f"**{ours['tracks_per_s']:.2f} tracks/s** ({ours['wall_s'] * 1000 / len(paths):.0f} ms/track) |",
-        f"| decode, median per track (middle 30 s, ffmpeg seek + soxr) | {median(ours['decode_ms']):.0f} ms |",
-        f"| features, median per track (log-mel + 10 segments) | {median(ours['features_ms']):.1f} ms |",
+        f"**{ours['tracks_per_s']:.2f} tracks/s** "
+        f"({ours['wall_s'] * 1000 / len(paths):.0f} ms/track) |",
+        "| decode, median per track (middle 30 s, ffmpeg seek + soxr) | "
+        f"{median(ours['decode_ms']):.0f} ms |",
+        "| features, median per track (log-mel + 10 segments) | "
+        f"{median(ours['features_ms']):.1f} ms |",
         f"| model, per track (10 segments x MSD + MTT) | {ours['model_ms_per_track']:.0f} ms "
         f"({ours['model_ms_per_patch']:.1f} ms per segment, both models) |",
         f"| model load (both checkpoints, sha256 checked) | {ours['load_s'] * 1000:.0f} ms |",
@@ -181,7 +182,8 @@ def report(args, paths, ours, tf_figures) -> str:
             f"| musicnn's own whole-track tagger (graph per call, batch 1), "
             f"{tf_figures['whole_n']} tracks | {tf_figures['faithful_ms']:.0f} ms/track -> "
             f"tagger end to end is **{tf_figures['faithful_ms'] / ours_track_ms:.1f}x** faster |",
-            f"| whole-track, graph loaded once, one batch | {tf_figures['batched_ms']:.0f} ms/track "
+            "| whole-track, graph loaded once, one batch | "
+            f"{tf_figures['batched_ms']:.0f} ms/track "
             f"-> {tf_figures['batched_ms'] / ours_track_ms:.1f}x |",
         ]
     else:

@@ -103,7 +103,7 @@ def run(args) -> dict:
         for i in range(args.latency_files):
             path = folder / f"single {i:02}.ogg"
             closed = copy_in(clip, path)
-            wait_until(lambda: str(path) in TimedEngine.done_at, 300, f"{path.name}")
+            wait_until(lambda path=path: str(path) in TimedEngine.done_at, 300, path.name)
             latencies.append(TimedEngine.done_at[str(path)] - closed)
 
         drop = root / "drop"

@@ -1,4 +1,5 @@
-"""The classifier: models loaded once, segments of many tracks batched through them, then the vote."""
+"""The classifier: models loaded once, segments of many tracks batched through them, then the
+vote."""
 
 from __future__ import annotations
 
@@ -179,7 +180,8 @@ class Classifier:
                 except TaggerError as exc:
                     pending.append((path, exc))
                 except Exception as exc:  # a decoder bug must not stop the other files
-                    pending.append((path, ReadError(f"unexpected {type(exc).__name__}: {exc}", path)))
+                    error = ReadError(f"unexpected {type(exc).__name__}: {exc}", path)
+                    pending.append((path, error))
                 if queued >= target or not in_flight:
                     yield from self._flush(pending)
                     pending, queued = [], 0

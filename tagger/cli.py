@@ -277,7 +277,8 @@ def cmd_revert(args: argparse.Namespace, config: Config) -> int:
                 st = os.stat(path)
                 catalogue.update_stat(path, st.st_size, st.st_mtime_ns)
             restored += 1
-    print(f"restored the original tags of {restored} files" + (f", {failed} failed" if failed else ""))
+    print(f"restored the original tags of {restored} files"
+          + (f", {failed} failed" if failed else ""))
     return EXIT_FAILURES if failed else EXIT_OK
 
 

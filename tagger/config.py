@@ -123,7 +123,8 @@ _CHOICES = {
     "watch.observer": ("auto", "native", "polling"),
 }
 _POSITIVE = {
-    "model.segments", "model.segment_seconds", "model.min_track_seconds", "model.window_seconds", "model.batch_segments",
+    "model.segments", "model.segment_seconds", "model.min_track_seconds", "model.window_seconds",
+    "model.batch_segments",
     "decode.timeout_seconds", "watch.rescan_interval_minutes", "watch.retry_base_seconds",
     "watch.poll_interval_seconds",
 }

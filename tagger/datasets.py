@@ -28,8 +28,14 @@ import numpy as np
 
 from tagger.config import Config, LibraryConfig
 from tagger.discover import is_ignored, walk
-from tagger.embeddings import (BackboneOutput, Backbones, EmbeddingCache, ExtractStats,
-                               TrackEmbeddings, extract)
+from tagger.embeddings import (
+    BackboneOutput,
+    Backbones,
+    EmbeddingCache,
+    ExtractStats,
+    TrackEmbeddings,
+    extract,
+)
 from tagger.errors import ConfigError, ReadError, TaggerError
 
 log = logging.getLogger(__name__)

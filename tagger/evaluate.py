@@ -26,7 +26,6 @@ from tagger.errors import ConfigError, TaggerError
 from tagger.head import HeadOptions, fit_head
 from tagger.vote import vote
 
-
 # ---------------------------------------------------------------- splitting
 
 

@@ -120,7 +120,8 @@ class FastMusiCNN:
                 s, t = _bn_affine(bn)
                 signs.append(torch.where(s < 0, -1.0, 1.0).double())
                 biases.append(conv.bias.double())
-                scales.append(s); shifts.append(t)
+                scales.append(s)
+                shifts.append(t)
             self.timbral_groups = [
                 _timbral_groups(conv, sign, N_DFT, blocks, parts)
                 for conv, sign, (blocks, parts) in zip(net.timbral, signs, timbral_split)]
@@ -143,8 +144,10 @@ class FastMusiCNN:
                 # rows [offset, offset + length + blk - 1) are the nonzero ones
                 self.temporal.append((offset, offset + length + blk - 1,
                                       toeplitz.reshape(width, -1).float().contiguous()))
-                signs.append(sign); biases.append(conv.bias.double())
-                scales.append(s); shifts.append(t)
+                signs.append(sign)
+                biases.append(conv.bias.double())
+                scales.append(s)
+                shifts.append(t)
             self.front_sign = torch.cat(signs).float()
             self.front_bias = torch.cat(biases).float()
             self.front_scale = torch.cat(scales).float()

@@ -1,4 +1,5 @@
-"""What classifying one file produces; passed from the classifier to the tag writer and catalogue."""
+"""What classifying one file produces; passed from the classifier to the tag writer and the
+catalogue."""
 
 from __future__ import annotations
 

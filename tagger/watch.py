@@ -53,7 +53,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from tagger import tags
 from tagger.catalogue import open_catalogue, safe_url
 from tagger.config import Config
-from tagger.discover import OWN_TEMP_PATTERN, WalkReport, FoundFile, is_audio_name, is_ignored
+from tagger.discover import OWN_TEMP_PATTERN, FoundFile, WalkReport, is_audio_name, is_ignored
 from tagger.errors import ConfigError, TaggerError, WriteError
 from tagger.lock import WriterLock
 from tagger.scan import Engine, Summary, WorkItem, plan_scan

@@ -98,7 +98,8 @@ drop = ["world"]
     config = load_config()
     assert config.database_url == "sqlite:////tmp/x.sqlite"
     assert config.library.roots == ("/music", "/more")
-    assert (config.tags.write, config.tags.min_confidence, config.tags.on_tie) == ("always", 0.4, "all")
+    assert (config.tags.write, config.tags.min_confidence, config.tags.on_tie) == (
+        "always", 0.4, "all")
     assert config.genres.rename == {"hip-hop": "Hip Hop"} and config.genres.drop == ("world",)
 
 

@@ -9,11 +9,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import DATA_DIR
 
 from tagger.errors import ModelError
 from tagger.model import load_musicnn, models_dir, read_model_card
-
-from conftest import DATA_DIR
 
 PARITY = np.load(DATA_DIR / "parity.npz")
 

@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import encoding_ffmpeg, ffmpeg_run, real_clip
 
 from tagger import tags
 from tagger.cli import main
 from tagger.lock import WriterLock
-
-from conftest import encoding_ffmpeg, ffmpeg_run, real_clip
 
 REPO = Path(__file__).resolve().parent.parent
 QUERIES = REPO / "docs" / "queries.md"

@@ -17,10 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import encoding_ffmpeg, ffmpeg_run, real_clip
 
 from tagger import tags
-from tagger.bundle import (CARD, WEIGHTS, bundle_sha256, load_bundle, resolve_bundle_path,
-                           write_bundle)
+from tagger.bundle import (
+    CARD,
+    WEIGHTS,
+    bundle_sha256,
+    load_bundle,
+    resolve_bundle_path,
+    write_bundle,
+)
 from tagger.catalogue import open_catalogue
 from tagger.classify import Classifier
 from tagger.cli import main
@@ -32,8 +39,6 @@ from tagger.evaluate import segment_split, stratified_folds
 from tagger.head import HeadNet
 from tagger.result import ModelInfo
 from tagger.train import embed, load_backbones
-
-from conftest import encoding_ffmpeg, ffmpeg_run, real_clip
 
 pytestmark = pytest.mark.slow
 

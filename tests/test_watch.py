@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import encoding_ffmpeg, ffmpeg_run, real_clip
 
 from tagger import tags
 from tagger.cli import main
@@ -38,8 +39,6 @@ from tagger.watch import (
     read_status,
     status_path,
 )
-
-from conftest import encoding_ffmpeg, ffmpeg_run, real_clip
 
 TRUMPET = "sorohanro_-_solo-trumpet-06.ogg"  # 5.3 s: one segment
 SETTLE = 0.3

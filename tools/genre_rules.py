@@ -75,11 +75,13 @@ def main(argv=None) -> int:
                 correct[rule_name] += 1
                 won = f"**{won}**"
             cells.append(won)
-        rows.append(f"| {name[:40]} | {LABELLED.get(name, '(not music)')} | " + " | ".join(cells) + " |")
+        expected = LABELLED.get(name, "(not music)")
+        rows.append(f"| {name[:40]} | {expected} | " + " | ".join(cells) + " |")
     print("| clip | expected | " + " | ".join(candidates) + " |")
     print("|---|---|" + "---|" * len(candidates))
     print("\n".join(rows))
-    print("| **correct** | | " + " | ".join(f"**{c}/{len(LABELLED)}**" for c in correct.values()) + " |")
+    totals = " | ".join(f"**{c}/{len(LABELLED)}**" for c in correct.values())
+    print(f"| **correct** | | {totals} |")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""What every format's tag editor shares: the genre and confidence fields and how they are asked for."""
+"""What every format's tag editor shares: the genre and confidence fields and how they are
+asked for."""
 
 from __future__ import annotations
 
