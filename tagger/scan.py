@@ -211,7 +211,7 @@ class Engine:
         if classifier is None:
             # The fork server loads and warms the decode stack (about 2 s on one core) while
             # the model loads here; starting it does not wait for it.
-            _worker_context()
+            _worker_context()  # names the server's preload before it starts
             multiprocessing.forkserver.ensure_running()
             from tagger.classify import Classifier
 

@@ -55,21 +55,13 @@ def _id3_tags(path: Path):
 
 
 def _raw_mp4_gen(path: Path) -> tuple[str, ...] | None:
-    with open(path, "rb") as fh:
-        atoms = mutagen.mp4.Atoms(fh)
-        try:
-            ilst = atoms.path(b"moov", b"udta", b"meta", b"ilst")[-1]
-        except KeyError:
-            return None
-        values = []
-        for child in ilst.children:
-            if child.name == b"\xa9gen":
-                ok, data = child.read(fh)
-                pos = 0
-                while pos < len(data):
-                    n = int.from_bytes(data[pos:pos + 4], "big")
-                    values.append(data[pos + 16:pos + n].decode("utf-8"))
-                    pos += n
+    values = []
+    for data in tagfiles.mp4_item_payloads(path, b"\xa9gen") or []:
+        pos = 0
+        while pos < len(data):  # one "data" atom per value
+            n = int.from_bytes(data[pos:pos + 4], "big")
+            values.append(data[pos + 16:pos + n].decode("utf-8"))
+            pos += n
     return tuple(values) or None
 
 

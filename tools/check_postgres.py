@@ -79,14 +79,16 @@ def summary(scan_json: str) -> dict:
     return values
 
 
-def query_results(url: str) -> list[list[tuple]]:
+def run_sql(url: str, statements: list[str]) -> list[list[tuple]]:
+    """Every statement's rows, run through SQLAlchemy on ``url``."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
             # exec_driver_sql: the queries are plain SQL; psycopg reads % as a placeholder
             escape = url.startswith("postgresql")
-            return [conn.exec_driver_sql(q.replace("%", "%%") if escape else q).fetchall()
-                    for q in QUERIES]
+            return [[tuple(r) for r in conn.exec_driver_sql(q.replace("%", "%%") if escape
+                                                            else q)]
+                    for q in statements]
     finally:
         engine.dispose()
 
@@ -128,12 +130,12 @@ def main(argv: list[str] | None = None) -> int:
             check(summary_pg == summary_sq, f"the same summary on both: {summary_pg}")
             code, out = run("scan", "--db", args.url, "--json", str(work / "pg"))
             check(code == 0 and '"classified": 0' in out, "a rescan classifies nothing")
-            pg, sq = query_results(args.url), query_results(sqlite_url)
+            pg, sq = run_sql(args.url, QUERIES), run_sql(sqlite_url, QUERIES)
             for i, (a, b) in enumerate(zip(pg, sq), 1):
                 title = QUERIES[i - 1].strip().splitlines()[0][:60]
                 check(len(a) == len(b), f"query {i:2d}: {len(a)} rows, SQLite {len(b)}: {title}")
-            counts = "select genre, tracks from genre_counts order by genre"
-            check(query_rows(args.url, counts) == query_rows(sqlite_url, counts),
+            counts = ["select genre, tracks from genre_counts order by genre"]
+            check(run_sql(args.url, counts) == run_sql(sqlite_url, counts),
                   "genre_counts identical")
             code, out = run("stats", "--db", args.url)
             check(code == 0 and "with a genre" in out, "tagger stats")
@@ -156,15 +158,6 @@ def main(argv: list[str] | None = None) -> int:
                 downgrade(args.url, "base")
     print(f"{failures} failed" if failures else "all checks passed")
     return 1 if failures else 0
-
-
-def query_rows(url: str, sql: str) -> list[tuple]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.exec_driver_sql(sql)]
-    finally:
-        engine.dispose()
 
 
 if __name__ == "__main__":

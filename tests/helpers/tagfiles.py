@@ -197,20 +197,30 @@ def add_mp4_gnre(path: Path, number: int) -> None:
     f.save()
 
 
-def raw_gnre(path: Path) -> list[int] | None:
-    """Numbers in the file's ``gnre`` atom, read straight from the atom tree (None: absent)."""
+def mp4_item_payloads(path: Path, name: bytes) -> list[bytes] | None:
+    """The payloads of the ``ilst`` items called ``name``, read straight from the atom tree
+    (None: the file has no ``ilst``)."""
     with open(path, "rb") as fh:
         atoms = mutagen.mp4.Atoms(fh)
         try:
             ilst = atoms.path(b"moov", b"udta", b"meta", b"ilst")[-1]
         except KeyError:
             return None
+        payloads = []
         for child in ilst.children:
-            if child.name == b"gnre":
+            if child.name == name:
                 ok, data = child.read(fh)
                 assert ok
-                return [struct.unpack(">H", data[16:18])[0]]
-    return None
+                payloads.append(data)
+        return payloads
+
+
+def raw_gnre(path: Path) -> list[int] | None:
+    """Numbers in the file's ``gnre`` atom, read straight from the atom tree (None: absent)."""
+    payloads = mp4_item_payloads(path, b"gnre")
+    if not payloads:
+        return None
+    return [struct.unpack(">H", payloads[0][16:18])[0]]
 
 
 def corrupt(path: Path, fmt: str) -> None:
