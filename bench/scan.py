@@ -30,12 +30,13 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from results import write_section  # noqa: E402
 
+from tagger.audio.decode import find_ffmpeg  # noqa: E402
+
 # No torch or SQLAlchemy up here: worker processes re-run this file as their __main__ before
 # they start, and the `tagger` command's workers load neither (they are imported where used).
 from tagger.config import Config  # noqa: E402
-from tagger.decode import find_ffmpeg  # noqa: E402
-from tagger.discover import WalkReport  # noqa: E402
-from tagger.scan import Engine, Progress, Summary, plan_scan, scan  # noqa: E402
+from tagger.library.discover import WalkReport  # noqa: E402
+from tagger.service.scan import Engine, Progress, Summary, plan_scan, scan  # noqa: E402
 
 SOURCES = [Path("/usr/share/games/wesnoth/1.16/data/core/music"),
            Path("/usr/share/games/warzone2100/music")]
@@ -116,8 +117,8 @@ class RssProgress(Progress):
 
 def bench_pool(work: Path, tracks: int, rounds: int) -> dict:
     """Classifier alone vs full scan, interleaved over ``rounds``; medians of the rates."""
-    from tagger.catalogue import open_catalogue
-    from tagger.classify import Classifier
+    from tagger.library.catalogue import open_catalogue
+    from tagger.model.classify import Classifier
 
     files = build_library(work / "full", tracks)
     config = Config()
@@ -155,7 +156,7 @@ def bench_pool(work: Path, tracks: int, rounds: int) -> dict:
 STARTUP_SNIPPET = """
 import time
 from tagger.config import Config
-from tagger.scan import Engine
+from tagger.service.scan import Engine
 start = time.perf_counter()
 engine = Engine(Config(), None)  # loads the model; the fork server starts meanwhile
 loaded = time.perf_counter()
@@ -179,7 +180,7 @@ def worker_startup() -> tuple[float, float, float]:
 
 
 def bench_rescan(work: Path, count: int = 100_000) -> dict:
-    from tagger.catalogue import open_catalogue
+    from tagger.library.catalogue import open_catalogue
 
     root = work / "rescan-100k"
     marker = root / ".complete"
@@ -214,7 +215,7 @@ def bench_rescan(work: Path, count: int = 100_000) -> dict:
 
 
 def bench_rss(work: Path, count: int) -> dict:
-    from tagger.catalogue import open_catalogue
+    from tagger.library.catalogue import open_catalogue
 
     files = build_library(work / f"excerpts-{count}", count, seconds=10)
     library = fresh_copy(files, work / "rss-lib")
@@ -225,7 +226,7 @@ def bench_rss(work: Path, count: int) -> dict:
         engine = Engine(config, catalogue)
         progress = RssProgress(count, engine)
         summary = Summary()
-        from tagger.discover import walk
+        from tagger.library.discover import walk
 
         start = time.perf_counter()
         engine.process(walk([str(library)], config.library), summary, progress)

@@ -31,10 +31,10 @@ sys.path.insert(0, str(REPO / "bench"))
 import numpy as np  # noqa: E402
 from results import write_section  # noqa: E402
 
-from tagger.classify import Classifier  # noqa: E402
+from tagger.audio.decode import decode_window  # noqa: E402
+from tagger.audio.features import FRAMES_PER_SEGMENT, PreparedTrack, segment  # noqa: E402
 from tagger.config import AUDIO_EXTENSIONS, Config  # noqa: E402
-from tagger.decode import decode_window  # noqa: E402
-from tagger.features import FRAMES_PER_SEGMENT, PreparedTrack, segment  # noqa: E402
+from tagger.model.classify import Classifier  # noqa: E402
 
 
 def audio_files(folder: Path, limit: int) -> list[str]:

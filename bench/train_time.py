@@ -36,11 +36,11 @@ import torch  # noqa: E402
 from results import write_section  # noqa: E402
 
 from tagger.config import AUDIO_EXTENSIONS, Config  # noqa: E402
-from tagger.datasets import Dataset, EmbeddedSet, LabelledTrack  # noqa: E402
-from tagger.embeddings import EmbeddingCache, ExtractStats, extract  # noqa: E402
-from tagger.evaluate import cross_validate  # noqa: E402
-from tagger.head import HeadOptions, fit_head  # noqa: E402
-from tagger.train import load_backbones  # noqa: E402
+from tagger.learn.datasets import Dataset, EmbeddedSet, LabelledTrack  # noqa: E402
+from tagger.learn.evaluate import cross_validate  # noqa: E402
+from tagger.learn.train import load_backbones  # noqa: E402
+from tagger.model.embeddings import EmbeddingCache, ExtractStats, extract  # noqa: E402
+from tagger.model.heads import HeadOptions, fit_head  # noqa: E402
 
 SECTION = "train"
 

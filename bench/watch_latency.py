@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from results import write_section  # noqa: E402
 
-from tagger import tags  # noqa: E402
 from tagger.config import Config, ScanConfig, WatchConfig  # noqa: E402
-from tagger.watch import WatchEngine, Watcher  # noqa: E402
+from tagger.library import tags  # noqa: E402
+from tagger.service.watch import WatchEngine, Watcher  # noqa: E402
 
 CLIP = REPO / "tests" / "data" / "sorohanro_-_solo-trumpet-06.ogg"
 

@@ -1,6 +1,6 @@
 """Alembic environment for the tagger catalogue.
 
-tagger runs migrations programmatically (tagger.catalogue.upgrade / Catalogue(url)): it
+tagger runs migrations programmatically (tagger.library.catalogue.upgrade / Catalogue(url)): it
 passes an open connection in ``config.attributes["connection"]``; no alembic.ini is needed. For
 the alembic command line from a source checkout (with ``[tool.alembic] script_location =
 "%(here)s/migrations"`` in pyproject.toml), give the database URL with ``-x``::
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from tagger.catalogue import Base, _make_engine, _parse_url
+from tagger.library.catalogue import Base, _make_engine, _parse_url
 
 config = context.config
 target_metadata = Base.metadata

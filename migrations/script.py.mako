@@ -5,8 +5,8 @@ Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
 Write migrations by hand or with ``alembic revision --autogenerate`` (target_metadata is
-tagger.catalogue.Base.metadata) and then review them: keep the SQL portable (SQLite and
-PostgreSQL), name every constraint (see tagger.catalogue.NAMING_CONVENTION), alter SQLite tables
+tagger.library.catalogue.Base.metadata) and then review them: keep the SQL portable (SQLite and
+PostgreSQL), name every constraint (see tagger.library.catalogue.NAMING_CONVENTION), alter SQLite tables
 with ``op.batch_alter_table`` and give every upgrade a working downgrade. Mirror each change in
 the ORM classes of tagger/catalogue.py; tests/test_catalogue.py checks the two agree.
 """

@@ -4,7 +4,7 @@ Real audio comes from ``tests/data/`` (small copies, attribution in ``tests/data
 so the tests run from a bare checkout; where a copy is missing, the same file is taken from
 ``shared/music`` beside the repository root, and a test that needs neither is skipped.
 Everything derived (the formats, the hostile files) is made at session start, with the ffmpeg
-that :func:`tagger.decode.find_ffmpeg` returns (the imageio-ffmpeg one when none is on PATH),
+that :func:`tagger.audio.decode.find_ffmpeg` returns (the imageio-ffmpeg one when none is on PATH),
 into a pytest temporary directory: nothing generated is committed.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tagger.decode import find_ffmpeg
+from tagger.audio.decode import find_ffmpeg
 from tagger.errors import ConfigError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"

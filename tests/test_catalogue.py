@@ -18,12 +18,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 
-from tagger import catalogue as cat_mod
-from tagger.catalogue import Catalogue, current, downgrade, head, open_catalogue, upgrade
 from tagger.config import Config
 from tagger.errors import ConfigError, ReadError, WriteError
-from tagger.result import ModelInfo, SegmentResult, TrackResult
-from tagger.vote import vote
+from tagger.library import catalogue as cat_mod
+from tagger.library.catalogue import Catalogue, current, downgrade, head, open_catalogue, upgrade
+from tagger.model.vote import vote
+from tagger.results import ModelInfo, SegmentResult, TrackResult
 
 QUERIES_MD = Path(__file__).resolve().parent.parent / "docs" / "queries.md"
 GENRES = ("rock", "pop", "jazz", "blues")
@@ -43,7 +43,7 @@ class Change:  # the shape of the tag writer's change objects
 
 
 def result_for(path, rows, model=MODEL_A, descriptors=None, duration=30.0):
-    """A TrackResult from a (segments, genres) score matrix, voted by tagger.vote.vote()."""
+    """A TrackResult from a (segments, genres) score matrix, voted by tagger.model.vote.vote()."""
     scores = np.asarray(rows, dtype=np.float64)
     v = vote(GENRES, scores)
     segments = tuple(
@@ -643,7 +643,7 @@ def library(cat):
         cat.mark_missing(["/music/Old/f.mp3"])
         cat.mark_pending("/music/New/g.mp3", 5, 5, "mp3")
         cat.mark_pending("/music/New/copy-of-c.flac", 3, 3, "flac")
-        cat.record_tag_changes("/music/Rock/a.mp3", [  # field names as tagger.tags logs them
+        cat.record_tag_changes("/music/Rock/a.mp3", [  # field names as the tags module logs them
             Change("", "TCON", None, ("rock",)),
             Change("", "TXXX:TAGGER_GENRE_CONFIDENCE", None, ("0.650",))])
         cat.record_tag_changes("/music/Jazz/c.flac", [Change("", "GENRE", ("Jazz",), ("blues",))])

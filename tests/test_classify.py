@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import real_clip
 
-from tagger.classify import Classifier
 from tagger.cli import main
 from tagger.config import Config
+from tagger.model.classify import Classifier
 
 GENRE_OF = {
     "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg": "classical",

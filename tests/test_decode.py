@@ -14,7 +14,7 @@ import scipy.signal
 import soundfile as sf
 from conftest import FORMAT_SECONDS, FORMATS, LOSSLESS, SHORT_CLIP, ffmpeg_binaries, real_clip
 
-from tagger.decode import DecodedAudio, decode_window, find_ffmpeg, probe_duration
+from tagger.audio.decode import DecodedAudio, decode_window, find_ffmpeg, probe_duration
 from tagger.errors import ConfigError, ReadError
 
 SR = 16000

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tagger.features import FRAMES_PER_SEGMENT, SAMPLE_RATE, frames_for, log_mel, segment
+from tagger.audio.features import FRAMES_PER_SEGMENT, SAMPLE_RATE, frames_for, log_mel, segment
 
 
 def tone(seconds, amplitude=0.5, freq=440.0):

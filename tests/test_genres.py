@@ -5,8 +5,8 @@ import pytest
 
 from tagger.config import GenreConfig
 from tagger.errors import ConfigError
-from tagger.genres import DEFAULT_GENRES, build_vocabulary
-from tagger.model import read_model_card
+from tagger.model.genres import DEFAULT_GENRES, build_vocabulary
+from tagger.model.musicnn import read_model_card
 
 CARD = read_model_card()
 KEYS = tuple(

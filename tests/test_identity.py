@@ -23,10 +23,10 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
 import tagfiles  # noqa: E402
 from tagfiles import ALL, FAMILY, FORMATS  # noqa: E402
 
-from tagger import identity  # noqa: E402
+from tagger.audio import identity  # noqa: E402
+from tagger.audio.identity import content_id  # noqa: E402
 from tagger.errors import ReadError  # noqa: E402
-from tagger.identity import content_id  # noqa: E402
-from tagger.tags import write_genres  # noqa: E402
+from tagger.library.tags import write_genres  # noqa: E402
 
 BIG = "x" * 200_000  # large enough to force re-pagination / moov growth / padding overflow
 

@@ -12,7 +12,7 @@ import torch
 from conftest import DATA_DIR
 
 from tagger.errors import ModelError
-from tagger.model import load_musicnn, models_dir, read_model_card
+from tagger.model.musicnn import load_musicnn, models_dir, read_model_card
 
 PARITY = np.load(DATA_DIR / "parity.npz")
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import encoding_ffmpeg, ffmpeg_run, real_clip
 
-from tagger import tags
 from tagger.cli import main
-from tagger.lock import WriterLock
+from tagger.library import tags
+from tagger.library.lock import WriterLock
 
 REPO = Path(__file__).resolve().parent.parent
 QUERIES = REPO / "docs" / "queries.md"
@@ -336,10 +336,10 @@ def test_a_worker_process_killed_mid_scan_does_not_stop_the_scan(tmp_path):
     """An OOM-killed or crashed decoder: the files it held are retried in a fresh pool."""
     import threading
 
-    from tagger.catalogue import open_catalogue
     from tagger.config import Config
-    from tagger.discover import walk
-    from tagger.scan import Engine, Summary
+    from tagger.library.catalogue import open_catalogue
+    from tagger.library.discover import walk
+    from tagger.service.scan import Engine, Summary
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -375,7 +375,7 @@ def test_workers_start_with_the_decode_stack_loaded_and_warm():
     librosa's lazy imports (1.5-2.5 s of CPU) on its first file; and each runs BLAS on one
     thread, the pool being the parallelism."""
     from tagger.config import Config
-    from tagger.scan import Engine
+    from tagger.service.scan import Engine
 
     engine = Engine(Config(), None, workers=1)
     try:

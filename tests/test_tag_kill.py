@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
 import tagfiles  # noqa: E402
 from tag_kill_child import STATE_A, STATE_B, advance  # noqa: E402
 
-from tagger.tags import read_genres, sweep_stale_temp_files  # noqa: E402
+from tagger.library.tags import read_genres, sweep_stale_temp_files  # noqa: E402
 
 KILL_FORMATS = ("mp3", "flac", "ogg", "opus", "m4a", "wav", "wma")
 FORKED_ITERATIONS = 120

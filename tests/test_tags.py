@@ -27,10 +27,10 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
 import tagfiles  # noqa: E402
 from tagfiles import ALL, CONF_FIELD, FAMILY, GENRE_FIELD  # noqa: E402
 
-from tagger import tags  # noqa: E402
+from tagger.audio.identity import content_id  # noqa: E402
 from tagger.errors import ReadError, WriteError  # noqa: E402
-from tagger.identity import content_id  # noqa: E402
-from tagger.tags import TagChange, read_genres, restore, supported, write_genres  # noqa: E402
+from tagger.library import tags  # noqa: E402
+from tagger.library.tags import TagChange, read_genres, restore, supported, write_genres  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def media(tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- raw access
-# (straight through mutagen / the atom tree, independent of tagger.tags)
+# (straight through mutagen / the atom tree, independent of tagger.library.tags)
 
 
 def _id3_tags(path: Path):
@@ -567,7 +567,7 @@ _FSIZE_CHILD = r"""
 import json, resource, signal, sys
 sys.path.insert(0, sys.argv[1])
 from tagger.errors import WriteError
-from tagger.tags import write_genres
+from tagger.library.tags import write_genres
 path, limit, genres = sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))

@@ -19,8 +19,15 @@ import numpy as np
 import pytest
 from conftest import encoding_ffmpeg, ffmpeg_run, real_clip
 
-from tagger import tags
-from tagger.bundle import (
+from tagger.cli import main
+from tagger.config import config_from_dict, load_config
+from tagger.errors import ModelError
+from tagger.learn.datasets import GenreMap, folder_dataset, tags_dataset
+from tagger.learn.evaluate import segment_split, stratified_folds
+from tagger.learn.train import embed, load_backbones
+from tagger.library import tags
+from tagger.library.catalogue import open_catalogue
+from tagger.model.bundle import (
     CARD,
     WEIGHTS,
     bundle_sha256,
@@ -28,17 +35,10 @@ from tagger.bundle import (
     resolve_bundle_path,
     write_bundle,
 )
-from tagger.catalogue import open_catalogue
-from tagger.classify import Classifier
-from tagger.cli import main
-from tagger.config import config_from_dict, load_config
-from tagger.datasets import GenreMap, folder_dataset, tags_dataset
-from tagger.embeddings import CACHE_FILE, EmbeddingCache
-from tagger.errors import ModelError
-from tagger.evaluate import segment_split, stratified_folds
-from tagger.head import HeadNet
-from tagger.result import ModelInfo
-from tagger.train import embed, load_backbones
+from tagger.model.classify import Classifier
+from tagger.model.embeddings import CACHE_FILE, EmbeddingCache
+from tagger.model.heads import HeadNet
+from tagger.results import ModelInfo
 
 pytestmark = pytest.mark.slow
 

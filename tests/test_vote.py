@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tagger.vote import vote
+from tagger.model.vote import vote
 
 GENRES = ("jazz", "classical", "rock")
 

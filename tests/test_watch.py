@@ -26,12 +26,12 @@ from pathlib import Path
 import pytest
 from conftest import encoding_ffmpeg, ffmpeg_run, real_clip
 
-from tagger import tags
+from tagger.audio.identity import content_id
 from tagger.cli import main
 from tagger.config import Config, GenreConfig, ScanConfig, TagsConfig, WatchConfig
-from tagger.identity import content_id
-from tagger.result import ModelInfo
-from tagger.watch import (
+from tagger.library import tags
+from tagger.results import ModelInfo
+from tagger.service.watch import (
     Watcher,
     choose_observers,
     filesystem_type,
@@ -132,7 +132,7 @@ class CountingClassifier:
 
 @pytest.fixture(scope="module")
 def model():
-    from tagger.classify import Classifier
+    from tagger.model.classify import Classifier
 
     return Classifier(Config())
 
@@ -401,7 +401,7 @@ def test_model_or_genre_change_requeues_only_the_affected_tracks(setup, classifi
     assert classifier.counts == Counter({str(files[0]): 1, str(files[1]): 2, str(files[2]): 1})
 
     # a new genre map: every track is redone, and the genre tagger wrote itself is replaced
-    from tagger.classify import Classifier
+    from tagger.model.classify import Classifier
 
     renamed = dataclasses.replace(config, genres=GenreConfig(rename={genre: genre.upper() + "!"}))
     relabelled = CountingClassifier(Classifier(renamed))

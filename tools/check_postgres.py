@@ -38,12 +38,12 @@ sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
 
-from tagger import tags  # noqa: E402
-from tagger.catalogue import downgrade  # noqa: E402
+from tagger.audio.decode import find_ffmpeg  # noqa: E402
 from tagger.cli import main as tagger  # noqa: E402
-from tagger.decode import find_ffmpeg  # noqa: E402
 from tagger.errors import WriteError  # noqa: E402
-from tagger.lock import WriterLock  # noqa: E402
+from tagger.library import tags  # noqa: E402
+from tagger.library.catalogue import downgrade  # noqa: E402
+from tagger.library.lock import WriterLock  # noqa: E402
 
 CLIPS = sorted((REPO / "tests" / "data").glob("*.ogg"))
 CONVERSIONS = [(".mp3", ["-c:a", "libmp3lame", "-b:a", "192k"]), (".m4a", ["-c:a", "aac"]),

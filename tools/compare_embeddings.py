@@ -23,11 +23,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tagger.config import load_config  # noqa: E402
-from tagger.datasets import folder_dataset  # noqa: E402
-from tagger.embeddings import EMBEDDINGS  # noqa: E402
-from tagger.evaluate import cross_validate  # noqa: E402
-from tagger.head import HEADS, HeadOptions  # noqa: E402
-from tagger.train import embed, load_backbones  # noqa: E402
+from tagger.learn.datasets import folder_dataset  # noqa: E402
+from tagger.learn.evaluate import cross_validate  # noqa: E402
+from tagger.learn.train import embed, load_backbones  # noqa: E402
+from tagger.model.embeddings import EMBEDDINGS  # noqa: E402
+from tagger.model.heads import HEADS, HeadOptions  # noqa: E402
 
 
 def main(argv=None) -> int:

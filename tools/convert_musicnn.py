@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tagger.features import FRAMES_PER_SEGMENT, log_mel  # noqa: E402  (float32 pipeline)
+from tagger.audio.features import FRAMES_PER_SEGMENT, log_mel  # noqa: E402  (float32 pipeline)
 
 MODELS = {"MSD_musicnn": "msd", "MTT_musicnn": "mtt"}
 
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
     import torch
 
-    from tagger.model import MusiCNN
+    from tagger.model.musicnn import MusiCNN
 
     tf.compat.v1.disable_eager_execution()
     labels = runpy.run_path(str(args.musicnn_dir / "configuration.py"))

@@ -3,7 +3,7 @@
 Usage: python tag_kill_child.py REPO_ROOT FILE...
 
 Prints "ready" once imported, then for every file writes the *other* of two genre states
-(A if the file is not in state A, else B) with tagger.tags.write_genres, then prints "done".
+(A if the file is not in state A, else B) with tagger.library.tags.write_genres, then prints "done".
 The parent SIGKILLs it at a random instant in between.
 """
 
@@ -17,7 +17,7 @@ STATE_B = (["Kill B", "Kill B two"], 0.875)
 
 def advance(path: str) -> None:
     """One write: flip the file between STATE_A and STATE_B."""
-    from tagger.tags import read_genres, write_genres
+    from tagger.library.tags import read_genres, write_genres
 
     genres, confidence = STATE_B if read_genres(path) == STATE_A[0] else STATE_A
     write_genres(path, genres, confidence)
@@ -25,7 +25,7 @@ def advance(path: str) -> None:
 
 def main(argv: list[str]) -> None:
     sys.path.insert(0, argv[1])
-    import tagger.tags  # noqa: F401  (import before "ready": the parent times the writes)
+    import tagger.library.tags  # noqa: F401  (import before "ready": the parent times the writes)
 
     print("ready", flush=True)
     for path in argv[2:]:

@@ -2,14 +2,14 @@
 
 Every decode worker is forked from that server, so what this import loads is already in each
 worker: the decode stack, and librosa's lazily loaded parts warmed by one run (see
-:func:`tagger.features.warm_up`). Without it, each new worker spends 1.5-2.5 s of CPU on its
+:func:`tagger.audio.features.warm_up`). Without it, each new worker spends 1.5-2.5 s of CPU on its
 first file, competing with the model for the same cores.
 """
 
 from threadpoolctl import threadpool_limits
 
-import tagger.scan  # noqa: F401  (the workers' entry points)
-from tagger.features import warm_up
+import tagger.service.scan  # noqa: F401  (the workers' entry points)
+from tagger.audio.features import warm_up
 
 threadpool_limits(1)  # as in each worker (scan._worker_init); the model loads on the other core
 try:

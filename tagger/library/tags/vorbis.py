@@ -16,7 +16,7 @@ import mutagen.oggflac
 import mutagen.oggopus
 import mutagen.oggvorbis
 
-from tagger.tags.base import BaseEditor
+from tagger.library.tags.base import BaseEditor
 
 GENRE = "GENRE"
 CONFIDENCE = "TAGGER_GENRE_CONFIDENCE"

@@ -62,7 +62,7 @@ class MusiCNN(nn.Module):
         self.output = nn.Linear(backend_units, n_classes)
 
     # -- inference fast path -----------------------------------------------------------------
-    # In eval mode without autograd, embed/forward run tagger.fastconv: the same function
+    # In eval mode without autograd, embed/forward run tagger.model.fastconv: the same function
     # with about half the multiply-adds (DFT-domain timbral filters, block-Toeplitz temporal
     # filters). Its derived weights are built once and rebuilt whenever a parameter or buffer
     # changes (tracked by tensor version counters), so load_state_dict etc. stay safe.
@@ -72,7 +72,7 @@ class MusiCNN(nn.Module):
 
     def prepare_inference(self):
         """Build (or reuse) the derived weights of the fast inference path; returns it."""
-        from tagger.fastconv import FastMusiCNN
+        from tagger.model.fastconv import FastMusiCNN
 
         key = self._weights_key()
         cached = self.__dict__.get("_fast")
@@ -138,7 +138,7 @@ def models_dir() -> Path:
     env = os.environ.get("TAGGER_MODELS_DIR")
     candidates = [Path(env)] if env else []
     candidates += [
-        Path(__file__).resolve().parent.parent / "models",
+        Path(__file__).resolve().parents[2] / "models",
         Path(sysconfig.get_path("data")) / "share" / "tagger" / "models",
     ]
     for candidate in candidates:

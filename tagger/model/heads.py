@@ -25,7 +25,7 @@ HEADS = ("linear", "mlp")
 class HeadOptions:
     """How a head is built and trained (recorded in the bundle's card)."""
 
-    embedding: str = "pooled"  # see tagger.embeddings.EMBEDDINGS; docs/training.md: why
+    embedding: str = "pooled"  # see tagger.model.embeddings.EMBEDDINGS; docs/training.md: why
     kind: str = "mlp"  # linear | mlp
     hidden: int = 128  # mlp only
     dropout: float = 0.3  # mlp only: after the hidden layer

@@ -95,7 +95,7 @@ class _PostgresWriterLock:
         import sqlalchemy as sa
         from sqlalchemy.pool import NullPool
 
-        from tagger.catalogue import safe_url
+        from tagger.library.catalogue import safe_url
 
         where = safe_url(sa.engine.make_url(database_url))
         self._engine = sa.create_engine(

@@ -11,15 +11,15 @@ from typing import Iterable, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
-from tagger.bundle import DEFAULT_BUNDLE, TrainedHead, load_bundle, resolve_bundle_path
+from tagger.audio.features import PreparedTrack, prepare_track
 from tagger.config import Config
-from tagger.embeddings import BackboneOutput, Backbones, combined_sha256
 from tagger.errors import ReadError, TaggerError
-from tagger.features import PreparedTrack, prepare_track
-from tagger.genres import Vocabulary, build_vocabulary
-from tagger.model import LoadedModel, load_musicnn
-from tagger.result import ModelInfo, SegmentResult, TrackResult
-from tagger.vote import vote
+from tagger.model.bundle import DEFAULT_BUNDLE, TrainedHead, load_bundle, resolve_bundle_path
+from tagger.model.embeddings import BackboneOutput, Backbones, combined_sha256
+from tagger.model.genres import Vocabulary, build_vocabulary
+from tagger.model.musicnn import LoadedModel, load_musicnn
+from tagger.model.vote import vote
+from tagger.results import ModelInfo, SegmentResult, TrackResult
 
 SHIPPED_MODELS = ("MSD_musicnn", "MTT_musicnn")
 
@@ -46,7 +46,7 @@ class GenreHead(Protocol):
 
 
 class VocabularyHead:
-    """The default: the genre map over the backbones' tags (tagger.genres; docs/genres.md)."""
+    """The default: the genre map over the backbones' tags (tagger.model.genres; docs/genres.md)."""
 
     needs_embeddings = False
     score_keys: tuple[str, ...] = ()

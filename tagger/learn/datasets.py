@@ -27,8 +27,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from tagger.config import Config, LibraryConfig
-from tagger.discover import is_ignored, walk
-from tagger.embeddings import (
+from tagger.errors import ConfigError, ReadError, TaggerError
+from tagger.library.discover import is_ignored, walk
+from tagger.model.embeddings import (
     BackboneOutput,
     Backbones,
     EmbeddingCache,
@@ -36,7 +37,6 @@ from tagger.embeddings import (
     TrackEmbeddings,
     extract,
 )
-from tagger.errors import ConfigError, ReadError, TaggerError
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def tags_dataset(catalogue, *, under: Sequence[str] | None = None,
                  genre_map: GenreMap | None = None, min_tracks: int = 5,
                  read_genres: Callable[[str], list[str]] | None = None) -> Dataset:
     """The catalogued tracks (below ``under``, default all) labelled by the user's genre tags."""
-    from tagger import tags
+    from tagger.library import tags
 
     read_genres = read_genres or tags.read_genres
     genre_map = genre_map or GenreMap()

@@ -10,7 +10,7 @@ M4A/MP4                     ``mp4``     ``©gen`` (legacy ``gnre`` read, and rem
 WMA                         ``asf``     ``WM/Genre``, ``TAGGER_GENRE_CONFIDENCE``
 ==========================  ==========  ======================================================
 
-The container is recognised by content (:func:`tagger.identity.detect_format`), not by the
+The container is recognised by content (:func:`tagger.audio.identity.detect_format`), not by the
 file name; :func:`supported` is a cheap name-only pre-check for scanners.
 
 Safety. Every write goes through :func:`_safe_rewrite`: the original is never opened for
@@ -50,9 +50,9 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, Sequence, TypeVar
 
-from tagger import identity
+from tagger.audio import identity
 from tagger.errors import ReadError, TaggerError, WriteError
-from tagger.tags import asf, id3, mp4, vorbis
+from tagger.library.tags import asf, id3, mp4, vorbis
 
 __all__ = [
     "TagChange",

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import mutagen.asf
 
-from tagger.tags.base import BaseEditor
+from tagger.library.tags.base import BaseEditor
 
 GENRE = "WM/Genre"
 CONFIDENCE = "TAGGER_GENRE_CONFIDENCE"

@@ -14,7 +14,7 @@ deletions. The main thread is the only one that writes tags and the catalogue. I
   polling observer has no such event) and its size and mtime_ns were stable for
   ``settle_seconds``, checked again right before. If size and mtime equal the catalogue's
   row, nothing changed (tagger's own tag write, or a mere read): it is dropped. The rest
-  goes to :class:`tagger.scan.Engine` in batches. A file that fails to decode while young
+  goes to :class:`tagger.service.scan.Engine` in batches. A file that fails to decode while young
   (mtime within ``2 x settle_seconds``) goes back to the table instead of being marked failed.
 
 APScheduler (3.x, in-process) runs the periodic reconcile rescan (``rescan_interval_minutes``
@@ -24,7 +24,7 @@ overflow also triggers one at once), and the retry of failed files with exponent
 On start, tracks whose newest prediction came from other weights or another genre
 vocabulary are requeued, and planned tag writes a kill interrupted are reconciled.
 
-The daemon holds the :class:`~tagger.lock.WriterLock` for its whole life and writes a small
+The daemon holds the :class:`~tagger.library.lock.WriterLock` for its whole life and writes a small
 JSON status file (``<state_dir>/watch-<hash of the database URL>.json``, atomically, every
 few seconds and on change) that ``tagger status`` reads.
 """
@@ -50,13 +50,19 @@ from typing import Callable, Iterable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-from tagger import tags
-from tagger.catalogue import open_catalogue, safe_url
 from tagger.config import Config
-from tagger.discover import OWN_TEMP_PATTERN, FoundFile, WalkReport, is_audio_name, is_ignored
 from tagger.errors import ConfigError, TaggerError, WriteError
-from tagger.lock import WriterLock
-from tagger.scan import Engine, Summary, WorkItem, plan_scan
+from tagger.library import tags
+from tagger.library.catalogue import open_catalogue, safe_url
+from tagger.library.discover import (
+    OWN_TEMP_PATTERN,
+    FoundFile,
+    WalkReport,
+    is_audio_name,
+    is_ignored,
+)
+from tagger.library.lock import WriterLock
+from tagger.service.scan import Engine, Summary, WorkItem, plan_scan
 
 log = logging.getLogger(__name__)
 

@@ -69,8 +69,7 @@ from sqlalchemy.orm import (
 )
 
 from tagger.errors import ConfigError, TaggerError, WriteError
-from tagger.result import ModelInfo, SegmentResult, TrackResult
-from tagger.vote import Candidate
+from tagger.results import Candidate, ModelInfo, SegmentResult, TrackResult
 
 log = logging.getLogger(__name__)
 

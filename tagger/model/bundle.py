@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from tagger.config import Config
-from tagger.embeddings import BackboneOutput
 from tagger.errors import ModelError, WriteError
-from tagger.head import HeadNet
-from tagger.model import LoadedModel
-from tagger.result import ModelInfo
+from tagger.model.embeddings import BackboneOutput
+from tagger.model.heads import HeadNet
+from tagger.model.musicnn import LoadedModel
+from tagger.results import ModelInfo
 
 FORMAT = "tagger-bundle/1"
 CARD = "bundle.json"

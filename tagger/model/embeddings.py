@@ -1,13 +1,13 @@
 """Per-segment embeddings from the frozen musicnn backbones, and their cache.
 
-A trained genre head (:mod:`tagger.head`) reads what the two shipped networks compute anyway
+A trained genre head (:mod:`tagger.model.heads`) reads what the two shipped networks compute anyway
 on every segment: the *penultimate* dense layer (200 values per network, 400 together) or the
 *pooled* mid-end features before it (1506 per network, 3012 together). ``tags`` (the 100
 sigmoid tag scores) is offered too, as a baseline. docs/training.md has the measured choice.
 
 Decoding dominates the cost of an embedding (see bench/train_time.py), so every track's
 embeddings are cached in ``<state_dir>/embeddings.sqlite``, keyed by the identity of its audio
-payload (:func:`tagger.identity.content_id`: retagging or renaming keeps the key), the
+payload (:func:`tagger.audio.identity.content_id`: retagging or renaming keeps the key), the
 backbones' combined sha256 and the segment settings. Retraining, cross-validating and
 evaluating read the cache and decode nothing. The cache never writes anywhere else.
 """
@@ -27,11 +27,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from tagger.audio.features import PreparedTrack, prepare_track
+from tagger.audio.identity import content_id
 from tagger.config import Config
 from tagger.errors import ReadError, TaggerError, WriteError
-from tagger.features import PreparedTrack, prepare_track
-from tagger.identity import content_id
-from tagger.model import LoadedModel
+from tagger.model.musicnn import LoadedModel
 
 log = logging.getLogger(__name__)
 

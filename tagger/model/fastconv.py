@@ -1,4 +1,4 @@
-"""Exact, fewer-FLOP inference for :class:`tagger.model.MusiCNN` (CPU, float32).
+"""Exact, fewer-FLOP inference for :class:`tagger.model.musicnn.MusiCNN` (CPU, float32).
 
 The network's weights are turned once into derived tensors (see :class:`FastMusiCNN`); the
 forward pass then computes the same function with about half the multiply-adds of the plain

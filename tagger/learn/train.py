@@ -1,8 +1,8 @@
 """``tagger train``: a genre head on the frozen musicnn backbones, written as a model bundle.
 
-Steps: embed every labelled track (cached per audio identity, see :mod:`tagger.embeddings`);
-cross-validate by track to measure the head honestly (:mod:`tagger.evaluate`); train the
-head on every track; write the bundle (:mod:`tagger.bundle`) with the training data summary
+Steps: embed every labelled track (cached per audio identity, see :mod:`tagger.model.embeddings`);
+cross-validate by track to measure the head honestly (:mod:`tagger.learn.evaluate`); train the
+head on every track; write the bundle (:mod:`tagger.model.bundle`) with the training data summary
 and the cross-validated metrics in its card. ``classify``, ``scan`` and ``watch`` then vote
 with it when ``model.bundle`` (or ``--model``) names it.
 """
@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Callable
 
 from tagger import __version__
-from tagger.bundle import Bundle, write_bundle
-from tagger.classify import SHIPPED_MODELS, configure_threads
 from tagger.config import Config
-from tagger.datasets import Dataset, EmbeddedSet, embed_dataset
-from tagger.embeddings import Backbones, EmbeddingCache
 from tagger.errors import ConfigError
-from tagger.evaluate import cross_validate
-from tagger.head import HeadOptions, fit_head
-from tagger.model import load_musicnn
+from tagger.learn.datasets import Dataset, EmbeddedSet, embed_dataset
+from tagger.learn.evaluate import cross_validate
+from tagger.model.bundle import Bundle, write_bundle
+from tagger.model.classify import SHIPPED_MODELS, configure_threads
+from tagger.model.embeddings import Backbones, EmbeddingCache
+from tagger.model.heads import HeadOptions, fit_head
+from tagger.model.musicnn import load_musicnn
 
 log = logging.getLogger(__name__)
 

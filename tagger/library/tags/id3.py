@@ -29,8 +29,8 @@ import mutagen.mp3
 import mutagen.wave
 from mutagen.id3 import ID3, TCON, TXXX, Encoding, ID3NoHeaderError, ID3v1SaveOptions
 
-from tagger.identity import AIFF, MP3, WAV
-from tagger.tags.base import BaseEditor
+from tagger.audio.identity import AIFF, MP3, WAV
+from tagger.library.tags.base import BaseEditor
 
 GENRE = "TCON"
 CONFIDENCE_DESC = "TAGGER_GENRE_CONFIDENCE"

@@ -83,7 +83,7 @@ def format_row(result, name_width: int) -> str:
 
 
 def cmd_classify(args: argparse.Namespace, config: Config) -> int:
-    from tagger.classify import Classifier
+    from tagger.model.classify import Classifier
 
     classifier = Classifier(config)
     failed = 0
@@ -102,7 +102,7 @@ def cmd_classify(args: argparse.Namespace, config: Config) -> int:
 
 
 def _open_catalogue(config: Config):
-    from tagger.catalogue import open_catalogue
+    from tagger.library.catalogue import open_catalogue
 
     catalogue = open_catalogue(config.database_url)
     if catalogue.upgraded_from not in (None, catalogue.revision):
@@ -144,9 +144,9 @@ def graceful_stop() -> Iterator[Callable[[], bool]]:
 
 
 def cmd_scan(args: argparse.Namespace, config: Config) -> int:
-    from tagger.catalogue import current, head
-    from tagger.lock import WriterLock
-    from tagger.scan import scan
+    from tagger.library.catalogue import current, head
+    from tagger.library.lock import WriterLock
+    from tagger.service.scan import scan
 
     roots = _roots(args, config)
     with graceful_stop() as should_stop:
@@ -240,8 +240,8 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_revert(args: argparse.Namespace, config: Config) -> int:
-    from tagger import tags
-    from tagger.lock import WriterLock
+    from tagger.library import tags
+    from tagger.library.lock import WriterLock
 
     if not args.all and not args.paths:
         raise UsageError("tagger revert: give PATHs or --all")
@@ -284,7 +284,7 @@ def cmd_revert(args: argparse.Namespace, config: Config) -> int:
 
 def _edited_since(path: str, changes) -> bool:
     """Whether the file's genre is no longer what tagger last wrote (someone edited it since)."""
-    from tagger import tags
+    from tagger.library import tags
 
     genre_writes = [c for c in changes if "CONFIDENCE" not in c.field and c.field != "gnre"]
     if not genre_writes:
@@ -296,7 +296,7 @@ def _edited_since(path: str, changes) -> bool:
 
 
 def cmd_db(args: argparse.Namespace, config: Config) -> int:
-    from tagger.catalogue import current, head, safe_url, upgrade
+    from tagger.library.catalogue import current, head, safe_url, upgrade
 
     url = config.database_url
     if args.db_command == "upgrade":
@@ -314,7 +314,7 @@ def cmd_db(args: argparse.Namespace, config: Config) -> int:
 
 def _labelled_dataset(args: argparse.Namespace, config: Config):
     """The labelled tracks ``train``/``eval`` work on: a genre-folder dataset or --from-tags."""
-    from tagger.datasets import GenreMap, folder_dataset, tags_dataset
+    from tagger.learn.datasets import GenreMap, folder_dataset, tags_dataset
 
     genre_map = GenreMap.parse(args.map or (), args.genre_map)
     if args.from_tags:
@@ -334,8 +334,8 @@ def _labelled_dataset(args: argparse.Namespace, config: Config):
 
 
 def _embedded(args: argparse.Namespace, config: Config):
-    from tagger.scan import Progress
-    from tagger.train import embed, load_backbones
+    from tagger.learn.train import embed, load_backbones
+    from tagger.service.scan import Progress
 
     dataset = _labelled_dataset(args, config)
     backbones = load_backbones(config)
@@ -358,7 +358,7 @@ def _embedded(args: argparse.Namespace, config: Config):
 
 
 def _head_options(args: argparse.Namespace):
-    from tagger.head import HeadOptions
+    from tagger.model.heads import HeadOptions
 
     given = {"embedding": args.embedding, "kind": args.head, "epochs": args.epochs}
     return HeadOptions(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
@@ -374,7 +374,7 @@ def _write_json(path: str, data: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace, config: Config) -> int:
-    from tagger.train import train_bundle
+    from tagger.learn.train import train_bundle
 
     embedded, backbones = _embedded(args, config)
     outcome = train_bundle(embedded, backbones, config, args.out, options=_head_options(args),
@@ -396,11 +396,11 @@ def cmd_train(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, config: Config) -> int:
-    from tagger.evaluate import cross_validate, evaluate_head, format_report, plot_confusion
+    from tagger.learn.evaluate import cross_validate, evaluate_head, format_report, plot_confusion
 
     embedded, backbones = _embedded(args, config)
     if args.model:
-        from tagger.classify import genre_head
+        from tagger.model.classify import genre_head
 
         report = evaluate_head(embedded, backbones, genre_head(config, backbones.models))
     else:
@@ -417,7 +417,7 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, config: Config) -> int:
-    from tagger.watch import Watcher
+    from tagger.service.watch import Watcher
 
     # unlike scan, a root that is not there yet (a NAS mounted later) is no error: the
     # daemon waits for it
@@ -431,7 +431,7 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
-    from tagger.watch import format_status, read_status
+    from tagger.service.watch import format_status, read_status
 
     info = read_status(config)
     print(json.dumps(info, ensure_ascii=False) if args.json else format_status(info))

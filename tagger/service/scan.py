@@ -23,17 +23,16 @@ from typing import TYPE_CHECKING, Callable, Iterable, TextIO
 
 from threadpoolctl import threadpool_limits
 
-from tagger import tags
+from tagger.audio.features import PreparedTrack, prepare_track
+from tagger.audio.identity import content_id
 from tagger.config import Config, TagsConfig
-from tagger.discover import FoundFile, WalkReport, walk
 from tagger.errors import ReadError, TaggerError, TooShortError, WriteError
-from tagger.features import PreparedTrack, prepare_track
-from tagger.identity import content_id
-from tagger.result import TrackResult
-from tagger.vote import Vote
+from tagger.library import tags
+from tagger.library.discover import FoundFile, WalkReport, walk
+from tagger.results import TrackResult, Vote
 
 if TYPE_CHECKING:  # workers import this module: keep torch out of them
-    from tagger.classify import Classifier
+    from tagger.model.classify import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     """forkserver: workers never inherit torch's threads from the writer process, and the
     server loads and warms the decode stack once, so each worker starts ready."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tagger.forkserver_preload"])
+    context.set_forkserver_preload(["tagger.service.forkserver_preload"])
     return context
 
 
@@ -213,7 +212,7 @@ class Engine:
             # the model loads here; starting it does not wait for it.
             _worker_context()  # names the server's preload before it starts
             multiprocessing.forkserver.ensure_running()
-            from tagger.classify import Classifier
+            from tagger.model.classify import Classifier
 
             classifier = Classifier(config)
         self.classifier = classifier

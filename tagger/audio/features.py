@@ -87,7 +87,7 @@ def warm_up() -> None:
     a fresh process 1.5-2.5 s of CPU on its first file. A process that will fork decode
     workers calls this first, so each worker starts with all of it loaded.
     """
-    from tagger.decode import resample
+    from tagger.audio.decode import resample
 
     noise = np.random.default_rng(0).standard_normal(44100).astype(np.float32) * 0.1
     segment(resample(noise, 44100, SAMPLE_RATE), count=1, seconds=0.5)
@@ -99,7 +99,7 @@ def prepare_track(path: str, config: Config) -> PreparedTrack:
     Needs no model, so it runs in worker processes. Raises ReadError for anything that
     cannot be classified, including tracks shorter than ``model.min_track_seconds``.
     """
-    from tagger.decode import decode_window
+    from tagger.audio.decode import decode_window
 
     model = config.model
     audio = decode_window(path, window_s=model.window_seconds, sample_rate=SAMPLE_RATE,

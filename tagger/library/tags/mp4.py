@@ -24,7 +24,7 @@ import mutagen.mp4
 from mutagen.id3 import TCON
 from mutagen.mp4 import Atom, AtomDataType, Atoms, MP4FreeForm
 
-from tagger.tags.base import BaseEditor
+from tagger.library.tags.base import BaseEditor
 
 GENRE = "\xa9gen"
 LEGACY_GENRE = "gnre"

@@ -1,11 +1,30 @@
-"""What classifying one file produces; passed from the classifier to the tag writer and the
-catalogue."""
+"""What classifying one file produces (the vote, segments, model identity); passed from the
+classifier to the tag writer and the catalogue. Plain data: nothing in tagger is imported here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tagger.vote import Vote
+
+@dataclass(frozen=True)
+class Candidate:
+    """A genre that won at least one segment."""
+
+    genre: str
+    votes: int
+    mean_score: float  # mean of this genre's score over *all* segments
+
+
+@dataclass(frozen=True)
+class Vote:
+    """Outcome of the vote over one track's segments."""
+
+    genre: str  # the genre to write: most votes, a tie broken by mean score
+    confidence: float  # mean score of `genre` over all segments
+    tie: bool  # two or more genres share the top vote count
+    tied: tuple[str, ...]  # those genres, best mean score first (just `genre` when no tie)
+    candidates: tuple[Candidate, ...]  # every genre with a vote, most votes first
+    segment_winners: tuple[str, ...]  # the genre each segment voted for, in time order
 
 
 @dataclass(frozen=True)

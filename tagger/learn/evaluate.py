@@ -4,7 +4,7 @@ The folds split tracks, never segments: all segments of a track (and of every fi
 same audio) are on the same side, so a test track was never heard in training. Splitting
 segments at random instead lets the head recognise the recording rather than the genre,
 which is how 91-95 % GTZAN figures leak. Track accuracy is measured after the same vote
-``tagger classify`` runs (:func:`tagger.vote.vote`).
+``tagger classify`` runs (:func:`tagger.model.vote.vote`).
 
 :func:`cross_validate` trains a fresh head per fold; :func:`evaluate_head` scores a fixed
 model (the default genre map, or a trained bundle) on every track. Both return the report
@@ -20,11 +20,11 @@ from typing import Sequence
 
 import numpy as np
 
-from tagger.datasets import EmbeddedSet
-from tagger.embeddings import Backbones
 from tagger.errors import ConfigError, TaggerError
-from tagger.head import HeadOptions, fit_head
-from tagger.vote import vote
+from tagger.learn.datasets import EmbeddedSet
+from tagger.model.embeddings import Backbones
+from tagger.model.heads import HeadOptions, fit_head
+from tagger.model.vote import vote
 
 # ---------------------------------------------------------------- splitting
 
@@ -132,7 +132,7 @@ def cross_validate(embedded: EmbeddedSet, backbones: Backbones, options: HeadOpt
 
 
 def evaluate_head(embedded: EmbeddedSet, backbones: Backbones, head) -> dict:
-    """Score a fixed genre head (a :class:`tagger.classify.GenreHead`) on every track."""
+    """Score a fixed genre head (a :class:`tagger.model.classify.GenreHead`) on every track."""
     started = time.perf_counter()
     scores = head.genre_scores(embedded.outputs(backbones))
     genres = tuple(head.genres)

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Candidate:
-    """A genre that won at least one segment."""
-
-    genre: str
-    votes: int
-    mean_score: float  # mean of this genre's score over *all* segments
-
-
-@dataclass(frozen=True)
-class Vote:
-    """Outcome of the vote over one track's segments."""
-
-    genre: str  # the genre to write: most votes, a tie broken by mean score
-    confidence: float  # mean score of `genre` over all segments
-    tie: bool  # two or more genres share the top vote count
-    tied: tuple[str, ...]  # those genres, best mean score first (just `genre` when no tie)
-    candidates: tuple[Candidate, ...]  # every genre with a vote, most votes first
-    segment_winners: tuple[str, ...]  # the genre each segment voted for, in time order
+from tagger.results import Candidate, Vote
 
 
 def vote(genres: Sequence[str], scores: np.ndarray) -> Vote:
