@@ -1,8 +1,11 @@
 """Classifier throughput on full-length real tracks, against musicnn's TensorFlow originals.
 
-    python bench/throughput.py FOLDER [--limit 16] [--musicnn-dir DIR] [--write]
+    python bench/throughput.py FOLDER [--limit 16] [--contend 2] [--musicnn-dir DIR] [--write]
 
-Prints tracks/s and per-stage milliseconds (decode, features, model) of tagger's pipeline.
+Prints tracks/s and per-stage milliseconds (decode, features, model) of tagger's pipeline, and
+the end-to-end rate of ``Classifier.classify`` (what ``tagger classify`` runs) on a quiet
+machine and with ``--contend N`` CPU-bound competitor processes (busy loops this script starts
+and stops itself) on the same cores, side by side.
 When TensorFlow is importable and the musicnn 0.1.0 checkpoints are at --musicnn-dir
 (``pip download --no-deps musicnn==0.1.0`` and unzip), it also times, in the same run:
   * the original TF graphs on the identical segments (same batches, same threads);
@@ -20,8 +23,10 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,6 +54,37 @@ def timed(fn, *args):
     start = time.perf_counter()
     value = fn(*args)
     return value, time.perf_counter() - start
+
+
+#: The TF graph done the musicnn way (whole-file decode + the same 10 segments), as recorded
+#: in issue #12 on this machine, for when TensorFlow is not importable in this run.
+RECORDED_TF_MS = {"quiet": 684.0, "contended": 3064.0}
+
+
+@contextmanager
+def competitors(count: int):
+    """``count`` CPU-bound processes (pure-Python busy loops), stopped on exit."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+             for _ in range(count)]
+    try:
+        time.sleep(0.5)  # let them reach the run queue
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
+def end_to_end(classifier: Classifier, paths: list[str]) -> float:
+    """Seconds for ``Classifier.classify`` over ``paths`` (decode overlapped with inference)."""
+    start = time.perf_counter()
+    results = list(classifier.classify(paths))
+    elapsed = time.perf_counter() - start
+    failed = [r for r in results if r.error]
+    if failed:
+        print(f"{len(failed)} files failed: {failed[0].error}", file=sys.stderr)
+    return elapsed
 
 
 def bench_tagger(paths: list[str], config: Config) -> dict:
@@ -193,11 +229,48 @@ def report(args, paths, ours, tf_figures) -> str:
     return "\n".join(lines)
 
 
+def contention_report(args, paths: list[str], classifier: Classifier, tf_figures) -> str:
+    """End-to-end ms/track quiet and with ``args.contend`` competitors, interleaved rounds."""
+    quiet, contended = [], []
+    for _ in range(args.rounds):
+        quiet.append(end_to_end(classifier, paths) * 1000 / len(paths))
+        with competitors(args.contend):
+            contended.append(end_to_end(classifier, paths) * 1000 / len(paths))
+    q, c = median(quiet), median(contended)
+    if tf_figures and "contended_ms" in tf_figures:
+        tf_q, tf_c, tf_note = tf_figures["quiet_ms"], tf_figures["contended_ms"], "this run"
+    else:
+        tf_q, tf_c = RECORDED_TF_MS["quiet"], RECORDED_TF_MS["contended"]
+        tf_note = "recorded in issue #12 (TensorFlow not importable in this run)"
+    load = os.getloadavg()[0]
+    return "\n".join([
+        f"End to end (`Classifier.classify`, as `tagger classify` runs it), {len(paths)} tracks, "
+        f"median of {args.rounds} interleaved round(s); contended: {args.contend} CPU-bound "
+        f"busy-loop processes on the same {os.cpu_count()} cores (fair share: "
+        f"{os.cpu_count() / (os.cpu_count() + args.contend):.0%} of quiet throughput); "
+        f"load average {load:.2f} after the runs.",
+        "",
+        "| | quiet | contended | throughput kept |",
+        "|---|---|---|---|",
+        f"| tagger, ms/track | {q:.0f} | {c:.0f} | **{q / c:.0%}** |",
+        f"| TF graph the musicnn way, ms/track ({tf_note}) | {tf_q:.0f} | {tf_c:.0f} | "
+        f"{tf_q / tf_c:.0%} |",
+        f"| tagger faster than TF by | {tf_q / q:.1f}x | {tf_c / c:.1f}x | |",
+        "",
+        "rounds (ms/track): quiet " + ", ".join(f"{v:.0f}" for v in quiet)
+        + "; contended " + ", ".join(f"{v:.0f}" for v in contended),
+    ])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--limit", type=int, default=16)
     parser.add_argument("--whole-track-limit", type=int, default=4)
+    parser.add_argument("--contend", type=int, default=2,
+                        help="CPU-bound competitors for the contended run (0: none)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="quiet/contended pairs of end-to-end runs (medians reported)")
     parser.add_argument("--musicnn-dir", type=Path, default=Path("/tmp/musicnn/musicnn"))
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args(argv)
@@ -227,6 +300,8 @@ def main(argv=None) -> int:
             "batched_ms": 1000 * median([graphs.whole_track(p, False) for p in whole]),
         }
     text = report(args, paths, ours, tf_figures)
+    if args.contend:
+        text += "\n\n" + contention_report(args, paths, ours["classifier"], tf_figures)
     print(text)
     if args.write:
         write_section("throughput", "Classifier throughput (`bench/throughput.py`)", text)

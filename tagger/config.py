@@ -44,8 +44,10 @@ class ModelConfig:
     segments: int = 10
     segment_seconds: float = 3.0
     window_seconds: float = 30.0
-    threads: int = 0  # 0: all cores
+    threads: int = 0  # 0: all cores (single-threaded streams over chunks of each batch)
     batch_segments: int = 80  # segments per forward pass; tracks are batched together
+    precision: str = "auto"  # auto (bf16 where the CPU multiplies it natively) | fp32 | bf16
+    device: str = "auto"  # auto (cuda when torch sees a GPU) | cpu | cuda
     # shorter tracks are not classified; between this and one segment they are repeat-padded
     min_track_seconds: float = 2.5
     descriptor_threshold: float = 0.2
@@ -81,6 +83,13 @@ class ScanConfig:
 
 
 @dataclass(frozen=True)
+class ServiceConfig:
+    # The daemon's CPU and I/O priority: "low" is nice 10, SCHED_BATCH and the idle I/O
+    # class, so a user's own work goes first; "normal" leaves them as started.
+    priority: str = "low"
+
+
+@dataclass(frozen=True)
 class WatchConfig:
     settle_seconds: float = 5.0
     observer: str = "auto"  # auto | native | polling
@@ -102,6 +111,7 @@ class Config:
     tags: TagsConfig = TagsConfig()
     decode: DecodeConfig = DecodeConfig()
     scan: ScanConfig = ScanConfig()
+    service: ServiceConfig = ServiceConfig()
     watch: WatchConfig = WatchConfig()
     source: str | None = None  # the file this was loaded from, None for built-in defaults
 
@@ -121,6 +131,9 @@ _CHOICES = {
     "tags.write": ("if_empty", "always", "never"),
     "tags.on_tie": ("best", "all", "skip"),
     "watch.observer": ("auto", "native", "polling"),
+    "model.precision": ("auto", "fp32", "bf16"),
+    "model.device": ("auto", "cpu", "cuda"),
+    "service.priority": ("low", "normal"),
 }
 _POSITIVE = {
     "model.segments", "model.segment_seconds", "model.min_track_seconds", "model.window_seconds",

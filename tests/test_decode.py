@@ -20,6 +20,10 @@ from tagger.errors import ConfigError, ReadError
 SR = 16000
 WINDOW = 30.0
 FFMPEGS = ffmpeg_binaries()  # {"auto": find_ffmpeg()} plus "bundled" where that differs
+# The default, in process (PyAV; it falls back to the binary only for a codec it lacks), and
+# each ffmpeg binary forced: the fallback must decode every format the same way.
+DECODERS = {"pyav": {"backend": "auto"},
+            **{f"ffmpeg-{k}": {"backend": "ffmpeg", "ffmpeg": v} for k, v in FFMPEGS.items()}}
 
 if not FFMPEGS:
     pytest.skip("no ffmpeg at all", allow_module_level=True)
@@ -52,11 +56,11 @@ def _best_lag(decoded: np.ndarray, reference: np.ndarray, max_lag: int) -> tuple
 # --- every format ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ffmpeg", sorted(FFMPEGS))
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
 @pytest.mark.parametrize("name", list(FORMATS))
-def test_every_format_decodes_the_middle_window(format_files, name, ffmpeg):
+def test_every_format_decodes_the_middle_window(format_files, name, decoder):
     path = _format(format_files, name)
-    audio = decode_window(path, ffmpeg=FFMPEGS[ffmpeg])
+    audio = decode_window(path, **DECODERS[decoder])
 
     assert isinstance(audio, DecodedAudio)
     assert audio.sample_rate == SR
@@ -82,18 +86,50 @@ def test_every_format_decodes_the_middle_window(format_files, name, ffmpeg):
         np.testing.assert_allclose(audio.samples, reference, atol=1e-4)
 
 
-@pytest.mark.parametrize("ffmpeg", sorted(FFMPEGS))
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
 @pytest.mark.parametrize("name", list(FORMATS))
-def test_seek_lands_on_the_offset(format_files, name, ffmpeg):
+def test_seek_lands_on_the_offset(format_files, name, decoder):
     # whatever the codec's own delay, the window is where the whole-file decode has it
     path = _format(format_files, name)
-    audio = decode_window(path, ffmpeg=FFMPEGS[ffmpeg])
-    whole = decode_window(path, window_s=2 * FORMAT_SECONDS, ffmpeg=FFMPEGS[ffmpeg])
+    audio = decode_window(path, **DECODERS[decoder])
+    whole = decode_window(path, window_s=2 * FORMAT_SECONDS, **DECODERS[decoder])
     assert whole.offset_s == 0.0
     start = int(round(audio.offset_s * SR))
     corr, lag = _best_lag(audio.samples, whole.samples[start:], max_lag=SR // 10)
     assert abs(lag) / SR * 1000 <= 10, f"seek is {lag / SR * 1000:.1f} ms off"
     assert corr > 0.99, f"correlation {corr:.4f}"
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_in_process_decode_matches_the_ffmpeg_binary(format_files, name):
+    # PyAV's libraries and the ffmpeg binary give the same window: same offset and length,
+    # the same samples (lossless: to float rounding; lossy: the same decoder, so as close)
+    path = _format(format_files, name)
+    ours = decode_window(path)
+    binary = decode_window(path, backend="ffmpeg", ffmpeg=FFMPEGS[sorted(FFMPEGS)[0]])
+    # the binary's duration is mutagen's where it reads the file (an MP3's LAME padding, an
+    # M4A's priming can count), ours the container's: windows may start up to ~25 ms apart
+    assert ours.duration_s == pytest.approx(binary.duration_s, abs=0.05)
+    assert ours.offset_s == pytest.approx(binary.offset_s, abs=0.03)
+    assert ours.samples.size == binary.samples.size
+    expected = round((binary.offset_s - ours.offset_s) * SR)
+    corr, lag = _best_lag(ours.samples, binary.samples, max_lag=SR // 10)
+    # within 10 ms, as against the WAV above (AAC priming, WMA delay: a few ms apart)
+    assert abs(lag - expected) <= SR // 100, f"{(lag - expected) / SR * 1000:.1f} ms apart"
+    assert corr > 0.99, f"correlation {corr:.5f}"
+    if name in LOSSLESS:
+        assert expected == 0
+        np.testing.assert_allclose(ours.samples, binary.samples, atol=1e-4)
+
+
+def test_default_decode_needs_no_ffmpeg_binary(format_files):
+    # in process: a configured ffmpeg that does not exist is never looked up
+    path = _format(format_files, "mp3")
+    missing = "/nonexistent/bin/ffmpeg"
+    audio = decode_window(path, ffmpeg=missing)
+    assert audio.samples.size == int(WINDOW * SR)
+    with pytest.raises(ConfigError):
+        decode_window(path, ffmpeg=missing, backend="ffmpeg")
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
@@ -170,12 +206,12 @@ HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("ffmpeg", sorted(FFMPEGS))
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
 @pytest.mark.parametrize("name", list(HOSTILE))
-def test_hostile_file_gives_one_line_read_error(hostile_files, name, ffmpeg):
+def test_hostile_file_gives_one_line_read_error(hostile_files, name, decoder):
     path = _hostile(hostile_files, name)
     with pytest.raises(ReadError) as excinfo:
-        decode_window(path, ffmpeg=FFMPEGS[ffmpeg])
+        decode_window(path, **DECODERS[decoder])
     _assert_read_error(excinfo, path, *HOSTILE[name])
 
 
@@ -253,13 +289,13 @@ def test_ffmpeg_timeout_kills_it(format_files):
     _assert_read_error(excinfo, path, "ffmpeg timed out")
 
 
-@pytest.mark.parametrize("ffmpeg", sorted(FFMPEGS))
-def test_real_mp3_with_wrong_extension_decodes(hostile_files, format_files, ffmpeg):
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+def test_real_mp3_with_wrong_extension_decodes(hostile_files, format_files, decoder):
     path = _hostile(hostile_files, "mp3_as_flac")
-    audio = decode_window(path, ffmpeg=FFMPEGS[ffmpeg])
+    audio = decode_window(path, **DECODERS[decoder])
     assert audio.samples.size == int(WINDOW * SR)
     assert audio.duration_s == pytest.approx(FORMAT_SECONDS, abs=0.1)
-    same = decode_window(format_files["mp3"], ffmpeg=FFMPEGS[ffmpeg])
+    same = decode_window(format_files["mp3"], **DECODERS[decoder])
     corr, _ = _best_lag(audio.samples, same.samples, max_lag=SR // 10)
     assert corr > 0.99
 

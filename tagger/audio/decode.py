@@ -1,16 +1,24 @@
 """The decode stage: the middle ``window_s`` seconds of a track, as 16 kHz float32 mono.
 
-ffmpeg (the configured binary, else ``ffmpeg`` on ``PATH``, else the one bundled by
-imageio-ffmpeg) decodes only the window, with an input-side seek, to float32 at the source
-rate; the channels are averaged and librosa resamples the result (``soxr_hq``), exactly as
-``librosa.load`` does in musicnn's own pipeline. The format is found by content, never by
-extension. Nothing is ever written anywhere: ffmpeg writes to a pipe.
+FFmpeg's libraries, in process through PyAV (their build is bundled in the ``av`` wheel),
+seek to the window and decode only it, at the source rate; the channels are averaged and
+librosa resamples the result (``soxr_hq``), exactly as ``librosa.load`` does in musicnn's own
+pipeline. Duration and streams come from the container. The format is found by content, never
+by extension. Nothing is ever written anywhere. In process, one file costs a third of what two
+ffmpeg runs (probe, decode) and their pipes cost; crash isolation comes from where it runs: the
+scan decodes in worker processes, so a decoder crash takes down a worker, not the writer.
+
+The ffmpeg binary (``decode.ffmpeg``, else ``ffmpeg`` on ``PATH``, else imageio-ffmpeg's) is
+kept for one case only: a stream whose codec PyAV's FFmpeg build has no decoder for (none of
+the formats tagger lists; a codec that only a fuller or newer system ffmpeg has). It is then
+decoded by a subprocess, with an input-side seek, as before.
 
 Every failure is a :class:`tagger.errors.ReadError` with a one-line message. The messages
 start with one of these stable phrases: ``file not found``, ``permission denied``,
 ``not a regular file``, ``empty file``, ``not an audio file``, ``no audio stream``,
 ``unknown duration``, ``truncated or undecodable``, ``audio is silent``,
-``ffmpeg timed out``, ``ffmpeg failed``, ``cannot run ffmpeg``.
+``ffmpeg timed out``, ``ffmpeg failed``, ``cannot run ffmpeg`` (FFmpeg's own errors are mapped
+onto the same phrases whichever way it runs).
 """
 
 from __future__ import annotations
@@ -23,13 +31,19 @@ import shutil
 import stat
 import struct
 import subprocess
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from tagger.errors import ConfigError, ReadError
 
-__all__ = ["DecodedAudio", "find_ffmpeg", "probe_duration", "decode_window", "resample"]
+__all__ = ["DecodedAudio", "find_ffmpeg", "probe_duration", "decode_window", "resample",
+           "BACKENDS"]
+
+#: ``decode_window(backend=...)``: "auto" is PyAV, falling back to the ffmpeg binary only for
+#: a codec PyAV's libraries cannot decode; "pyav" and "ffmpeg" force one of them.
+BACKENDS = ("auto", "pyav", "ffmpeg")
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +52,10 @@ SILENCE_PEAK = 1e-4
 
 _PROBE_TIMEOUT_S = 30.0
 _WINDOW_MARGIN_S = 1.0
+# In process the seek lands this much before the window and decoding runs into it: the
+# decoder's warm-up (MP3 bit reservoir, AAC/Vorbis overlap, Opus pre-roll) is then over
+# before the first sample kept, as ffmpeg's own accurate seek does it.
+_PREROLL_S = 0.5
 _MAX_MESSAGE = 160
 # "[mp3 @ 0x55d...] ", or nested as in "[aost#0:0/pcm_f32le @ 0x55...] [enc:pcm_f32le @ 0x5...] "
 _CONTEXT_PREFIX = re.compile(r"^(?:\[[^\]]*@ ?(?:0x)?[0-9a-fA-F]+\]\s*)+")
@@ -142,8 +160,8 @@ def probe_duration(path: str | os.PathLike[str], ffmpeg: str = "") -> float:
     Returns
     -------
     float
-        Duration in seconds: from mutagen's headers when it knows the file, else parsed from
-        ``ffmpeg -i`` (which finds the format by content).
+        Duration in seconds, from the container as FFmpeg's libraries read it (found by
+        content); through the ffmpeg binary only where PyAV's build cannot open the file.
 
     Raises
     ------
@@ -152,7 +170,9 @@ def probe_duration(path: str | os.PathLike[str], ffmpeg: str = "") -> float:
         duration is unknown.
     """
     path = _check_file(path)
-    return _probe_duration(path, ffmpeg, _PROBE_TIMEOUT_S)
+    with _open_container(path) as container:
+        stream = _audio_stream(container, path)
+        return _container_duration(container, stream, path)
 
 
 def decode_window(
@@ -162,10 +182,11 @@ def decode_window(
     sample_rate: int = 16000,
     ffmpeg: str = "",
     timeout_s: float = 120.0,
+    backend: str = "auto",
 ) -> DecodedAudio:
     """Decode the middle ``window_s`` seconds of an audio file to mono float32.
 
-    Only the window is decoded (ffmpeg seeks on the input side): it starts at
+    Only the window is decoded (after a seek): it starts at
     ``max(0, (duration - window_s) / 2)``. A track shorter than the window is decoded whole.
 
     Parameters
@@ -178,9 +199,12 @@ def decode_window(
         Target sampling rate; the source is resampled with ``librosa.resample``
         (``res_type="soxr_hq"``) unless it is already at this rate.
     ffmpeg : str
-        ffmpeg binary, as for :func:`find_ffmpeg`; resolve it once and pass it in.
+        ffmpeg binary, as for :func:`find_ffmpeg`, for the fallback (and ``backend="ffmpeg"``).
     timeout_s : float > 0
-        Wall-clock limit for each ffmpeg run; ffmpeg is killed when it runs past it.
+        Wall-clock limit: the in-process decode gives up between two packets past it; an
+        ffmpeg run is killed.
+    backend : str
+        One of :data:`BACKENDS`.
 
     Returns
     -------
@@ -202,9 +226,28 @@ def decode_window(
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     sample_rate = int(sample_rate)
     path = _check_file(path)
-    exe = find_ffmpeg(ffmpeg)
+    if backend != "ffmpeg":
+        try:
+            samples, source_rate, offset, duration = _decode_in_process(
+                path, window_s, timeout_s)
+        except _NoDecoder as exc:
+            if backend == "pyav":
+                raise ReadError(f"ffmpeg failed: {exc}", path) from None
+            log.info("%s: %s; decoding with the ffmpeg binary", path, exc)
+        else:
+            return _finish(samples, source_rate, offset, duration, window_s, sample_rate, path)
+    samples, source_rate, offset, duration = _decode_with_binary(
+        path, window_s, find_ffmpeg(ffmpeg), timeout_s)
+    return _finish(samples, source_rate, offset, duration, window_s, sample_rate, path)
+
+
+def _decode_with_binary(path: str, window_s: float, exe: str,
+                        timeout_s: float) -> tuple[np.ndarray, int, float, float]:
+    """Mono samples, their rate, the window's offset and the duration, by an ffmpeg run."""
     duration = _probe_duration(path, exe, timeout_s)
     offset = max(0.0, (duration - window_s) / 2.0)
 
@@ -248,7 +291,12 @@ def decode_window(
     samples = samples[: int(round(window_s * source_rate))]
     if samples.ndim == 2:
         samples = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+    return samples, source_rate, offset, duration
 
+
+def _finish(samples: np.ndarray, source_rate: int, offset: float, duration: float,
+            window_s: float, sample_rate: int, path: str) -> DecodedAudio:
+    """Silence check and resampling of the decoded mono window, whichever decoder made it."""
     if not np.isfinite(samples).all():
         samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
     peak = float(np.max(np.abs(samples)))
@@ -267,6 +315,178 @@ def decode_window(
         offset_s=offset,
         duration_s=duration,
     )
+
+
+# --- in process (PyAV) -------------------------------------------------------------------
+
+
+class _NoDecoder(Exception):
+    """PyAV's FFmpeg build has no decoder for the audio stream (the binary may have one)."""
+
+
+# FFmpeg's integer sample formats as float32 (ffmpeg's own s16/s32/u8 -> flt scaling)
+_INT_SCALE = {"s16": 1 / 32768, "s32": 1 / 2147483648, "s64": 1 / 9223372036854775808}
+
+
+def _open_container(path: str):
+    """The file opened by FFmpeg's libraries (format found by content), or a ReadError."""
+    import av
+
+    try:
+        # an absolute file: URL and the file protocol only, as for the binary (see _url)
+        return av.open(_url(path), options={"protocol_whitelist": "file"})
+    except FileNotFoundError:  # av.error.FileNotFoundError is one too
+        raise ReadError("file not found", path) from None
+    except PermissionError:
+        raise ReadError("permission denied", path) from None
+    except av.error.FFmpegError as exc:
+        raise ReadError(f"not an audio file (ffmpeg cannot read it: {_av_reason(exc)})",
+                        path) from None
+
+
+def _av_reason(exc: BaseException) -> str:
+    """FFmpeg's own words for an error, one line, without the file's name."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    reason = " ".join(str(reason).split())
+    return reason[: _MAX_MESSAGE - 3] + "..." if len(reason) > _MAX_MESSAGE else reason
+
+
+def _audio_stream(container, path: str):
+    """The first audio stream; 'no audio stream' naming what the container holds instead."""
+    audio = container.streams.audio
+    if audio:
+        return audio[0]
+    kinds = sorted({s.type for s in container.streams})
+    if not kinds:
+        raise ReadError("no audio stream (the container holds no streams at all)", path)
+    raise ReadError(f"no audio stream (only {', '.join(kinds)})", path)
+
+
+def _container_duration(container, stream, path: str) -> float:
+    """The track's duration: the container's, else the audio stream's."""
+    if container.duration is not None and container.duration > 0:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    raise ReadError("unknown duration (the container gives none)", path)
+
+
+def _to_mono(data: np.ndarray, name: str, planar: bool, channels: int) -> np.ndarray:
+    """Frames as ``to_ndarray`` gives them -> float32 mono (the mean of the channels)."""
+    if not planar:  # interleaved: (1, samples * channels)
+        data = data.reshape(-1, channels).T
+    base = name.rstrip("p")
+    if base in _INT_SCALE:
+        data = data.astype(np.float32) * np.float32(_INT_SCALE[base])
+    elif base == "u8":
+        data = (data.astype(np.float32) - 128.0) / 128.0
+    else:
+        data = data.astype(np.float32, copy=False)
+    return data.mean(axis=0, dtype=np.float32) if channels > 1 else data[0]
+
+
+def _first_timestamp(container, stream) -> float:
+    """Seconds: the timestamp of the stream's first decoded frame (else the start time)."""
+    import av
+
+    fallback = (container.start_time or 0) / 1_000_000
+    try:
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                if frame.pts is None or frame.time_base is None:
+                    return fallback
+                return float(frame.pts * frame.time_base)
+            if packet.pts is None and packet.size == 0:  # the flush packet: nothing at all
+                break
+    except av.error.FFmpegError:
+        pass
+    return fallback
+
+
+def _decode_in_process(path: str, window_s: float,
+                       timeout_s: float) -> tuple[np.ndarray, int, float, float]:
+    """Mono samples, their rate, the window's offset and the duration, by PyAV."""
+    import av
+
+    deadline = time.monotonic() + timeout_s
+    with _open_container(path) as container:
+        stream = _audio_stream(container, path)
+        duration = _container_duration(container, stream, path)
+        offset = max(0.0, (duration - window_s) / 2.0)
+        if stream.codec_context is None:  # PyAV gives none where its build has no decoder
+            raise _NoDecoder("PyAV's FFmpeg has no decoder for the audio codec")
+        stream.thread_type = "NONE"  # the worker pool is the parallelism (one core each)
+        # Time 0 of the track is the first decoded sample's timestamp, as ffmpeg's own -ss
+        # has it: past an MP3's encoder delay, and ASF's preroll, which the container's
+        # start time does not always include. Decoding from the start, that is the first
+        # frame below; before a seek, one frame is decoded to find it.
+        origin = None
+        start = offset - _PREROLL_S
+        if start > 0:
+            origin = _first_timestamp(container, stream)
+            try:
+                # to the last keyframe at or before `start` (AV_TIME_BASE units)
+                container.seek(int((origin + start) * 1_000_000), backward=True,
+                               any_frame=False)
+            except av.error.FFmpegError as exc:  # as ffmpeg does: decode up to the window
+                log.debug("%s: cannot seek (%s); decoding up to the window", path, exc)
+            else:
+                stream.codec_context.flush_buffers()
+        # Per frame only what must be (the raw planes, the cut at the window's start): the
+        # conversion to float and the mean over the channels run once over the whole window.
+        pieces: list[tuple[np.ndarray, tuple]] = []
+        rate, have, wanted, errors = 0, 0, 0, []
+        time_base = float(stream.time_base) if stream.time_base else None
+        try:
+            for packet in container.demux(stream):
+                if time.monotonic() > deadline:
+                    raise ReadError(f"ffmpeg timed out after {timeout_s:g} s", path)
+                try:
+                    frames = packet.decode()
+                except (av.error.InvalidDataError, av.error.EOFError) as exc:
+                    errors.append(exc)  # a damaged packet: ffmpeg, too, skips it and goes on
+                    continue
+                for frame in frames:
+                    if not rate:
+                        rate = frame.sample_rate
+                        wanted = int(round(window_s * rate))
+                    samples = frame.samples
+                    skip = 0
+                    if frame.pts is not None and time_base is not None:
+                        begins = frame.pts * time_base
+                        if origin is None:
+                            origin = begins
+                        # drop what lies before the window (the seek lands on a keyframe)
+                        skip = int(round((offset - (begins - origin)) * rate))
+                        if skip >= samples:
+                            continue
+                    fmt = frame.format
+                    kind = (fmt.name, fmt.is_planar, frame.layout.nb_channels)
+                    data = frame.to_ndarray()
+                    if skip > 0:
+                        data = data[:, skip * (1 if kind[1] else kind[2]):]
+                        samples -= skip
+                    pieces.append((data, kind))
+                    have += samples
+                if wanted and have >= wanted:
+                    break
+        except av.error.FFmpegError as exc:
+            errors.append(exc)  # a read error part way: keep what was decoded
+        if time.monotonic() > deadline:
+            raise ReadError(f"ffmpeg timed out after {timeout_s:g} s", path)
+    if not have:
+        where = f"at {offset:.1f} s of {duration:.1f} s" if offset > 0 else f"in {duration:.1f} s"
+        why = f" (ffmpeg: {_av_reason(errors[-1])})" if errors else ""
+        raise ReadError(f"truncated or undecodable: no audio decoded {where}{why}", path)
+    if errors:
+        log.debug("%s: decoded with ffmpeg errors: %s", path, _av_reason(errors[-1]))
+    kinds = {kind for _, kind in pieces}
+    if len(kinds) == 1:  # the usual case: one format and layout throughout
+        kind = kinds.pop()
+        samples = _to_mono(np.concatenate([data for data, _ in pieces], axis=1), *kind)
+    else:  # the format or the channels changed part way (a new chain in an Ogg file)
+        samples = np.concatenate([_to_mono(data, *kind) for data, kind in pieces])
+    return samples[:wanted], rate, offset, duration
 
 
 # --- helpers ----------------------------------------------------------------------------

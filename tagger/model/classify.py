@@ -13,7 +13,7 @@ import torch
 
 from tagger.audio.features import PreparedTrack, prepare_track
 from tagger.config import Config
-from tagger.errors import ReadError, TaggerError
+from tagger.errors import ConfigError, ReadError, TaggerError
 from tagger.model.bundle import DEFAULT_BUNDLE, TrainedHead, load_bundle, resolve_bundle_path
 from tagger.model.embeddings import BackboneOutput, Backbones, combined_sha256
 from tagger.model.genres import Vocabulary, build_vocabulary
@@ -24,12 +24,68 @@ from tagger.results import ModelInfo, SegmentResult, TrackResult
 SHIPPED_MODELS = ("MSD_musicnn", "MTT_musicnn")
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
 def configure_threads(threads: int) -> int:
-    """Set torch's intra-op threads once (0: one per core); returns the count used."""
+    """The model's threads (0: one per core), as that many single-threaded streams.
+
+    torch itself is set to one intra-op thread: the parallelism is across chunks of the batch
+    (:class:`Backbones`), which keeps its pace when other processes compete for the cores.
+    Returns the number of streams.
+    """
     count = threads or os.cpu_count() or 1
-    if torch.get_num_threads() != count:
-        torch.set_num_threads(count)
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
     return count
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX), as oneDNN needs.
+
+    Without it torch emulates bf16 products, which is slower than float32.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_device(device: str) -> str:
+    """``model.device``: auto is cuda when torch sees a GPU, else cpu."""
+    if device not in DEVICES:
+        raise ConfigError(f"'model.device' must be one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("'model.device' is cuda but torch sees no CUDA device "
+                          "(a CPU-only torch build, or no GPU)")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> torch.dtype:
+    """``model.precision``: auto is bf16 on a CPU with native bf16 products, else fp32.
+
+    On CUDA auto stays fp32 (the GPU is not the bottleneck; decoding is); bf16 there runs
+    under autocast.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"'model.precision' must be one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if device == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
 
 
 class GenreHead(Protocol):
@@ -84,9 +140,12 @@ class Classifier:
 
     def __init__(self, config: Config):
         self.config = config
-        configure_threads(config.model.threads)
+        streams = configure_threads(config.model.threads)
+        self.device = resolve_device(config.model.device)
+        self.dtype = resolve_precision(config.model.precision, self.device)
         self.models: tuple[LoadedModel, ...] = tuple(load_musicnn(n) for n in SHIPPED_MODELS)
-        self.backbones = Backbones(self.models, config.model.batch_segments)
+        self.backbones = Backbones(self.models, config.model.batch_segments, streams=streams,
+                                   device=self.device, dtype=self.dtype)
         self.output_keys = tuple(
             f"{m.prefix}:{label}" for m in self.models for label in m.labels
         )
@@ -94,16 +153,14 @@ class Classifier:
         self.head = genre_head(config, self.models, self.vocabulary)
         self.info = self.head.info
 
+    @property
+    def precision(self) -> str:
+        """The arithmetic the model runs in: "fp32" or "bf16" (``model.precision`` resolved)."""
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+
     def tag_scores(self, patches: np.ndarray) -> np.ndarray:
         """Sigmoid scores of every model output, shape (patches, outputs), in batches."""
-        batch = self.config.model.batch_segments
-        out = np.empty((len(patches), len(self.output_keys)), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(patches), batch):
-                chunk = torch.from_numpy(np.ascontiguousarray(patches[start:start + batch]))
-                scores = [torch.sigmoid(m.network(chunk)) for m in self.models]
-                out[start:start + batch] = torch.cat(scores, dim=1).numpy()
-        return out
+        return self.backbones.run(patches, embeddings=False).tag_scores
 
     def backbone_outputs(self, patches: np.ndarray) -> BackboneOutput:
         """Tag scores of every patch, and the embeddings when the genre head reads them."""

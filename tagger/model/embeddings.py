@@ -82,13 +82,55 @@ class BackboneOutput:
 
 
 class Backbones:
-    """The loaded networks, run over batches of patches for tag scores and embeddings."""
+    """The loaded networks, run over batches of patches for tag scores and embeddings.
 
-    def __init__(self, models: Sequence[LoadedModel], batch_segments: int = 80):
+    On the CPU the patches are cut into small chunks that ``streams`` threads take from one
+    queue, each running the networks with torch on one intra-op thread (see
+    :func:`tagger.model.classify.configure_threads`). Independent single-threaded streams hold
+    up when other processes compete for the cores; one OpenMP team over all of them does not:
+    every parallel region waits at a barrier for its slowest thread, and a thread that lost its
+    core holds all the others up (issue #12: 8.8x slower beside two busy processes). On CUDA
+    one stream runs whole batches.
+    """
+
+    def __init__(self, models: Sequence[LoadedModel], batch_segments: int = 80,
+                 streams: int = 1, device: str = "cpu", dtype: torch.dtype = torch.float32):
         self.models = tuple(models)
         self.batch = batch_segments
         self.sha256 = combined_sha256(self.models)
         self.names = tuple(m.name for m in self.models)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.streams = 1 if self.device.type != "cpu" else max(1, streams)
+        # a chunk per stream and round, small enough that a stream slowed down by another
+        # process leaves the rest of the batch to the others
+        self.chunk = (self.batch if self.streams == 1
+                      else max(4, -(-self.batch // (2 * self.streams))))
+        self._pool: ThreadPoolExecutor | None = None
+        for m in self.models:
+            if self.device.type == "cpu":
+                m.network.inference_dtype = dtype  # the fast path's arithmetic
+            else:
+                m.network.to(self.device)
+
+    def _run_chunk(self, patches: np.ndarray, embeddings: bool
+                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        with torch.inference_mode(), self._autocast():  # both are per thread
+            chunk = torch.from_numpy(np.ascontiguousarray(patches)).to(self.device)
+            if not embeddings:
+                tags = torch.cat([torch.sigmoid(m.network(chunk).float()) for m in self.models],
+                                 dim=1)
+                return tags.cpu().numpy(), None, None
+            outs = [tuple(t.float() for t in m.network.embed(chunk)) for m in self.models]
+            tags = torch.cat([torch.sigmoid(m.network.output(q).float())
+                              for m, (_, q) in zip(self.models, outs)], dim=1)
+            return (tags.cpu().numpy(), torch.cat([q for _, q in outs], dim=1).cpu().numpy(),
+                    torch.cat([p for p, _ in outs], dim=1).cpu().numpy())
+
+    def _autocast(self):
+        if self.device.type != "cpu" and self.dtype != torch.float32:
+            return torch.autocast(self.device.type, dtype=self.dtype)
+        return torch.autocast("cpu", enabled=False)  # the CPU fast path casts itself
 
     def run(self, patches: np.ndarray, embeddings: bool = True) -> BackboneOutput:
         """Tag scores of every patch and, with ``embeddings``, both embeddings (one pass)."""
@@ -99,20 +141,23 @@ class Backbones:
             pen = np.empty((n, sum(m.network.dense.out_features for m in self.models)), np.float32)
             pooled = np.empty((n, sum(m.network.dense.in_features for m in self.models)),
                               np.float32)
-        with torch.inference_mode():
-            for start in range(0, n, self.batch):
-                chunk = torch.from_numpy(np.ascontiguousarray(patches[start:start + self.batch]))
-                stop = start + len(chunk)
-                if not embeddings:
-                    tags[start:stop] = torch.cat(
-                        [torch.sigmoid(m.network(chunk)) for m in self.models], dim=1).numpy()
-                    continue
-                outs = [m.network.embed(chunk) for m in self.models]
-                pooled[start:stop] = torch.cat([p for p, _ in outs], dim=1).numpy()
-                pen[start:stop] = torch.cat([q for _, q in outs], dim=1).numpy()
-                tags[start:stop] = torch.cat(
-                    [torch.sigmoid(m.network.output(q)) for m, (_, q) in zip(self.models, outs)],
-                    dim=1).numpy()
+        starts = range(0, n, self.chunk)
+
+        def one(start: int) -> None:
+            stop = min(start + self.chunk, n)
+            t, q, p = self._run_chunk(patches[start:stop], embeddings)
+            tags[start:stop] = t
+            if embeddings:
+                pen[start:stop], pooled[start:stop] = q, p
+
+        if self.streams == 1 or len(starts) == 1:
+            for start in starts:
+                one(start)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="tagger-model")
+            for future in [self._pool.submit(one, start) for start in starts]:
+                future.result()
         return BackboneOutput(tags, pen, pooled)
 
     def tag_scores_from_penultimate(self, penultimate: np.ndarray) -> np.ndarray:
@@ -120,11 +165,12 @@ class Backbones:
         out, col = [], 0
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(penultimate, dtype=np.float32))
+            x = x.to(self.device)
             for m in self.models:
                 width = m.network.dense.out_features
                 out.append(torch.sigmoid(m.network.output(x[:, col:col + width])))
                 col += width
-        return torch.cat(out, dim=1).numpy()
+        return torch.cat(out, dim=1).cpu().numpy()
 
     def output_from_cache(self, track: TrackEmbeddings) -> BackboneOutput:
         return BackboneOutput(self.tag_scores_from_penultimate(track.penultimate),

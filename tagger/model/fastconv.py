@@ -1,4 +1,4 @@
-"""Exact, fewer-FLOP inference for :class:`tagger.model.musicnn.MusiCNN` (CPU, float32).
+"""Exact, fewer-FLOP inference for :class:`tagger.model.musicnn.MusiCNN` (CPU, float32/bf16).
 
 The network's weights are turned once into derived tensors (see :class:`FastMusiCNN`); the
 forward pass then computes the same function with about half the multiply-adds of the plain
@@ -26,6 +26,11 @@ layer-by-layer one, every heavy step a large matrix product:
   the back-end batch norm folded into the dense layer.
 
 Everything runs in chunks so that the intermediates stay in cache.
+
+The same restructuring runs in bfloat16 (``dtype=torch.bfloat16``) where the CPU has native
+bf16 matrix products (AVX-512 BF16, AMX): the derived weights are rounded to bf16 once, the
+products accumulate in float32 inside oneDNN, and the pooled features and everything after
+them (dense layers, output) stay float32, so only the front and mid-end round.
 """
 
 from __future__ import annotations
@@ -109,7 +114,10 @@ class FastMusiCNN:
 
     def __init__(self, net, timbral_chunk_rows: int = 96, temporal_chunk_patches: int = 8,
                  timbral_split: tuple = ((2, 2), (1, 2)),
-                 temporal_block: int = 8):
+                 temporal_block: int = 8, dtype: torch.dtype = torch.float32):
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {dtype}")
+        self.dtype = dtype
         self.timbral_chunk_rows = timbral_chunk_rows
         self.temporal_chunk_patches = temporal_chunk_patches
         with torch.no_grad():
@@ -171,6 +179,16 @@ class FastMusiCNN:
             self.dense_scale, self.dense_shift = s.float(), t.float()
             self.out_w = net.output.weight.detach().t().contiguous()
             self.out_b = net.output.bias.detach().clone()
+            if dtype != torch.float32:  # the front and mid-end weights only (see the docstring)
+                for groups in self.timbral_groups:
+                    for g in groups:
+                        for key in ("transform", "per_bin", "inverse"):
+                            g[key] = g[key].to(dtype)
+                self.temporal = [(lo, hi, w.to(dtype)) for lo, hi, w in self.temporal]
+                for name in ("front_sign", "front_bias", "front_scale", "front_shift"):
+                    setattr(self, name, getattr(self, name).to(dtype))
+                self.midend = [tuple(t.to(dtype) if isinstance(t, torch.Tensor) else t
+                                     for t in layer) for layer in self.midend]
 
     # -- front end ---------------------------------------------------------------------------
     def _timbral(self, x: torch.Tensor, front: torch.Tensor) -> None:
@@ -187,12 +205,12 @@ class FastMusiCNN:
                 spectra = (padded @ g["transform"]).view(batch, frames + 6, -1, bins)
                 # a[bin, (piece, part, frame), row]: the 7 frames' spectra at one bin
                 a = spectra.unfold(1, 7, 1).permute(3, 2, 4, 0, 1).reshape(bins, -1, rows)
-                z = torch.empty(bins, 2 * out_ch, chunk)
-                block_peak = torch.empty(out_ch, rows)
+                z = torch.empty(bins, 2 * out_ch, chunk, dtype=x.dtype)
+                block_peak = torch.empty(out_ch, rows, dtype=x.dtype)
                 for start in range(0, rows, chunk):
                     stop = min(start + chunk, rows)
                     c = stop - start
-                    zc = z if c == chunk else torch.empty(bins, 2 * out_ch, c)
+                    zc = z if c == chunk else torch.empty(bins, 2 * out_ch, c, dtype=x.dtype)
                     torch.bmm(g["per_bin"], a[:, :, start:stop], out=zc)
                     y = g["inverse"] @ zc.view(2 * bins, out_ch * c)  # (block, out_ch * c)
                     block_peak[:, start:stop] = torch.amax(y, dim=0).view(out_ch, c)
@@ -221,7 +239,7 @@ class FastMusiCNN:
             stop = min(start + step, batch)
             n = stop - start
             rows = xt[start:stop].reshape(n * bands, total)
-            peak = torch.empty(n_blocks, n_banks, n, blk, out_ch)
+            peak = torch.empty(n_blocks, n_banks, n, blk, out_ch, dtype=x.dtype)
             for block in range(n_blocks):
                 first = block * blk
                 # the window's columns that hold real frames (the rest is zero padding)
@@ -235,8 +253,8 @@ class FastMusiCNN:
 
     def embed(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, frames, _ = patches.shape
-        x = patches.float() * self.in_scale + self.in_shift
-        front = torch.empty(batch * frames, self.front_channels)
+        x = (patches.float() * self.in_scale + self.in_shift).to(self.dtype)
+        front = torch.empty(batch * frames, self.front_channels, dtype=self.dtype)
         self._timbral(x, front)
         n_timbral = sum(self.timbral_channels)
         self._temporal(x, front, n_timbral)
@@ -256,7 +274,9 @@ class FastMusiCNN:
             out = out.relu_().mul_(s).add_(t)
             features.append(out if i == 0 else out.add_(inp))
         stacked = torch.cat(features, dim=2)  # (B, T, 753)
-        pooled = torch.stack((stacked.amax(dim=1), stacked.mean(dim=1)), dim=2).flatten(1)
+        # the mean over time in float32 whatever the dtype (a bf16 sum of 187 values drifts)
+        pooled = torch.stack((stacked.amax(dim=1).float(),
+                              stacked.mean(dim=1, dtype=torch.float32)), dim=2).flatten(1)
         penultimate = torch.addmm(self.dense_b, pooled, self.dense_w).relu_()
         penultimate = penultimate.mul_(self.dense_scale).add_(self.dense_shift)
         return pooled, penultimate

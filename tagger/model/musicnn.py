@@ -67,8 +67,14 @@ class MusiCNN(nn.Module):
     # filters). Its derived weights are built once and rebuilt whenever a parameter or buffer
     # changes (tracked by tensor version counters), so load_state_dict etc. stay safe.
 
+    # ``inference_dtype`` (float32, or bfloat16 where the CPU has native bf16 products: see
+    # tagger.model.classify.resolve_precision) is the fast path's arithmetic; the reference
+    # path is always float32.
+    inference_dtype: torch.dtype = torch.float32
+
     def _weights_key(self) -> tuple:
-        return tuple((t.data_ptr(), t._version) for t in self.state_dict(keep_vars=True).values())
+        return (self.inference_dtype,) + tuple(
+            (t.data_ptr(), t._version) for t in self.state_dict(keep_vars=True).values())
 
     def prepare_inference(self):
         """Build (or reuse) the derived weights of the fast inference path; returns it."""
@@ -77,7 +83,7 @@ class MusiCNN(nn.Module):
         key = self._weights_key()
         cached = self.__dict__.get("_fast")
         if cached is None or cached[0] != key:
-            cached = (key, FastMusiCNN(self))
+            cached = (key, FastMusiCNN(self, dtype=self.inference_dtype))
             self.__dict__["_fast"] = cached  # not a submodule: no state_dict entries
         return cached[1]
 

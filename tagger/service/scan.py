@@ -110,6 +110,57 @@ def _worker_ready() -> bool:
     return True
 
 
+# ---------------------------------------------------------------- priority
+
+#: nice value of a low-priority (background) process
+LOW_NICE = 10
+_IOPRIO_CLASS_IDLE = 3
+_IOPRIO_WHO_PROCESS = 1
+_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "i686": 289, "armv7l": 314, "ppc64le": 273,
+               "riscv64": 30, "s390x": 282}
+
+
+def lower_priority(level: str) -> list[str]:
+    """``service.priority``: "low" puts every thread of this process at nice 10 (never back
+    up), under SCHED_BATCH and in the idle I/O class; the decode workers, forked later,
+    inherit all three. "normal" changes nothing. Returns what was applied (for the log)."""
+    if level != "low":
+        return []
+    applied = []
+    tasks = ([int(t) for t in os.listdir("/proc/self/task")]
+             if os.path.isdir("/proc/self/task") else [0])
+    for tid in tasks:  # Linux keeps nice and the policy per thread: torch's threads too
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < LOW_NICE:
+                os.setpriority(os.PRIO_PROCESS, tid, LOW_NICE)
+            applied.append(f"nice {LOW_NICE}")
+        except (OSError, AttributeError):
+            pass
+        try:
+            os.sched_setscheduler(tid, os.SCHED_BATCH, os.sched_param(0))
+            applied.append("SCHED_BATCH")
+        except (OSError, AttributeError):
+            pass
+        if _set_idle_io(tid):
+            applied.append("idle I/O")
+    return sorted(set(applied))
+
+
+def _set_idle_io(tid: int) -> bool:
+    # ioprio_set(2) has no wrapper in Python's os module; a plain syscall through libc
+    import ctypes
+    import platform
+
+    number = _IOPRIO_SET.get(platform.machine())
+    if number is None or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(number, _IOPRIO_WHO_PROCESS, tid, _IOPRIO_CLASS_IDLE << 13) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def _worker_context() -> multiprocessing.context.BaseContext:
     """forkserver: workers never inherit torch's threads from the writer process, and the
     server loads and warms the decode stack once, so each worker starts ready."""
@@ -199,8 +250,15 @@ def _clock(seconds: float) -> str:
 class Engine:
     """Processes files end to end; the only object that writes tags and the catalogue."""
 
+    #: a daemon's engine: runs at ``service.priority`` (scan and classify run as started)
+    background = False
+
     def __init__(self, config: Config, catalogue, *, classifier: Classifier | None = None,
                  workers: int = 0, dry_run: bool = False, out: TextIO | None = None):
+        if self.background:  # before the fork server and torch's threads start
+            applied = lower_priority(config.service.priority)
+            if applied:
+                log.info("running at low priority: %s", ", ".join(applied))
         self.config = config
         self.catalogue = catalogue
         self.workers = workers or config.scan.workers or os.cpu_count() or 1

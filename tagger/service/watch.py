@@ -254,6 +254,7 @@ class WatchEngine(Engine):
     probably not complete yet) instead of being recorded."""
 
     defer: Callable[[WorkItem], bool] | None = None
+    background = True  # the daemon yields to the user's own work (service.priority)
 
     def _record_error(self, item: WorkItem, summary: Summary) -> None:
         if self.defer is not None and self.defer(item):
