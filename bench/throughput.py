@@ -13,6 +13,9 @@ When TensorFlow is importable and the musicnn 0.1.0 checkpoints are at --musicnn
     decoded with librosa, the whole log-mel, every 3 s patch run through the graph one at a
     time, graph and checkpoint loaded per call; and a kinder variant with the graph loaded
     once and all patches in one batch, to show where the gain comes from.
+``--agreement DIR...`` instead compares bf16 with fp32 inference on every track under the
+folders (decoded once, the same segments through both): the share of tracks with the same
+winning genre, and the largest and mean differences of the scores.
 ``--write`` replaces this script's section of bench/RESULTS.md with the figures.
 TensorFlow is a dev-only tool here: nothing in tagger imports it.
 """
@@ -229,6 +232,68 @@ def report(args, paths, ours, tf_figures) -> str:
     return "\n".join(lines)
 
 
+def agreement_report(folders: list[Path]) -> str:
+    """bf16 against fp32 on the same segments of every track under ``folders``."""
+    import dataclasses
+
+    import torch
+
+    from tagger.audio.features import prepare_track
+    from tagger.errors import TaggerError
+    from tagger.model.embeddings import BackboneOutput
+    from tagger.model.vote import vote
+
+    paths = sorted({p for folder in folders for p in audio_files(folder, 10**9)})
+    config = Config()
+    prepared = []
+    for path in paths:
+        try:
+            prepared.append(prepare_track(path, config))
+        except TaggerError:
+            pass  # too short (jingles), or not music: not part of the comparison
+    classifiers = {name: Classifier(dataclasses.replace(
+        config, model=dataclasses.replace(config.model, precision=name))) for name in
+        ("fp32", "bf16")}
+    patches = np.concatenate([t.patches for t in prepared])
+    scores, seconds = {}, {}
+    for name, classifier in classifiers.items():
+        classifier.tag_scores(patches[:20])  # warm-up
+        start = time.perf_counter()
+        tags = classifier.tag_scores(patches)
+        seconds[name] = time.perf_counter() - start
+        scores[name] = (tags, classifier.head.genre_scores(BackboneOutput(tags)))
+    same, start = 0, 0
+    winners = {"fp32": [], "bf16": []}
+    for track in prepared:
+        stop = start + len(track.patches)
+        for name in winners:
+            outcome = vote(classifiers[name].head.genres, scores[name][1][start:stop])
+            winners[name].append(outcome.genre)
+        same += winners["fp32"][-1] == winners["bf16"][-1]
+        start = stop
+    tag_diff = np.abs(scores["fp32"][0] - scores["bf16"][0])
+    genre_diff = np.abs(scores["fp32"][1] - scores["bf16"][1])
+    segment_same = float(np.mean(scores["fp32"][1].argmax(1) == scores["bf16"][1].argmax(1)))
+    return "\n".join([
+        f"bf16 against fp32 (`model.precision`), {len(prepared)} real full-length tracks "
+        f"({len(patches)} segments) from {', '.join(f'`{f}`' for f in folders)}; torch "
+        f"{torch.__version__}, native bf16: {classifiers['bf16'].dtype == torch.bfloat16}.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| same winning genre (track vote) | **{same}/{len(prepared)} = "
+        f"{same / len(prepared):.1%}** |",
+        f"| same winning genre per segment | {segment_same:.1%} |",
+        f"| genre scores: max / mean absolute difference | {genre_diff.max():.4f} / "
+        f"{genre_diff.mean():.5f} |",
+        f"| tag scores (100 outputs): max / mean absolute difference | {tag_diff.max():.4f} / "
+        f"{tag_diff.mean():.5f} |",
+        f"| model time, fp32 / bf16 | {seconds['fp32'] * 1000 / len(patches):.1f} / "
+        f"{seconds['bf16'] * 1000 / len(patches):.1f} ms per segment (both models) -> "
+        f"bf16 {seconds['fp32'] / seconds['bf16']:.2f}x |",
+    ])
+
+
 def contention_report(args, paths: list[str], classifier: Classifier, tf_figures) -> str:
     """End-to-end ms/track quiet and with ``args.contend`` competitors, interleaved rounds."""
     quiet, contended = [], []
@@ -264,7 +329,9 @@ def contention_report(args, paths: list[str], classifier: Classifier, tf_figures
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folder", type=Path)
+    parser.add_argument("folder", type=Path, nargs="?")
+    parser.add_argument("--agreement", type=Path, nargs="+", metavar="DIR",
+                        help="compare bf16 with fp32 on every track under these folders")
     parser.add_argument("--limit", type=int, default=16)
     parser.add_argument("--whole-track-limit", type=int, default=4)
     parser.add_argument("--contend", type=int, default=2,
@@ -274,7 +341,15 @@ def main(argv=None) -> int:
     parser.add_argument("--musicnn-dir", type=Path, default=Path("/tmp/musicnn/musicnn"))
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args(argv)
-
+    if args.agreement:
+        text = agreement_report(args.agreement)
+        print(text)
+        if args.write:
+            write_section("precision", "bf16 against fp32 (`bench/throughput.py --agreement`)",
+                          text)
+        return 0
+    if args.folder is None:
+        parser.error("a FOLDER of tracks is needed (or --agreement DIR...)")
     paths = audio_files(args.folder, args.limit)
     if not paths:
         parser.error(f"no audio files in {args.folder}")

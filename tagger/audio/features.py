@@ -85,8 +85,11 @@ def warm_up() -> None:
 
     librosa loads its submodules (scipy.signal, its numba kernels) on first use, which costs
     a fresh process 1.5-2.5 s of CPU on its first file. A process that will fork decode
-    workers calls this first, so each worker starts with all of it loaded.
+    workers calls this first, so each worker starts with all of it loaded (PyAV, FFmpeg's
+    libraries, too).
     """
+    import av  # noqa: F401 - loaded here once, for every worker forked afterwards
+
     from tagger.audio.decode import resample
 
     noise = np.random.default_rng(0).standard_normal(44100).astype(np.float32) * 0.1

@@ -1,0 +1,188 @@
+"""How the model runs: bf16 or fp32, CPU or CUDA, single-threaded streams; the daemon's priority."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA_DIR, real_clip
+
+from tagger.config import Config, config_from_dict
+from tagger.errors import ConfigError
+from tagger.model.classify import (
+    SHIPPED_MODELS,
+    Classifier,
+    configure_threads,
+    cpu_has_native_bf16,
+    resolve_device,
+    resolve_precision,
+)
+from tagger.model.embeddings import Backbones
+from tagger.model.musicnn import load_musicnn
+
+PARITY = np.load(DATA_DIR / "parity.npz")
+
+
+def _config(**model) -> Config:
+    config = Config()
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, **model))
+
+
+# --- bf16 ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,prefix", [("MSD_musicnn", "msd"), ("MTT_musicnn", "mtt")])
+def test_bf16_fast_path_stays_close_to_tensorflow(name, prefix):
+    """The same restructured pass in bf16: every score within 0.02 of the original graph's,
+    and each patch's top tags the same."""
+    network = load_musicnn(name).network
+    network.inference_dtype = torch.bfloat16
+    with torch.inference_mode():
+        scores = torch.sigmoid(network(torch.from_numpy(PARITY["patches"]))).numpy()
+    assert network.prepare_inference().dtype == torch.bfloat16
+    expected = PARITY[f"{prefix}_scores"]
+    assert scores.dtype == np.float32 and scores.shape == expected.shape
+    assert np.abs(scores - expected).max() < 0.02
+    assert np.abs(scores - expected).mean() < 2e-3
+    assert (scores.argmax(axis=1) == expected.argmax(axis=1)).all()
+    network.inference_dtype = torch.float32  # and back: the derived weights are rebuilt
+    with torch.inference_mode():
+        again = torch.sigmoid(network(torch.from_numpy(PARITY["patches"]))).numpy()
+    assert np.abs(again - expected).max() < 1e-4
+
+
+def test_bf16_embeddings_are_float32_and_close():
+    network = load_musicnn("MTT_musicnn").network
+    x = torch.from_numpy(PARITY["patches"])
+    with torch.inference_mode():
+        pooled32, pen32 = network.embed(x)
+        network.inference_dtype = torch.bfloat16
+        pooled16, pen16 = network.embed(x)
+    assert pooled16.dtype == pen16.dtype == torch.float32
+    assert torch.allclose(pen16, pen32, atol=0.15, rtol=0.05)
+    assert torch.nn.functional.cosine_similarity(pooled16, pooled32).min() > 0.999
+
+
+def test_precision_setting_is_resolved_once_for_the_cpu():
+    native = cpu_has_native_bf16()
+    assert resolve_precision("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+    assert resolve_precision("fp32", "cpu") == torch.float32
+    assert resolve_precision("bf16", "cpu") == torch.bfloat16
+    assert resolve_precision("auto", "cuda") == torch.float32
+    with pytest.raises(ConfigError, match="model.precision"):
+        resolve_precision("fp16", "cpu")
+
+
+@pytest.mark.slow
+def test_classifier_runs_in_the_precision_asked_for():
+    path = str(real_clip("Kevin_MacLeod_-_Vibe_Ace.ogg"))
+    results = {}
+    for precision in ("fp32", "bf16"):
+        classifier = Classifier(_config(precision=precision))
+        assert classifier.precision == precision
+        assert all(m.network.inference_dtype == classifier.dtype for m in classifier.models)
+        [results[precision]] = classifier.classify([path])
+    auto = Classifier(Config())
+    assert auto.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
+    fp32, bf16 = results["fp32"], results["bf16"]
+    assert fp32.vote.genre == bf16.vote.genre == "jazz"
+    assert bf16.vote.confidence == pytest.approx(fp32.vote.confidence, abs=0.02)
+
+
+# --- device -------------------------------------------------------------------------------
+
+
+def test_device_auto_is_the_cpu_without_a_gpu():
+    if torch.cuda.is_available():  # pragma: no cover - no GPU where this suite runs
+        assert resolve_device("auto") == "cuda"
+        return
+    assert resolve_device("auto") == "cpu"
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="model.device"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="model.device"):
+        resolve_device("tpu")
+    classifier_config = _config(device="auto")
+    backbones = Backbones([load_musicnn(n) for n in SHIPPED_MODELS], 80, streams=2,
+                          device=resolve_device(classifier_config.model.device))
+    assert backbones.device.type == "cpu" and backbones.streams == 2
+    assert all(p.device.type == "cpu" for m in backbones.models for p in m.network.parameters())
+
+
+def test_new_model_keys_are_validated():
+    config = config_from_dict({"model": {"precision": "bf16", "device": "cpu"},
+                               "service": {"priority": "normal"}})
+    assert (config.model.precision, config.model.device) == ("bf16", "cpu")
+    assert config.service.priority == "normal"
+    assert Config().model.precision == "auto" and Config().service.priority == "low"
+    for bad in ({"model": {"precision": "half"}}, {"model": {"device": "gpu"}},
+                {"service": {"priority": "idle"}}):
+        with pytest.raises(ConfigError):
+            config_from_dict(bad)
+
+
+# --- threads ------------------------------------------------------------------------------
+
+
+def test_streams_split_the_batch_and_give_the_same_scores():
+    """Two single-threaded streams over chunks of the batch: the same numbers as one pass."""
+    assert configure_threads(0) == (os.cpu_count() or 1)
+    assert torch.get_num_threads() == 1  # no OpenMP team: the streams are the parallelism
+    models = [load_musicnn(n) for n in SHIPPED_MODELS]
+    rng = np.random.default_rng(7)
+    patches = np.concatenate([PARITY["patches"]] * 4)  # 32 real patches
+    patches = patches + rng.normal(0, 0.01, patches.shape).astype(np.float32)
+    one = Backbones(models, 80, streams=1).run(patches)
+    two = Backbones(models, 80, streams=2)
+    assert two.chunk < len(patches)  # several chunks, both threads busy
+    both = two.run(patches)
+    for got, want in ((both.tag_scores, one.tag_scores), (both.penultimate, one.penultimate),
+                      (both.pooled, one.pooled)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# --- priority -----------------------------------------------------------------------------
+
+PRIORITY_PROBE = """
+import ctypes, os, platform, sys, threading
+from tagger.config import config_from_dict
+from tagger.service.scan import Engine, _IOPRIO_SET
+from tagger.service.watch import WatchEngine
+
+def state():
+    nr = _IOPRIO_SET[platform.machine()] + 1  # ioprio_get follows ioprio_set
+    io = ctypes.CDLL(None, use_errno=True).syscall(nr, 1, 0)
+    return os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0), io >> 13
+
+level = sys.argv[1]
+config = config_from_dict({"service": {"priority": level}})
+Engine(config, None, classifier=object())  # scan: as started
+print(*state())
+WatchEngine(config, None, classifier=object())  # the daemon
+print(*state())
+seen = []
+worker = threading.Thread(target=lambda: seen.append(state()))  # a thread started later
+worker.start(); worker.join()
+print(*seen[0])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux priorities")
+@pytest.mark.parametrize("level", ["low", "normal"])
+def test_the_daemon_runs_at_low_priority(level):
+    # in a child: the test process keeps its own priority
+    out = subprocess.run([sys.executable, "-c", PRIORITY_PROBE, level], capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    scan, watch, later = ([int(v) for v in line.split()] for line in out.stdout.splitlines())
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    assert scan[0] == nice and scan[1] == os.sched_getscheduler(0)
+    if level == "normal":
+        assert watch == scan == later
+        return
+    assert watch[0] >= 10 and watch[1] == os.SCHED_BATCH and watch[2] == 3  # idle I/O class
+    assert later == watch  # threads started afterwards inherit all three
