@@ -225,7 +225,10 @@ class Classifier:
                 if path is not None:
                     in_flight.append((path, pool.submit(prepare_track, path, self.config)))
 
-            for _ in range(prepare_threads * 2):
+            # a batch and a bit ahead: the next batch decodes while the model runs this one
+            model = self.config.model
+            ahead = -(-model.batch_segments // model.segments) + prepare_threads
+            for _ in range(max(prepare_threads * 2, ahead)):
                 submit_next()
             while in_flight:
                 path, future = in_flight.popleft()

@@ -187,8 +187,10 @@ class FastMusiCNN:
                 self.temporal = [(lo, hi, w.to(dtype)) for lo, hi, w in self.temporal]
                 for name in ("front_sign", "front_bias", "front_scale", "front_shift"):
                     setattr(self, name, getattr(self, name).to(dtype))
-                self.midend = [tuple(t.to(dtype) if isinstance(t, torch.Tensor) else t
-                                     for t in layer) for layer in self.midend]
+                # the mid-end's products in bf16, their shifted sums in float32 (strided bf16
+                # adds are slower than float32 ones on the CPU)
+                self.midend = [(kernel, w.to(dtype), b, s, t)
+                               for kernel, w, b, s, t in self.midend]
 
     # -- front end ---------------------------------------------------------------------------
     def _timbral(self, x: torch.Tensor, front: torch.Tensor) -> None:
@@ -261,13 +263,13 @@ class FastMusiCNN:
         # undo the sign trick, then bias, relu, batch norm per channel
         front.mul_(self.front_sign).add_(self.front_bias).relu_()
         front.mul_(self.front_scale).add_(self.front_shift)
-        features = [front.view(batch, frames, -1)]
+        features = [front.view(batch, frames, -1).float()]
         for i, (kernel, w, b, s, t) in enumerate(self.midend):
             inp = features[-1]
             pad = (kernel - 1) // 2
-            padded = F.pad(inp, (0, 0, pad, kernel - 1 - pad))  # (B, T+6, C)
-            taps = (padded.reshape(-1, padded.shape[2]) @ w).view(batch, frames + kernel - 1,
-                                                                   kernel, -1)
+            padded = F.pad(inp.to(w.dtype), (0, 0, pad, kernel - 1 - pad))  # (B, T+6, C)
+            taps = (padded.reshape(-1, padded.shape[2]) @ w).float().view(
+                batch, frames + kernel - 1, kernel, -1)
             out = taps[:, 0:frames, 0] + b
             for k in range(1, kernel):
                 out += taps[:, k:k + frames, k]
