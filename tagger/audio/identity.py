@@ -41,7 +41,7 @@ import os
 import struct
 from typing import BinaryIO
 
-from tagger.errors import ReadError
+from tagger.errors import ReadError, TaggerError
 
 SAMPLE_SIZE = 256 * 1024
 DIGEST_SIZE = 20
@@ -61,7 +61,7 @@ _MP4_TOP_LEVEL = {
 Extent = tuple[int, int]  # (offset, length) of a run of payload bytes in the file
 
 
-class _Layout(Exception):
+class _Layout(TaggerError):
     """Internal: the file's layout is not what its magic promised."""
 
 

@@ -207,7 +207,7 @@ class EmbeddingCache:
                 "WHERE content_id = ? AND backbone = ? AND settings = ?",
                 (key, backbone, settings)).fetchone()
         except sqlite3.Error as exc:
-            raise WriteError(f"cannot read the embedding cache ({exc}); it is only a cache: "
+            raise ReadError(f"cannot read the embedding cache ({exc}); it is only a cache: "
                              "delete the file to rebuild it", self.path) from None
         if row is None:
             return None

@@ -24,7 +24,7 @@ import mutagen.mp4
 from mutagen.id3 import TCON
 from mutagen.mp4 import Atom, AtomDataType, Atoms, MP4FreeForm
 
-from tagger.library.tags.base import BaseEditor
+from tagger.library.tags.base import BaseEditor, TagFormatError
 
 GENRE = "\xa9gen"
 LEGACY_GENRE = "gnre"
@@ -32,10 +32,6 @@ CONFIDENCE = "----:com.apple.iTunes:TAGGER_GENRE_CONFIDENCE"
 FIELDS = (GENRE, LEGACY_GENRE, CONFIDENCE)
 
 _GENRES = TCON.GENRES
-
-
-class TagFormatError(Exception):
-    """The MP4 tag cannot be edited as required."""
 
 
 class Editor(BaseEditor):
