@@ -15,11 +15,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tagger import formats
 from tagger.errors import ConfigError
 
-AUDIO_EXTENSIONS = (
-    "mp3", "flac", "ogg", "oga", "opus", "m4a", "mp4", "aac", "wav", "aif", "aiff", "wma",
-)
+AUDIO_EXTENSIONS = formats.EXTENSIONS  # the one registry, tagger/formats.py
 
 
 def default_state_dir() -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import encoding_ffmpeg, ffmpeg_run, real_clip
+from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
 
 from tagger.cli import main
 from tagger.config import config_from_dict, load_config
