@@ -53,11 +53,6 @@ EXTENSIONS: tuple[str, ...] = tuple(f.extension for f in FORMATS)
 #: every container kind, in the order first listed
 CONTAINERS: tuple[str, ...] = tuple(dict.fromkeys(f.container for f in FORMATS))
 
-#: extensions that look like audio but are not handled, and why (for docs and messages)
-UNSUPPORTED: dict[str, str] = {
-    "aac": "raw ADTS AAC has no tag container to store the genre in (use .m4a)",
-}
-
 _BY_EXTENSION = {f.extension: f for f in FORMATS}
 
 

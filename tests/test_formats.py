@@ -44,7 +44,7 @@ def test_the_scan_the_tags_and_the_identity_read_one_list():
         identity.ASF,
     }
     assert set(RECIPES) == set(formats.EXTENSIONS)  # every entry is tried on a real file below
-    assert not set(formats.UNSUPPORTED) & set(formats.EXTENSIONS)
+    assert "aac" not in formats.EXTENSIONS  # raw ADTS: see below
 
 
 @pytest.mark.parametrize("ext", formats.EXTENSIONS)

@@ -50,8 +50,6 @@ class Editor(BaseEditor):
         if not hasattr(self.tags, "_failed_atoms"):  # pragma: no cover - mutagen internals
             raise TagFormatError("this mutagen version cannot preserve the gnre atom")
         gen, gnre_raw = _read_raw_genres(fileobj)
-        self._gen = gen
-        self._gnre_raw = gnre_raw
         # undo mutagen's folding of gnre into ©gen: ©gen is what the ©gen atoms say
         if gen is None:
             self.tags.pop(GENRE, None)
