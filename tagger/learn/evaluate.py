@@ -297,7 +297,7 @@ def plot_confusion(report: dict, path: str) -> None:
     share = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
     diagonal = np.array([[r == c for c in col_labels] for r in row_labels])
 
-    figure = Figure(figsize=(2.0 + 0.7 * len(cols), 2.2 + 0.6 * len(rows)), dpi=100,
+    figure = Figure(figsize=(max(4.5, 2.0 + 0.7 * len(cols)), 2.6 + 0.6 * len(rows)), dpi=100,
                     layout="constrained")
     axes = figure.subplots()
     # hits in blue, confusions in red, each shaded by its share of the true genre's tracks
@@ -318,8 +318,8 @@ def plot_confusion(report: dict, path: str) -> None:
     axes.tick_params(which="minor", length=0)
     scope = (f"{report['folds']}-fold CV" if report.get("folds")
              else f"model {report['model']['name']}")
-    axes.set_title(f"{report['dataset']['name']}: track accuracy {report['track_accuracy']:.3f}, "
-                   f"segment {report['segment_accuracy']:.3f}\n{scope}", fontsize=10)
+    axes.set_title(f"{report['dataset']['name']}\ntrack accuracy {report['track_accuracy']:.3f}, "
+                   f"segment {report['segment_accuracy']:.3f}; {scope}", fontsize=10)
     try:
         figure.savefig(path, format="png")
     except OSError as exc:
