@@ -23,7 +23,7 @@ from tagger.errors import ConfigError, ReadError, WriteError
 from tagger.library import catalogue as cat_mod
 from tagger.library.catalogue import Catalogue, current, downgrade, head, open_catalogue, upgrade
 from tagger.model.vote import vote
-from tagger.results import ModelInfo, SegmentResult, TrackResult
+from tagger.results import ModelInfo, NotWritten, SegmentResult, TrackResult
 
 QUERIES_MD = Path(__file__).resolve().parent.parent / "docs" / "queries.md"
 GENRES = ("rock", "pop", "jazz", "blues")
@@ -636,7 +636,7 @@ def library(cat):
         cat.record_result(result_for("/music/Rock/b.mp3", TIE_ROCK_POP), size=2, mtime_ns=2,
                           content_id="B")
         cat.record_result(result_for("/music/Jazz/c.flac", WEAK_JAZZ), size=3, mtime_ns=3,
-                          content_id="C")
+                          content_id="C", not_written=NotWritten.BELOW_THRESHOLD)
         cat.record_failure("/music/Jazz/d.flac", ReadError("not audio", "/music/Jazz/d.flac"))
         cat.record_failure("/music/Jazz/e.flac", "too short", status="skipped")
         cat.record_result(result_for("/music/Old/f.mp3", CLEAR_POP), size=4, mtime_ns=4,
@@ -645,7 +645,7 @@ def library(cat):
         cat.mark_pending("/music/New/g.mp3", 5, 5, "mp3")
         cat.mark_pending("/music/New/copy-of-c.flac", 3, 3, "flac")
         cat.record_tag_changes("/music/Rock/a.mp3", [  # field names as the tags module logs them
-            Change("", "TCON", None, ("rock",)),
+            Change("", "TCON", None, ("Rock",)),  # files get title case, the catalogue not
             Change("", "TXXX:TAGGER_GENRE_CONFIDENCE", None, ("0.650",))])
         cat.record_tag_changes("/music/Jazz/c.flac", [Change("", "GENRE", ("Jazz",), ("blues",))])
     with cat.engine.begin() as conn:  # content ids come from the scanner; give the copy one
@@ -689,6 +689,10 @@ def test_key_doc_queries_return_the_expected_rows(library):
     assert [(r["status"], r["error"], r["tracks"]) for r in run("Failures by reason")] == [
         ("failed", "not audio", 1), ("skipped", "too short", 1)]
     assert [r["path"] for r in run("Failed files")] == ["/music/Jazz/d.flac"]
+    assert run("Kinds of failure") == [
+        {"failure_kind": "unreadable", "retried": "when changed or --retry-failed", "tracks": 1}]
+    assert [(r["not_written"], r["path"]) for r in run("Predictions not written")] == [
+        ("below_threshold", "/music/Jazz/c.flac")]
     (differs,) = run("Tracks whose written genre differs")
     assert (differs["path"], differs["predicted"], differs["written"]) == (
         "/music/Jazz/c.flac", "jazz", '["blues"]')

@@ -468,10 +468,8 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
     roots = [os.path.abspath(p) for p in (args.paths or config.library.roots)]
     if not roots:
         raise UsageError("no PATH given and no 'library.roots' in tagger.toml")
-    from tagger.cli.progress import use_state_caches
     from tagger.cli.systemd import notify_when_started
 
-    use_state_caches(config.state_path)
     watcher = Watcher(roots, config, workers=args.workers or 0)
     with graceful_stop() as should_stop, notify_when_started(watcher.started):
         watcher.run(should_stop)
@@ -712,8 +710,24 @@ def _stderr_is_journal() -> bool:
     return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now: the progress bar (rich) redirects it while it
+    runs, so log lines appear above the bar instead of through it."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # logging.StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_JournalFormatter("%(name)s: %(message)s") if _stderr_is_journal()
                          else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
@@ -746,6 +760,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = dataclasses.replace(config, model=dataclasses.replace(config.model,
                                                                            bundle=bundle))
         setup_logging("debug" if args.verbose else "warning" if args.quiet else config.log_level)
+        from tagger.cli.progress import use_state_caches
+
+        use_state_caches(config.state_path)  # before anything imports librosa (and numba)
         code = COMMANDS[args.command](args, config)
         sys.stdout.flush()  # here, so that a closed pipe is caught below
         return code
