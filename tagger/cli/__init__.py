@@ -378,12 +378,12 @@ def _labelled_dataset(args: argparse.Namespace, config: Config):
 
 
 def _embedded(args: argparse.Namespace, config: Config):
+    from tagger.cli.progress import ScanDisplay
     from tagger.learn.train import embed, load_backbones
-    from tagger.service.scan import Progress
 
     dataset = _labelled_dataset(args, config)
     backbones = load_backbones(config)
-    progress = Progress(len(dataset.tracks))
+    progress = ScanDisplay(quiet=args.quiet, label="embedding")(len(dataset.tracks))
     last = [0]
 
     def advance(done: int, total: int) -> None:

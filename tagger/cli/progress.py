@@ -39,8 +39,9 @@ class ScanDisplay:
     """The scan's voice: phases ("loading", "classifying") and per-file progress."""
 
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False,
-                 first_run: bool = False, interval_s: float = 10.0):
+                 first_run: bool = False, interval_s: float = 10.0, label: str = "classifying"):
         self.stream = stream or sys.stderr
+        self.label = label
         self.quiet, self.first_run, self.interval_s = quiet, first_run, interval_s
         self.tty = _isatty(self.stream)
         self._progress = None
@@ -73,7 +74,7 @@ class ScanDisplay:
             )
 
             self._progress = Progress(
-                TextColumn("classifying"), BarColumn(), MofNCompleteColumn(),
+                TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                 TimeRemainingColumn(), console=Console(file=self.stream), transient=False,
             )
