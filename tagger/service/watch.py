@@ -254,6 +254,7 @@ class WatchEngine(Engine):
     probably not complete yet) instead of being recorded."""
 
     defer: Callable[[WorkItem], bool] | None = None
+    tagged_log_level = logging.INFO  # a daemon says what it did to each file
 
     def _record_error(self, item: WorkItem, summary: Summary) -> None:
         if self.defer is not None and self.defer(item):
