@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_DIR, real_clip
+from helpers.audio import DATA_DIR, real_clip
 
 from tagger.config import Config, config_from_dict
 from tagger.errors import ConfigError

@@ -236,8 +236,8 @@ def decode_window(
                 path, window_s, timeout_s)
         except _NoDecoder as exc:
             if backend == "pyav":
-                raise ReadError(f"ffmpeg failed: {exc}", path) from None
-            log.info("%s: %s; decoding with the ffmpeg binary", path, exc)
+                raise ReadError(f"ffmpeg failed: {exc.message}", path) from None
+            log.info("%s: %s; decoding with the ffmpeg binary", path, exc.message)
         else:
             return _finish(samples, source_rate, offset, duration, window_s, sample_rate, path)
     samples, source_rate, offset, duration = _decode_with_binary(
@@ -320,7 +320,7 @@ def _finish(samples: np.ndarray, source_rate: int, offset: float, duration: floa
 # --- in process (PyAV) -------------------------------------------------------------------
 
 
-class _NoDecoder(Exception):
+class _NoDecoder(ReadError):
     """PyAV's FFmpeg build has no decoder for the audio stream (the binary may have one)."""
 
 

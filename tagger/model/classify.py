@@ -164,9 +164,7 @@ class Classifier:
 
     def backbone_outputs(self, patches: np.ndarray) -> BackboneOutput:
         """Tag scores of every patch, and the embeddings when the genre head reads them."""
-        if self.head.needs_embeddings:
-            return self.backbones.run(patches, embeddings=True)
-        return BackboneOutput(self.tag_scores(patches))
+        return self.backbones.run(patches, embeddings=self.head.needs_embeddings)
 
     def result_for(self, track: PreparedTrack, tag_scores: np.ndarray,
                    genre_scores: np.ndarray) -> TrackResult:
