@@ -201,7 +201,8 @@ def report(args, paths, ours, tf_figures) -> str:
     n_patches = len(ours["patches"])
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch threads {ours['classifier'].config.model.threads or os.cpu_count()}; "
+        f"model threads {ours['classifier'].config.model.threads or os.cpu_count()} "
+        f"({ours['classifier'].precision}); "
         f"{len(paths)} full-length tracks from `{args.folder}` "
         f"(median {median(durations):.0f} s, {n_patches} segments).",
         "",

@@ -401,7 +401,15 @@ class Engine:
 
         def submit(found: FoundFile) -> None:
             pool = self._executor()
-            in_flight.append((found, pool.submit(prepare_file, found, self.config), pool))
+            try:
+                future = pool.submit(prepare_file, found, self.config)
+            except BrokenProcessPool:  # a worker died while the window was being filled
+                if pool is self._pool:
+                    pool.shutdown(wait=False)
+                    self._pool = None
+                pool = self._executor()
+                future = pool.submit(prepare_file, found, self.config)
+            in_flight.append((found, future, pool))
 
         def refill() -> None:
             while len(in_flight) < window and not should_stop():
