@@ -74,6 +74,25 @@ class BackboneOutput:
         raise ValueError(f"unknown embedding {kind!r}; choose from {', '.join(EMBEDDINGS)}")
 
 
+def _malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def _return_freed_memory() -> None:
+    """Give the batch's freed intermediates back to the system (glibc keeps them per thread
+    otherwise: ~60 MB more resident in a long scan with two streams); about a millisecond."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 class Backbones:
     """The loaded networks, run over batches of patches for tag scores and embeddings.
 
@@ -151,6 +170,7 @@ class Backbones:
                 self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="tagger-model")
             for future in [self._pool.submit(one, start) for start in starts]:
                 future.result()
+        _return_freed_memory()
         return BackboneOutput(tags, pen, pooled)
 
     def tag_scores_from_penultimate(self, penultimate: np.ndarray) -> np.ndarray:
