@@ -92,6 +92,19 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    engine: str = "local"  # local (worker processes here) | ray (docs/cluster.md)
+    # Ray address: "" starts a private Ray on this machine, "auto" joins the cluster that
+    # `ray start` runs here, or "HOST:PORT" of the head node
+    address: str = ""
+    # where the nodes see the library: {"/srv/music" = "/mnt/nas/music"} (this machine's
+    # prefix = the nodes' prefix); empty: the same paths everywhere
+    path_map: dict[str, str] = field(default_factory=dict)
+    actors: int = 0  # inference actors (a model loaded in each); 0: one per node
+    in_flight: int = 0  # files decoding at once across the cluster; 0: two per cluster CPU
+
+
+@dataclass(frozen=True)
 class Config:
     database: str = ""  # SQLAlchemy URL; empty: sqlite file in state_dir
     state_dir: str = ""
@@ -103,6 +116,7 @@ class Config:
     decode: DecodeConfig = DecodeConfig()
     scan: ScanConfig = ScanConfig()
     watch: WatchConfig = WatchConfig()
+    cluster: ClusterConfig = ClusterConfig()
     source: str | None = None  # the file this was loaded from, None for built-in defaults
 
     @property
@@ -121,6 +135,7 @@ _CHOICES = {
     "tags.write": ("if_empty", "always", "never"),
     "tags.on_tie": ("best", "all", "skip"),
     "watch.observer": ("auto", "native", "polling"),
+    "cluster.engine": ("local", "ray"),
 }
 _POSITIVE = {
     "model.segments", "model.segment_seconds", "model.min_track_seconds", "model.window_seconds",
@@ -130,7 +145,7 @@ _POSITIVE = {
 }
 _NON_NEGATIVE = {
     "model.threads", "scan.workers", "watch.settle_seconds", "watch.retry_max_attempts",
-    "model.max_descriptors",
+    "model.max_descriptors", "cluster.actors", "cluster.in_flight",
 }
 _UNIT_INTERVAL = {"tags.min_confidence", "model.descriptor_threshold"}
 

@@ -480,6 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--force", action="store_true", help="also redo unchanged files")
     scan.add_argument("--workers", type=int, metavar="N", help="decode worker processes")
     scan.add_argument("--json", action="store_true", help="print the summary as JSON")
+    scan.add_argument("--engine", choices=("local", "ray"),
+                      help="where decode and inference run (cluster.engine; docs/cluster.md)")
+    scan.add_argument("--address", metavar="ADDR",
+                      help="Ray head node HOST:PORT, or 'auto' (cluster.address)")
 
     show = sub.add_parser("show", parents=[db], help="everything known about tracks")
     show.add_argument("paths", nargs="+", metavar="PATH")
@@ -587,6 +591,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.path.expanduser(args.model))
             config = dataclasses.replace(config, model=dataclasses.replace(config.model,
                                                                            bundle=bundle))
+        cluster = {k: v for k in ("engine", "address") if (v := getattr(args, k, None))}
+        if cluster:
+            config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster,
+                                                                             **cluster))
         setup_logging("debug" if args.verbose else config.log_level)
         return COMMANDS[args.command](args, config)
     except ConfigError as exc:

@@ -19,7 +19,7 @@ from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, TextIO
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol, TextIO
 
 from threadpoolctl import threadpool_limits
 
@@ -193,6 +193,131 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+# ---------------------------------------------------------------- the writer
+
+
+class Recorder:
+    """The single writer: applies the tag policy, writes tags (journal first) and records
+    every outcome in the catalogue. Each engine (local pool, Ray cluster) feeds one."""
+
+    def __init__(self, config: Config, catalogue, *, dry_run: bool = False,
+                 out: TextIO | None = None):
+        self.config = config
+        self.catalogue = catalogue
+        self.dry_run = dry_run
+        self.out = out or sys.stdout
+
+    def moved_from(self, item: WorkItem) -> str | None:
+        """A catalogued track with the same audio whose old path is gone: a rename."""
+        if self.dry_run or not item.content_id:
+            return None
+        for old in self.catalogue.find_by_content_id(item.content_id):
+            if old != item.path and not os.path.exists(old):
+                return old
+        return None
+
+    def record_move(self, old: str, item: WorkItem, summary: Summary) -> None:
+        with self.catalogue.batch():
+            self.catalogue.move(old, item.path, size=item.size, mtime_ns=item.mtime_ns)
+        summary.moved += 1
+        log.info("moved: %s -> %s (no new inference)", old, item.path)
+
+    def record_error(self, item: WorkItem, summary: Summary) -> None:
+        if item.status == "skipped":
+            summary.skipped += 1
+        else:
+            summary.failures[item.error] += 1
+        log.log(logging.INFO if item.status == "skipped" else logging.ERROR,
+                "%s: %s", item.path, item.error)
+        if self.dry_run:
+            print(f"{item.path}: {item.status}: {item.error}", file=self.out)
+            return
+        with self.catalogue.batch():
+            self.catalogue.record_failure(item.path, item.error, size=item.size,
+                                          mtime_ns=item.mtime_ns, status=item.status,
+                                          format=item.format, content_id=item.content_id)
+
+    def _dry_run_line(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
+        summary.classified += 1
+        try:
+            existing = tags.read_genres(item.path)
+        except TaggerError as exc:
+            print(f"{item.path}: cannot read tags: {exc.message}", file=self.out)
+            return
+        decision = decide_tags(result.vote, existing, self.config.tags)
+        before = "; ".join(existing) or "(no genre)"
+        after = "; ".join(decision.genres) if decision.genres else f"unchanged ({decision.reason})"
+        print(f"{item.path}: {before} -> {after} [{result.vote.genre} "
+              f"{result.vote.confidence:.2f}]", file=self.out)
+
+    def record(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
+        """Decide and write the tags of one classified file, then catalogue its result."""
+        if self.dry_run:
+            self._dry_run_line(item, result, summary)
+            return
+        path, outcome = item.path, result.vote
+        summary.classified += 1
+        summary.ties += outcome.tie
+        stat, tag_error = (item.size, item.mtime_ns), None
+        try:
+            existing = self._user_genres(path, tags.read_genres(path))
+            decision = decide_tags(outcome, existing, self.config.tags)
+            if decision.genres:
+                stat = self._write_tags(path, decision.genres, outcome.confidence, summary)
+            elif decision.reason.startswith("below threshold"):
+                summary.below_threshold += 1
+            else:
+                summary.kept += 1
+        except (ReadError, WriteError, OSError) as exc:
+            tag_error = f"tag write failed: {getattr(exc, 'message', None) or exc}"
+        with self.catalogue.batch():
+            self.catalogue.record_result(result, size=stat[0], mtime_ns=stat[1],
+                                         content_id=item.content_id, format=item.format)
+            if tag_error:
+                self.catalogue.record_failure(path, tag_error, size=stat[0], mtime_ns=stat[1])
+        if tag_error:
+            summary.failures[tag_error] += 1
+            log.error("%s: %s", path, tag_error)
+        else:
+            log.debug("%s: %s %.2f%s", path, outcome.genre, outcome.confidence,
+                      " (tie)" if outcome.tie else "")
+
+    def _user_genres(self, path: str, existing: list[str]) -> list[str]:
+        """The file's genres, or [] when they are just what tagger itself wrote last (a genre
+        from an older model or genre map is not one the user set: it may be replaced)."""
+        if not existing:
+            return existing
+        written = [w for w in self.catalogue.tag_changes([path])
+                   if w.new is not None and "CONFIDENCE" not in w.field.upper()]
+        if written and list(written[-1].new) == existing:
+            return []
+        return existing
+
+    def _write_tags(self, path: str, genres: tuple[str, ...], confidence: float,
+                    summary: Summary) -> tuple[int, int]:
+        """Write the genre, recording the old values *before* the file changes.
+
+        The planned change is committed first, so a kill at any instant can lose neither the
+        user's old value nor the file; a write that then fails marks its record reverted.
+        Returns the file's (size, mtime_ns) afterwards.
+        """
+        confidence = confidence if self.config.tags.write_confidence else None
+        planned = tags.write_genres(path, genres, confidence, dry_run=True)
+        if planned:
+            with self.catalogue.batch():
+                ids = self.catalogue.record_tag_changes(path, planned)
+            try:
+                tags.write_genres(path, genres, confidence)
+            except TaggerError:
+                with self.catalogue.batch():
+                    self.catalogue.mark_reverted(ids)
+                raise
+            summary.tagged += 1
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+
+
+
 # ---------------------------------------------------------------- the engine
 
 
@@ -203,9 +328,9 @@ class Engine:
                  workers: int = 0, dry_run: bool = False, out: TextIO | None = None):
         self.config = config
         self.catalogue = catalogue
+        self.recorder = Recorder(config, catalogue, dry_run=dry_run, out=out)
         self.workers = workers or config.scan.workers or os.cpu_count() or 1
         self.dry_run = dry_run
-        self.out = out or sys.stdout
         self._pool: ProcessPoolExecutor | None = None
         if classifier is None:
             # The fork server loads and warms the decode stack (about 2 s on one core) while
@@ -280,9 +405,9 @@ class Engine:
                     continue
             refill()
             if item.track is not None:
-                moved_from = self._moved_from(item)
+                moved_from = self.recorder.moved_from(item)
                 if moved_from:
-                    self._record_move(moved_from, item, summary)
+                    self.recorder.record_move(moved_from, item, summary)
                     self._advance(progress)
                     continue
                 ready.append(item)
@@ -314,39 +439,12 @@ class Engine:
         submit(found)
         return None
 
+    def _record_error(self, item: WorkItem, summary: Summary) -> None:
+        self.recorder.record_error(item, summary)
+
     def _advance(self, progress: Progress | None, count: int = 1) -> None:
         if progress:
             progress.advance(count)
-
-    def _moved_from(self, item: WorkItem) -> str | None:
-        """A catalogued track with the same audio whose old path is gone: a rename."""
-        if self.dry_run or not item.content_id:
-            return None
-        for old in self.catalogue.find_by_content_id(item.content_id):
-            if old != item.path and not os.path.exists(old):
-                return old
-        return None
-
-    def _record_move(self, old: str, item: WorkItem, summary: Summary) -> None:
-        with self.catalogue.batch():
-            self.catalogue.move(old, item.path, size=item.size, mtime_ns=item.mtime_ns)
-        summary.moved += 1
-        log.info("moved: %s -> %s (no new inference)", old, item.path)
-
-    def _record_error(self, item: WorkItem, summary: Summary) -> None:
-        if item.status == "skipped":
-            summary.skipped += 1
-        else:
-            summary.failures[item.error] += 1
-        log.log(logging.INFO if item.status == "skipped" else logging.ERROR,
-                "%s: %s", item.path, item.error)
-        if self.dry_run:
-            print(f"{item.path}: {item.status}: {item.error}", file=self.out)
-            return
-        with self.catalogue.batch():
-            self.catalogue.record_failure(item.path, item.error, size=item.size,
-                                          mtime_ns=item.mtime_ns, status=item.status,
-                                          format=item.format, content_id=item.content_id)
 
     def _finish_batch(self, items: list[WorkItem], summary: Summary,
                       progress: Progress | None) -> None:
@@ -354,86 +452,32 @@ class Engine:
             return
         results = self.classifier.classify_prepared([i.track for i in items])
         for item, result in zip(items, results):
-            if self.dry_run:
-                self._dry_run_line(item, result, summary)
-            else:
-                self._record(item, result, summary)
+            self.recorder.record(item, result, summary)
         self._advance(progress, len(items))
 
-    def _dry_run_line(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
-        summary.classified += 1
-        try:
-            existing = tags.read_genres(item.path)
-        except TaggerError as exc:
-            print(f"{item.path}: cannot read tags: {exc.message}", file=self.out)
-            return
-        decision = decide_tags(result.vote, existing, self.config.tags)
-        before = "; ".join(existing) or "(no genre)"
-        after = "; ".join(decision.genres) if decision.genres else f"unchanged ({decision.reason})"
-        print(f"{item.path}: {before} -> {after} [{result.vote.genre} "
-              f"{result.vote.confidence:.2f}]", file=self.out)
+class ScanEngine(Protocol):
+    """The seam ``scan`` and ``watch`` drive: the local pool (:class:`Engine`) or a cluster
+    (:class:`tagger.service.cluster.RayEngine`). Each feeds its results to one Recorder."""
 
-    def _record(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
-        path, outcome = item.path, result.vote
-        summary.classified += 1
-        summary.ties += outcome.tie
-        stat, tag_error = (item.size, item.mtime_ns), None
-        try:
-            existing = self._user_genres(path, tags.read_genres(path))
-            decision = decide_tags(outcome, existing, self.config.tags)
-            if decision.genres:
-                stat = self._write_tags(path, decision.genres, outcome.confidence, summary)
-            elif decision.reason.startswith("below threshold"):
-                summary.below_threshold += 1
-            else:
-                summary.kept += 1
-        except (ReadError, WriteError, OSError) as exc:
-            tag_error = f"tag write failed: {getattr(exc, 'message', None) or exc}"
-        with self.catalogue.batch():
-            self.catalogue.record_result(result, size=stat[0], mtime_ns=stat[1],
-                                         content_id=item.content_id, format=item.format)
-            if tag_error:
-                self.catalogue.record_failure(path, tag_error, size=stat[0], mtime_ns=stat[1])
-        if tag_error:
-            summary.failures[tag_error] += 1
-            log.error("%s: %s", path, tag_error)
-        else:
-            log.debug("%s: %s %.2f%s", path, outcome.genre, outcome.confidence,
-                      " (tie)" if outcome.tie else "")
+    recorder: Recorder
 
-    def _user_genres(self, path: str, existing: list[str]) -> list[str]:
-        """The file's genres, or [] when they are just what tagger itself wrote last (a genre
-        from an older model or genre map is not one the user set: it may be replaced)."""
-        if not existing:
-            return existing
-        written = [w for w in self.catalogue.tag_changes([path])
-                   if w.new is not None and "CONFIDENCE" not in w.field.upper()]
-        if written and list(written[-1].new) == existing:
-            return []
-        return existing
+    def start(self) -> None: ...
 
-    def _write_tags(self, path: str, genres: tuple[str, ...], confidence: float,
-                    summary: Summary) -> tuple[int, int]:
-        """Write the genre, recording the old values *before* the file changes.
+    def process(self, files: Iterable[FoundFile], summary: Summary,
+                progress: Progress | None = None,
+                should_stop: Callable[[], bool] = lambda: False) -> Summary: ...
 
-        The planned change is committed first, so a kill at any instant can lose neither the
-        user's old value nor the file; a write that then fails marks its record reverted.
-        Returns the file's (size, mtime_ns) afterwards.
-        """
-        confidence = confidence if self.config.tags.write_confidence else None
-        planned = tags.write_genres(path, genres, confidence, dry_run=True)
-        if planned:
-            with self.catalogue.batch():
-                ids = self.catalogue.record_tag_changes(path, planned)
-            try:
-                tags.write_genres(path, genres, confidence)
-            except TaggerError:
-                with self.catalogue.batch():
-                    self.catalogue.mark_reverted(ids)
-                raise
-            summary.tagged += 1
-        st = os.stat(path)
-        return st.st_size, st.st_mtime_ns
+    def close(self) -> None: ...
+
+
+def make_engine(config: Config, catalogue, *, workers: int = 0, dry_run: bool = False,
+                out: TextIO | None = None) -> ScanEngine:
+    """The engine ``cluster.engine`` selects: worker processes here, or a Ray cluster."""
+    if config.cluster.engine == "ray":
+        from tagger.service.cluster import RayEngine
+
+        return RayEngine(config, catalogue, dry_run=dry_run, out=out)
+    return Engine(config, catalogue, workers=workers, dry_run=dry_run, out=out)
 
 
 # ---------------------------------------------------------------- one-shot scan
@@ -474,7 +518,7 @@ def plan_scan(roots: list[str], config: Config, catalogue, *, force: bool,
 
 def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
          dry_run: bool = False, workers: int = 0, out: TextIO | None = None,
-         engine: Engine | None = None,
+         engine: ScanEngine | None = None,
          should_stop: Callable[[], bool] = lambda: False) -> Summary:
     """One pass over the library: classify what is new or changed, tag it, catalogue it.
 
@@ -506,7 +550,7 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
         return summary
     progress = Progress(len(todo))
     own_engine = engine is None
-    engine = engine or Engine(config, catalogue, workers=workers, dry_run=dry_run, out=out)
+    engine = engine or make_engine(config, catalogue, workers=workers, dry_run=dry_run, out=out)
     try:
         engine.process(todo, summary, progress, should_stop)
     except KeyboardInterrupt:
