@@ -327,7 +327,6 @@ class Engine:
     def __init__(self, config: Config, catalogue, *, classifier: Classifier | None = None,
                  workers: int = 0, dry_run: bool = False, out: TextIO | None = None):
         self.config = config
-        self.catalogue = catalogue
         self.recorder = Recorder(config, catalogue, dry_run=dry_run, out=out)
         self.workers = workers or config.scan.workers or os.cpu_count() or 1
         self.dry_run = dry_run
