@@ -101,7 +101,7 @@ class ClusterConfig:
     # prefix = the nodes' prefix); empty: the same paths everywhere
     path_map: dict[str, str] = field(default_factory=dict)
     actors: int = 0  # inference actors (a model loaded in each); 0: one per node
-    in_flight: int = 0  # files decoding at once across the cluster; 0: two per cluster CPU
+    in_flight: int = 0  # files in flight; 0: one per cluster CPU + two batches per actor
 
 
 @dataclass(frozen=True)

@@ -211,8 +211,12 @@ class RayEngine:
         self.start()
         ray, cluster = self.ray, self.config.cluster
         files = iter(files)
-        limit = cluster.in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         batch_size = self.config.model.batch_segments
+        # as the local engine: every CPU decoding, plus two batches' worth queued behind the
+        # batch being classified, so decoding never waits for inference
+        batch_tracks = -(-batch_size // self.config.model.segments)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        limit = cluster.in_flight or cpus + 2 * batch_tracks * len(self._actors)
         decoding: dict = {}  # facts ref -> patches ref
         batches: dict = {}  # results ref -> facts of its files
         load: dict = {id(a): 0 for a in self._actors}  # batches waiting per actor
