@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 from tagger.config import Config
 from tagger.errors import ConfigError, TaggerError
 from tagger.library.discover import FoundFile
-from tagger.service.scan import Progress, Recorder, Summary, WorkItem, prepare_file
+from tagger.results import ModelInfo
+from tagger.service.scan import (
+    EngineHooks,
+    Progress,
+    Recorder,
+    Summary,
+    WorkItem,
+    prepare_file,
+)
 
 if TYPE_CHECKING:
     from tagger.audio.features import PreparedTrack
@@ -90,7 +98,7 @@ class InferenceActor:
     def identity(self) -> dict:
         import tagger
 
-        return {"version": tagger.__version__, "model": self.classifier.info.sha256}
+        return {"version": tagger.__version__, "model": self.classifier.info}
 
     def classify(self, *tracks: PreparedTrack) -> list[TrackResult]:
         return self.classifier.classify_prepared(tracks)
@@ -112,14 +120,15 @@ class RayEngine:
     """Runs decode and inference on a Ray cluster and records results through one Recorder."""
 
     def __init__(self, config: Config, catalogue, *, dry_run: bool = False, out=None,
-                 address: str | None = None):
+                 hooks: EngineHooks | None = None, address: str | None = None):
         self.config = config
-        self.recorder = Recorder(config, catalogue, dry_run=dry_run, out=out)
+        self.recorder = Recorder(config, catalogue, dry_run=dry_run, out=out, hooks=hooks)
         self.ray = _import_ray()
         self.address = config.cluster.address if address is None else address
         self._connected_here = False
         self._actors: list = []
         self._prepare = None
+        self._model_info: ModelInfo | None = None
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -172,17 +181,23 @@ class RayEngine:
                 num_cpus=0, num_gpus=gpus, max_restarts=-1, max_task_retries=-1,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=True),
             ).remote(config))
-        here = {"version": _version(), "model": None}
+        version = _version()
         for actor_info in ray.get([a.identity.remote() for a in self._actors]):
-            if actor_info["version"] != here["version"]:
+            if actor_info["version"] != version:
                 raise ClusterError(f"a node runs tagger {actor_info['version']}, this machine "
-                                   f"{here['version']}: install the same version everywhere")
-            here["model"] = here["model"] or actor_info["model"]
-            if actor_info["model"] != here["model"]:
+                                   f"{version}: install the same version everywhere")
+            self._model_info = self._model_info or actor_info["model"]
+            if actor_info["model"] != self._model_info:
                 raise ClusterError("the nodes load different model weights: install the same "
                                    "tagger and models everywhere")
         log.info("ray: %d nodes, %d inference actors, %g CPUs", len(nodes), len(self._actors),
                  ray.cluster_resources().get("CPU", 0))
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """The model the actors run (the cluster is started on first use)."""
+        self.start()
+        return self._model_info
 
     def _actor_config(self, gpus: int) -> Config:
         model = self.config.model

@@ -29,7 +29,7 @@ from tagger.config import Config, TagsConfig
 from tagger.errors import ReadError, TaggerError, TooShortError, WriteError
 from tagger.library import tags
 from tagger.library.discover import FoundFile, WalkReport, walk
-from tagger.results import TrackResult, Vote
+from tagger.results import ModelInfo, TrackResult, Vote
 
 if TYPE_CHECKING:  # workers import this module: keep torch out of them
     from tagger.model.classify import Classifier
@@ -196,16 +196,28 @@ def _clock(seconds: float) -> str:
 # ---------------------------------------------------------------- the writer
 
 
+@dataclass(frozen=True)
+class EngineHooks:
+    """What a caller (the watch daemon, a bench) may plug into an engine; all optional."""
+
+    # a file that failed to decode: return True to take it back (it is not recorded now,
+    # the caller retries it later), False to record the failure
+    defer_failure: Callable[[WorkItem], bool] | None = None
+    # called with each classified file's path once its result is committed
+    recorded: Callable[[str], None] | None = None
+
+
 class Recorder:
     """The single writer: applies the tag policy, writes tags (journal first) and records
     every outcome in the catalogue. Each engine (local pool, Ray cluster) feeds one."""
 
     def __init__(self, config: Config, catalogue, *, dry_run: bool = False,
-                 out: TextIO | None = None):
+                 out: TextIO | None = None, hooks: EngineHooks | None = None):
         self.config = config
         self.catalogue = catalogue
         self.dry_run = dry_run
         self.out = out or sys.stdout
+        self.hooks = hooks or EngineHooks()
 
     def moved_from(self, item: WorkItem) -> str | None:
         """A catalogued track with the same audio whose old path is gone: a rename."""
@@ -223,6 +235,9 @@ class Recorder:
         log.info("moved: %s -> %s (no new inference)", old, item.path)
 
     def record_error(self, item: WorkItem, summary: Summary) -> None:
+        """Record a file that could not be classified (unless the caller defers it)."""
+        if self.hooks.defer_failure is not None and self.hooks.defer_failure(item):
+            return
         if item.status == "skipped":
             summary.skipped += 1
         else:
@@ -281,6 +296,8 @@ class Recorder:
         else:
             log.debug("%s: %s %.2f%s", path, outcome.genre, outcome.confidence,
                       " (tie)" if outcome.tie else "")
+        if self.hooks.recorded is not None:
+            self.hooks.recorded(path)
 
     def _user_genres(self, path: str, existing: list[str]) -> list[str]:
         """The file's genres, or [] when they are just what tagger itself wrote last (a genre
@@ -325,9 +342,10 @@ class Engine:
     """Processes files end to end; the only object that writes tags and the catalogue."""
 
     def __init__(self, config: Config, catalogue, *, classifier: Classifier | None = None,
-                 workers: int = 0, dry_run: bool = False, out: TextIO | None = None):
+                 workers: int = 0, dry_run: bool = False, out: TextIO | None = None,
+                 hooks: EngineHooks | None = None):
         self.config = config
-        self.recorder = Recorder(config, catalogue, dry_run=dry_run, out=out)
+        self.recorder = Recorder(config, catalogue, dry_run=dry_run, out=out, hooks=hooks)
         self.workers = workers or config.scan.workers or os.cpu_count() or 1
         self.dry_run = dry_run
         self._pool: ProcessPoolExecutor | None = None
@@ -346,6 +364,19 @@ class Engine:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=_worker_context(),
                                              initializer=_worker_init)
         return self._pool
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """The model every prediction of this engine is recorded with."""
+        return self.classifier.info
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the decode workers running now (none before the first file)."""
+        return list(getattr(self._pool, "_processes", None) or {})
+
+    def submit(self, fn: Callable, *args) -> Future:
+        """Run ``fn(*args)`` in one of the decode worker processes."""
+        return self._executor().submit(fn, *args)
 
     def start(self) -> None:
         """Start the worker processes now rather than with the first file."""
@@ -412,7 +443,7 @@ class Engine:
                 ready.append(item)
                 queued_segments += len(item.track.patches)
             else:
-                self._record_error(item, summary)
+                self.recorder.record_error(item, summary)
                 self._advance(progress)
             if queued_segments >= self.config.model.batch_segments or not in_flight:
                 self._finish_batch(ready, summary, progress)
@@ -438,9 +469,6 @@ class Engine:
         submit(found)
         return None
 
-    def _record_error(self, item: WorkItem, summary: Summary) -> None:
-        self.recorder.record_error(item, summary)
-
     def _advance(self, progress: Progress | None, count: int = 1) -> None:
         if progress:
             progress.advance(count)
@@ -460,6 +488,9 @@ class ScanEngine(Protocol):
 
     recorder: Recorder
 
+    @property
+    def model_info(self) -> ModelInfo: ...
+
     def start(self) -> None: ...
 
     def process(self, files: Iterable[FoundFile], summary: Summary,
@@ -470,13 +501,16 @@ class ScanEngine(Protocol):
 
 
 def make_engine(config: Config, catalogue, *, workers: int = 0, dry_run: bool = False,
-                out: TextIO | None = None) -> ScanEngine:
-    """The engine ``cluster.engine`` selects: worker processes here, or a Ray cluster."""
+                out: TextIO | None = None, hooks: EngineHooks | None = None,
+                classifier: Classifier | None = None) -> ScanEngine:
+    """The engine ``cluster.engine`` selects: worker processes here, or a Ray cluster
+    (``classifier`` and ``workers`` are the local engine's)."""
     if config.cluster.engine == "ray":
         from tagger.service.cluster import RayEngine
 
-        return RayEngine(config, catalogue, dry_run=dry_run, out=out)
-    return Engine(config, catalogue, workers=workers, dry_run=dry_run, out=out)
+        return RayEngine(config, catalogue, dry_run=dry_run, out=out, hooks=hooks)
+    return Engine(config, catalogue, classifier=classifier, workers=workers, dry_run=dry_run,
+                  out=out, hooks=hooks)
 
 
 # ---------------------------------------------------------------- one-shot scan
