@@ -1,7 +1,8 @@
 """Configuration: ``tagger.toml`` loaded once, validated at load, passed down as one object.
 
 Lookup order: ``--config FILE``, then ``$TAGGER_CONFIG``, then ``./tagger.toml``, then
-``~/.config/tagger/tagger.toml``, else the built-in defaults below. Unknown keys and values of
+``$XDG_CONFIG_HOME/tagger/tagger.toml`` (default ``~/.config/tagger/tagger.toml``), else the
+built-in defaults below. Unknown keys and values of
 the wrong type are errors that name the key.
 """
 
@@ -15,17 +16,24 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import platformdirs
+
+from tagger import formats
 from tagger.errors import ConfigError
 
-AUDIO_EXTENSIONS = (
-    "mp3", "flac", "ogg", "oga", "opus", "m4a", "mp4", "aac", "wav", "aif", "aiff", "wma",
-)
+AUDIO_EXTENSIONS = formats.EXTENSIONS  # the one registry, tagger/formats.py
 
 
 def default_state_dir() -> Path:
-    """The per-user state directory (``$XDG_STATE_HOME/tagger``, else ``~/.local/state/tagger``)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
-    return Path(base) / "tagger"
+    """The per-user state directory (``$XDG_STATE_HOME/tagger``, else ``~/.local/state/tagger``
+    on Linux; the platform's own place elsewhere)."""
+    return platformdirs.user_state_path("tagger", appauthor=False)
+
+
+def default_config_file() -> Path:
+    """The per-user config file (``$XDG_CONFIG_HOME/tagger/tagger.toml``, else
+    ``~/.config/tagger/tagger.toml`` on Linux; the platform's own place elsewhere)."""
+    return platformdirs.user_config_path("tagger", appauthor=False) / "tagger.toml"
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,7 @@ def find_config_file(explicit: str | None = None) -> Path | None:
         if not path.is_file():
             raise ConfigError("config file named by $TAGGER_CONFIG not found", path)
         return path
-    for candidate in (Path("tagger.toml"), Path.home() / ".config" / "tagger" / "tagger.toml"):
+    for candidate in (Path("tagger.toml"), default_config_file()):
         if candidate.is_file():
             return candidate
     return None

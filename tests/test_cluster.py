@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR, SHORT_CLIP
+from helpers.audio import DATA_DIR, SHORT_CLIP
 
 from tagger.config import Config
 from tagger.library import tags

@@ -18,11 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import encoding_ffmpeg, ffmpeg_run, real_clip
+from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
 
 from tagger.cli import main
 from tagger.library import tags
 from tagger.library.lock import WriterLock
+
+pytestmark = pytest.mark.slow  # every scan runs the model on real audio
 
 REPO = Path(__file__).resolve().parent.parent
 QUERIES = REPO / "docs" / "queries.md"

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import encoding_ffmpeg, ffmpeg_run, real_clip
+from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
 
 from tagger.audio.identity import content_id
 from tagger.cli import main
@@ -472,6 +472,7 @@ def start_service(config_file: Path, root: Path, log: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env=env)
 
 
+@pytest.mark.slow
 def test_service_sigterm_second_writer_status_and_kill_9_resume_exactly_once(tmp_path, capsys,
                                                                             variants):
     root = tmp_path / "Music"

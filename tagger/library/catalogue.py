@@ -10,8 +10,9 @@ readers. SQLite connections run in WAL mode with a 10 s busy timeout and foreign
 transactions start with ``BEGIN IMMEDIATE`` so that a second writer waits instead of failing
 half-way. Within the writer, :meth:`Catalogue.batch` groups many calls into one transaction.
 
-Every database error surfaces as :class:`tagger.errors.WriteError` (or :class:`ConfigError` for a
-URL that cannot be used), one line, naming the URL without its password.
+Every database error surfaces as :class:`tagger.errors.WriteError` (:class:`ReadError` for a
+failed query, :class:`ConfigError` for a URL that cannot be used), one line, naming the URL
+without its password.
 
 Tables (see ``docs/queries.md`` for SQL against them):
 
@@ -68,7 +69,7 @@ from sqlalchemy.orm import (
     selectinload,
 )
 
-from tagger.errors import ConfigError, TaggerError, WriteError
+from tagger.errors import ConfigError, ReadError, TaggerError, WriteError
 from tagger.results import Candidate, ModelInfo, SegmentResult, TrackResult
 
 log = logging.getLogger(__name__)
@@ -795,9 +796,9 @@ class Catalogue:
                 with Session(self._engine) as session:
                     yield session
         except SQLAlchemyError as exc:
-            raise WriteError(f"catalogue {self.url}: query failed: {_reason(exc)}") from None
+            raise ReadError(f"catalogue {self.url}: query failed: {_reason(exc)}") from None
         except UnicodeEncodeError:
-            raise WriteError(
+            raise ReadError(
                 f"catalogue {self.url}: query failed: a path is not valid UTF-8"
             ) from None
 

@@ -51,7 +51,7 @@ from typing import Callable, Iterable
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from tagger.config import Config
-from tagger.errors import ConfigError, TaggerError, WriteError
+from tagger.errors import ConfigError, ReadError, TaggerError
 from tagger.library import tags
 from tagger.library.catalogue import open_catalogue, safe_url
 from tagger.library.discover import (
@@ -110,7 +110,7 @@ def read_status(config: Config) -> dict:
     except FileNotFoundError:
         status = None
     except (OSError, ValueError) as exc:
-        raise WriteError(f"cannot read the daemon's status file: {exc}", path) from None
+        raise ReadError(f"cannot read the daemon's status file: {exc}", path) from None
     running = bool(holder and "tagger watch" in holder and (
         status is None or f"pid {status.get('pid')} " in holder + " "))
     return {"running": running, "holder": holder, "path": str(path), "status": status}
