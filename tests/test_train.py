@@ -368,7 +368,7 @@ def test_from_tags_round_trip_tags_the_untagged_rest(labelled, held_out, trained
     # the bundle tags the files the user left bare, and the catalogue says which model did
     assert main(["--config", str(config), "scan", "--db", db, "--workers", "1",
                  "--model", str(bundle), str(unsorted)]) == 0
-    expected = {"classical": "Classical", "electronic": "electronic", "jazz": "Jazz"}
+    expected = {"classical": "Classical", "electronic": "Electronic", "jazz": "Jazz"}
     for path, genre in bare.items():
         assert tags.read_genres(path) == [expected[genre]]
     assert tags.read_genres(polka) == ["Polka"]  # the user's own: kept

@@ -487,7 +487,9 @@ class Watcher:
 
     def _start(self) -> None:
         self.catalogue = open_catalogue(self.config.database_url)
-        hooks = EngineHooks(defer_failure=self._defer, recorded=self.recorded)
+        # a daemon says what it did to each file
+        hooks = EngineHooks(defer_failure=self._defer, recorded=self.recorded,
+                            tagged_log_level=logging.INFO)
         self.engine = make_engine(self.config, self.catalogue, classifier=self.classifier,
                                   workers=self.workers, hooks=hooks)
         info = self.engine.model_info
