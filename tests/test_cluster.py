@@ -45,7 +45,7 @@ def in_loopback_namespace(argv: list[str]) -> list[str]:
     return [*unshare, "sh", "-c", 'ip link set lo up && exec "$0" "$@"', *argv]
 
 
-def run_on_cluster(library: Path, database: Path, state: Path, *extra: str) -> dict:
+def run_on_cluster(library: Path, database: Path | str, state: Path, *extra: str) -> dict:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_TOKEN": os.urandom(16).hex(),
            "PYTHONPATH": os.pathsep.join([str(SCENARIO.parents[2]), str(SCENARIO.parents[1])])}
     argv = in_loopback_namespace([sys.executable, str(SCENARIO), str(library), str(database),
@@ -75,8 +75,9 @@ def copy_of(library: Path, dest: Path) -> Path:
     return dest
 
 
-def predictions(database: Path, root: Path) -> dict[str, tuple]:
-    with Catalogue(f"sqlite:///{database}") as catalogue:
+def predictions(database: Path | str, root: Path) -> dict[str, tuple]:
+    url = database if isinstance(database, str) else f"sqlite:///{database}"
+    with Catalogue(url) as catalogue:
         known = catalogue.known_files([str(root)])
         out = {}
         for path in known:
@@ -96,7 +97,35 @@ def test_map_path_uses_the_longest_prefix_and_whole_folder_names():
     assert map_path("/other/x.mp3", {}) == "/other/x.mp3"
 
 
-def test_ray_scan_matches_the_local_engine(mixed_library, tmp_path):
+POSTGRES_URL = os.environ.get("TAGGER_TEST_POSTGRES_URL", "")
+
+
+@pytest.fixture
+def ray_catalogue(request, tmp_path):
+    """Where the Ray scan writes: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield tmp_path / "ray.sqlite"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("set TAGGER_TEST_POSTGRES_URL (as .ci/run does) for the PostgreSQL run")
+    import sqlalchemy as sa
+
+    name = f"tagger_cluster_{os.getpid()}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(
+            hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@pytest.mark.parametrize("ray_catalogue", ["sqlite", "postgresql"], indirect=True)
+def test_ray_scan_matches_the_local_engine(mixed_library, ray_catalogue, tmp_path):
     local_lib = copy_of(mixed_library, tmp_path / "local")
     ray_lib = copy_of(mixed_library, tmp_path / "ray")
     config = Config(state_dir=str(tmp_path / "state"),
@@ -104,7 +133,7 @@ def test_ray_scan_matches_the_local_engine(mixed_library, tmp_path):
     with Catalogue(config.database_url) as catalogue:
         local = scan([str(local_lib)], config, catalogue, workers=2)
 
-    summary = run_on_cluster(ray_lib, tmp_path / "ray.sqlite", tmp_path / "state_ray")
+    summary = run_on_cluster(ray_lib, ray_catalogue, tmp_path / "state_ray")
 
     files = len(list(mixed_library.iterdir()))
     assert summary["seen"] == local.seen == files
@@ -112,8 +141,8 @@ def test_ray_scan_matches_the_local_engine(mixed_library, tmp_path):
         want = local.failed if key == "failed" else getattr(local, key)
         assert summary[key] == want, key
     assert summary["classified"] >= files - 2  # all but the short clip and the text file
-    mine, theirs = predictions(tmp_path / "local.sqlite", local_lib), predictions(
-        tmp_path / "ray.sqlite", ray_lib)
+    mine = predictions(tmp_path / "local.sqlite", local_lib)
+    theirs = predictions(ray_catalogue, ray_lib)
     assert mine.keys() == theirs.keys() and len(mine) == files
     for name in mine:
         (status_a, count_a, pred_a), (status_b, count_b, pred_b) = mine[name], theirs[name]

@@ -5,6 +5,8 @@ would otherwise bind the machine's other interface). Usage::
 
     python cluster_scenario.py LIBRARY DATABASE STATE_DIR [--kill-after N]
 
+DATABASE: a SQLite file, or a PostgreSQL URL.
+
 ``--kill-after N``: once N files are recorded in the catalogue, the worker node (not the
 head, where this driver runs) is removed: its raylet and every worker and actor on it die.
 """
@@ -31,12 +33,28 @@ from tagger.service.scan import scan  # noqa: E402
 
 
 def recorded(database: str) -> int:
+    if database.startswith("postgresql"):
+        return recorded_postgres(database)
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as conn:
             return conn.execute("SELECT count(*) FROM tracks WHERE status != 'pending'"
                                 ).fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+def recorded_postgres(url: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql(
+                "SELECT count(*) FROM tracks WHERE status != 'pending'").scalar()
+    except sa.exc.SQLAlchemyError:
+        return 0
+    finally:
+        engine.dispose()
 
 
 def main(argv: list[str]) -> int:
@@ -52,7 +70,8 @@ def main(argv: list[str]) -> int:
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     config = dataclasses.replace(
-        Config(state_dir=args.state_dir, database=f"sqlite:///{args.database}"),
+        Config(state_dir=args.state_dir, database=args.database if args.database.startswith(
+            "postgresql") else f"sqlite:///{args.database}"),
         cluster=ClusterConfig(engine="ray", address=cluster.address))
     killed = {}
 
