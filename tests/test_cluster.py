@@ -185,3 +185,24 @@ def test_a_node_killed_mid_scan_loses_nothing(mixed_library, tmp_path):
                     g.lower() for g in tags.read_genres(lib / name)), name
             else:
                 assert now == before, name  # or byte-identical to the original
+
+
+def test_watch_hands_its_batches_to_the_cluster(mixed_library, tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("Kevin_MacLeod_-_Vibe_Ace.ogg", "nexuiz_brainsukker_excerpt.ogg"):
+        shutil.copy(mixed_library / name, lib / name)
+    database = tmp_path / "cat.sqlite"
+    dropped = DATA_DIR / ("Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_"
+                          "(string_orchestra).ogg")
+
+    out = run_on_cluster(lib, database, tmp_path / "state", "--watch", str(dropped))
+
+    assert out["engine"] == "RayEngine"
+    assert out["all_recorded"], out["recorded"]  # the two already there, then the new one
+    assert len(out["recorded"]) == 3  # each classified once
+    with Catalogue(f"sqlite:///{database}") as catalogue:
+        record = catalogue.track(out["target"])
+    assert record.status == "done" and len(record.predictions) == 1
+    assert record.prediction.genre == "classical"
+    assert [g.lower() for g in tags.read_genres(out["target"])] == ["classical"]

@@ -7,6 +7,9 @@ would otherwise bind the machine's other interface). Usage::
 
 DATABASE: a SQLite file, or a PostgreSQL URL.
 
+``--watch FILE``: run ``tagger watch`` on the cluster instead: once it watches, copy FILE in,
+and stop when its result is recorded.
+
 ``--kill-after N``: once N files are recorded in the catalogue, the worker node (not the
 head, where this driver runs) is removed: its raylet and every worker and actor on it die.
 """
@@ -57,12 +60,44 @@ def recorded_postgres(url: str) -> int:
         engine.dispose()
 
 
+def watch_one(library: str, source: str, config: Config) -> dict:
+    """The daemon on the cluster: the initial scan of ``library``, then one file dropped in."""
+    import shutil
+
+    from tagger.service.watch import Watcher
+
+    config = dataclasses.replace(config, watch=dataclasses.replace(config.watch,
+                                                                   settle_seconds=1.0))
+    target = os.path.join(library, "dropped-" + os.path.basename(source))
+    expected = {os.path.join(library, name) for name in os.listdir(library)} | {target}
+    recorded_paths: list[str] = []
+    everything = threading.Event()
+
+    def note(path: str) -> None:
+        recorded_paths.append(path)
+        if expected <= set(recorded_paths):
+            everything.set()
+
+    watcher = Watcher([library], config, recorded=note)
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    if not watcher.started.wait(300):
+        raise SystemExit("the daemon did not start")
+    shutil.copyfile(source, target)
+    ok = everything.wait(300)
+    watcher.stop()
+    thread.join(120)
+    return {"all_recorded": ok, "recorded": recorded_paths,
+            "engine": type(watcher.engine).__name__, "target": target}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("library")
     parser.add_argument("database")
     parser.add_argument("state_dir")
     parser.add_argument("--kill-after", type=int, default=0)
+    parser.add_argument("--watch", metavar="FILE")
     args = parser.parse_args(argv)
 
     cluster = Cluster(initialize_head=True, head_node_args={
@@ -83,6 +118,12 @@ def main(argv: list[str]) -> int:
 
     if args.kill_after:
         threading.Thread(target=killer, daemon=True).start()
+    if args.watch:
+        try:
+            print(json.dumps(watch_one(args.library, args.watch, config)))
+        finally:
+            cluster.shutdown()
+        return 0
     with Catalogue(config.database_url) as catalogue:
         engine = RayEngine(config, catalogue)
         try:
