@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from helpers.audio import real_clip
 
-from tagger.cli import graceful_stop, main
+from tagger.cli import main
+from tagger.cli.common import graceful_stop
 from tagger.config import TagsConfig, config_from_dict
 from tagger.errors import ConfigError
 from tagger.library import tags
