@@ -62,7 +62,15 @@ from tagger.library.discover import (
     is_ignored,
 )
 from tagger.library.lock import WriterLock
-from tagger.service.scan import Engine, Summary, WorkItem, plan_scan
+from tagger.service.scan import (
+    EngineHooks,
+    ScanEngine,
+    Summary,
+    WorkItem,
+    lower_priority,
+    make_engine,
+    plan_scan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -246,21 +254,7 @@ def choose_observers(roots: list[str], mode: str, mounts: list[tuple[str, str]] 
     return chosen
 
 
-# ---------------------------------------------------------------- the engine, watch flavour
-
-
-class WatchEngine(Engine):
-    """The scan engine, with one difference: a failure can be deferred (a file still young,
-    probably not complete yet) instead of being recorded."""
-
-    defer: Callable[[WorkItem], bool] | None = None
-    background = True  # the daemon yields to the user's own work (service.priority)
-    tagged_log_level = logging.INFO  # a daemon says what it did to each file
-
-    def _record_error(self, item: WorkItem, summary: Summary) -> None:
-        if self.defer is not None and self.defer(item):
-            return
-        super()._record_error(item, summary)
+# ---------------------------------------------------------------- engine progress
 
 
 class _BatchProgress:
@@ -359,10 +353,11 @@ def _prefix(directory: str) -> str:
 
 class Watcher:
     """The daemon: ``Watcher(roots, config).run(should_stop)`` until ``should_stop()`` or
-    :meth:`stop`. ``classifier``, ``workers`` and ``engine_class`` are for tests and benches."""
+    :meth:`stop`. ``classifier`` and ``workers`` are for tests and benches; ``recorded`` is
+    called with each classified file's path once its result is committed."""
 
     def __init__(self, roots: Iterable[str], config: Config, *, classifier=None,
-                 workers: int = 0, engine_class: type[WatchEngine] = WatchEngine):
+                 workers: int = 0, recorded: Callable[[str], None] | None = None):
         roots = [os.path.abspath(r) for r in roots]
         if not roots:
             raise ConfigError("no folder to watch")
@@ -376,7 +371,7 @@ class Watcher:
         self.young_s = max(2 * self.settle, 1.0)
         self.classifier = classifier
         self.workers = workers
-        self.engine_class = engine_class
+        self.recorded = recorded
         self.status_file = status_path(config)
         self._trigger = self._make_trigger()  # fails early on a bad rescan_cron
 
@@ -410,7 +405,7 @@ class Watcher:
         self._watches: dict[str, tuple[object, object]] = {}  # root -> (observer, watch)
         self._scheduler = None
         self.catalogue = None
-        self.engine: WatchEngine | None = None
+        self.engine: ScanEngine | None = None
 
     # -- public ---------------------------------------------------------------------------
 
@@ -499,11 +494,18 @@ class Watcher:
     # -- start and stop ---------------------------------------------------------------------
 
     def _start(self) -> None:
+        # the daemon yields to the user's own work (service.priority); before the fork server
+        # and the model's threads start, which inherit it
+        applied = lower_priority(self.config.service.priority)
+        if applied:
+            log.info("running at low priority: %s", ", ".join(applied))
         self.catalogue = open_catalogue(self.config.database_url)
-        self.engine = self.engine_class(self.config, self.catalogue, classifier=self.classifier,
-                                        workers=self.workers)
-        self.engine.defer = self._defer
-        info = self.engine.classifier.info
+        # a daemon says what it did to each file
+        hooks = EngineHooks(defer_failure=self._defer, recorded=self.recorded,
+                            tagged_log_level=logging.INFO)
+        self.engine = make_engine(self.config, self.catalogue, classifier=self.classifier,
+                                  workers=self.workers, hooks=hooks)
+        info = self.engine.model_info
         log.info("watching %s with model %s %s; catalogue %s", ", ".join(self.roots),
                  info.name, info.sha256[:12], self.catalogue.url)
         recover_interrupted_writes(self.catalogue, self.roots)
@@ -932,7 +934,7 @@ class Watcher:
     def _apply_plan(self, plan: list[tuple], requeue: bool = False) -> None:
         """Main thread: apply a reconcile walk's findings."""
         if requeue:  # the model or genre map may differ from that of rows found again
-            info = self.engine.classifier.info
+            info = self.engine.model_info
             if self.catalogue.requeue_stale(info.sha256, info.vocabulary):
                 for path in self.catalogue.pending_paths():
                     if self._root_of(path) and path not in self._pending:

@@ -1,0 +1,326 @@
+"""Command line: parse arguments, load the config once, run a command, map errors to exit codes
+in one place (:func:`main`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from typing import Callable, Sequence
+
+from tagger import __version__
+from tagger.cli.common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Parser,
+    UsageError,
+)
+from tagger.cli.learning import cmd_eval, cmd_train
+from tagger.cli.library import cmd_db, cmd_list, cmd_prune, cmd_revert, cmd_show, cmd_stats
+from tagger.cli.scanning import cmd_classify, cmd_demo, cmd_scan, cmd_status, cmd_watch
+from tagger.config import Config, load_config
+from tagger.errors import ConfigError, TaggerError
+
+
+def cmd_completion(args: argparse.Namespace, config: Config) -> int:
+    from tagger.cli.completion import script
+
+    sys.stdout.write(script(args.shell, build_parser()))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
+    "classify": cmd_classify,
+    "scan": cmd_scan,
+    "show": cmd_show,
+    "stats": cmd_stats,
+    "revert": cmd_revert,
+    "db": cmd_db,
+    "watch": cmd_watch,
+    "status": cmd_status,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "list": cmd_list,
+    "prune": cmd_prune,
+    "completion": cmd_completion,
+    "demo": cmd_demo,
+}
+
+
+DESCRIPTION = """\
+Genre tags for music libraries, from the musicnn CNNs: the middle 30 s of each track is cut
+into ten 3-second segments, each votes for a genre, the winner is written into the file's own
+tags (a genre you set is kept by default) and everything goes into a SQLite catalogue."""
+
+
+EPILOG = """\
+global options (before or after the command):
+  --config FILE   tagger.toml to use (else $TAGGER_CONFIG, ./tagger.toml,
+                  ~/.config/tagger/tagger.toml, else the built-in defaults)
+  -v, --verbose   debug logging        -q, --quiet   warnings and errors only
+
+files:
+  <state_dir>/catalogue.sqlite   the catalogue (state_dir: $XDG_STATE_HOME/tagger, else
+                                 ~/.local/state/tagger); backups beside it (tagger prune)
+  <state_dir>/numba-cache        compiled audio kernels (made by the first run)
+
+exit status:
+  0 success, 1 some files failed, 2 usage or configuration error, 3 other error (model,
+  catalogue, tag writing, another tagger is writing), 130 interrupted, 141 output pipe closed
+
+examples:
+  tagger scan ~/Music               classify and tag what is new or changed
+  tagger scan --dry-run ~/Music     what would be written; writes nothing
+  tagger list --low 0.35            the tracks to look at
+  tagger revert ~/Music/Jazz        put back the genres tagger replaced
+  eval "$(tagger completion bash)"  Tab completion
+
+documentation: README.md, docs/queries.md, docs/watch.md, docs/training.md"""
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # SUPPRESS: a subcommand's parser leaves alone what was given before the command name
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--config", metavar="FILE", default=default, help="tagger.toml to use")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default or False
+                        if top else argparse.SUPPRESS, help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default or False
+                        if top else argparse.SUPPRESS,
+                        help="only warnings and errors (and a summary when files failed)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="tagger", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"tagger {__version__}")
+    _global_options(parser, top=True)
+    common = Parser(add_help=False)
+    _global_options(common, top=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    parser.set_defaults(_commands=sub.choices)  # main() names the command in usage errors
+    _add = sub.add_parser
+
+    def add_parser(name, *, parents=(), **kwargs):
+        return _add(name, parents=[common, *parents], **kwargs)
+
+    sub.add_parser = add_parser
+
+    model = Parser(add_help=False)
+    model.add_argument("--model", metavar="BUNDLE",
+                       help="a bundle from 'tagger train' (or 'musicnn', the shipped genre map); "
+                            "overrides model.bundle")
+
+    classify = sub.add_parser("classify", parents=[model],
+                              help="classify audio files and print the result")
+    classify.add_argument("files", nargs="+", metavar="FILE")
+    classify.add_argument("--json", action="store_true", help="one JSON object per file")
+
+    db = Parser(add_help=False)
+    db.add_argument("--db", metavar="URL", help="catalogue URL (overrides tagger.toml)")
+
+    scanning = Parser(add_help=False)
+    scanning.add_argument("--dry-run", action="store_true",
+                          help="print existing -> proposed genre; write nothing")
+    scanning.add_argument("--force", action="store_true", help="also redo unchanged files")
+    scanning.add_argument("--retry-failed", action="store_true",
+                          help="also retry files that failed for their content and did not "
+                               "change (transient failures are always retried)")
+    scanning.add_argument("--workers", type=int, metavar="N", help="decode worker processes")
+    scanning.add_argument("--engine", choices=("local", "ray"),
+                          help="where decode and inference run (cluster.engine; "
+                               "docs/cluster.md)")
+    scanning.add_argument("--address", metavar="ADDR",
+                          help="Ray head node HOST:PORT, or 'auto' (cluster.address)")
+    scanning.add_argument("--json", action="store_true",
+                          help="print the summary as one JSON object (with --dry-run: and "
+                               "every proposal in it)")
+    scan = sub.add_parser(
+        "scan", parents=[db, model, scanning], help="classify, tag and catalogue a library",
+        description="Classify what is new or changed under PATHs (folders or files), write "
+                    "the genres, update the catalogue. Unchanged files are skipped; files that "
+                    "failed for a transient reason (worker died, timeout, permission) are "
+                    "retried, the others when they change or with --retry-failed.")
+    scan.add_argument("paths", nargs="*", metavar="PATH",
+                      help="folders or files (default: library.roots)")
+
+    demo = sub.add_parser("demo", parents=[db, model, scanning],
+                          help="copy the shipped demo clips to FOLDER and scan them")
+    demo.add_argument("folder", nargs="?", default="demo-library", metavar="FOLDER",
+                      help="where to copy them (default: ./demo-library)")
+
+    from tagger.cli.listing import add_parsers
+
+    add_parsers(sub, [db])
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"))
+
+    show = sub.add_parser("show", parents=[db], help="everything known about tracks")
+    show.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+
+    stats = sub.add_parser("stats", parents=[db], help="genre distribution, confidence, failures")
+    stats.add_argument("--json", action="store_true")
+
+    revert = sub.add_parser("revert", parents=[db], help="restore the tags tagger overwrote")
+    revert.add_argument("paths", nargs="*", metavar="PATH", help="files or folders")
+    revert.add_argument("--all", action="store_true", help="every file tagger ever wrote")
+    revert.add_argument("--force", action="store_true",
+                        help="also revert files whose genre was edited after tagger wrote it")
+
+    dbcmd = sub.add_parser("db", parents=[db], help="catalogue schema: upgrade, current")
+    dbcmd.add_argument("db_command", choices=("upgrade", "current"))
+
+    watch = sub.add_parser("watch", parents=[db, model],
+                           help="the daemon: reconcile, then tag new and changed files as they "
+                                "arrive (docs/watch.md)")
+    watch.add_argument("paths", nargs="*", metavar="PATH", help="default: library.roots")
+    watch.add_argument("--workers", type=int, metavar="N", help="decode worker processes")
+
+    status = sub.add_parser("status", parents=[db],
+                            help="whether 'tagger watch' runs, its queue, counts, last error "
+                                 "(exit 1 when it does not run)")
+    status.add_argument("--json", action="store_true")
+
+    learn = Parser(add_help=False)
+    learn.add_argument("source", nargs="*", metavar="DATASET",
+                       help="folder with one subfolder of audio per genre; with --from-tags: "
+                            "library folders to use (default: the whole catalogue)")
+    learn.add_argument("--from-tags", action="store_true",
+                       help="label catalogued tracks by the genre tags you set ('tagger scan' "
+                            "first)")
+    learn.add_argument("--min-tracks", type=int, default=5, metavar="N",
+                       help="--from-tags: leave out genres with fewer tracks (default 5)")
+    learn.add_argument("--map", action="append", metavar="SRC=DST",
+                       help="rename a genre before use (repeatable; DST empty: drop it)")
+    learn.add_argument("--genre-map", metavar="FILE", help="TOML/JSON table of SRC = DST")
+    learn.add_argument("--embedding", choices=("penultimate", "pooled", "both", "tags"),
+                       help="backbone features the head reads (default: pooled)")
+    learn.add_argument("--head", choices=("linear", "mlp"), help="head shape (default: mlp)")
+    learn.add_argument("--epochs", type=int, metavar="N")
+    learn.add_argument("--seed", type=int, default=0)
+    learn.add_argument("--folds", type=int, default=5, metavar="K",
+                       help="k-fold cross-validation by track (train: 0 skips it)")
+
+    train = sub.add_parser("train", parents=[db, learn],
+                           help="train a genre head on labelled music; write a model bundle")
+    train.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
+    train.add_argument("--name", help="bundle name (default: the folder's name)")
+    train.add_argument("--report", metavar="FILE.json", help="write the cross-validation report")
+
+    evaluate = sub.add_parser("eval", parents=[db, learn, model],
+                              help="accuracy on labelled music: cross-validated, or of --model")
+    evaluate.add_argument("--report", metavar="FILE.json", help="write the report as JSON")
+    evaluate.add_argument("--plot", metavar="FILE.png", help="draw the confusion matrix")
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+class _JournalFormatter(logging.Formatter):
+    """stderr read by journald: a syslog priority prefix instead of a timestamp."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", "\n  ")
+        return f"<{self.PRIORITY.get(record.levelno, 6)}>{text}"
+
+
+def _stderr_is_journal() -> bool:
+    """systemd sets $JOURNAL_STREAM to the device:inode of the stream it connected."""
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now: the progress bar (rich) redirects it while it
+    runs, so log lines appear above the bar instead of through it."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # logging.StreamHandler.__init__ assigns it
+        pass
+
+
+def setup_logging(level: str) -> None:
+    handler = _StderrHandler()
+    handler.setFormatter(_JournalFormatter("%(name)s: %(message)s") if _stderr_is_journal()
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (never raises for expected errors)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            args, extra = build_parser().parse_known_args(argv)
+        except SystemExit as exc:  # --help / --version
+            return int(exc.code or 0)
+        if extra:  # said by the command's own parser, with its usage line
+            command = args._commands.get(args.command)
+            if command is None:
+                raise UsageError(f"unrecognized arguments: {' '.join(extra)}",
+                                 build_parser().format_usage())
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
+        if not args.command:
+            raise UsageError("a command is required (try 'tagger --help')",
+                             build_parser().format_usage())
+        config = load_config(args.config)
+        if getattr(args, "db", None):
+            config = dataclasses.replace(config, database=args.db)
+        if getattr(args, "model", None):
+            bundle = args.model if args.model == "musicnn" else os.path.abspath(
+                os.path.expanduser(args.model))
+            config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                           bundle=bundle))
+        cluster = {k: v for k in ("engine", "address") if (v := getattr(args, k, None))}
+        if cluster:
+            config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster,
+                                                                             **cluster))
+        setup_logging("debug" if args.verbose else "warning" if args.quiet else config.log_level)
+        from tagger.cli.progress import use_state_caches
+
+        use_state_caches(config.state_path)  # before anything imports librosa (and numba)
+        code = COMMANDS[args.command](args, config)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below
+        return code
+    except BrokenPipeError:
+        # `tagger stats | head -1`: the reader has all it wanted. Point stdout at /dev/null
+        # so the interpreter's final flush does not fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    except UsageError as exc:
+        if exc.usage:
+            sys.stderr.write(exc.usage)
+        print(f"{exc.prog}: error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"tagger: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TaggerError as exc:
+        print(f"tagger: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("tagger: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def main_entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Commands on the catalogue: ``show``, ``stats``, ``revert``, ``db``, ``list``, ``prune``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+
+from tagger.cli.common import (
+    EXIT_FAILURES,
+    EXIT_OK,
+    UsageError,
+    catalogue_of,
+    log,
+)
+from tagger.cli.output import format_track
+from tagger.config import Config
+from tagger.errors import TaggerError
+
+
+def cmd_show(args: argparse.Namespace, config: Config) -> int:
+    records = []
+    with catalogue_of(config) as catalogue:
+        for p in args.paths:
+            path = os.path.abspath(os.path.expanduser(p))
+            if os.path.isdir(path):  # a folder: every catalogued track below it, as revert
+                below = sorted(catalogue.known_files([path]))
+                if not below:
+                    records.append((p, None))
+                records += [(q, catalogue.track(q)) for q in below]
+            else:
+                records.append((p, catalogue.track(path)))
+    missing = 0
+    for path, record in records:
+        if record is None:
+            print(f"{path}: not in the catalogue")
+            missing += 1
+            continue
+        print(format_track(record))
+    return EXIT_FAILURES if missing else EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace, config: Config) -> int:
+    with catalogue_of(config) as catalogue:
+        stats = catalogue.stats()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(stats), default=str))
+        return EXIT_OK
+    print(f"{stats.total} tracks: " + ", ".join(
+        f"{n} {status}" for status, n in stats.status_counts.items() if n))
+    print(f"{stats.predicted} with a genre, {stats.ties} ties")
+    for genre, count in stats.genres:
+        share = count / stats.predicted if stats.predicted else 0
+        print(f"  {genre:<16} {count:>7}  {share:6.1%}  {'#' * round(40 * share)}")
+    if stats.confidence:
+        c = stats.confidence
+        print(f"confidence: min {c.min:.2f}  q1 {c.q1:.2f}  median {c.median:.2f}  "
+              f"q3 {c.q3:.2f}  max {c.max:.2f}")
+    if stats.failures:
+        print("not classified:")
+        for status, reason, count in stats.failures[:10]:
+            print(f"  {count:>6} {status}: {reason}")
+    return EXIT_OK
+
+
+def cmd_revert(args: argparse.Namespace, config: Config) -> int:
+    from tagger.library import tags
+    from tagger.library.lock import WriterLock
+
+    if not args.all and not args.paths:
+        raise UsageError("give PATHs or --all", prog="tagger revert")
+    failed = restored = 0
+    with WriterLock(config.state_path, config.database_url, "tagger revert"), \
+            catalogue_of(config) as catalogue:
+        if args.all:
+            changes = catalogue.tag_changes()
+        else:
+            changes = []
+            for path in map(os.path.abspath, args.paths):
+                if os.path.isdir(path):
+                    changes += catalogue.tag_changes(under=path)
+                else:
+                    changes += catalogue.tag_changes([path])
+        by_path: dict[str, list] = {}
+        for change in changes:
+            by_path.setdefault(change.path, []).append(change)
+        for path, group in by_path.items():
+            if not args.force and _edited_since(path, group):
+                failed += 1
+                log.error("%s: its genre was changed after tagger wrote it; not reverting "
+                          "(--force reverts anyway)", path)
+                continue
+            try:
+                tags.restore(path, group)  # oldest first: the user's own values win
+            except TaggerError as exc:
+                failed += 1
+                log.error("%s", exc)
+                continue
+            with catalogue.batch():
+                catalogue.mark_reverted(c.id for c in group)
+                st = os.stat(path)
+                catalogue.update_stat(path, st.st_size, st.st_mtime_ns)
+            restored += 1
+    print(f"restored the original tags of {restored} files"
+          + (f", {failed} failed" if failed else ""))
+    return EXIT_FAILURES if failed else EXIT_OK
+
+
+def _edited_since(path: str, changes) -> bool:
+    """Whether the file's genre is no longer what tagger last wrote (someone edited it since)."""
+    from tagger.library import tags
+
+    genre_writes = [c for c in changes if "CONFIDENCE" not in c.field and c.field != "gnre"]
+    if not genre_writes:
+        return False
+    try:
+        return tuple(tags.read_genres(path)) != tuple(genre_writes[-1].new or ())
+    except TaggerError:
+        return False  # restore() will report what is wrong with the file
+
+
+def cmd_db(args: argparse.Namespace, config: Config) -> int:
+    from tagger.library.catalogue import current, head, safe_url, upgrade
+
+    url = config.database_url
+    if args.db_command == "upgrade":
+        old, new = upgrade(url)
+        print(f"{safe_url(url)}: {old or 'empty'} -> {new}" if old != new
+              else f"{safe_url(url)}: already at {new}")
+    else:
+        revision = current(url)
+        print(f"{safe_url(url)}: {revision or 'no schema'} (newest: {head()})")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    from tagger.cli.listing import cmd_list as run
+
+    return run(args, config, catalogue_of)
+
+
+def cmd_prune(args: argparse.Namespace, config: Config) -> int:
+    from tagger.cli.listing import cmd_prune as run
+
+    return run(args, config, catalogue_of)

@@ -1,0 +1,114 @@
+"""Commands that classify: ``classify``, ``scan``, ``demo``, ``watch`` and ``status``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+
+from tagger.cli.common import (
+    EXIT_FAILURES,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+    catalogue_location,
+    catalogue_of,
+    graceful_stop,
+    log,
+    scan_roots,
+)
+from tagger.cli.output import format_row, result_to_json
+from tagger.config import Config
+
+
+def cmd_classify(args: argparse.Namespace, config: Config) -> int:
+    from tagger.model.classify import Classifier
+
+    classifier = Classifier(config)
+    failed = 0
+    width = min(48, max(len(p) for p in args.files))
+    if not args.json:
+        print(f"{'FILE':<{width}}  {'GENRE':<14} {'CONF':>5} {'VOTES':<6}  NOTES")
+    for result in classifier.classify(args.files):
+        failed += result.error is not None
+        if args.json:
+            print(json.dumps(result_to_json(result), ensure_ascii=False), flush=True)
+        else:
+            print(format_row(result, width), flush=True)
+        if result.error:
+            log.error("%s", result.error)
+    return EXIT_FAILURES if failed else EXIT_OK
+
+
+def cmd_scan(args: argparse.Namespace, config: Config) -> int:
+    from tagger.cli.progress import ScanDisplay, use_state_caches
+    from tagger.library.catalogue import current, head
+    from tagger.library.lock import WriterLock
+    from tagger.service.scan import scan
+
+    roots = scan_roots(args, config)
+    display = ScanDisplay(quiet=args.quiet, first_run=use_state_caches(config.state_path))
+    display.say(f"{'dry run: ' if args.dry_run else ''}scanning {', '.join(roots)}; catalogue "
+                f"{catalogue_location(config)}")
+    proposals: list[dict] = []
+    options = dict(force=args.force, workers=args.workers or 0, retry_failed=args.retry_failed,
+                   progress=display, on_phase=display.phase)
+    with graceful_stop() as should_stop:
+        try:
+            if args.dry_run:  # writes nothing at all: not even a new or upgraded catalogue
+                exists = current(config.database_url) == head()
+                with (catalogue_of(config) if exists else contextlib.nullcontext()) as cat:
+                    summary = scan(roots, config, cat, dry_run=True, should_stop=should_stop,
+                                   on_proposal=proposals.append if args.json else None,
+                                   **options)
+            else:
+                with WriterLock(config.state_path, config.database_url, "tagger scan"), \
+                        catalogue_of(config) as catalogue:
+                    summary = scan(roots, config, catalogue, should_stop=should_stop, **options)
+        finally:
+            display.close()
+    if args.json:
+        out = summary.as_dict()
+        if args.dry_run:
+            out["proposals"] = proposals
+        print(json.dumps(out, ensure_ascii=False))
+    elif not args.quiet or summary.failed or summary.interrupted:
+        print("\n".join(summary.lines()))
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILURES if summary.failed else EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    from tagger.cli.demo import copy_demo
+
+    folder = copy_demo(args.folder)
+    print(f"copied the demo clips to {folder}", file=sys.stderr)
+    args.paths = [str(folder)]
+    return cmd_scan(args, config)
+
+
+def cmd_watch(args: argparse.Namespace, config: Config) -> int:
+    from tagger.service.watch import Watcher
+
+    # unlike scan, a root that is not there yet (a NAS mounted later) is no error: the
+    # daemon waits for it
+    roots = [os.path.abspath(p) for p in (args.paths or config.library.roots)]
+    if not roots:
+        raise UsageError("no PATH given and no 'library.roots' in tagger.toml")
+    from tagger.cli.systemd import notify_when_started
+
+    watcher = Watcher(roots, config, workers=args.workers or 0)
+    with graceful_stop() as should_stop, notify_when_started(watcher.started):
+        watcher.run(should_stop)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    from tagger.service.watch import format_status, read_status
+
+    info = read_status(config)
+    print(json.dumps(info, ensure_ascii=False) if args.json else format_status(info))
+    return EXIT_OK if info["running"] else EXIT_FAILURES
