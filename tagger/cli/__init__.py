@@ -17,7 +17,7 @@ import sys
 from typing import Callable, Iterator, Sequence
 
 from tagger import __version__
-from tagger.config import Config, load_config
+from tagger.config import Config, load_config, workers_option
 from tagger.errors import ConfigError, TaggerError
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -478,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--dry-run", action="store_true",
                       help="print existing -> proposed genre; write nothing")
     scan.add_argument("--force", action="store_true", help="also redo unchanged files")
-    scan.add_argument("--workers", type=int, metavar="N", help="decode worker processes")
+    scan.add_argument("--workers", type=workers_option, metavar="N",
+                      help="decode worker processes")
     scan.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     show = sub.add_parser("show", parents=[db], help="everything known about tracks")
@@ -500,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the daemon: reconcile, then tag new and changed files as they "
                                 "arrive (docs/watch.md)")
     watch.add_argument("paths", nargs="*", metavar="PATH", help="default: library.roots")
-    watch.add_argument("--workers", type=int, metavar="N", help="decode worker processes")
+    watch.add_argument("--workers", type=workers_option, metavar="N",
+                       help="decode worker processes")
 
     status = sub.add_parser("status", parents=[db],
                             help="whether 'tagger watch' runs, its queue, counts, last error "
