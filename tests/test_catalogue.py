@@ -106,13 +106,13 @@ def objects(db_path, kind):
 def test_migrations_create_schema_from_empty(url, db_path):
     assert not db_path.parent.exists()
     assert current(url) is None and not db_path.exists()  # current() creates nothing
-    assert head() == "0002"
-    assert upgrade(url) == (None, "0002")
+    assert head() == "0003_journal"
+    assert upgrade(url) == (None, "0003_journal")
     assert db_path.is_file()
     assert current(url) == head()
     assert TABLES | {"alembic_version"} <= objects(db_path, "table")
     assert objects(db_path, "view") == VIEWS
-    assert upgrade(url) == ("0002", "0002")  # nothing to do
+    assert upgrade(url) == ("0003_journal", "0003_journal")  # nothing to do
     assert not list(db_path.parent.glob("*.bak-*"))
 
 
@@ -129,12 +129,12 @@ def test_downgrade_base_then_upgrade_again(cat, url, db_path):
     assert current(url) is None
     assert objects(db_path, "table") <= {"alembic_version"}
     assert objects(db_path, "view") == set()
-    assert upgrade(url, backup=False) == (None, "0002")
+    assert upgrade(url, backup=False) == (None, "0003_journal")
     assert TABLES <= objects(db_path, "table") and objects(db_path, "view") == VIEWS
     downgrade(url, "0001")
     assert current(url) == "0001" and objects(db_path, "view") == set()
     with Catalogue(url) as again:
-        assert again.upgraded_from == "0001" and again.revision == "0002"
+        assert again.upgraded_from == "0001" and again.revision == "0003_journal"
 
 
 def test_migrations_render_for_postgresql():
@@ -158,7 +158,7 @@ def test_automatic_upgrade_backs_up_an_older_database(url, db_path):
     con.close()
 
     with Catalogue(url) as catalogue:
-        assert (catalogue.upgraded_from, catalogue.revision) == ("0001", "0002")
+        assert (catalogue.upgraded_from, catalogue.revision) == ("0001", "0003_journal")
         assert catalogue.known_files() == {"/music/old.mp3": (None, None, "pending")}
     backups = list(db_path.parent.glob("catalogue.sqlite.bak-0001-*"))
     assert len(backups) == 1
@@ -169,7 +169,7 @@ def test_automatic_upgrade_backs_up_an_older_database(url, db_path):
     con.close()
 
     with Catalogue(url) as catalogue:  # up to date: no second backup
-        assert catalogue.upgraded_from == "0002"
+        assert catalogue.upgraded_from == "0003_journal"
     assert len(list(db_path.parent.glob("*.bak-*"))) == 1
 
 

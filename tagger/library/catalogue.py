@@ -138,8 +138,9 @@ class Track(Base):
         back_populates="track", cascade="all, delete-orphan", passive_deletes=True,
         order_by="(Prediction.created.desc(), Prediction.id.desc())",
     )
+    # the journal of the user's original values outlives the row (migration 0003_journal)
     tag_writes: Mapped[list[TagWrite]] = relationship(
-        back_populates="track", cascade="all, delete-orphan", passive_deletes=True,
+        back_populates="track", cascade="save-update, merge", passive_deletes="all",
         order_by="(TagWrite.written_at, TagWrite.id)",
     )
 
@@ -225,8 +226,9 @@ class TagWrite(Base):
     __tablename__ = "tag_writes"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    track_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("tracks.id", ondelete="CASCADE"), index=True
+    # NULL once the track's row is gone: the history stays, found by its path
+    track_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("tracks.id", ondelete="SET NULL"), index=True
     )
     path: Mapped[str] = mapped_column(sa.Text)  # the track's path, kept current across moves
     field: Mapped[str] = mapped_column(sa.String(64))
@@ -1143,7 +1145,10 @@ class Catalogue:
             if tid is None:
                 return False
             if new_path != old_path:
-                s.execute(delete(_T).where(_T.c.path == new_path))  # replaced by the moved file
+                replaced = self._track_id(s, new_path)
+                if replaced is not None:  # replaced by the moved file; its history stays
+                    self._adopt_history(s.connection(), replaced, tid)
+                    s.execute(delete(_T).where(_T.c.id == replaced))
             has_prediction = sa.exists().where(_P.c.track_id == _T.c.id)
             values: dict[str, Any] = dict(
                 path=new_path, folder=_folder(new_path), updated_at=now,
@@ -1160,6 +1165,12 @@ class Catalogue:
             s.execute(update(_T).where(_T.c.id == tid).values(**values))
             s.execute(update(_W).where(_W.c.track_id == tid).values(path=new_path))
             return True
+
+    @staticmethod
+    def _adopt_history(conn, from_id: int, to_id: int) -> None:
+        """The tag history of a row about to be replaced goes to the row replacing it: the
+        user's original values stay revertible at that path (the journal is append-only)."""
+        conn.execute(update(_W).where(_W.c.track_id == from_id).values(track_id=to_id))
 
     def move_prefix(self, old_dir: str, new_dir: str) -> int:
         """A directory was renamed: every track below ``old_dir`` moves below ``new_dir`` (see
@@ -1185,8 +1196,10 @@ class Catalogue:
                 ):
                     if tid in moving_ids:
                         clash.add(path)  # another moving row holds it now: rename in two steps
-                    else:
-                        conn.execute(delete(_T).where(_T.c.id == tid))  # replaced
+                    else:  # replaced; its history stays, with the row that takes its place
+                        heir = next(m for m, p in moves if p == path)
+                        self._adopt_history(conn, tid, heir)
+                        conn.execute(delete(_T).where(_T.c.id == tid))
             stmt = (
                 update(_T).where(_T.c.id == bindparam("b_id"))
                 .values(path=bindparam("b_path"), folder=bindparam("b_folder"), updated_at=now)
