@@ -69,6 +69,7 @@ from sqlalchemy.orm import (
 )
 
 from tagger.errors import ConfigError, TaggerError, WriteError
+from tagger.library.paths import PRIVATE_DIR_MODE, create_private_file
 from tagger.results import Candidate, ModelInfo, SegmentResult, TrackResult
 
 log = logging.getLogger(__name__)
@@ -393,6 +394,11 @@ def _sqlite_path(url: URL) -> Path | None:
     return Path(db).expanduser()
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The database file of an SQLite catalogue URL (None for other databases)."""
+    return _sqlite_path(_parse_url(url))
+
+
 def _make_engine(url: URL, *, migrating: bool = False) -> Engine:
     """An engine with tagger's SQLite settings.
 
@@ -509,9 +515,10 @@ def upgrade(
     path = _sqlite_path(parsed)
     if path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+            create_private_file(path)  # before SQLite creates it with the umask's mode
         except OSError as exc:
-            raise WriteError(f"cannot create the directory of catalogue {where}: {exc}") from None
+            raise WriteError(f"cannot create catalogue {where}: {exc.strerror or exc}") from None
     from alembic import command
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
@@ -594,6 +601,7 @@ def _backup_sqlite(path: Path, revision: str) -> Path:
     src = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         src.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        create_private_file(target)
         dst = sqlite3.connect(str(target))
         try:
             src.backup(dst)

@@ -62,6 +62,7 @@ from tagger.library.discover import (
     is_ignored,
 )
 from tagger.library.lock import WriterLock
+from tagger.library.paths import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from tagger.service.scan import Engine, Summary, WorkItem, plan_scan
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,11 @@ def status_path(config: Config) -> Path:
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+    with open(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
 
