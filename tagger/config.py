@@ -36,6 +36,9 @@ class LibraryConfig:
     ignore: tuple[str, ...] = (
         ".*", "*.part", "*.tmp", "*~", "._*", "@eaDir", ".stfolder", ".tagger-*",
     )
+    # a symlink leading outside the roots is skipped; true: read (classified, catalogued),
+    # never written
+    follow_symlinks: bool = False
 
 
 @dataclass(frozen=True)

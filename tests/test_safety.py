@@ -174,3 +174,138 @@ def test_a_full_disk_under_the_state_dir_is_one_line_and_exit_3(env, capsys, mon
         assert "full" in _one_error_line(capsys)
     finally:
         subprocess.run(["umount", "-l", str(full)], check=True)
+
+
+# ------------------------------------------------------------------ 1. symlinks out of the library
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under ``folder``: (inode, bytes)."""
+    return {p.name: (p.stat().st_ino, p.read_bytes()) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """A folder outside the library, with a real track and a file that looks like our temp."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    add_track(folder / "victim.ogg", ["Rock"])
+    (folder / ".tagger-0123456789abcdef.tmp").write_bytes(b"not ours to delete")
+    return folder
+
+
+def test_symlinks_to_outside_the_library_are_skipped_with_a_reason(env, outside, capsys):
+    lib, db, tmp = env
+    inner = add_track(lib / "inner.ogg", ["Rock"])
+    os.symlink(outside / "victim.ogg", lib / "evil.ogg")  # a file link
+    os.symlink(outside, lib / "Linked folder")  # a folder link
+    before = snapshot(outside)
+    assert main(["--config", always(tmp), "scan", "--db", db, str(lib)]) == 0
+    assert snapshot(outside) == before  # same inodes, same bytes, temp look-alike still there
+    assert tags.read_genres(inner) != ["Rock"]  # the library itself was tagged
+    status = {p: (s, e) for p, s, e in rows(db, "select path, status, error from tracks")}
+    assert status[str(lib / "evil.ogg")][0] == "skipped"
+    assert "symlink to outside the library" in status[str(lib / "evil.ogg")][1]
+    assert status[str(lib / "Linked folder")][0] == "skipped"
+    assert not any("victim" in p for p in status if "Linked folder" in p)
+    # a second scan does not call them missing
+    assert main(["--config", always(tmp), "scan", "--db", db, str(lib)]) == 0
+    assert rows(db, "select count(*) from tracks where status = 'missing'") == [(0,)]
+
+
+def test_follow_symlinks_reads_outside_but_never_writes_there(env, outside):
+    lib, db, tmp = env
+    os.symlink(outside / "victim.ogg", lib / "evil.ogg")
+    os.symlink(outside, lib / "Linked folder")
+    config = tmp / "follow.toml"
+    config.write_text('[library]\nfollow_symlinks = true\n[tags]\nwrite = "always"\n'
+                      "min_confidence = 0.0\n", encoding="utf-8")
+    before = snapshot(outside)
+    assert main(["--config", str(config), "scan", "--db", db, str(lib)]) == 0
+    assert snapshot(outside) == before
+    done = dict(rows(db, "select path, status from tracks"))
+    assert done[str(lib / "evil.ogg")] == "done"  # classified and catalogued
+    assert done[str(lib / "Linked folder" / "victim.ogg")] == "done"
+    assert rows(db, "select count(*) from tag_writes") == [(0,)]
+
+
+def test_a_symlink_inside_the_library_is_followed_and_tagged(env):
+    lib, db, tmp = env
+    (lib / "Real").mkdir()
+    real = add_track(lib / "Real" / "a.ogg", ["Rock"])
+    os.symlink(real, lib / "alias.ogg")
+    assert main(["--config", always(tmp), "scan", "--db", db, str(lib)]) == 0
+    assert tags.read_genres(real) != ["Rock"] and (lib / "alias.ogg").is_symlink()
+
+
+def test_revert_does_not_follow_a_symlink_swapped_in_to_outside(env, outside):
+    lib, db, tmp = env
+    track = add_track(lib / "a.ogg", ["Rock"])
+    assert main(["--config", always(tmp), "scan", "--db", db, str(lib)]) == 0
+    tags.write_genres(outside / "victim.ogg", tags.read_genres(track), None)  # same as tagged
+    before = snapshot(outside)
+    track.unlink()
+    os.symlink(outside / "victim.ogg", track)
+    assert main(["revert", "--db", db, "--all", "--force"]) == 1
+    assert snapshot(outside) == before
+
+
+# ------------------------------------------------------------------ 3. FIFOs and other non-files
+
+
+def test_a_fifo_named_like_audio_is_skipped_by_scan_without_opening_it(env):
+    lib, db, tmp = env
+    os.mkfifo(lib / "x.flac")
+    add_track(lib / "a.ogg")
+    assert main(["scan", "--db", db, str(lib)]) == 0
+    status = {p: (s, e) for p, s, e in rows(db, "select path, status, error from tracks")}
+    assert status[str(lib / "x.flac")][0] == "skipped" and "FIFO" in status[str(lib / "x.flac")][1]
+    assert status[str(lib / "a.ogg")][0] == "done"
+
+
+def test_a_fifo_appearing_under_watch_does_not_block_the_daemon(env):
+    import threading
+    import time
+
+    from tagger.config import Config, ScanConfig, TagsConfig, WatchConfig
+    from tagger.service.watch import Watcher
+
+    lib, db, tmp = env
+    config = Config(database=db, state_dir=str(tmp / "state"), scan=ScanConfig(workers=1),
+                    tags=TagsConfig(min_confidence=0.0),
+                    watch=WatchConfig(settle_seconds=0.3, observer="native"))
+    watcher = Watcher([str(lib)], config)
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        assert watcher.started.wait(120), "the daemon did not start"
+        os.mkfifo(lib / "x.flac")
+        time.sleep(1.0)  # the FIFO is taken first
+        later = add_track(lib / "later.ogg")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            got = dict(rows(db, "select path, status from tracks"))
+            if got.get(str(later)) == "done" and str(lib / "x.flac") in got:
+                break
+            time.sleep(0.2)
+        assert got.get(str(later)) == "done", got
+        assert got[str(lib / "x.flac")] == "skipped"
+    finally:
+        watcher.stop()
+        thread.join(60)
+    assert not thread.is_alive(), "the daemon did not stop"
+
+
+# ------------------------------------------------------------------ 11. names that are not UTF-8
+
+
+def test_a_name_that_is_not_utf8_gets_a_failed_row_with_a_reason(env):
+    lib, db, tmp = env
+    bad = os.path.join(os.fsencode(lib), b"caf\xe9.ogg")
+    shutil.copy(real_clip(CLIP), bad)
+    assert main(["scan", "--db", db, str(lib)]) == 1
+    (path, status, error), = rows(db, "select path, status, error from tracks")
+    assert status == "failed" and "UTF-8" in error and path.endswith("caf\\xe9.ogg")
+    assert main(["scan", "--db", db, str(lib)]) == 1  # still failed, never "missing"
+    assert rows(db, "select status from tracks") == [("failed",)]

@@ -69,3 +69,51 @@ def create_private_file(path: str | os.PathLike[str]) -> None:
     except FileExistsError:
         return
     os.close(fd)
+
+
+# ------------------------------------------------------------------ symlinks and file types
+
+
+def real_roots(roots) -> tuple[str, ...]:
+    """The library roots with every symlink resolved (what "inside the library" is)."""
+    return tuple(os.path.realpath(os.path.abspath(r)) for r in roots)
+
+
+def is_inside(path: str, roots: tuple[str, ...]) -> bool:
+    """Whether ``path``, symlinks resolved, lies in one of the (already resolved) ``roots``.
+
+    With no roots known, only a path reached without any symlink counts as inside."""
+    real = os.path.realpath(path)
+    if not roots:
+        return real == os.path.normpath(os.path.abspath(path))
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+OUTSIDE_LINK = "a symlink to outside the library"
+
+
+def outside_reason(path: str) -> str:
+    """Why a path leading outside the roots is not followed, for the log and the catalogue."""
+    return f"{OUTSIDE_LINK} ({os.path.realpath(path)}); not followed (library.follow_symlinks)"
+
+
+def special_file_reason(path: str) -> str | None:
+    """None for a regular file (symlinks followed); else why it must not be opened at all:
+    a FIFO blocks whoever opens it, a device may be anything."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # the open that follows says why
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+            "a folder" if stat.S_ISDIR(mode) else "not a regular file")
+    return f"{kind}, not an audio file; not opened"
+
+
+def printable_name(path: str) -> str:
+    """A path whose name is not valid UTF-8, as text the catalogue can hold (bad bytes as
+    ``\\xNN``): it names the file in the log and the catalogue; it cannot be tagged."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

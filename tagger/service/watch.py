@@ -63,7 +63,7 @@ from tagger.library.discover import (
 )
 from tagger.library.lock import WriterLock
 from tagger.library.paths import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
-from tagger.service.scan import Engine, Summary, WorkItem, plan_scan
+from tagger.service.scan import Engine, Summary, WorkItem, plan_scan, recover_interrupted_writes
 
 log = logging.getLogger(__name__)
 
@@ -503,6 +503,7 @@ class Watcher:
         self.catalogue = open_catalogue(self.config.database_url)
         self.engine = self.engine_class(self.config, self.catalogue, classifier=self.classifier,
                                         workers=self.workers)
+        self.engine.use_roots(self.roots)
         self.engine.defer = self._defer
         info = self.engine.classifier.info
         log.info("watching %s with model %s %s; catalogue %s", ", ".join(self.roots),
@@ -1161,39 +1162,3 @@ class Watcher:
                     last, written = key, now
             except Exception as exc:  # noqa: BLE001 - the status must never stop the daemon
                 log.debug("cannot write the status file: %s", exc)
-
-
-# ---------------------------------------------------------------- interrupted tag writes
-
-
-def recover_interrupted_writes(catalogue, roots: Iterable[str]) -> int:
-    """Tag writes are recorded before the file is written: a kill in between leaves a record
-    of a change that never happened. For pending tracks whose newest recorded write is newer
-    than their last result, look at the file: if it does not carry the recorded genre, mark
-    that write reverted (as a failed write is). Returns how many writes were reconciled."""
-    prefixes = [_prefix(r) for r in roots]
-    pending = [p for p in catalogue.pending_paths() if any(p.startswith(x) for x in prefixes)]
-    if not pending:
-        return 0
-    by_path: dict[str, list] = {}
-    for change in catalogue.tag_changes(pending):
-        by_path.setdefault(change.path, []).append(change)
-    fixed = 0
-    for path, changes in by_path.items():
-        record = catalogue.track(path)
-        newest = max(c.written_at for c in changes)
-        if record is None or (record.last_scanned and record.last_scanned >= newest):
-            continue
-        group = [c for c in changes if c.written_at == newest]
-        genre = [c for c in group if "CONFIDENCE" not in c.field.upper() and c.new is not None]
-        try:
-            current = tags.read_genres(path)
-        except TaggerError:
-            continue  # gone or unreadable: the scan will say
-        if genre and list(genre[-1].new) == current:
-            continue  # the write landed; only its result was not recorded
-        with catalogue.batch():
-            catalogue.mark_reverted(c.id for c in group)
-        fixed += len(group)
-        log.info("%s: a tag write interrupted before it happened is marked reverted", path)
-    return fixed

@@ -110,7 +110,7 @@ def read_genres(path: str | os.PathLike[str]) -> list[str]:
     """
     spath = os.fspath(path)
     try:
-        with open(spath, "rb") as f:
+        with identity.open_regular(spath) as f:  # never blocks on a FIFO
             return _open_editor(f, spath).existing_genres()
     except ReadError:
         raise
@@ -290,7 +290,7 @@ def _open_editor(f: BinaryIO, path: str):
 def _edit(path: str, plan: Callable[[object], list[TagChange]], *, dry_run: bool):
     real, st = _check_target(path)
     # plan on the original first: nothing to change means nothing to write
-    with _as_write_error(path), open(real, "rb") as f:
+    with _as_write_error(path), identity.open_regular(real) as f:
         changes = plan(_open_editor(f, path))
     if dry_run or not changes:
         return changes
@@ -441,7 +441,7 @@ def _safe_rewrite(
     tmp: str | None = None
     try:
         with _as_write_error(path, unexpected=True):
-            with open(real, "rb") as src:
+            with identity.open_regular(real) as src:
                 src_st = os.fstat(src.fileno())
                 if _signature(src_st) != _signature(st):
                     raise WriteError("file changed on disk while tagging; not written", path)
