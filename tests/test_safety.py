@@ -309,3 +309,72 @@ def test_a_name_that_is_not_utf8_gets_a_failed_row_with_a_reason(env):
     assert status == "failed" and "UTF-8" in error and path.endswith("caf\\xe9.ogg")
     assert main(["scan", "--db", db, str(lib)]) == 1  # still failed, never "missing"
     assert rows(db, "select status from tracks") == [("failed",)]
+
+
+# ------------------------------------------------------------------ 7. kill -9 leaves nothing
+
+
+def descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    children = {int(c) for c in f.read().split()}
+            except FileNotFoundError:
+                continue
+            todo += list(children - found)
+            found |= children
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_kill_9_of_a_scan_leaves_no_process_and_no_temp_folder_behind():
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    base = Path(tempfile.mkdtemp(prefix="tg9-", dir="/tmp"))  # short: the socket path limit
+    try:
+        lib = base / "lib"
+        lib.mkdir()
+        for i in range(12):
+            add_track(lib / f"t{i:02}.ogg")
+        env = {**os.environ, "XDG_STATE_HOME": str(base / "st")}
+        cmd = [sys.executable, "-m", "tagger", "scan", "--workers", "2", str(lib)]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        temp = base / "st" / "tagger" / "tmp" / str(proc.pid)
+        deadline = time.monotonic() + 120
+        family: set[int] = set()
+        while time.monotonic() < deadline:  # the fork server and both workers are up
+            family |= descendants(proc.pid)
+            if len(family) >= 3 and list(temp.glob("pymp-*")):
+                break
+            time.sleep(0.1)
+        assert len(family) >= 3 and list(temp.glob("pymp-*")), family
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(alive(p) for p in family):
+            time.sleep(0.1)
+        assert not [p for p in family if alive(p)], "processes outlived the scan"
+        # its temp folder is in the state dir, and the next run clears it
+        assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == 0
+        assert not temp.exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
