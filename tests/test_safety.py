@@ -264,37 +264,88 @@ def test_a_fifo_named_like_audio_is_skipped_by_scan_without_opening_it(env):
     assert status[str(lib / "a.ogg")][0] == "done"
 
 
-def test_a_fifo_appearing_under_watch_does_not_block_the_daemon(env):
+def start_watch(lib: Path, db: str, tmp: Path):
+    """A Watcher on ``lib`` in a thread: (watcher, thread, errors)."""
     import threading
-    import time
 
     from tagger.config import Config, ScanConfig, TagsConfig, WatchConfig
     from tagger.service.watch import Watcher
 
-    lib, db, tmp = env
     config = Config(database=db, state_dir=str(tmp / "state"), scan=ScanConfig(workers=1),
                     tags=TagsConfig(min_confidence=0.0),
                     watch=WatchConfig(settle_seconds=0.3, observer="native"))
     watcher = Watcher([str(lib)], config)
-    thread = threading.Thread(target=watcher.run, daemon=True)
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            watcher.run()
+        except BaseException as exc:  # noqa: BLE001 - checked by the test
+            errors.append(exc)
+            watcher.started.set()
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
+    assert watcher.started.wait(120), "the daemon did not start"
+    assert not errors, errors
+    return watcher, thread, errors
+
+
+def wait_rows(db: str, predicate, timeout: float = 120.0) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout
+    got: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            got = dict(rows(db, "select path, status from tracks"))
+        except sqlite3.OperationalError:
+            got = {}
+        if predicate(got):
+            break
+        time.sleep(0.2)
+    return got
+
+
+def test_a_fifo_appearing_under_watch_does_not_block_the_daemon(env):
+    import time
+
+    lib, db, tmp = env
+    watcher, thread, errors = start_watch(lib, db, tmp)
     try:
-        assert watcher.started.wait(120), "the daemon did not start"
         os.mkfifo(lib / "x.flac")
         time.sleep(1.0)  # the FIFO is taken first
         later = add_track(lib / "later.ogg")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            got = dict(rows(db, "select path, status from tracks"))
-            if got.get(str(later)) == "done" and str(lib / "x.flac") in got:
-                break
-            time.sleep(0.2)
+        got = wait_rows(db, lambda got: got.get(str(later)) == "done"
+                        and str(lib / "x.flac") in got)
         assert got.get(str(later)) == "done", got
         assert got[str(lib / "x.flac")] == "skipped"
     finally:
         watcher.stop()
         thread.join(60)
     assert not thread.is_alive(), "the daemon did not stop"
+    assert not errors, errors
+
+
+# ------------------------------------------------------------------ 6. the catalogue deleted
+
+
+def test_deleting_the_catalogue_under_the_daemon_stops_it_with_a_clear_error(env):
+    lib, db, tmp = env
+    first = add_track(lib / "first.ogg")
+    watcher, thread, errors = start_watch(lib, db, tmp)
+    try:
+        assert wait_rows(db, lambda got: got.get(str(first)) == "done").get(str(first)) == "done"
+        path = Path(db.removeprefix("sqlite:///"))
+        for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            leftover.unlink(missing_ok=True)
+        add_track(lib / "second.ogg")
+        thread.join(120)
+        assert not thread.is_alive(), "the daemon went on writing to a deleted catalogue"
+    finally:
+        watcher.stop()
+        thread.join(60)
+    assert errors and "deleted or replaced" in str(errors[0]), errors
 
 
 # ------------------------------------------------------------------ 11. names that are not UTF-8

@@ -706,6 +706,10 @@ def _error_text(path: str, error: str | BaseException) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+class CatalogueGoneError(WriteError):
+    """The SQLite file was deleted or replaced under a running writer: it must stop."""
+
+
 class Catalogue:
     """Access to the catalogue database; one per process, shareable between its threads.
 
@@ -733,6 +737,25 @@ class Catalogue:
         self._engine = _make_engine(self._url)
         self._write_engine = self._engine.execution_options(tagger_write=True)
         self._local = threading.local()
+        self._file = _sqlite_path(self._url)
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        if self._file is None:
+            return None
+        try:
+            st = os.stat(self._file)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check_file(self) -> None:
+        """Raise WriteError when the SQLite file was deleted or replaced since it was opened:
+        writing on would go to a deleted inode and be lost at exit (checked by every write)."""
+        if self._identity is not None and self._file_identity() != self._identity:
+            raise CatalogueGoneError(
+                f"the catalogue file {self._file} was deleted or replaced while tagger was "
+                "running; stopping (restart tagger to create a new one and rescan)")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -766,6 +789,7 @@ class Catalogue:
         if getattr(self._local, "session", None) is not None:
             yield self
             return
+        self.check_file()
         session = Session(self._write_engine, expire_on_commit=False)
         self._local.session = session
         try:
@@ -785,6 +809,7 @@ class Catalogue:
                 with outer.begin_nested():
                     yield outer
             else:
+                self.check_file()
                 with Session(self._write_engine, expire_on_commit=False) as session:
                     with session.begin():
                         yield session

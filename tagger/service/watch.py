@@ -53,7 +53,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from tagger.config import Config
 from tagger.errors import ConfigError, TaggerError, WriteError
 from tagger.library import tags
-from tagger.library.catalogue import open_catalogue, safe_url
+from tagger.library.catalogue import CatalogueGoneError, open_catalogue, safe_url
 from tagger.library.discover import (
     OWN_TEMP_PATTERN,
     FoundFile,
@@ -828,6 +828,8 @@ class Watcher:
                 self._apply_moves(moves)
             self._apply_deletes(time.monotonic())
             self._process_ready()
+        except CatalogueGoneError:
+            raise  # every later write would be lost: stop, with the error as the reason
         except TaggerError as exc:
             log.error("%s", exc)
             self._stop.wait(1.0)  # e.g. the database is unreachable: do not spin
