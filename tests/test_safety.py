@@ -429,3 +429,76 @@ def test_kill_9_of_a_scan_leaves_no_process_and_no_temp_folder_behind():
         assert not temp.exists()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ 11. smaller ones
+
+
+def test_a_scan_marks_a_write_interrupted_before_it_happened_reverted(env):
+    """A kill between recording the planned change and writing the file: scan reconciles."""
+    from tagger.library.catalogue import open_catalogue
+
+    lib, db, tmp = env
+    track = add_track(lib / "a.ogg", ["Rock"])
+    st = track.stat()
+    with open_catalogue(db) as catalogue:
+        catalogue.mark_pending(str(track), st.st_size, st.st_mtime_ns)
+        catalogue.record_tag_changes(str(track), [
+            tags.TagChange(str(track), "GENRE", ("Rock",), ("jazz",))])
+    never = tmp / "never.toml"
+    never.write_text('[tags]\nwrite = "never"\n', encoding="utf-8")
+    assert main(["--config", str(never), "scan", "--db", db, str(lib)]) == 0
+    assert rows(db, "select count(*) from tag_writes where reverted_at is null") == [(0,)]
+    assert tags.read_genres(track) == ["Rock"]
+
+
+def wav_of_clip(out: Path, *metadata: str) -> Path:
+    from conftest import encoding_ffmpeg, ffmpeg_run
+
+    exe = encoding_ffmpeg("pcm_s16le")
+    if exe is None:
+        pytest.skip("no ffmpeg")
+    ffmpeg_run(exe, "-i", str(real_clip(CLIP)), *metadata, "-c:a", "pcm_s16le", str(out))
+    out.chmod(0o644)
+    return out
+
+
+def test_a_wav_genre_in_riff_info_counts_as_the_users(env):
+    lib, db, tmp = env
+    wav = wav_of_clip(lib / "a.wav", "-metadata", "genre=Flamenco")
+    assert b"IGNR" in wav.read_bytes()
+    assert tags.read_genres(wav) == ["Flamenco"]
+    before = wav.read_bytes()
+    assert main(["scan", "--db", db, str(lib)]) == 0  # if_empty: the user's genre stays
+    assert wav.read_bytes() == before
+
+
+def test_a_sparse_file_is_not_made_dense_by_a_tag_write(env):
+    from conftest import MASTER_CLIP
+
+    lib, db, tmp = env
+    sparse = lib / "sparse.wav"
+    shutil.copy(real_clip(MASTER_CLIP), tmp / "master.ogg")
+    from conftest import encoding_ffmpeg, ffmpeg_run
+
+    ffmpeg_run(encoding_ffmpeg("pcm_s16le"), "-t", "40", "-i", str(tmp / "master.ogg"),
+               "-ar", "44100", "-ac", "2", "-c:a", "pcm_s16le", str(tmp / "plain.wav"))
+    data = (tmp / "plain.wav").read_bytes()
+    at = data.index(b"data") + 8
+    hole = 2 << 20  # 12 s of trailing silence that takes no disk space
+    header = bytearray(data[:at])
+    header[at - 4:at] = (len(data) - at + hole).to_bytes(4, "little")
+    header[4:8] = (len(data) - 8 + hole).to_bytes(4, "little")
+    with open(sparse, "wb") as f:
+        f.write(header + data[at:])
+        f.truncate(len(data) + hole)
+    sparse.chmod(0o644)
+    st = sparse.stat()
+    with open(sparse, "rb") as f:
+        if os.lseek(f.fileno(), 0, os.SEEK_HOLE) >= st.st_size:
+            pytest.skip("this file system does not keep holes")
+    assert main(["scan", "--db", db, str(lib)]) == 1
+    after = sparse.stat()
+    assert (after.st_ino, after.st_blocks, after.st_size) == (st.st_ino, st.st_blocks, st.st_size)
+    (status, error), = rows(db, "select status, error from tracks")
+    assert status == "failed" and "sparse" in error
