@@ -502,3 +502,74 @@ def test_a_sparse_file_is_not_made_dense_by_a_tag_write(env):
     assert (after.st_ino, after.st_blocks, after.st_size) == (st.st_ino, st.st_blocks, st.st_size)
     (status, error), = rows(db, "select status, error from tracks")
     assert status == "failed" and "sparse" in error
+
+
+# ------------------------------------------------------------------ 5. inotify watches run out
+
+
+def _watch_in_small_userns(tmp: Path, lib: Path, observer: str, watches: int):
+    """`tagger watch` in a user namespace whose inotify watch limit is ``watches`` (a child
+    namespace's own limit: the machine's setting is not touched)."""
+    import shlex
+    import subprocess
+    import sys
+
+    if subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no user namespaces here")
+    config = tmp / f"{observer}.toml"
+    config.write_text(f'database = "sqlite:///{tmp}/{observer}.sqlite"\n'
+                      f'state_dir = "{tmp}/state-{observer}"\n'
+                      f'[watch]\nobserver = "{observer}"\nsettle_seconds = 0.5\n'
+                      "poll_interval_seconds = 1.0\n", encoding="utf-8")
+    tagger = " ".join(map(shlex.quote, [sys.executable, "-m", "tagger", "--config", str(config),
+                                        "watch", "--workers", "1", str(lib)]))
+    script = f"echo {watches} > /proc/sys/user/max_inotify_watches && exec {tagger}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("TAGGER_CONFIG", None)
+    return subprocess.Popen(["unshare", "-U", "-r", "sh", "-c", script], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def many_folders(env):
+    lib, db, tmp = env
+    for i in range(40):
+        (lib / f"Album {i:02}").mkdir()
+    add_track(lib / "Album 00" / "a.ogg")
+    return lib, tmp
+
+
+def test_native_watch_with_too_few_inotify_watches_stops_with_exit_3(many_folders):
+    lib, tmp = many_folders
+    proc = _watch_in_small_userns(tmp, lib, "native", watches=20)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3, err
+    assert "could not be watched" in err and "Traceback" not in err
+
+
+def test_auto_watch_with_too_few_inotify_watches_polls_instead(many_folders):
+    import signal
+    import time
+
+    lib, tmp = many_folders
+    proc = _watch_in_small_userns(tmp, lib, "auto", watches=20)
+    db = f"sqlite:///{tmp}/auto.sqlite"
+    try:
+        late = None
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline and proc.poll() is None:
+            got = {}
+            try:
+                got = dict(rows(db, "select path, status from tracks"))
+            except sqlite3.OperationalError:
+                pass
+            if late is None and got.get(str(lib / "Album 00" / "a.ogg")) == "done":
+                late = add_track(lib / "Album 39" / "late.ogg")  # a folder inotify missed
+            if late is not None and got.get(str(late)) == "done":
+                break
+            time.sleep(0.3)
+        assert late is not None and got.get(str(late)) == "done", got
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    assert "polling" in err and "could not be watched" in err, err

@@ -222,6 +222,44 @@ def count_dirs(roots: Iterable[str], limit: int) -> int:
     return n
 
 
+def inotify_watches_held() -> int | None:
+    """Inotify watches this process holds now (``/proc/self/fdinfo``), None when it has no
+    inotify instance. watchdog adds its watches in its own threads and a refused add
+    (ENOSPC: the per-user limit, which other programs share) does not reach us: this count is
+    how a partly watched tree is noticed."""
+    total, found = 0, False
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:
+                total += sum(line.startswith("inotify wd:") for line in info)
+            found = True
+        except OSError:
+            continue
+    return total if found else None
+
+
+def unwatched_folders(roots: list[str], settle_s: float = 10.0) -> tuple[int, int]:
+    """(folders under ``roots``, how many of them inotify does not watch), once the observer's
+    threads have added what they could (the count stops growing)."""
+    wanted = count_dirs(roots, 1 << 30)
+    deadline = time.monotonic() + settle_s
+    held, still_since = inotify_watches_held() or 0, time.monotonic()
+    while held < wanted and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now_held = inotify_watches_held() or 0
+        if now_held != held:
+            held, still_since = now_held, time.monotonic()
+        elif held and time.monotonic() - still_since >= 1.0:
+            break  # stopped growing: that is all the kernel gave
+    return wanted, max(0, wanted - held)
+
+
 def choose_observers(roots: list[str], mode: str, mounts: list[tuple[str, str]] | None = None,
                      max_watches: int | None = None) -> dict[str, tuple[str, str]]:
     """``{root: (native | polling, reason)}`` by ``watch.observer``: ``auto`` polls roots on
@@ -561,9 +599,10 @@ class Watcher:
         if native:
             try:
                 self._start_observer("native", native)
+                self._check_coverage(native)
             except OSError as exc:
                 reason = exc.strerror or str(exc)
-                if exc.errno in (errno.ENOSPC, errno.EMFILE):
+                if exc.errno in (errno.ENOSPC, errno.EMFILE) and "limit" not in reason:
                     reason = {errno.ENOSPC: "inotify watch limit reached",
                               errno.EMFILE: "inotify instance limit reached"}[exc.errno]
                 if self.watch.observer == "native":
@@ -581,6 +620,22 @@ class Watcher:
                             self.watch.poll_interval_seconds, reason)
             else:
                 log.info("%s: inotify (%s)", root, reason)
+
+    def _check_coverage(self, native: list[str]) -> None:
+        """Every folder must really be watched: fewer watches than folders means the
+        per-user inotify limit ran out (ENOSPC) part way; raised as such, so ``native`` stops
+        with the documented error and ``auto`` polls those roots instead."""
+        wanted, missing = unwatched_folders([r for r in native if os.path.isdir(r)])
+        if not missing:
+            return
+        observer = self._observer_objs.pop("native", None)
+        for root in native:
+            self._watches.pop(root, None)
+        if observer is not None:
+            observer.stop()
+            observer.join(10)
+        raise OSError(errno.ENOSPC, f"inotify watch limit reached: {missing} of {wanted} "
+                                    "folders could not be watched")
 
     def _start_observer(self, kind: str, roots: list[str]) -> None:
         if kind == "native":
