@@ -24,19 +24,17 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from results import write_section
 
-from results import write_section  # noqa: E402
-
-from tagger.audio.decode import find_ffmpeg  # noqa: E402
+from tagger.audio.decode import find_ffmpeg
 
 # No torch or SQLAlchemy up here: worker processes re-run this file as their __main__ before
 # they start, and the `tagger` command's workers load neither (they are imported where used).
-from tagger.config import Config  # noqa: E402
-from tagger.library.discover import WalkReport  # noqa: E402
-from tagger.service.scan import Engine, Progress, Summary, plan_scan, scan  # noqa: E402
+from tagger.config import Config
+from tagger.library.discover import WalkReport
+from tagger.service.scan import Engine, Progress, Summary, plan_scan, scan
+
+REPO = Path(__file__).resolve().parent.parent
 
 SOURCES = [Path("/usr/share/games/wesnoth/1.16/data/core/music"),
            Path("/usr/share/games/warzone2100/music")]

@@ -17,6 +17,7 @@ TensorFlow is a dev-only tool here: nothing in tagger imports it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import statistics
@@ -24,17 +25,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+from results import write_section
+
+from tagger.audio.decode import decode_window
+from tagger.audio.features import FRAMES_PER_SEGMENT, PreparedTrack, segment
+from tagger.config import AUDIO_EXTENSIONS, Config
+from tagger.model.classify import Classifier
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-import numpy as np  # noqa: E402
-from results import write_section  # noqa: E402
-
-from tagger.audio.decode import decode_window  # noqa: E402
-from tagger.audio.features import FRAMES_PER_SEGMENT, PreparedTrack, segment  # noqa: E402
-from tagger.config import AUDIO_EXTENSIONS, Config  # noqa: E402
-from tagger.model.classify import Classifier  # noqa: E402
 
 
 def audio_files(folder: Path, limit: int) -> list[str]:
@@ -81,12 +80,19 @@ def _prepare(path: str, config: Config) -> tuple[PreparedTrack, tuple[float, flo
     return track, (decode_s, features_s)
 
 
+def _load_tool(name: str):
+    """A script of tools/ as a module (tools/ is not a package; the bench runs from anywhere)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class TFGraphs:
     """musicnn's original graphs, frozen from the wheel's checkpoints (tools/convert_musicnn.py)."""
 
     def __init__(self, musicnn_dir: Path, threads: int):
-        sys.path.insert(0, str(REPO / "tools"))
-        import convert_musicnn
+        convert_musicnn = _load_tool("convert_musicnn")
         import tensorflow as tf
 
         tf.compat.v1.disable_eager_execution()

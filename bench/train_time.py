@@ -28,19 +28,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+from results import write_section
+
+from tagger.config import AUDIO_EXTENSIONS, Config
+from tagger.learn.datasets import Dataset, EmbeddedSet, LabelledTrack
+from tagger.learn.evaluate import cross_validate
+from tagger.learn.train import load_backbones
+from tagger.model.embeddings import EmbeddingCache, ExtractStats, extract
+from tagger.model.heads import HeadOptions, fit_head
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-import torch  # noqa: E402
-from results import write_section  # noqa: E402
-
-from tagger.config import AUDIO_EXTENSIONS, Config  # noqa: E402
-from tagger.learn.datasets import Dataset, EmbeddedSet, LabelledTrack  # noqa: E402
-from tagger.learn.evaluate import cross_validate  # noqa: E402
-from tagger.learn.train import load_backbones  # noqa: E402
-from tagger.model.embeddings import EmbeddingCache, ExtractStats, extract  # noqa: E402
-from tagger.model.heads import HeadOptions, fit_head  # noqa: E402
 
 SECTION = "train"
 

@@ -28,15 +28,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from results import write_section
+
+from tagger.config import Config, ScanConfig, WatchConfig
+from tagger.library import tags
+from tagger.service.watch import WatchEngine, Watcher
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-from results import write_section  # noqa: E402
-
-from tagger.config import Config, ScanConfig, WatchConfig  # noqa: E402
-from tagger.library import tags  # noqa: E402
-from tagger.service.watch import WatchEngine, Watcher  # noqa: E402
 
 CLIP = REPO / "tests" / "data" / "sorohanro_-_solo-trumpet-06.ogg"
 

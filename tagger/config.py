@@ -1,7 +1,8 @@
 """Configuration: ``tagger.toml`` loaded once, validated at load, passed down as one object.
 
 Lookup order: ``--config FILE``, then ``$TAGGER_CONFIG``, then ``./tagger.toml``, then
-``~/.config/tagger/tagger.toml``, else the built-in defaults below. Unknown keys and values of
+``$XDG_CONFIG_HOME/tagger/tagger.toml`` (default ``~/.config/tagger/tagger.toml``), else the
+built-in defaults below. Unknown keys and values of
 the wrong type are errors that name the key.
 """
 
@@ -16,17 +17,24 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import platformdirs
+
+from tagger import formats
 from tagger.errors import ConfigError
 
-AUDIO_EXTENSIONS = (
-    "mp3", "flac", "ogg", "oga", "opus", "m4a", "mp4", "aac", "wav", "aif", "aiff", "wma",
-)
+AUDIO_EXTENSIONS = formats.EXTENSIONS  # the one registry, tagger/formats.py
 
 
 def default_state_dir() -> Path:
-    """The per-user state directory (``$XDG_STATE_HOME/tagger``, else ``~/.local/state/tagger``)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
-    return Path(base) / "tagger"
+    """The per-user state directory (``$XDG_STATE_HOME/tagger``, else ``~/.local/state/tagger``
+    on Linux; the platform's own place elsewhere)."""
+    return platformdirs.user_state_path("tagger", appauthor=False)
+
+
+def default_config_file() -> Path:
+    """The per-user config file (``$XDG_CONFIG_HOME/tagger/tagger.toml``, else
+    ``~/.config/tagger/tagger.toml`` on Linux; the platform's own place elsewhere)."""
+    return platformdirs.user_config_path("tagger", appauthor=False) / "tagger.toml"
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,9 @@ class TagsConfig:
     min_confidence: float = 0.35  # docs/genres.md: non-music scores below it
     on_tie: str = "best"  # best | all | skip
     write_confidence: bool = True
+    # how a genre is written into files: title ("Hip-Hop", as beets' lastgenre) | lower;
+    # the catalogue keeps the vocabulary's own form ("hip-hop") either way
+    genre_case: str = "title"
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,7 @@ _CHOICES = {
     "log_level": ("debug", "info", "warning", "error"),
     "tags.write": ("if_empty", "always", "never"),
     "tags.on_tie": ("best", "all", "skip"),
+    "tags.genre_case": ("title", "lower"),
     "watch.observer": ("auto", "native", "polling"),
 }
 _POSITIVE = {
@@ -177,7 +189,7 @@ def find_config_file(explicit: str | None = None) -> Path | None:
         if not path.is_file():
             raise ConfigError("config file named by $TAGGER_CONFIG not found", path)
         return path
-    for candidate in (Path("tagger.toml"), Path.home() / ".config" / "tagger" / "tagger.toml"):
+    for candidate in (Path("tagger.toml"), default_config_file()):
         if candidate.is_file():
             return candidate
     return None
@@ -199,13 +211,33 @@ def load_config(explicit: str | None = None) -> Config:
 
 def config_from_dict(data: dict, source: str | None = None) -> Config:
     """Build a validated Config from parsed TOML; errors name the offending key."""
+    unknown = _unknown_keys(Config, data, "")
+    if unknown:  # every one at once: a user fixing a file should not learn them one by one
+        names = ", ".join(f"'{key}'" for key in unknown)
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {names}", source)
     try:
         config = _build(Config, data, prefix="")
     except ConfigError as exc:
         raise ConfigError(exc.message, source) from None
-    config = dataclasses.replace(config, source=source)
+    # levels as people write them ("INFO", "Warning") are the same levels
+    config = dataclasses.replace(config, source=source, log_level=config.log_level.lower())
     _validate_values(config, source)
     return config
+
+
+def _unknown_keys(cls, data, prefix: str) -> list[str]:
+    """Every key of ``data`` (nested tables included) that ``cls`` does not have."""
+    if not isinstance(data, dict):
+        return []
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    out = []
+    for key, value in data.items():
+        if key not in known:
+            out.append(f"{prefix}{key}")
+        elif dataclasses.is_dataclass(hints[key]):
+            out += _unknown_keys(hints[key], value, f"{prefix}{key}.")
+    return out
 
 
 def _build(cls, data: dict, prefix: str):
@@ -214,8 +246,9 @@ def _build(cls, data: dict, prefix: str):
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown key '{prefix}{unknown[0]}'")
+    if unknown:  # every one at once: a user fixing a file should not learn them one by one
+        names = ", ".join(f"'{prefix}{key}'" for key in unknown)
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {names}")
     values = {}
     for name, value in data.items():
         values[name] = _coerce(hints[name], value, f"{prefix}{name}")

@@ -4,6 +4,7 @@ classifier to the tag writer and the catalogue. Plain data: nothing in tagger is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,36 @@ class TrackResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+class FailureKind(str, Enum):
+    """Why a file has status ``failed``: stored in ``tracks.failure_kind``.
+
+    Transient kinds are retried by a plain rescan; the others (the file's content) only when
+    the file changes or with ``tagger scan --retry-failed``.
+    """
+
+    WORKER_DIED = "worker_died"  # the decoding worker process died on it (twice)
+    TIMEOUT = "timeout"  # the decoder ran past decode.timeout_seconds
+    PERMISSION = "permission"  # the file or its folder could not be read or written
+    UNREADABLE = "unreadable"  # not audio, truncated, empty, no audio stream, ...
+    TAG_WRITE = "tag_write"  # classified, but its tags could not be written
+    INTERNAL = "internal"  # a bug in tagger
+
+    @property
+    def transient(self) -> bool:
+        return self in TRANSIENT_FAILURES
+
+
+TRANSIENT_FAILURES = frozenset({FailureKind.WORKER_DIED, FailureKind.TIMEOUT,
+                                FailureKind.PERMISSION})
+
+
+class NotWritten(str, Enum):
+    """Why a classified track's prediction was not written into its tags:
+    ``tracks.not_written`` (NULL when it was written, or the file already said the same)."""
+
+    BELOW_THRESHOLD = "below_threshold"  # confidence under tags.min_confidence
+    KEPT_USER_GENRE = "kept_user_genre"  # tags.write = if_empty and the file has a genre
+    TIE_SKIPPED = "tie_skipped"  # a tie with tags.on_tie = skip
+    POLICY_NEVER = "policy_never"  # tags.write = never

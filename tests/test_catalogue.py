@@ -23,7 +23,7 @@ from tagger.errors import ConfigError, ReadError, WriteError
 from tagger.library import catalogue as cat_mod
 from tagger.library.catalogue import Catalogue, current, downgrade, head, open_catalogue, upgrade
 from tagger.model.vote import vote
-from tagger.results import ModelInfo, SegmentResult, TrackResult
+from tagger.results import ModelInfo, NotWritten, SegmentResult, TrackResult
 
 QUERIES_MD = Path(__file__).resolve().parent.parent / "docs" / "queries.md"
 GENRES = ("rock", "pop", "jazz", "blues")
@@ -32,6 +32,7 @@ MODEL_B = ModelInfo("trained", "b" * 64, GENRES)
 TABLES = {"tracks", "models", "predictions", "prediction_candidates", "prediction_segments",
           "tag_writes"}
 VIEWS = {"track_genres", "genre_counts"}
+HEAD = "0003_journal"  # newest schema revision
 
 
 @dataclass(frozen=True)
@@ -106,13 +107,13 @@ def objects(db_path, kind):
 def test_migrations_create_schema_from_empty(url, db_path):
     assert not db_path.parent.exists()
     assert current(url) is None and not db_path.exists()  # current() creates nothing
-    assert head() == "0003_journal"
-    assert upgrade(url) == (None, "0003_journal")
+    assert head() == HEAD
+    assert upgrade(url) == (None, HEAD)
     assert db_path.is_file()
     assert current(url) == head()
     assert TABLES | {"alembic_version"} <= objects(db_path, "table")
     assert objects(db_path, "view") == VIEWS
-    assert upgrade(url) == ("0003_journal", "0003_journal")  # nothing to do
+    assert upgrade(url) == (HEAD, HEAD)  # nothing to do
     assert not list(db_path.parent.glob("*.bak-*"))
 
 
@@ -129,12 +130,12 @@ def test_downgrade_base_then_upgrade_again(cat, url, db_path):
     assert current(url) is None
     assert objects(db_path, "table") <= {"alembic_version"}
     assert objects(db_path, "view") == set()
-    assert upgrade(url, backup=False) == (None, "0003_journal")
+    assert upgrade(url, backup=False) == (None, HEAD)
     assert TABLES <= objects(db_path, "table") and objects(db_path, "view") == VIEWS
     downgrade(url, "0001")
     assert current(url) == "0001" and objects(db_path, "view") == set()
     with Catalogue(url) as again:
-        assert again.upgraded_from == "0001" and again.revision == "0003_journal"
+        assert again.upgraded_from == "0001" and again.revision == HEAD
 
 
 def test_migrations_render_for_postgresql():
@@ -158,7 +159,7 @@ def test_automatic_upgrade_backs_up_an_older_database(url, db_path):
     con.close()
 
     with Catalogue(url) as catalogue:
-        assert (catalogue.upgraded_from, catalogue.revision) == ("0001", "0003_journal")
+        assert (catalogue.upgraded_from, catalogue.revision) == ("0001", HEAD)
         assert catalogue.known_files() == {"/music/old.mp3": (None, None, "pending")}
     backups = list(db_path.parent.glob("catalogue.sqlite.bak-0001-*"))
     assert len(backups) == 1
@@ -169,7 +170,7 @@ def test_automatic_upgrade_backs_up_an_older_database(url, db_path):
     con.close()
 
     with Catalogue(url) as catalogue:  # up to date: no second backup
-        assert catalogue.upgraded_from == "0003_journal"
+        assert catalogue.upgraded_from == HEAD
     assert len(list(db_path.parent.glob("*.bak-*"))) == 1
 
 
@@ -635,7 +636,7 @@ def library(cat):
         cat.record_result(result_for("/music/Rock/b.mp3", TIE_ROCK_POP), size=2, mtime_ns=2,
                           content_id="B")
         cat.record_result(result_for("/music/Jazz/c.flac", WEAK_JAZZ), size=3, mtime_ns=3,
-                          content_id="C")
+                          content_id="C", not_written=NotWritten.BELOW_THRESHOLD)
         cat.record_failure("/music/Jazz/d.flac", ReadError("not audio", "/music/Jazz/d.flac"))
         cat.record_failure("/music/Jazz/e.flac", "too short", status="skipped")
         cat.record_result(result_for("/music/Old/f.mp3", CLEAR_POP), size=4, mtime_ns=4,
@@ -644,7 +645,7 @@ def library(cat):
         cat.mark_pending("/music/New/g.mp3", 5, 5, "mp3")
         cat.mark_pending("/music/New/copy-of-c.flac", 3, 3, "flac")
         cat.record_tag_changes("/music/Rock/a.mp3", [  # field names as the tags module logs them
-            Change("", "TCON", None, ("rock",)),
+            Change("", "TCON", None, ("Rock",)),  # files get title case, the catalogue not
             Change("", "TXXX:TAGGER_GENRE_CONFIDENCE", None, ("0.650",))])
         cat.record_tag_changes("/music/Jazz/c.flac", [Change("", "GENRE", ("Jazz",), ("blues",))])
     with cat.engine.begin() as conn:  # content ids come from the scanner; give the copy one
@@ -688,6 +689,10 @@ def test_key_doc_queries_return_the_expected_rows(library):
     assert [(r["status"], r["error"], r["tracks"]) for r in run("Failures by reason")] == [
         ("failed", "not audio", 1), ("skipped", "too short", 1)]
     assert [r["path"] for r in run("Failed files")] == ["/music/Jazz/d.flac"]
+    assert run("Kinds of failure") == [
+        {"failure_kind": "unreadable", "retried": "when changed or --retry-failed", "tracks": 1}]
+    assert [(r["not_written"], r["path"]) for r in run("Predictions not written")] == [
+        ("below_threshold", "/music/Jazz/c.flac")]
     (differs,) = run("Tracks whose written genre differs")
     assert (differs["path"], differs["predicted"], differs["written"]) == (
         "/music/Jazz/c.flac", "jazz", '["blues"]')

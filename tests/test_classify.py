@@ -4,11 +4,13 @@ import json
 
 import numpy as np
 import pytest
-from conftest import real_clip
+from helpers.audio import real_clip
 
 from tagger.cli import main
 from tagger.config import Config
 from tagger.model.classify import Classifier
+
+pytestmark = pytest.mark.slow  # runs the model on real audio
 
 GENRE_OF = {
     "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg": "classical",

@@ -8,13 +8,15 @@ from tagger.errors import ConfigError
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """No config anywhere: empty cwd and home, no $TAGGER_CONFIG."""
+    """No config anywhere: empty cwd and home, no $TAGGER_CONFIG, no $XDG_*_HOME."""
     home = tmp_path / "home"
     work = tmp_path / "work"
     home.mkdir()
     work.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("TAGGER_CONFIG", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
     monkeypatch.chdir(work)
     return home, work
 
@@ -45,6 +47,21 @@ def test_lookup_order(isolated, monkeypatch, tmp_path):
     explicit = write(tmp_path / "explicit.toml", "log_level = 'info'\n")
     config = load_config(str(explicit))
     assert config.log_level == "info" and config.source == str(explicit)
+
+
+def test_xdg_config_and_state_homes_are_honoured(isolated, monkeypatch, tmp_path):
+    home, _ = isolated
+    assert Config().state_path == home / ".local/state/tagger"
+    write(home / ".config/tagger/tagger.toml", "log_level = 'warning'\n")
+    xdg_config = tmp_path / "xdg-config"
+    write(xdg_config / "tagger/tagger.toml", "log_level = 'error'\n")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg_config))
+    config = load_config()
+    assert config.log_level == "error" and config.source == str(xdg_config / "tagger/tagger.toml")
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    assert Config().state_path == tmp_path / "xdg-state/tagger"
+    assert Config().database_url == f"sqlite:///{tmp_path}/xdg-state/tagger/catalogue.sqlite"
 
 
 def test_missing_explicit_file_is_an_error(isolated):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.signal
 import soundfile as sf
-from conftest import FORMAT_SECONDS, FORMATS, LOSSLESS, SHORT_CLIP, ffmpeg_binaries, real_clip
+from helpers.audio import FORMAT_SECONDS, FORMATS, LOSSLESS, SHORT_CLIP, ffmpeg_binaries, real_clip
 
 from tagger.audio.decode import DecodedAudio, decode_window, find_ffmpeg, probe_duration
 from tagger.errors import ConfigError, ReadError

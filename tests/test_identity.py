@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import sys
 from pathlib import Path
 
 import mutagen
@@ -15,18 +14,14 @@ import mutagen.flac
 import mutagen.mp4
 import mutagen.ogg
 import pytest
+from helpers import tagfiles
+from helpers.tagfiles import ALL, FAMILY, FORMATS
 from mutagen.id3 import ID3, TIT2, TXXX
 
-sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import tagfiles  # noqa: E402
-from tagfiles import ALL, FAMILY, FORMATS  # noqa: E402
-
-from tagger.audio import identity  # noqa: E402
-from tagger.audio.identity import content_id  # noqa: E402
-from tagger.errors import ReadError  # noqa: E402
-from tagger.library.tags import write_genres  # noqa: E402
+from tagger.audio import identity
+from tagger.audio.identity import content_id
+from tagger.errors import ReadError
+from tagger.library.tags import write_genres
 
 BIG = "x" * 200_000  # large enough to force re-pagination / moov growth / padding overflow
 

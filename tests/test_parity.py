@@ -9,10 +9,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_DIR
+from helpers.audio import DATA_DIR
 
 from tagger.errors import ModelError
 from tagger.model.musicnn import load_musicnn, models_dir, read_model_card
+
+pytestmark = pytest.mark.slow  # runs both networks
 
 PARITY = np.load(DATA_DIR / "parity.npz")
 

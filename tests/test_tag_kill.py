@@ -27,16 +27,14 @@ from pathlib import Path
 
 import mutagen
 import pytest
+from helpers import tagfiles
+from helpers.tag_kill_child import STATE_A, STATE_B, advance
+
+from tagger.library.tags import read_genres, sweep_stale_temp_files
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPERS = Path(__file__).parent / "helpers"
-sys.path.insert(0, str(HELPERS))
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-import tagfiles  # noqa: E402
-from tag_kill_child import STATE_A, STATE_B, advance  # noqa: E402
-
-from tagger.library.tags import read_genres, sweep_stale_temp_files  # noqa: E402
+CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # the child imports this checkout's tagger
 
 KILL_FORMATS = ("mp3", "flac", "ogg", "opus", "m4a", "wav", "wma")
 FORKED_ITERATIONS = 120
@@ -92,8 +90,8 @@ def _run_and_kill(how: str, files: list[Path], delay: float) -> bool:
         assert os.WEXITSTATUS(status) == 0, "forked writer failed"
         return False
     child = subprocess.Popen(
-        [sys.executable, str(HELPERS / "tag_kill_child.py"), str(ROOT), *map(str, files)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(HELPERS / "tag_kill_child.py"), *map(str, files)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CHILD_ENV,
     )
     try:
         line = child.stdout.readline()

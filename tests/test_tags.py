@@ -19,18 +19,14 @@ import mutagen.asf
 import mutagen.mp4
 import mutagen.wave
 import pytest
+from helpers import tagfiles
+from helpers.tagfiles import ALL, CONF_FIELD, FAMILY, GENRE_FIELD
 from mutagen.id3 import ID3, ID3NoHeaderError
 
-sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import tagfiles  # noqa: E402
-from tagfiles import ALL, CONF_FIELD, FAMILY, GENRE_FIELD  # noqa: E402
-
-from tagger.audio.identity import content_id  # noqa: E402
-from tagger.errors import ReadError, WriteError  # noqa: E402
-from tagger.library import tags  # noqa: E402
-from tagger.library.tags import TagChange, read_genres, restore, supported, write_genres  # noqa: E402
+from tagger.audio.identity import content_id
+from tagger.errors import ReadError, WriteError
+from tagger.library import tags
+from tagger.library.tags import TagChange, read_genres, restore, supported, write_genres
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -565,10 +561,9 @@ def test_exception_inside_edit_cleans_up(media, tmp_path):
 
 _FSIZE_CHILD = r"""
 import json, resource, signal, sys
-sys.path.insert(0, sys.argv[1])
 from tagger.errors import WriteError
 from tagger.library.tags import write_genres
-path, limit, genres = sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+path, limit, genres = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 try:
@@ -592,8 +587,8 @@ def test_full_disk_leaves_original_intact(media, fmt, when, tmp_path):
     # 'copy': the temp copy itself cannot be made; 'edit': the copy fits, the grown tag does not
     limit = len(before) // 2 if when == "copy" else len(before) + 1024
     out = subprocess.run(
-        [sys.executable, "-c", _FSIZE_CHILD, str(ROOT), str(p), str(limit),
-         json.dumps(BIG_GENRES)],
+        [sys.executable, "-c", _FSIZE_CHILD, str(p), str(limit), json.dumps(BIG_GENRES)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # the child imports this checkout's tagger
         capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import encoding_ffmpeg, ffmpeg_run, real_clip
+from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
 
 from tagger.audio.identity import content_id
 from tagger.cli import main
@@ -256,7 +256,7 @@ def test_200_files_dropped_at_once_are_each_processed_exactly_once(setup, classi
         assert len(classifier.counts) == 200 and set(classifier.counts.values()) == {1}
         assert rows(db, "select count(*) from predictions")[0][0] == 200
         assert rows(db, "select count(*) from tag_writes where field = 'GENRE'")[0][0] == 200
-        assert all(tags.read_genres(p) == ["jazz"] for p in root.rglob("*.ogg"))
+        assert all(tags.read_genres(p) == ["Jazz"] for p in root.rglob("*.ogg"))
         assert watcher.status()["processed"] == 200
 
 
@@ -383,7 +383,7 @@ def test_model_or_genre_change_requeues_only_the_affected_tracks(setup, classifi
     files = [trumpet(root / f"{n}.ogg", variants[i]) for i, n in enumerate("abc")]
     with daemon([root], config, classifier=classifier):
         wait_for(lambda: all(status_of(db, f) == "done" for f in files), what="first run")
-    genre = tags.read_genres(files[0])[0]
+    genre = tags.read_genres(files[0])[0].lower()  # the vocabulary form; files: title case
     assert classifier.counts == Counter({str(f): 1 for f in files})
 
     # one track's prediction now says it came from other weights
@@ -472,6 +472,7 @@ def start_service(config_file: Path, root: Path, log: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL, stderr=open(log, "ab"), env=env)
 
 
+@pytest.mark.slow
 def test_service_sigterm_second_writer_status_and_kill_9_resume_exactly_once(tmp_path, capsys,
                                                                             variants):
     root = tmp_path / "Music"
@@ -543,5 +544,5 @@ def test_service_sigterm_second_writer_status_and_kill_9_resume_exactly_once(tmp
     assert writes == Counter({str(f): 1 for f in files})
     for f in files:
         genre = rows(db, "select genre from track_genres where path = ?", str(f))[0][0]
-        assert tags.read_genres(f) == [genre]
+        assert [g.lower() for g in tags.read_genres(f)] == [genre]
     assert "Traceback" not in log.read_text()

@@ -19,15 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tagger.config import load_config
+from tagger.learn.datasets import folder_dataset
+from tagger.learn.evaluate import cross_validate
+from tagger.learn.train import embed, load_backbones
+from tagger.model.embeddings import EMBEDDINGS
+from tagger.model.heads import HEADS, HeadOptions
 
-from tagger.config import load_config  # noqa: E402
-from tagger.learn.datasets import folder_dataset  # noqa: E402
-from tagger.learn.evaluate import cross_validate  # noqa: E402
-from tagger.learn.train import embed, load_backbones  # noqa: E402
-from tagger.model.embeddings import EMBEDDINGS  # noqa: E402
-from tagger.model.heads import HEADS, HeadOptions  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def main(argv=None) -> int:

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tagger.audio.features import FRAMES_PER_SEGMENT, log_mel  # (float32 pipeline)
 
-from tagger.audio.features import FRAMES_PER_SEGMENT, log_mel  # noqa: E402  (float32 pipeline)
+REPO = Path(__file__).resolve().parent.parent
 
 MODELS = {"MSD_musicnn": "msd", "MTT_musicnn": "mtt"}
 

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tagger.audio.features import prepare_track
+from tagger.config import Config
+from tagger.model.classify import Classifier
+from tagger.model.vote import vote
 
-from tagger.audio.features import prepare_track  # noqa: E402
-from tagger.config import Config  # noqa: E402
-from tagger.model.classify import Classifier  # noqa: E402
-from tagger.model.vote import vote  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 LABELLED = {
     "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg": "classical",

@@ -1,7 +1,7 @@
 """tag_writes is a journal: a deleted track no longer takes its tag history with it
 
 Revision ID: 0003_journal
-Revises: 0002
+Revises: 0004_reasons
 Create Date: 2026-12-01
 
 The original values of the user's tags are append-only history: ``tag_writes.track_id``
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_journal"
-down_revision: Union[str, Sequence[str], None] = "0002"
+down_revision: Union[str, Sequence[str], None] = "0004_reasons"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

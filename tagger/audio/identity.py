@@ -42,7 +42,10 @@ import stat
 import struct
 from typing import BinaryIO
 
-from tagger.errors import ReadError
+from tagger.errors import ReadError, TaggerError
+
+# the kinds detect_format() returns: the containers of the one registry, tagger/formats.py
+from tagger.formats import AIFF, ASF, FLAC, MP3, MP4, OGG, WAV, extensions_of
 
 SAMPLE_SIZE = 256 * 1024
 DIGEST_SIZE = 20
@@ -50,9 +53,6 @@ SCHEME = b"tagger-content-id-v1"
 
 _ASF_HEADER_GUID = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
 _ASF_DATA_GUID = bytes.fromhex("3626b2758e66cf11a6d900aa0062ce6c")
-
-# kinds returned by detect_format()
-MP3, FLAC, OGG, MP4, WAV, AIFF, ASF = "mp3", "flac", "ogg", "mp4", "wav", "aiff", "asf"
 
 _MP4_TOP_LEVEL = {
     b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"meta", b"moof",
@@ -62,7 +62,7 @@ _MP4_TOP_LEVEL = {
 Extent = tuple[int, int]  # (offset, length) of a run of payload bytes in the file
 
 
-class _Layout(Exception):
+class _Layout(TaggerError):
     """Internal: the file's layout is not what its magic promised."""
 
 
@@ -144,7 +144,7 @@ def detect_format(f: BinaryIO, path: str = "") -> str | None:
         return AIFF
     if head[:16] == _ASF_HEADER_GUID:
         return ASF
-    if head[4:8] == b"ftyp" or (head[4:8] in _MP4_TOP_LEVEL and ext in (".m4a", ".mp4", ".m4b")):
+    if head[4:8] == b"ftyp" or (head[4:8] in _MP4_TOP_LEVEL and ext[1:] in extensions_of(MP4)):
         return MP4
     if head[:4] == b"fLaC":
         return FLAC

@@ -1,7 +1,7 @@
 """Command line: parse arguments, load the config once, run a command, map errors to exit codes.
 
 Exit codes: 0 success; 1 some files failed; 2 usage or configuration error; 3 any other
-tagger error (model, catalogue, tag writing); 130 interrupted.
+tagger error (model, catalogue, tag writing); 130 interrupted; 141 the output pipe closed.
 """
 
 from __future__ import annotations
@@ -21,17 +21,26 @@ from tagger.config import Config, load_config, workers_option
 from tagger.errors import ConfigError, TaggerError
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `head` leaves a shell pipeline's writer with
 
 log = logging.getLogger("tagger")
 
 
 class UsageError(ConfigError):
-    """A command-line usage error (exit 2)."""
+    """A command-line usage error (exit 2); ``usage`` is the parser's usage line, if any."""
+
+    def __init__(self, message: str, usage: str = "", prog: str = "tagger"):
+        super().__init__(message)
+        self.usage, self.prog = usage, prog
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # argparse would exit(2) itself; keep one exit path
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(message, self.format_usage(), self.prog)
 
 
 # ---------------------------------------------------------------- output
@@ -112,12 +121,15 @@ def _open_catalogue(config: Config):
 
 
 def _roots(args: argparse.Namespace, config: Config) -> list[str]:
-    roots = [os.path.abspath(p) for p in (args.paths or config.library.roots)]
+    """The folders (or single files) to scan: given, or ``library.roots``."""
+    roots = [os.path.abspath(os.path.expanduser(p)) for p in (args.paths or config.library.roots)]
     if not roots:
         raise UsageError("no PATH given and no 'library.roots' in tagger.toml")
     for root in roots:
-        if not os.path.isdir(root):
-            raise UsageError(f"not a folder: {root}")
+        if not os.path.exists(root):
+            raise UsageError(f"{root}: does not exist")
+        if not (os.path.isdir(root) or os.path.isfile(root)):
+            raise UsageError(f"{root}: neither a folder nor a file")
     return roots
 
 
@@ -133,7 +145,11 @@ def graceful_stop() -> Iterator[Callable[[], bool]]:
         if requested:
             raise KeyboardInterrupt
         requested.append(signum)
-        print("\nstopping after the files in progress (Ctrl-C again to abort)", file=sys.stderr)
+        if signum == signal.SIGTERM:  # systemd or kill: nobody is there to press Ctrl-C
+            log.info("SIGTERM: stopping after the files in progress")
+        else:
+            print("\nstopping after the files in progress (Ctrl-C again to abort)",
+                  file=sys.stderr)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -144,35 +160,63 @@ def graceful_stop() -> Iterator[Callable[[], bool]]:
 
 
 def cmd_scan(args: argparse.Namespace, config: Config) -> int:
+    from tagger.cli.progress import ScanDisplay, use_state_caches
     from tagger.library.catalogue import current, head
     from tagger.library.lock import WriterLock
     from tagger.service.scan import scan
 
     roots = _roots(args, config)
+    display = ScanDisplay(quiet=args.quiet, first_run=use_state_caches(config.state_path))
+    display.say(f"{'dry run: ' if args.dry_run else ''}scanning {', '.join(roots)}; catalogue "
+                f"{_where(config)}")
+    proposals: list[dict] = []
+    options = dict(force=args.force, workers=args.workers or 0, retry_failed=args.retry_failed,
+                   progress=display, on_phase=display.phase)
     with graceful_stop() as should_stop:
-        if args.dry_run:  # writes nothing at all: not even a new or upgraded catalogue
-            exists = current(config.database_url) == head()
-            with (_open_catalogue(config) if exists else contextlib.nullcontext()) as catalogue:
-                summary = scan(roots, config, catalogue, force=args.force, dry_run=True,
-                               workers=args.workers or 0, should_stop=should_stop)
-        else:
-            with WriterLock(config.state_path, config.database_url, "tagger scan"), \
-                    _open_catalogue(config) as catalogue:
-                summary = scan(roots, config, catalogue, force=args.force,
-                               workers=args.workers or 0, should_stop=should_stop)
+        try:
+            if args.dry_run:  # writes nothing at all: not even a new or upgraded catalogue
+                exists = current(config.database_url) == head()
+                with (_open_catalogue(config) if exists else contextlib.nullcontext()) as cat:
+                    summary = scan(roots, config, cat, dry_run=True, should_stop=should_stop,
+                                   on_proposal=proposals.append if args.json else None,
+                                   **options)
+            else:
+                with WriterLock(config.state_path, config.database_url, "tagger scan"), \
+                        _open_catalogue(config) as catalogue:
+                    summary = scan(roots, config, catalogue, should_stop=should_stop, **options)
+        finally:
+            display.close()
     if args.json:
-        print(json.dumps({**{k: v for k, v in vars(summary).items() if k != "failures"},
-                          "failed": summary.failed, "failures": dict(summary.failures)}))
-    else:
+        out = summary.as_dict()
+        if args.dry_run:
+            out["proposals"] = proposals
+        print(json.dumps(out, ensure_ascii=False))
+    elif not args.quiet or summary.failed or summary.interrupted:
         print("\n".join(summary.lines()))
     if summary.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILURES if summary.failed else EXIT_OK
 
 
+def _where(config: Config) -> str:
+    from tagger.library.catalogue import safe_url
+
+    url = config.database_url
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else safe_url(url)
+
+
 def cmd_show(args: argparse.Namespace, config: Config) -> int:
+    records = []
     with _open_catalogue(config) as catalogue:
-        records = [(p, catalogue.track(os.path.abspath(p))) for p in args.paths]
+        for p in args.paths:
+            path = os.path.abspath(os.path.expanduser(p))
+            if os.path.isdir(path):  # a folder: every catalogued track below it, as revert
+                below = sorted(catalogue.known_files([path]))
+                if not below:
+                    records.append((p, None))
+                records += [(q, catalogue.track(q)) for q in below]
+            else:
+                records.append((p, catalogue.track(path)))
     missing = 0
     for path, record in records:
         if record is None:
@@ -245,7 +289,7 @@ def cmd_revert(args: argparse.Namespace, config: Config) -> int:
     from tagger.library.paths import is_inside, outside_reason, real_roots
 
     if not args.all and not args.paths:
-        raise UsageError("tagger revert: give PATHs or --all")
+        raise UsageError("give PATHs or --all", prog="tagger revert")
     failed = restored = 0
     with WriterLock(config.state_path, config.database_url, "tagger revert"), \
             _open_catalogue(config) as catalogue:
@@ -337,18 +381,18 @@ def _labelled_dataset(args: argparse.Namespace, config: Config):
                  if left else ""), file=sys.stderr)
         return dataset
     if len(args.source) != 1:
-        raise UsageError(f"tagger {args.command}: give one DATASET folder (ROOT/<genre>/...) "
-                         "or --from-tags")
+        raise UsageError("give one DATASET folder (ROOT/<genre>/...) or --from-tags",
+                         prog=f"tagger {args.command}")
     return folder_dataset(args.source[0], config.library, genre_map)
 
 
 def _embedded(args: argparse.Namespace, config: Config):
+    from tagger.cli.progress import ScanDisplay
     from tagger.learn.train import embed, load_backbones
-    from tagger.service.scan import Progress
 
     dataset = _labelled_dataset(args, config)
     backbones = load_backbones(config)
-    progress = Progress(len(dataset.tracks))
+    progress = ScanDisplay(quiet=args.quiet, label="embedding")(len(dataset.tracks))
     last = [0]
 
     def advance(done: int, total: int) -> None:
@@ -433,10 +477,40 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
     roots = [os.path.abspath(p) for p in (args.paths or config.library.roots)]
     if not roots:
         raise UsageError("no PATH given and no 'library.roots' in tagger.toml")
+    from tagger.cli.systemd import notify_when_started
+
     watcher = Watcher(roots, config, workers=args.workers or 0)
-    with graceful_stop() as should_stop:
+    with graceful_stop() as should_stop, notify_when_started(watcher.started):
         watcher.run(should_stop)
     return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    from tagger.cli.listing import cmd_list as run
+
+    return run(args, config, _open_catalogue)
+
+
+def cmd_prune(args: argparse.Namespace, config: Config) -> int:
+    from tagger.cli.listing import cmd_prune as run
+
+    return run(args, config, _open_catalogue)
+
+
+def cmd_completion(args: argparse.Namespace, config: Config) -> int:
+    from tagger.cli.completion import script
+
+    sys.stdout.write(script(args.shell, build_parser()))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    from tagger.cli.demo import copy_demo
+
+    folder = copy_demo(args.folder)
+    print(f"copied the demo clips to {folder}", file=sys.stderr)
+    args.paths = [str(folder)]
+    return cmd_scan(args, config)
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
@@ -458,15 +532,68 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "status": cmd_status,
     "train": cmd_train,
     "eval": cmd_eval,
+    "list": cmd_list,
+    "prune": cmd_prune,
+    "completion": cmd_completion,
+    "demo": cmd_demo,
 }
 
 
+DESCRIPTION = """\
+Genre tags for music libraries, from the musicnn CNNs: the middle 30 s of each track is cut
+into ten 3-second segments, each votes for a genre, the winner is written into the file's own
+tags (a genre you set is kept by default) and everything goes into a SQLite catalogue."""
+
+EPILOG = """\
+global options (before or after the command):
+  --config FILE   tagger.toml to use (else $TAGGER_CONFIG, ./tagger.toml,
+                  ~/.config/tagger/tagger.toml, else the built-in defaults)
+  -v, --verbose   debug logging        -q, --quiet   warnings and errors only
+
+files:
+  <state_dir>/catalogue.sqlite   the catalogue (state_dir: $XDG_STATE_HOME/tagger, else
+                                 ~/.local/state/tagger); backups beside it (tagger prune)
+  <state_dir>/numba-cache        compiled audio kernels (made by the first run)
+
+exit status:
+  0 success, 1 some files failed, 2 usage or configuration error, 3 other error (model,
+  catalogue, tag writing, another tagger is writing), 130 interrupted, 141 output pipe closed
+
+examples:
+  tagger scan ~/Music               classify and tag what is new or changed
+  tagger scan --dry-run ~/Music     what would be written; writes nothing
+  tagger list --low 0.35            the tracks to look at
+  tagger revert ~/Music/Jazz        put back the genres tagger replaced
+  eval "$(tagger completion bash)"  Tab completion
+
+documentation: README.md, docs/queries.md, docs/watch.md, docs/training.md"""
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # SUPPRESS: a subcommand's parser leaves alone what was given before the command name
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--config", metavar="FILE", default=default, help="tagger.toml to use")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default or False
+                        if top else argparse.SUPPRESS, help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default or False
+                        if top else argparse.SUPPRESS,
+                        help="only warnings and errors (and a summary when files failed)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tagger", description="Genre tagging for music libraries.")
+    parser = _Parser(prog="tagger", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"tagger {__version__}")
-    parser.add_argument("--config", metavar="FILE", help="tagger.toml to use")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _global_options(parser, top=True)
+    common = _Parser(add_help=False)
+    _global_options(common, top=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.set_defaults(_commands=sub.choices)  # main() names the command in usage errors
+    _add = sub.add_parser
+
+    def add_parser(name, *, parents=(), **kwargs):
+        return _add(name, parents=[common, *parents], **kwargs)
+
+    sub.add_parser = add_parser
 
     model = _Parser(add_help=False)
     model.add_argument("--model", metavar="BUNDLE",
@@ -481,18 +608,40 @@ def build_parser() -> argparse.ArgumentParser:
     db = _Parser(add_help=False)
     db.add_argument("--db", metavar="URL", help="catalogue URL (overrides tagger.toml)")
 
-    scan = sub.add_parser("scan", parents=[db, model],
-                          help="classify, tag and catalogue a library")
-    scan.add_argument("paths", nargs="*", metavar="PATH", help="default: library.roots")
-    scan.add_argument("--dry-run", action="store_true",
-                      help="print existing -> proposed genre; write nothing")
-    scan.add_argument("--force", action="store_true", help="also redo unchanged files")
-    scan.add_argument("--workers", type=workers_option, metavar="N",
-                      help="decode worker processes")
-    scan.add_argument("--json", action="store_true", help="print the summary as JSON")
+    scanning = _Parser(add_help=False)
+    scanning.add_argument("--dry-run", action="store_true",
+                          help="print existing -> proposed genre; write nothing")
+    scanning.add_argument("--force", action="store_true", help="also redo unchanged files")
+    scanning.add_argument("--retry-failed", action="store_true",
+                          help="also retry files that failed for their content and did not "
+                               "change (transient failures are always retried)")
+    scanning.add_argument("--workers", type=workers_option, metavar="N",
+                          help="decode worker processes")
+    scanning.add_argument("--json", action="store_true",
+                          help="print the summary as one JSON object (with --dry-run: and "
+                               "every proposal in it)")
+    scan = sub.add_parser(
+        "scan", parents=[db, model, scanning], help="classify, tag and catalogue a library",
+        description="Classify what is new or changed under PATHs (folders or files), write "
+                    "the genres, update the catalogue. Unchanged files are skipped; files that "
+                    "failed for a transient reason (worker died, timeout, permission) are "
+                    "retried, the others when they change or with --retry-failed.")
+    scan.add_argument("paths", nargs="*", metavar="PATH",
+                      help="folders or files (default: library.roots)")
+
+    demo = sub.add_parser("demo", parents=[db, model, scanning],
+                          help="copy the shipped demo clips to FOLDER and scan them")
+    demo.add_argument("folder", nargs="?", default="demo-library", metavar="FOLDER",
+                      help="where to copy them (default: ./demo-library)")
+
+    from tagger.cli.listing import add_parsers
+
+    add_parsers(sub, [db])
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"))
 
     show = sub.add_parser("show", parents=[db], help="everything known about tracks")
-    show.add_argument("paths", nargs="+", metavar="PATH")
+    show.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
 
     stats = sub.add_parser("stats", parents=[db], help="genre distribution, confidence, failures")
     stats.add_argument("--json", action="store_true")
@@ -572,8 +721,24 @@ def _stderr_is_journal() -> bool:
     return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now: the progress bar (rich) redirects it while it
+    runs, so log lines appear above the bar instead of through it."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # logging.StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_JournalFormatter("%(name)s: %(message)s") if _stderr_is_journal()
                          else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
@@ -585,11 +750,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args, extra = build_parser().parse_known_args(argv)
         except SystemExit as exc:  # --help / --version
             return int(exc.code or 0)
+        if extra:  # said by the command's own parser, with its usage line
+            command = args._commands.get(args.command)
+            if command is None:
+                raise UsageError(f"unrecognized arguments: {' '.join(extra)}",
+                                 build_parser().format_usage())
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
         if not args.command:
-            raise UsageError("tagger: a command is required (try 'tagger --help')")
+            raise UsageError("a command is required (try 'tagger --help')",
+                             build_parser().format_usage())
         config = load_config(args.config)
         if getattr(args, "db", None):
             config = dataclasses.replace(config, database=args.db)
@@ -598,8 +770,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.path.expanduser(args.model))
             config = dataclasses.replace(config, model=dataclasses.replace(config.model,
                                                                            bundle=bundle))
-        setup_logging("debug" if args.verbose else config.log_level)
-        return COMMANDS[args.command](args, config)
+        setup_logging("debug" if args.verbose else "warning" if args.quiet else config.log_level)
+        from tagger.cli.progress import use_state_caches
+
+        use_state_caches(config.state_path)  # before anything imports librosa (and numba)
+        code = COMMANDS[args.command](args, config)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below
+        return code
+    except BrokenPipeError:
+        # `tagger stats | head -1`: the reader has all it wanted. Point stdout at /dev/null
+        # so the interpreter's final flush does not fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    except UsageError as exc:
+        if exc.usage:
+            sys.stderr.write(exc.usage)
+        print(f"{exc.prog}: error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as exc:
         print(f"tagger: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

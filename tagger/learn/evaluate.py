@@ -1,5 +1,8 @@
 """Honest evaluation: stratified k-fold *by track*, accuracy per segment and per track.
 
+The folds, the per-genre metrics and the confusion matrices are scikit-learn's; the plot is
+matplotlib's.
+
 The folds split tracks, never segments: all segments of a track (and of every file with the
 same audio) are on the same side, so a test track was never heard in training. Splitting
 segments at random instead lets the head recognise the recording rather than the genre,
@@ -9,16 +12,19 @@ which is how 91-95 % GTZAN figures leak. Track accuracy is measured after the sa
 :func:`cross_validate` trains a fresh head per fold; :func:`evaluate_head` scores a fixed
 model (the default genre map, or a trained bundle) on every track. Both return the report
 dict that ``tagger eval --report`` writes; :func:`format_report` prints it and
-:func:`plot_confusion` draws its confusion matrix (needs Pillow: ``pip install tagger[plot]``).
+:func:`plot_confusion` draws its confusion matrix (needs matplotlib: ``pip install tagger[plot]``).
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from typing import Sequence
 
 import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.model_selection import StratifiedGroupKFold
 
 from tagger.errors import ConfigError, TaggerError
 from tagger.learn.datasets import EmbeddedSet
@@ -31,11 +37,12 @@ from tagger.model.vote import vote
 
 def stratified_folds(labels: Sequence, k: int, seed: int = 0,
                      groups: Sequence | None = None) -> np.ndarray:
-    """The fold (0..k-1) of every track.
+    """The fold (0..k-1) of every track, by scikit-learn's ``StratifiedGroupKFold``.
 
-    Each genre's tracks are dealt over the folds as evenly as possible (in a seeded random
-    order), so every fold holds about 1/k of each genre. Tracks sharing a group (the same
-    audio in two files) go to the same fold, labelled by their most common genre.
+    Every fold holds about 1/k of each genre's tracks (shuffled, seeded), and tracks sharing a
+    group always go to the same fold. ``groups`` is the grouping key of each track (default:
+    each track alone); cross-validation passes the audio identity, so that the same recording
+    in two files is never on both sides (an artist would do as well, to test on unseen artists).
     """
     n = len(labels)
     if k < 2:
@@ -43,25 +50,13 @@ def stratified_folds(labels: Sequence, k: int, seed: int = 0,
     groups = list(range(n)) if groups is None else list(groups)
     if len(groups) != n:
         raise ValueError("need one group per track")
-    members: dict = {}
-    for i, group in enumerate(groups):
-        members.setdefault(group, []).append(i)
-    group_label = {g: Counter(labels[i] for i in idx).most_common(1)[0][0]
-                   for g, idx in members.items()}
-    rng = np.random.default_rng(seed)
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = np.full(n, -1, dtype=np.int64)
-    total = np.zeros(k, dtype=np.int64)
-    for label in sorted(set(group_label.values()), key=str):
-        these = [g for g in members if group_label[g] == label]
-        order = rng.permutation(len(these))
-        per_fold = np.zeros(k, dtype=np.int64)
-        for j in order:
-            group = these[j]
-            size = len(members[group])
-            fold = min(range(k), key=lambda f: (per_fold[f], total[f], f))
-            per_fold[fold] += size
-            total[fold] += size
-            folds[members[group]] = fold
+    with warnings.catch_warnings():
+        # a genre with fewer than k tracks is simply not in every fold
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        for fold, (_, test) in enumerate(splitter.split(np.zeros(n), list(labels), groups)):
+            folds[test] = fold
     return folds
 
 
@@ -76,8 +71,11 @@ def segment_split(segment_tracks: np.ndarray, folds: np.ndarray,
 
 
 def cross_validate(embedded: EmbeddedSet, backbones: Backbones, options: HeadOptions,
-                   k: int = 5, seed: int = 0) -> dict:
-    """Train a head on k-1 folds, test it on the k-th, for every fold; one pooled report."""
+                   k: int = 5, seed: int = 0, groups: Sequence | None = None) -> dict:
+    """Train a head on k-1 folds, test it on the k-th, for every fold; one pooled report.
+
+    ``groups``: the grouping key of each track, kept on one side of every split (default:
+    its audio identity, ``embedded.keys``)."""
     started = time.perf_counter()
     labels = embedded.labels
     if len(labels) < 2:
@@ -87,11 +85,12 @@ def cross_validate(embedded: EmbeddedSet, backbones: Backbones, options: HeadOpt
     if rare:
         # with one track, a genre would be tested without ever being trained on
         raise ConfigError(f"cross-validation needs at least 2 tracks per genre: {', '.join(rare)}")
-    k_used = min(k, len(y_track))  # a genre with fewer than k tracks is simply not in every fold
+    groups = list(embedded.keys) if groups is None else list(groups)
+    k_used = min(k, len(set(groups)))  # a genre with fewer than k tracks is not in every fold
     seg_tracks = embedded.segment_tracks
     x = embedded.features(options.embedding, backbones)
     y_seg = y_track[seg_tracks]
-    folds = stratified_folds(list(y_track), k_used, seed, groups=embedded.keys)
+    folds = stratified_folds(list(y_track), k_used, seed, groups=groups)
     pred_track = np.full(len(y_track), -1, dtype=np.int64)
     pred_seg = np.full(len(y_seg), -1, dtype=np.int64)
     per_fold = []
@@ -179,23 +178,22 @@ def build_report(true_track: Sequence[str], pred_track: Sequence[str],
     true_labels = list(true_labels)
     extra = sorted((set(pred_track) | set(pred_seg)) - set(true_labels))
     columns = true_labels + extra
-    matrix = _confusion(true_track, pred_track, columns)
-    seg_matrix = _confusion(true_seg, pred_seg, columns)
+    matrix = confusion_matrix(true_track, pred_track, labels=columns)
+    seg_matrix = confusion_matrix(true_seg, pred_seg, labels=columns)
+    # undefined ratios (nothing predicted / no such track) are NaN here, None in the report
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true_track, pred_track, labels=columns, zero_division=np.nan)
+    _, seg_recall, _, _ = precision_recall_fscore_support(
+        true_seg, pred_seg, labels=columns, zero_division=np.nan)
     per_genre = {}
     for j, genre in enumerate(columns):
-        support = int(matrix[j].sum()) if j < len(true_labels) else 0
-        predicted = int(matrix[:, j].sum())
-        hit = int(matrix[j, j]) if j < len(true_labels) else 0
-        precision = hit / predicted if predicted else None
-        recall = hit / support if support else None
-        f1 = (2 * precision * recall / (precision + recall)
-              if precision and recall else (0.0 if precision is not None and recall is not None
-                                            else None))
-        seg_support = int(seg_matrix[j].sum()) if j < len(true_labels) else 0
+        p, r = _defined(precision[j]), _defined(recall[j])
         per_genre[genre] = {
-            "precision": _round(precision), "recall": _round(recall), "f1": _round(f1),
-            "tracks": support, "predicted": predicted,
-            "segment_recall": _round(seg_matrix[j, j] / seg_support if seg_support else None),
+            # F1 only where both precision and recall are defined
+            "precision": _round(p), "recall": _round(r),
+            "f1": _round(f1[j] if p is not None and r is not None else None),
+            "tracks": int(support[j]), "predicted": int(matrix[:, j].sum()),
+            "segment_recall": _round(_defined(seg_recall[j])),
         }
     n = len(true_track)
     recalls = [per_genre[g]["recall"] for g in true_labels if per_genre[g]["recall"] is not None]
@@ -218,12 +216,8 @@ def build_report(true_track: Sequence[str], pred_track: Sequence[str],
     }
 
 
-def _confusion(true: Sequence[str], pred: Sequence[str], columns: list[str]) -> np.ndarray:
-    index = {g: i for i, g in enumerate(columns)}
-    matrix = np.zeros((len(columns), len(columns)), dtype=np.int64)
-    for a, b in zip(true, pred):
-        matrix[index[a], index[b]] += 1
-    return matrix
+def _defined(value) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 def _round(value) -> float | None:
@@ -288,9 +282,10 @@ def _cell(value) -> str:
 def plot_confusion(report: dict, path: str) -> None:
     """Draw the track-level confusion matrix as a PNG (rows: true genre; shade: row share)."""
     try:
-        from PIL import Image, ImageDraw, ImageFont
+        from matplotlib.colors import LinearSegmentedColormap
+        from matplotlib.figure import Figure
     except ImportError:
-        raise TaggerError("--plot needs Pillow: pip install 'tagger[plot]'") from None
+        raise TaggerError("--plot needs matplotlib: pip install 'tagger[plot]'") from None
     conf = report["confusion"]
     rows = [i for i, g in enumerate(conf["labels"]) if g in report["labels"]]
     cols = [i for i, g in enumerate(conf["labels"])
@@ -298,55 +293,34 @@ def plot_confusion(report: dict, path: str) -> None:
     matrix = np.array(conf["matrix"])[np.ix_(rows, cols)]
     row_labels = [conf["labels"][i] for i in rows]
     col_labels = [conf["labels"][i] for i in cols]
-    try:
-        font = ImageFont.load_default(size=14)
-    except TypeError:  # Pillow < 10.1: the fixed bitmap font
-        font = ImageFont.load_default()
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    diagonal = np.array([[r == c for c in col_labels] for r in row_labels])
 
-    def text_size(text: str) -> tuple[int, int]:
-        box = probe.textbbox((0, 0), text, font=font)
-        return box[2] - box[0], box[3] - box[1]
-
-    cell = max(48, max(text_size(str(int(matrix.max())))[0] + 16, 48))
-    left = max(text_size(g)[0] for g in row_labels) + 20
-    top_label_h = max(text_size(g)[0] for g in col_labels) + 20
-    title = (f"{report['dataset']['name']}: track accuracy {report['track_accuracy']:.3f}, "
-             f"segment {report['segment_accuracy']:.3f}")
-    subtitle = ("rows: true genre, columns: predicted"
-                + (f"; {report['folds']}-fold CV" if report.get("folds") else
-                   f"; model {report['model']['name']}"))
-    title_h = 50
-    width = max(left + cell * len(cols) + 20, *(text_size(t)[0] + 20 for t in (title, subtitle)))
-    height = title_h + top_label_h + cell * len(rows) + 40
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((10, 8), title, fill="black", font=font)
-    draw.text((10, 28), subtitle, fill="dimgray", font=font)
-    origin_y = title_h + top_label_h
-    for j, label in enumerate(col_labels):  # column labels, rotated
-        w, h = text_size(label)
-        tile = Image.new("RGBA", (w + 4, h + 8), (255, 255, 255, 0))
-        ImageDraw.Draw(tile).text((2, 0), label, fill="black", font=font)
-        tile = tile.rotate(90, expand=True)
-        x = left + j * cell + (cell - tile.width) // 2
-        image.paste(tile, (x, origin_y - tile.height - 6), tile)
-    for i, label in enumerate(row_labels):
-        total = matrix[i].sum()
-        _, h = text_size(label)
-        draw.text((10, origin_y + i * cell + (cell - h) // 2), label, fill="black", font=font)
+    figure = Figure(figsize=(max(4.5, 2.0 + 0.7 * len(cols)), 2.6 + 0.6 * len(rows)), dpi=100,
+                    layout="constrained")
+    axes = figure.subplots()
+    # hits in blue, confusions in red, each shaded by its share of the true genre's tracks
+    for mask, colour in ((diagonal, "#2171b5"), (~diagonal, "#cb181d")):
+        cmap = LinearSegmentedColormap.from_list(colour, ["white", colour])
+        axes.imshow(np.ma.masked_where(~mask, share), cmap=cmap, vmin=0, vmax=1, aspect="equal")
+    for i in range(len(rows)):
         for j in range(len(cols)):
-            share = matrix[i, j] / total if total else 0.0
-            diagonal = row_labels[i] == col_labels[j]
-            base = (33, 113, 181) if diagonal else (203, 24, 29)
-            colour = tuple(int(255 - share * (255 - c)) for c in base)
-            x0, y0 = left + j * cell, origin_y + i * cell
-            draw.rectangle([x0, y0, x0 + cell, y0 + cell], fill=colour, outline="gray")
-            text = str(int(matrix[i, j]))
-            w, h = text_size(text)
-            draw.text((x0 + (cell - w) // 2, y0 + (cell - h) // 2 - 2), text,
-                      fill="white" if share > 0.55 else "black", font=font)
+            axes.text(j, i, str(int(matrix[i, j])), ha="center", va="center",
+                      color="white" if share[i, j] > 0.55 else "black")
+    axes.set_xticks(range(len(cols)), col_labels, rotation=90)
+    axes.set_yticks(range(len(rows)), row_labels)
+    axes.set_xlabel("predicted genre")
+    axes.set_ylabel("true genre")
+    axes.set_xticks(np.arange(len(cols) + 1) - 0.5, minor=True)
+    axes.set_yticks(np.arange(len(rows) + 1) - 0.5, minor=True)
+    axes.grid(which="minor", color="gray", linewidth=0.5)
+    axes.tick_params(which="minor", length=0)
+    scope = (f"{report['folds']}-fold CV" if report.get("folds")
+             else f"model {report['model']['name']}")
+    axes.set_title(f"{report['dataset']['name']}\ntrack accuracy {report['track_accuracy']:.3f}, "
+                   f"segment {report['segment_accuracy']:.3f}; {scope}", fontsize=10)
     try:
-        image.save(path, format="PNG")
+        figure.savefig(path, format="png")
     except OSError as exc:
         raise TaggerError(f"cannot write the plot: {exc}", path) from None

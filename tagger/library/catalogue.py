@@ -10,8 +10,9 @@ readers. SQLite connections run in WAL mode with a 10 s busy timeout and foreign
 transactions start with ``BEGIN IMMEDIATE`` so that a second writer waits instead of failing
 half-way. Within the writer, :meth:`Catalogue.batch` groups many calls into one transaction.
 
-Every database error surfaces as :class:`tagger.errors.WriteError` (or :class:`ConfigError` for a
-URL that cannot be used), one line, naming the URL without its password.
+Every database error surfaces as :class:`tagger.errors.WriteError` (:class:`ReadError` for a
+failed query, :class:`ConfigError` for a URL that cannot be used), one line, naming the URL
+without its password.
 
 Tables (see ``docs/queries.md`` for SQL against them):
 
@@ -19,7 +20,10 @@ Tables (see ``docs/queries.md`` for SQL against them):
     one row per file ever seen: ``path`` (unique), ``folder`` (its directory), ``size``,
     ``mtime_ns``, ``content_id``, ``format``, ``duration_s``, ``status`` (pending, done, failed,
     skipped, missing), ``error`` (last failure, path not repeated), ``attempts`` (failed attempts
-    since the last success or change of the file), ``first_seen``, ``updated_at``,
+    since the last success or change of the file), ``failure_kind`` (why it failed: worker_died,
+    timeout, permission, unreadable, tag_write, internal), ``not_written`` (why a classified
+    track's genre was not written: below_threshold, kept_user_genre, tie_skipped,
+    policy_never; NULL when it was), ``first_seen``, ``updated_at``,
     ``last_scanned`` (last time the classifier processed it).
 ``models``
     one row per set of weights: ``name``, ``sha256`` (unique), ``vocabulary`` (JSON list),
@@ -68,16 +72,23 @@ from sqlalchemy.orm import (
     selectinload,
 )
 
-from tagger.errors import ConfigError, TaggerError, WriteError
+from tagger.errors import ConfigError, ReadError, TaggerError, WriteError
 from tagger.library.paths import PRIVATE_DIR_MODE, create_private_file
-from tagger.results import Candidate, ModelInfo, SegmentResult, TrackResult
+from tagger.results import (
+    Candidate,
+    FailureKind,
+    ModelInfo,
+    NotWritten,
+    SegmentResult,
+    TrackResult,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "STATUSES",
     "Base", "Track", "Model", "Prediction", "PredictionCandidate", "PredictionSegment", "TagWrite",
-    "TrackRecord", "PredictionRecord", "TagWriteRecord", "Failure",
+    "TrackRecord", "PredictionRecord", "TagWriteRecord", "Failure", "ReviewRow",
     "ConfidenceSpread", "Stats",
     "Catalogue", "open_catalogue", "upgrade", "downgrade", "current", "head",
     "migrations_dir", "safe_url",
@@ -131,6 +142,8 @@ class Track(Base):
     status: Mapped[str] = mapped_column(sa.String(16), index=True, server_default="pending")
     error: Mapped[str | None] = mapped_column(sa.Text)
     attempts: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    failure_kind: Mapped[str | None] = mapped_column(sa.String(16))  # FailureKind, when failed
+    not_written: Mapped[str | None] = mapped_column(sa.String(24), index=True)  # NotWritten
     first_seen: Mapped[dt.datetime] = mapped_column(_Stamp)
     updated_at: Mapped[dt.datetime] = mapped_column(_Stamp)
     last_scanned: Mapped[dt.datetime | None] = mapped_column(_Stamp)
@@ -306,6 +319,8 @@ class TrackRecord:
     last_scanned: dt.datetime | None
     predictions: tuple[PredictionRecord, ...]  # newest first
     tag_writes: tuple[TagWriteRecord, ...]  # oldest first
+    failure_kind: FailureKind | None = None
+    not_written: NotWritten | None = None
 
     @property
     def prediction(self) -> PredictionRecord | None:
@@ -320,6 +335,22 @@ class Failure:
     error: str | None
     attempts: int
     last_scanned: dt.datetime | None
+    kind: FailureKind | None = None
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    """One track of a review queue (``tagger list``)."""
+
+    path: str
+    status: str
+    genre: str | None  # the newest prediction, None when there is none
+    confidence: float | None
+    tie: bool
+    tied_genres: str | None
+    not_written: NotWritten | None
+    error: str | None
+    failure_kind: FailureKind | None
 
 
 @dataclass(frozen=True)
@@ -830,9 +861,9 @@ class Catalogue:
                 with Session(self._engine) as session:
                     yield session
         except SQLAlchemyError as exc:
-            raise WriteError(f"catalogue {self.url}: query failed: {_reason(exc)}") from None
+            raise ReadError(f"catalogue {self.url}: query failed: {_reason(exc)}") from None
         except UnicodeEncodeError:
-            raise WriteError(
+            raise ReadError(
                 f"catalogue {self.url}: query failed: a path is not valid UTF-8"
             ) from None
 
@@ -966,7 +997,8 @@ class Catalogue:
         """Tracks whose last attempt failed (status failed; with ``max_attempts``, only those
         with fewer attempts, i.e. still to be retried), oldest attempt first."""
         stmt = (
-            select(_T.c.path, _T.c.status, _T.c.error, _T.c.attempts, _T.c.last_scanned)
+            select(_T.c.path, _T.c.status, _T.c.error, _T.c.attempts, _T.c.last_scanned,
+                   _T.c.failure_kind)
             .where(_T.c.status == "failed")
             .order_by(_T.c.last_scanned, _T.c.path)
         )
@@ -974,7 +1006,8 @@ class Catalogue:
             stmt = stmt.where(_T.c.attempts < max_attempts)
         with self._read() as s:
             return [
-                Failure(r.path, r.status, r.error, r.attempts, _utc(r.last_scanned))
+                Failure(r.path, r.status, r.error, r.attempts, _utc(r.last_scanned),
+                        FailureKind(r.failure_kind) if r.failure_kind else None)
                 for r in s.execute(stmt)
             ]
 
@@ -1031,11 +1064,13 @@ class Catalogue:
         mtime_ns: int | None,
         content_id: str | None = None,
         format: str | None = None,
+        not_written: NotWritten | None = None,
     ) -> None:
         """Store a classification: the track becomes done (error and attempts cleared), the
         model row is added or updated from ``result.model``, and the prediction replaces this
         model's previous one for the track. A failed result (``result.error``) is passed to
-        :meth:`record_failure`. ``content_id``/``format`` None keep the stored values."""
+        :meth:`record_failure`. ``content_id``/``format`` None keep the stored values;
+        ``not_written`` says why the genre was not written into the file (None: it was)."""
         if not result.ok:
             self.record_failure(
                 result.path, result.error or "unknown error", size=size, mtime_ns=mtime_ns,
@@ -1067,7 +1102,9 @@ class Catalogue:
                 content_id=content_id, format=format, duration_s=result.duration_s,
                 last_scanned=now,
             )
-            s.execute(update(_T).where(_T.c.id == tid).values(error=None, attempts=0))
+            s.execute(update(_T).where(_T.c.id == tid).values(
+                error=None, attempts=0, failure_kind=None,
+                not_written=not_written.value if not_written else None))
             mid = self._model_id(s, result.model, now)
             s.execute(delete(_P).where(_P.c.track_id == tid, _P.c.model_id == mid))
             pid = s.execute(insert(_P).values(
@@ -1097,10 +1134,12 @@ class Catalogue:
         status: str = "failed",
         format: str | None = None,
         content_id: str | None = None,
+        kind: FailureKind = FailureKind.UNREADABLE,
     ) -> None:
         """A file that could not be classified: status ``failed`` (counts an attempt, retried
         later) or ``skipped`` (not audio, too short...: not retried until it changes). ``error``
-        is stored as one line without the path. Earlier predictions are kept."""
+        is stored as one line without the path, ``kind`` (failed only) says whether a plain
+        rescan retries it. Earlier predictions are kept."""
         if status not in ("failed", "skipped"):
             raise ValueError(f"status must be failed or skipped, not {status!r}")
         now = _now()
@@ -1110,6 +1149,8 @@ class Catalogue:
                 mtime_ns=mtime_ns, format=format, content_id=content_id, last_scanned=now,
                 attempts=_T.c.attempts + 1 if status == "failed" else None,
             )
+            s.execute(update(_T).where(_T.c.path == path).values(
+                failure_kind=FailureKind(kind).value if status == "failed" else None))
 
     def mark_missing(self, paths: Iterable[str]) -> int:
         """Files no longer on disk: status missing, everything else kept (a later :meth:`move`
@@ -1349,7 +1390,71 @@ class Catalogue:
                 last_scanned=_utc(t.last_scanned),
                 predictions=tuple(_prediction_record(p) for p in t.predictions),
                 tag_writes=tuple(_tag_write_record(w) for w in t.tag_writes),
+                failure_kind=FailureKind(t.failure_kind) if t.failure_kind else None,
+                not_written=NotWritten(t.not_written) if t.not_written else None,
             )
+
+    def review(self, *, low: float | None = None, ties: bool = False, failed: bool = False,
+               disagree: bool = False, below_threshold: bool = False,
+               under: Iterable[str] | None = None) -> list[ReviewRow]:
+        """The review queues, by path: tracks under ``low`` confidence, ties, failed files,
+        tracks whose own genre was kept although the model disagrees, tracks whose genre was
+        not written for being under ``tags.min_confidence``. Several queues: their union;
+        none: all of them (``low`` then unset)."""
+        tg = _TRACK_GENRES
+        conds = []
+        if low is not None:
+            conds.append(tg.c.confidence < low)
+        if ties:
+            conds.append(tg.c.tie == sa.true())
+        if failed:
+            conds.append(_T.c.status == "failed")
+        if disagree:
+            conds.append(_T.c.not_written == NotWritten.KEPT_USER_GENRE.value)
+        if below_threshold:
+            conds.append(_T.c.not_written == NotWritten.BELOW_THRESHOLD.value)
+        if not conds:
+            conds = [tg.c.tie == sa.true(), _T.c.status == "failed",
+                     _T.c.not_written.in_([NotWritten.KEPT_USER_GENRE.value,
+                                           NotWritten.BELOW_THRESHOLD.value])]
+        stmt = (
+            select(_T.c.path, _T.c.status, tg.c.genre, tg.c.confidence, tg.c.tie,
+                   tg.c.tied_genres, _T.c.not_written, _T.c.error, _T.c.failure_kind)
+            .select_from(_T.outerjoin(tg, tg.c.path == _T.c.path))
+            .where(sa.or_(*conds), _T.c.status != "missing")
+            .order_by(_T.c.path)
+        )
+        if under is not None:
+            stmt = stmt.where(_under(_T.c.path, list(under)))
+        with self._read() as s:
+            return [
+                ReviewRow(r.path, r.status, r.genre,
+                          float(r.confidence) if r.confidence is not None else None,
+                          bool(r.tie), r.tied_genres,
+                          NotWritten(r.not_written) if r.not_written else None, r.error,
+                          FailureKind(r.failure_kind) if r.failure_kind else None)
+                for r in s.execute(stmt)
+            ]
+
+    def missing_since(self, cutoff: dt.datetime) -> list[str]:
+        """Paths of the tracks missing (status missing) since before ``cutoff``."""
+        with self._read() as s:
+            return list(s.scalars(
+                select(_T.c.path).where(_T.c.status == "missing", _T.c.updated_at < cutoff)
+                .order_by(_T.c.path)
+            ))
+
+    def forget(self, paths: Iterable[str]) -> int:
+        """Delete the tracks (their predictions and tag history go with them: export the
+        history first, see ``tagger prune``). Only missing tracks are deleted."""
+        paths = list(dict.fromkeys(paths))
+        n = 0
+        with self._write("forget missing tracks") as s:
+            for chunk in _chunks(paths):
+                n += s.execute(
+                    delete(_T).where(_T.c.path.in_(chunk), _T.c.status == "missing")
+                ).rowcount
+        return n
 
     def stats(self) -> Stats:
         """Catalogue-wide figures for ``tagger stats``."""

@@ -9,6 +9,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from tagger import formats
 from tagger.config import LibraryConfig
 from tagger.library.paths import is_inside, outside_reason, real_roots
 
@@ -42,7 +43,10 @@ def is_ignored(name: str, patterns: Iterable[str]) -> bool:
 
 
 def is_audio_name(name: str, extensions: Iterable[str]) -> bool:
-    return os.path.splitext(name)[1].lower().lstrip(".") in extensions
+    """Whether a file of this name is scanned: its extension is configured and in the registry
+    (tagger/formats.py; a configured ``aac`` is not scanned, it cannot be tagged)."""
+    extension = os.path.splitext(name)[1].lower().lstrip(".")
+    return extension in extensions and formats.by_extension(extension) is not None
 
 
 def walk(roots: Iterable[str], library: LibraryConfig,

@@ -96,20 +96,11 @@ class Classifier:
 
     def tag_scores(self, patches: np.ndarray) -> np.ndarray:
         """Sigmoid scores of every model output, shape (patches, outputs), in batches."""
-        batch = self.config.model.batch_segments
-        out = np.empty((len(patches), len(self.output_keys)), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(patches), batch):
-                chunk = torch.from_numpy(np.ascontiguousarray(patches[start:start + batch]))
-                scores = [torch.sigmoid(m.network(chunk)) for m in self.models]
-                out[start:start + batch] = torch.cat(scores, dim=1).numpy()
-        return out
+        return self.backbones.run(patches, embeddings=False).tag_scores
 
     def backbone_outputs(self, patches: np.ndarray) -> BackboneOutput:
         """Tag scores of every patch, and the embeddings when the genre head reads them."""
-        if self.head.needs_embeddings:
-            return self.backbones.run(patches, embeddings=True)
-        return BackboneOutput(self.tag_scores(patches))
+        return self.backbones.run(patches, embeddings=self.head.needs_embeddings)
 
     def result_for(self, track: PreparedTrack, tag_scores: np.ndarray,
                    genre_scores: np.ndarray) -> TrackResult:

@@ -59,13 +59,6 @@ class BackboneOutput:
     def __len__(self) -> int:
         return len(self.tag_scores)
 
-    def slice(self, start: int, stop: int) -> BackboneOutput:
-        return BackboneOutput(
-            self.tag_scores[start:stop],
-            None if self.penultimate is None else self.penultimate[start:stop],
-            None if self.pooled is None else self.pooled[start:stop],
-        )
-
     def features(self, kind: str) -> np.ndarray:
         """The input of a head trained on ``kind`` (one of :data:`EMBEDDINGS`), float32."""
         if kind == "tags":
@@ -125,10 +118,6 @@ class Backbones:
                 out.append(torch.sigmoid(m.network.output(x[:, col:col + width])))
                 col += width
         return torch.cat(out, dim=1).numpy()
-
-    def output_from_cache(self, track: TrackEmbeddings) -> BackboneOutput:
-        return BackboneOutput(self.tag_scores_from_penultimate(track.penultimate),
-                              track.penultimate, track.pooled)
 
 
 # ---------------------------------------------------------------- one track's embeddings
@@ -207,7 +196,7 @@ class EmbeddingCache:
                 "WHERE content_id = ? AND backbone = ? AND settings = ?",
                 (key, backbone, settings)).fetchone()
         except sqlite3.Error as exc:
-            raise WriteError(f"cannot read the embedding cache ({exc}); it is only a cache: "
+            raise ReadError(f"cannot read the embedding cache ({exc}); it is only a cache: "
                              "delete the file to rebuild it", self.path) from None
         if row is None:
             return None

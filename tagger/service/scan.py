@@ -8,10 +8,12 @@ is unchanged, mark what vanished.
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import re
 import signal
 import sys
 import time
@@ -37,7 +39,7 @@ from tagger.library.paths import (
     real_roots,
     special_file_reason,
 )
-from tagger.results import TrackResult, Vote
+from tagger.results import FailureKind, NotWritten, TrackResult, Vote
 from tagger.service.lifetime import (
     die_with_parent,
     kill_workers,
@@ -61,22 +63,54 @@ STUCK_MARGIN_S = 30.0
 @dataclass(frozen=True)
 class TagDecision:
     genres: tuple[str, ...]  # what to write; empty: write nothing
-    reason: str  # why nothing is written ("" when something is)
+    not_written: NotWritten | None = None  # why nothing is written (None when something is)
+    detail: str = ""  # for people: the figures behind not_written
+
+    @property
+    def reason(self) -> str:
+        """One line for people: why nothing is written ("" when something is)."""
+        if self.not_written is None:
+            return ""
+        return REASON_TEXT[self.not_written] + (f" ({self.detail})" if self.detail else "")
+
+
+REASON_TEXT = {
+    NotWritten.POLICY_NEVER: "tag writing is off (tags.write = never)",
+    NotWritten.BELOW_THRESHOLD: "below threshold",
+    NotWritten.TIE_SKIPPED: "tie skipped (tags.on_tie = skip)",
+    NotWritten.KEPT_USER_GENRE: "kept the genre already set",
+}
+
+
+def display_genre(genre: str, policy: TagsConfig) -> str:
+    """The form written into files: title case (``Hip-Hop``, ``R&B/Soul``) by default, as
+    beets' lastgenre does; a genre renamed with capitals in ``[genres]`` is kept as given."""
+    if policy.genre_case != "title" or genre != genre.lower():
+        return genre
+    return re.sub(r"(^|[\s\-/&(])([a-z])", lambda m: m.group(1) + m.group(2).upper(), genre)
+
+
+def same_genres(a: Iterable[str], b: Iterable[str]) -> bool:
+    """Genre lists compared the way people read them: case and surrounding blanks ignored."""
+    return [g.strip().casefold() for g in a] == [g.strip().casefold() for g in b]
 
 
 def decide_tags(outcome: Vote, existing: list[str], policy: TagsConfig) -> TagDecision:
-    """Apply ``[tags]`` (write, min_confidence, on_tie) to one vote."""
+    """Apply ``[tags]`` (write, min_confidence, on_tie, genre_case) to one vote."""
     if policy.write == "never":
-        return TagDecision((), "tag writing is off (tags.write = never)")
+        return TagDecision((), NotWritten.POLICY_NEVER)
     if outcome.confidence < policy.min_confidence:
-        return TagDecision((), f"below threshold ({outcome.confidence:.2f} < "
-                               f"{policy.min_confidence:g})")
+        return TagDecision((), NotWritten.BELOW_THRESHOLD,
+                           f"{outcome.confidence:.2f} < {policy.min_confidence:g}")
     if outcome.tie and policy.on_tie == "skip":
-        return TagDecision((), "tie: " + ", ".join(outcome.tied))
-    if policy.write == "if_empty" and existing:
-        return TagDecision((), "kept the genre already set")
+        return TagDecision((), NotWritten.TIE_SKIPPED, ", ".join(outcome.tied))
     genres = outcome.tied if outcome.tie and policy.on_tie == "all" else (outcome.genre,)
-    return TagDecision(tuple(genres), "")
+    genres = tuple(display_genre(g, policy) for g in genres)
+    if policy.write == "if_empty" and existing:
+        if same_genres(existing, genres):
+            return TagDecision(())  # the file already says it: nothing to write, nothing kept
+        return TagDecision((), NotWritten.KEPT_USER_GENRE, "; ".join(existing))
+    return TagDecision(genres)
 
 
 # ---------------------------------------------------------------- worker side
@@ -94,29 +128,39 @@ class WorkItem:
     track: PreparedTrack | None = None
     error: str | None = None
     status: str = "failed"  # for errors: failed, or skipped (too short)
+    kind: FailureKind = FailureKind.UNREADABLE  # for failed: whether a rescan retries it
 
 
 def prepare_file(found: FoundFile, config: Config) -> WorkItem:
     """Worker: identity and segments of one file; every failure becomes a one-line reason."""
     fmt = os.path.splitext(found.path)[1].lower().lstrip(".") or None
+
+    def failed(error: str, kind: FailureKind, status: str = "failed") -> WorkItem:
+        return WorkItem(found.path, found.size, found.mtime_ns, fmt, identity, error=error,
+                        status=status, kind=kind)
+
+    identity = None
+    if not os.access(found.path, os.R_OK) and os.path.exists(found.path):
+        # judged here, by the system, not from the decoder's message: a permission problem
+        # is fixed by the user without touching the file, so a plain rescan retries it
+        return failed(f"{found.path}: permission denied", FailureKind.PERMISSION)
     special = special_file_reason(found.path)
     if special:  # a FIFO would block this worker for good at the first open
-        return WorkItem(found.path, found.size, found.mtime_ns, fmt, error=special,
-                        status="skipped")
+        return failed(special, FailureKind.UNREADABLE, status="skipped")
     try:
         identity = content_id(found.path)
     except TaggerError:
         identity = None  # unknown layout: ffmpeg may still decode it, or will say why not
+    started = time.monotonic()
     try:
         track = prepare_track(found.path, config)
     except TooShortError as exc:
-        return WorkItem(found.path, found.size, found.mtime_ns, fmt, identity,
-                        error=exc.message, status="skipped")
+        return failed(exc.message, FailureKind.UNREADABLE, status="skipped")
     except TaggerError as exc:
-        return WorkItem(found.path, found.size, found.mtime_ns, fmt, identity, error=exc.message)
+        timed_out = time.monotonic() - started >= config.decode.timeout_seconds
+        return failed(exc.message, FailureKind.TIMEOUT if timed_out else FailureKind.UNREADABLE)
     except Exception as exc:  # never let one file stop the scan
-        return WorkItem(found.path, found.size, found.mtime_ns, fmt, identity,
-                        error=f"unexpected {type(exc).__name__}: {exc}")
+        return failed(f"unexpected {type(exc).__name__}: {exc}", FailureKind.INTERNAL)
     return WorkItem(found.path, found.size, found.mtime_ns, fmt, identity, track=track)
 
 
@@ -136,6 +180,11 @@ def _worker_ready() -> bool:
 def _worker_context() -> multiprocessing.context.BaseContext:
     """forkserver: workers never inherit torch's threads from the writer process, and the
     server loads and warms the decode stack once, so each worker starts ready."""
+    # The server runs `python -c ...`, which puts the current folder first on sys.path: a
+    # `tagger/` folder there (a clone in ~/tagger, tagger started from ~) would shadow the
+    # installed package in the server and every worker. -P (PYTHONSAFEPATH, Python 3.11+)
+    # leaves the current folder out; the variable is read by the server when it starts.
+    os.environ["PYTHONSAFEPATH"] = "1"
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["tagger.service.forkserver_preload"])
     return context
@@ -157,27 +206,55 @@ class Summary:
     skipped: int = 0
     missing: int = 0
     failures: Counter = field(default_factory=Counter)
+    failure_kinds: Counter = field(default_factory=Counter)  # FailureKind value -> files
+    # failed in an earlier run, unchanged since, not retried now (failed for their content)
+    left_failed: int = 0
+    not_written: Counter = field(default_factory=Counter)  # NotWritten value -> files
+    dry_run: bool = False
     interrupted: bool = False
     elapsed_s: float = 0.0
 
     @property
     def failed(self) -> int:
+        """Files that failed in this run."""
         return sum(self.failures.values())
+
+    @property
+    def still_failed(self) -> int:
+        """Files under the roots whose last attempt failed: this run's and the ones left."""
+        return self.failed + self.left_failed
 
     def lines(self) -> list[str]:
         rate = self.classified / self.elapsed_s if self.elapsed_s else 0.0
+        tagged = "would be tagged" if self.dry_run else "tagged"
         out = [
             f"{self.seen} files: {self.classified} classified ({rate:.2f}/s), "
-            f"{self.tagged} tagged, {self.unchanged} unchanged, {self.failed} failed, "
+            f"{self.tagged} {tagged}, {self.unchanged} unchanged, {self.failed} failed, "
             f"{self.skipped} skipped, {self.missing} missing, {self.moved} moved",
             f"ties: {self.ties}; below threshold: {self.below_threshold}; "
             f"tags left as they were: {self.kept}",
         ]
         for reason, count in self.failures.most_common(5):
             out.append(f"  failed x{count}: {reason}")
+        if self.left_failed:
+            out.append(f"still failed: {self.still_failed} files ({self.left_failed} from "
+                       "earlier runs, unchanged since: 'tagger scan --retry-failed' tries them "
+                       "again, 'tagger list --failed' lists them)")
         if self.interrupted:
             out.append("interrupted: everything finished so far is saved; run again to resume")
         return out
+
+    def as_dict(self) -> dict:
+        """The ``scan --json`` summary."""
+        return {
+            "seen": self.seen, "unchanged": self.unchanged, "classified": self.classified,
+            "tagged": self.tagged, "kept": self.kept, "below_threshold": self.below_threshold,
+            "ties": self.ties, "moved": self.moved, "skipped": self.skipped,
+            "missing": self.missing, "failed": self.failed, "still_failed": self.still_failed,
+            "failures": dict(self.failures), "failure_kinds": dict(self.failure_kinds),
+            "not_written": dict(self.not_written), "dry_run": self.dry_run,
+            "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3),
+        }
 
 
 class Progress:
@@ -222,9 +299,16 @@ def _clock(seconds: float) -> str:
 class Engine:
     """Processes files end to end; the only object that writes tags and the catalogue."""
 
+    tagged_log_level = logging.DEBUG  # the daemon says each tag it writes (WatchEngine: INFO)
+
     def __init__(self, config: Config, catalogue, *, classifier: Classifier | None = None,
-                 workers: int = 0, dry_run: bool = False, out: TextIO | None = None):
+                 workers: int = 0, dry_run: bool = False, out: TextIO | None = None,
+                 on_proposal: Callable[[dict], None] | None = None):
+        """``on_proposal`` receives, in a dry run, each file's ``existing -> proposed`` as a
+        dict (path, existing, proposed, genre, confidence, tie, not_written, reason, error);
+        without it a line is printed to ``out``."""
         self.config = config
+        self.on_proposal = on_proposal
         self.catalogue = catalogue
         self.workers = workers or config.scan.workers or os.cpu_count() or 1
         self.dry_run = dry_run
@@ -255,8 +339,14 @@ class Engine:
     def start(self) -> None:
         """Start the worker processes now rather than with the first file."""
         pool = self._executor()
-        for ready in [pool.submit(_worker_ready) for _ in range(self.workers)]:
-            ready.result()
+        try:
+            for ready in [pool.submit(_worker_ready) for _ in range(self.workers)]:
+                ready.result()
+        except BrokenProcessPool:
+            self.close()
+            raise TaggerError(
+                "the decode worker processes die as they start (their error is printed above; "
+                f"python is {sys.executable})") from None
 
     def close(self) -> None:
         if self._pool is not None:
@@ -360,7 +450,8 @@ class Engine:
             error = ("the decoding worker was stuck on this file twice (killed)"
                      if found.path in stuck else
                      "the decoding worker process died twice on this file")
-            return WorkItem(found.path, found.size, found.mtime_ns, None, error=error)
+            kind = FailureKind.TIMEOUT if found.path in stuck else FailureKind.WORKER_DIED
+            return WorkItem(found.path, found.size, found.mtime_ns, None, error=error, kind=kind)
         log.warning("a worker process died; retrying %s", found.path)
         submit(found)
         return None
@@ -389,15 +480,17 @@ class Engine:
             summary.skipped += 1
         else:
             summary.failures[item.error] += 1
+            summary.failure_kinds[item.kind.value] += 1
         log.log(logging.INFO if item.status == "skipped" else logging.ERROR,
                 "%s: %s", item.path, item.error)
         if self.dry_run:
-            print(f"{item.path}: {item.status}: {item.error}", file=self.out)
+            self._propose(path=item.path, error=f"{item.status}: {item.error}")
             return
         with self.catalogue.batch():
             self.catalogue.record_failure(item.path, item.error, size=item.size,
                                           mtime_ns=item.mtime_ns, status=item.status,
-                                          format=item.format, content_id=item.content_id)
+                                          format=item.format, content_id=item.content_id,
+                                          kind=item.kind)
 
     def _finish_batch(self, items: list[WorkItem], summary: Summary,
                       progress: Progress | None) -> None:
@@ -411,24 +504,52 @@ class Engine:
                 self._record(item, result, summary)
         self._advance(progress, len(items))
 
+    def _propose(self, **proposal) -> None:
+        if self.on_proposal is not None:
+            self.on_proposal(proposal)
+            return
+        if proposal.get("error"):
+            print(f"{proposal['path']}: {proposal['error']}", file=self.out)
+            return
+        before = "; ".join(proposal["existing"]) or "(no genre)"
+        after = ("; ".join(proposal["proposed"]) if proposal["proposed"]
+                 else f"unchanged ({proposal['reason'] or 'already set'})")
+        print(f"{proposal['path']}: {before} -> {after} [{proposal['genre']} "
+              f"{proposal['confidence']:.2f}]", file=self.out)
+
+    def _count_decision(self, decision: TagDecision, summary: Summary) -> None:
+        if decision.not_written is NotWritten.BELOW_THRESHOLD:
+            summary.below_threshold += 1
+        elif not decision.genres:
+            summary.kept += 1
+        if decision.not_written is not None:
+            summary.not_written[decision.not_written.value] += 1
+
     def _dry_run_line(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
         summary.classified += 1
+        summary.ties += result.vote.tie
         try:
-            existing = tags.read_genres(item.path)
+            existing = self._user_genres(item.path, tags.read_genres(item.path))
         except TaggerError as exc:
-            print(f"{item.path}: cannot read tags: {exc.message}", file=self.out)
+            summary.failures[f"cannot read tags: {exc.message}"] += 1
+            summary.failure_kinds[FailureKind.TAG_WRITE.value] += 1
+            self._propose(path=item.path, error=f"cannot read tags: {exc.message}")
             return
         decision = decide_tags(result.vote, existing, self.config.tags)
-        before = "; ".join(existing) or "(no genre)"
-        after = "; ".join(decision.genres) if decision.genres else f"unchanged ({decision.reason})"
-        print(f"{item.path}: {before} -> {after} [{result.vote.genre} "
-              f"{result.vote.confidence:.2f}]", file=self.out)
+        self._count_decision(decision, summary)
+        summary.tagged += bool(decision.genres)
+        self._propose(path=item.path, existing=list(existing), proposed=list(decision.genres),
+                      genre=result.vote.genre, confidence=round(result.vote.confidence, 4),
+                      tie=result.vote.tie,
+                      not_written=decision.not_written.value if decision.not_written else None,
+                      reason=decision.reason, error=None)
 
     def _record(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
         path, outcome = item.path, result.vote
         summary.classified += 1
         summary.ties += outcome.tie
-        stat, tag_error = (item.size, item.mtime_ns), None
+        stat, tag_error, decision = (item.size, item.mtime_ns), None, None
+        kind = FailureKind.TAG_WRITE
         try:
             existing = self._user_genres(path, tags.read_genres(path))
             decision = decide_tags(outcome, existing, self.config.tags)
@@ -438,32 +559,39 @@ class Engine:
                 decision = TagDecision((), "outside the library")
             if decision.genres:
                 stat = self._write_tags(path, decision.genres, outcome.confidence, summary)
-            elif decision.reason.startswith("below threshold"):
-                summary.below_threshold += 1
-            else:
-                summary.kept += 1
+            self._count_decision(decision, summary)
         except (ReadError, WriteError, OSError) as exc:
             tag_error = f"tag write failed: {getattr(exc, 'message', None) or exc}"
+            cause = exc if isinstance(exc, OSError) else exc.__cause__
+            if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM):
+                kind = FailureKind.PERMISSION
         with self.catalogue.batch():
-            self.catalogue.record_result(result, size=stat[0], mtime_ns=stat[1],
-                                         content_id=item.content_id, format=item.format)
+            self.catalogue.record_result(
+                result, size=stat[0], mtime_ns=stat[1], content_id=item.content_id,
+                format=item.format, not_written=decision.not_written if decision else None)
             if tag_error:
-                self.catalogue.record_failure(path, tag_error, size=stat[0], mtime_ns=stat[1])
+                self.catalogue.record_failure(path, tag_error, size=stat[0], mtime_ns=stat[1],
+                                              kind=kind)
         if tag_error:
             summary.failures[tag_error] += 1
+            summary.failure_kinds[kind.value] += 1
             log.error("%s: %s", path, tag_error)
+        elif decision.genres:
+            log.log(self.tagged_log_level, "%s: tagged %s (%.2f%s)", path,
+                    "; ".join(decision.genres), outcome.confidence,
+                    ", tie" if outcome.tie else "")
         else:
-            log.debug("%s: %s %.2f%s", path, outcome.genre, outcome.confidence,
-                      " (tie)" if outcome.tie else "")
+            log.log(self.tagged_log_level, "%s: %s %.2f, not written: %s", path, outcome.genre,
+                    outcome.confidence, decision.reason or "the file already says it")
 
     def _user_genres(self, path: str, existing: list[str]) -> list[str]:
         """The file's genres, or [] when they are just what tagger itself wrote last (a genre
         from an older model or genre map is not one the user set: it may be replaced)."""
-        if not existing:
+        if not existing or self.catalogue is None:
             return existing
         written = [w for w in self.catalogue.tag_changes([path])
                    if w.new is not None and "CONFIDENCE" not in w.field.upper()]
-        if written and list(written[-1].new) == existing:
+        if written and same_genres(written[-1].new, existing):
             return []
         return existing
 
@@ -533,19 +661,41 @@ def recover_interrupted_writes(catalogue, roots: Iterable[str]) -> int:
 
 
 def plan_scan(roots: list[str], config: Config, catalogue, *, force: bool,
-              report: WalkReport) -> tuple[list[FoundFile], list[str], int, int]:
+              report: WalkReport, retry_failed: bool = False,
+              left_failed: list[str] | None = None) -> tuple[list[FoundFile], list[str], int, int]:
     """Walk the roots and compare with the catalogue.
 
-    Returns (files to process, paths gone missing, files seen, files unchanged). A root that
-    is missing or suddenly empty while the catalogue knows files under it marks nothing missing.
+    Returns (files to process, paths gone missing, files seen, files unchanged). A file that
+    failed before is processed again when it changed, when its failure was transient (the
+    worker died, a timeout, a permission problem) or with ``retry_failed``; the unchanged
+    failed files left alone are appended to ``left_failed`` when given. A root that is missing
+    or suddenly empty while the catalogue knows files under it marks nothing missing.
     """
+    files = [r for r in roots if os.path.isfile(r)]  # a file given by name is scanned as such
+    roots = [r for r in roots if r not in files]
     found = list(walk(roots, config.library, report))
+    for path in files:
+        st = os.stat(path)
+        found.append(FoundFile(os.path.abspath(path), st.st_size, st.st_mtime_ns))
     known = catalogue.known_files(roots) if catalogue is not None else {}
+    if catalogue is not None and files:
+        known.update(catalogue.file_states(os.path.abspath(p) for p in files))
+    kinds: dict[str, FailureKind | None] | None = None
     todo, unchanged = [], 0
     for f in found:
         previous = known.get(f.path)
-        if (not force and previous is not None and previous[2] in ("done", "skipped", "failed")
-                and previous[0] == f.size and previous[1] == f.mtime_ns):
+        same = (previous is not None and previous[2] in ("done", "skipped", "failed")
+                and previous[0] == f.size and previous[1] == f.mtime_ns)
+        if same and previous[2] == "failed" and not force:
+            if kinds is None:
+                kinds = {x.path: x.kind for x in catalogue.failures()}
+            kind = kinds.get(f.path)
+            if retry_failed or kind is None or kind.transient:
+                todo.append(f)
+                continue
+            if left_failed is not None:
+                left_failed.append(f.path)
+        if same and not force:
             unchanged += 1
         else:
             todo.append(f)
@@ -580,29 +730,38 @@ def record_skipped(catalogue, report: WalkReport, summary: Summary) -> None:
             reason = "the file name is not valid UTF-8; rename it to have it tagged"
             catalogue.record_failure(printable_name(path), reason)
             summary.failures[reason] += 1
+            summary.failure_kinds[FailureKind.UNREADABLE.value] += 1
 
 
 def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
          dry_run: bool = False, workers: int = 0, out: TextIO | None = None,
          engine: Engine | None = None,
-         should_stop: Callable[[], bool] = lambda: False) -> Summary:
+         should_stop: Callable[[], bool] = lambda: False, retry_failed: bool = False,
+         progress: Callable[[int], Progress] | None = None,
+         on_proposal: Callable[[dict], None] | None = None,
+         on_phase: Callable[[str], None] | None = None) -> Summary:
     """One pass over the library: classify what is new or changed, tag it, catalogue it.
 
     When ``should_stop()`` turns true, the batch being recorded is finished and committed,
     the files not classified yet stay pending for the next run, and the summary says it was
-    interrupted.
+    interrupted. ``progress(total)`` makes the object told of each finished file (default:
+    :class:`Progress`); ``on_phase`` hears what is starting ("loading", "classifying") for
+    a display; ``on_proposal``: see :class:`Engine`.
     """
     started = time.monotonic()
     report = WalkReport()
+    left_failed: list[str] = []
     todo, missing, seen, unchanged = plan_scan(roots, config, catalogue, force=force,
-                                               report=report)
+                                               report=report, retry_failed=retry_failed,
+                                               left_failed=left_failed)
     for problem in report.unreadable_dirs:
         log.warning("cannot read folder %s", problem)
     for name in report.skipped_names:
         log.warning("skipped a name that is not valid UTF-8: %r", name)
     for path, reason in report.skipped_links:
         log.warning("skipped %s: %s", path, reason)
-    summary = Summary(seen=seen, unchanged=unchanged)
+    summary = Summary(seen=seen, unchanged=unchanged, left_failed=len(left_failed),
+                      dry_run=dry_run)
     if not dry_run:
         record_skipped(catalogue, report, summary)
         recover_interrupted_writes(catalogue, roots)
@@ -618,11 +777,18 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
     if not todo:  # an unchanged library: no model to load, no workers to start
         summary.elapsed_s = time.monotonic() - started
         return summary
-    progress = Progress(len(todo))
     own_engine = engine is None
-    engine = engine or Engine(config, catalogue, workers=workers, dry_run=dry_run, out=out)
+    if own_engine:
+        if on_phase:
+            on_phase("loading")
+        engine = Engine(config, catalogue, workers=workers, dry_run=dry_run, out=out,
+                        on_proposal=on_proposal)
+        engine.start()  # a pool that cannot start is one clear error, not one per file
+    progress = (progress or Progress)(len(todo))
     engine.use_roots(roots)
     try:
+        if on_phase:
+            on_phase("classifying")
         engine.process(todo, summary, progress, should_stop)
     except KeyboardInterrupt:
         summary.interrupted = True

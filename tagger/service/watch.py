@@ -51,7 +51,7 @@ from typing import Callable, Iterable
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from tagger.config import Config
-from tagger.errors import ConfigError, TaggerError, WriteError
+from tagger.errors import ConfigError, ReadError, TaggerError
 from tagger.library import tags
 from tagger.library.catalogue import CatalogueGoneError, open_catalogue, safe_url
 from tagger.library.discover import (
@@ -113,7 +113,7 @@ def read_status(config: Config) -> dict:
     except FileNotFoundError:
         status = None
     except (OSError, ValueError) as exc:
-        raise WriteError(f"cannot read the daemon's status file: {exc}", path) from None
+        raise ReadError(f"cannot read the daemon's status file: {exc}", path) from None
     running = bool(holder and "tagger watch" in holder and (
         status is None or f"pid {status.get('pid')} " in holder + " "))
     return {"running": running, "holder": holder, "path": str(path), "status": status}
@@ -295,6 +295,7 @@ class WatchEngine(Engine):
     probably not complete yet) instead of being recorded."""
 
     defer: Callable[[WorkItem], bool] | None = None
+    tagged_log_level = logging.INFO  # a daemon says what it did to each file
 
     def _record_error(self, item: WorkItem, summary: Summary) -> None:
         if self.defer is not None and self.defer(item):

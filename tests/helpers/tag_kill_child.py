@@ -1,6 +1,6 @@
 """Child process of tests/test_tag_kill.py: advance each named file by one tag write.
 
-Usage: python tag_kill_child.py REPO_ROOT FILE...
+Usage: python tag_kill_child.py FILE...
 
 Prints "ready" once imported, then for every file writes the *other* of two genre states
 (A if the file is not in state A, else B) with tagger.library.tags.write_genres, then prints "done".
@@ -24,11 +24,10 @@ def advance(path: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    sys.path.insert(0, argv[1])
     import tagger.library.tags  # noqa: F401  (import before "ready": the parent times the writes)
 
     print("ready", flush=True)
-    for path in argv[2:]:
+    for path in argv[1:]:
         advance(path)
     print("done", flush=True)
 

@@ -6,8 +6,9 @@ MacLeod, "Vibe Ace" (CC BY 3.0), and, as the "different audio" clip, Mihai Soroh
 jazz trumpet loop (CC BY 3.0). Encoded with imageio-ffmpeg's bundled ffmpeg, so no system
 ffmpeg is needed. Tags are then set with mutagen, like beets' test files.
 
-Import with ``sys.path.insert(0, <tests/helpers>)``; ``media(tmp_path_factory)`` builds the
-set once per test session (cached under the session's base temp directory).
+Import as ``helpers.tagfiles`` (``tests`` is on pytest's pythonpath);
+``media(tmp_path_factory)`` builds the set once per test session (cached under the session's
+base temp directory).
 """
 
 from __future__ import annotations

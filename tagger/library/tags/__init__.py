@@ -50,6 +50,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, Sequence, TypeVar
 
+from tagger import formats
 from tagger.audio import identity
 from tagger.errors import ReadError, TaggerError, WriteError
 from tagger.library.tags import asf, id3, mp4, vorbis
@@ -71,10 +72,7 @@ TEMP_PREFIX = ".tagger-"
 TEMP_SUFFIX = ".tmp"
 _TEMP_RE = re.compile(r"\A\.tagger-[0-9a-f]{16}\.tmp\Z")
 
-SUPPORTED_EXTENSIONS = frozenset({
-    ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".m4b", ".mp4", ".wav", ".aif", ".aiff",
-    ".aifc", ".wma", ".asf",
-})
+SUPPORTED_EXTENSIONS = frozenset("." + ext for ext in formats.EXTENSIONS)  # tagger/formats.py
 
 T = TypeVar("T")
 

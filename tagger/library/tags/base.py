@@ -5,6 +5,13 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
+from tagger.errors import TaggerError
+
+
+class TagFormatError(TaggerError):
+    """A format's tag cannot be read or saved the way it must be (raised before anything is
+    written); the caller turns it into a ReadError or WriteError naming the file."""
+
 
 class BaseEditor:
     """A format module's ``Editor`` names its fields and implements ``get``/``set``."""

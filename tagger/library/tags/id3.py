@@ -30,7 +30,7 @@ import mutagen.wave
 from mutagen.id3 import ID3, TCON, TXXX, Encoding, ID3NoHeaderError, ID3v1SaveOptions
 
 from tagger.audio.identity import AIFF, MP3, WAV
-from tagger.library.tags.base import BaseEditor
+from tagger.library.tags.base import BaseEditor, TagFormatError
 
 GENRE = "TCON"
 CONFIDENCE_DESC = "TAGGER_GENRE_CONFIDENCE"
@@ -38,10 +38,6 @@ CONFIDENCE = f"TXXX:{CONFIDENCE_DESC}"
 FIELDS = (GENRE, CONFIDENCE)
 
 _TAIL_CHECK = 4096  # bytes at the end of an MP3 verified unchanged by the save
-
-
-class TagFormatError(Exception):
-    """The tag cannot be saved the way it must be (raised before anything is written)."""
 
 
 class Editor(BaseEditor):

@@ -24,7 +24,7 @@ import mutagen.mp4
 from mutagen.id3 import TCON
 from mutagen.mp4 import Atom, AtomDataType, Atoms, MP4FreeForm
 
-from tagger.library.tags.base import BaseEditor
+from tagger.library.tags.base import BaseEditor, TagFormatError
 
 GENRE = "\xa9gen"
 LEGACY_GENRE = "gnre"
@@ -32,10 +32,6 @@ CONFIDENCE = "----:com.apple.iTunes:TAGGER_GENRE_CONFIDENCE"
 FIELDS = (GENRE, LEGACY_GENRE, CONFIDENCE)
 
 _GENRES = TCON.GENRES
-
-
-class TagFormatError(Exception):
-    """The MP4 tag cannot be edited as required."""
 
 
 class Editor(BaseEditor):
@@ -54,8 +50,6 @@ class Editor(BaseEditor):
         if not hasattr(self.tags, "_failed_atoms"):  # pragma: no cover - mutagen internals
             raise TagFormatError("this mutagen version cannot preserve the gnre atom")
         gen, gnre_raw = _read_raw_genres(fileobj)
-        self._gen = gen
-        self._gnre_raw = gnre_raw
         # undo mutagen's folding of gnre into ©gen: ©gen is what the ©gen atoms say
         if gen is None:
             self.tags.pop(GENRE, None)

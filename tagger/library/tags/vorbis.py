@@ -28,7 +28,6 @@ _CLASSES = {
     "ogg-opus": mutagen.oggopus.OggOpus,
     "ogg-flac": mutagen.oggflac.OggFLAC,
 }
-KINDS = tuple(_CLASSES)
 
 
 class Editor(BaseEditor):

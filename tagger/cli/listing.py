@@ -1,0 +1,137 @@
+"""``tagger list`` (the review queues) and ``tagger prune`` (forget long-missing tracks,
+old catalogue backups)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+from tagger.config import Config
+
+REASON_WORDS = {
+    "below_threshold": "below threshold",
+    "kept_user_genre": "kept your genre",
+    "tie_skipped": "tie skipped",
+    "policy_never": "tags.write = never",
+}
+
+
+def add_parsers(sub, parents) -> None:
+    """The ``list`` and ``prune`` subcommands."""
+    listing = sub.add_parser(
+        "list", parents=parents, help="the review queues: low confidence, ties, failures...",
+        description="Tracks that need a look. Several queues: their union; none: ties, "
+                    "failures, kept genres the model disagrees with, and tracks below the "
+                    "write threshold.")
+    listing.add_argument("paths", nargs="*", metavar="FOLDER", help="only tracks below these")
+    listing.add_argument("--low", type=float, metavar="CONF",
+                         help="tracks whose confidence is below CONF (e.g. 0.35)")
+    listing.add_argument("--ties", action="store_true", help="several genres won as many votes")
+    listing.add_argument("--failed", action="store_true", help="files that failed (with why)")
+    listing.add_argument("--disagree", action="store_true",
+                         help="your genre was kept; the model predicts another one")
+    listing.add_argument("--below-threshold", action="store_true",
+                         help="not written: confidence under tags.min_confidence")
+    listing.add_argument("--json", action="store_true", help="one JSON object per track")
+
+    prune = sub.add_parser(
+        "prune", parents=parents, help="forget long-missing tracks, delete old backups",
+        description="Forget the tracks missing for more than --days (their tag history is "
+                    "written to <state_dir>/pruned/ as JSON lines first, so 'revert' data stays "
+                    "exportable), and keep only the newest --keep-backups catalogue backups.")
+    prune.add_argument("--days", type=float, default=30.0,
+                       help="missing for longer than this (default 30)")
+    prune.add_argument("--keep-backups", type=int, default=3, metavar="N",
+                       help="catalogue backups to keep (default 3)")
+    prune.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+
+
+def cmd_list(args: argparse.Namespace, config: Config, open_catalogue) -> int:
+    under = [os.path.abspath(p) for p in args.paths] or None
+    with open_catalogue(config) as catalogue:
+        rows = catalogue.review(low=args.low, ties=args.ties, failed=args.failed,
+                                disagree=args.disagree, below_threshold=args.below_threshold,
+                                under=under)
+    for row in rows:
+        if args.json:
+            print(json.dumps({
+                "path": row.path, "status": row.status, "genre": row.genre,
+                "confidence": round(row.confidence, 4) if row.confidence is not None else None,
+                "tie": row.tie, "tied_genres": row.tied_genres.split(",") if row.tied_genres
+                else [], "not_written": row.not_written.value if row.not_written else None,
+                "error": row.error,
+                "failure_kind": row.failure_kind.value if row.failure_kind else None,
+            }, ensure_ascii=False))
+            continue
+        if row.status == "failed":
+            kind = row.failure_kind.value if row.failure_kind else "failed"
+            print(f"{row.path}\tfailed ({kind}): {row.error or ''}")
+            continue
+        genre = (f"{row.genre} {row.confidence:.2f}" if row.genre is not None else "-")
+        notes = []
+        if row.tie:
+            notes.append(f"tie: {row.tied_genres}")
+        if row.not_written:
+            notes.append(REASON_WORDS[row.not_written.value])
+        print(f"{row.path}\t{genre}" + (f"\t{'; '.join(notes)}" if notes else ""))
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace, config: Config, open_catalogue) -> int:
+    from tagger.library.lock import WriterLock
+
+    cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=args.days)
+    with WriterLock(config.state_path, config.database_url, "tagger prune"), \
+            open_catalogue(config) as catalogue:
+        paths = catalogue.missing_since(cutoff)
+        history = catalogue.tag_changes(paths, include_reverted=True) if paths else []
+        if paths and not args.dry_run:
+            if history:
+                export = _export_history(config.state_path, history)
+                print(f"tag history of the pruned tracks: {export}")
+            catalogue.forget(paths)
+    verb = "would forget" if args.dry_run else "forgot"
+    print(f"{verb} {len(paths)} tracks missing for more than {args.days:g} days")
+    removed = prune_backups(config, args.keep_backups, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {len(removed)} old catalogue backups (kept the newest {args.keep_backups})")
+    return 0
+
+
+def catalogue_backups(config: Config) -> list[Path]:
+    """The SQLite catalogue's backup copies (``<file>.bak-<revision>-<UTC stamp>``), oldest
+    first; none for another database."""
+    url = config.database_url
+    if not url.startswith("sqlite:///"):
+        return []
+    db = Path(url.removeprefix("sqlite:///"))
+    found = [p for p in db.parent.glob(f"{db.name}.bak-*") if p.is_file()]
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def prune_backups(config: Config, keep: int, *, dry_run: bool = False) -> list[Path]:
+    """Delete all but the newest ``keep`` catalogue backups; returns those (to be) deleted."""
+    backups = catalogue_backups(config)
+    doomed = backups[:-keep] if keep > 0 else backups
+    if not dry_run:
+        for path in doomed:
+            path.unlink(missing_ok=True)
+    return doomed
+
+
+def _export_history(state_dir: Path, history) -> Path:
+    folder = state_dir / "pruned"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = folder / f"tag-writes-{stamp}.jsonl"
+    with open(target, "a", encoding="utf-8") as out:
+        for w in history:
+            out.write(json.dumps({
+                "path": w.path, "field": w.field, "old": w.old, "new": w.new,
+                "written_at": w.written_at.isoformat(),
+                "reverted_at": w.reverted_at.isoformat() if w.reverted_at else None,
+            }, ensure_ascii=False) + "\n")
+    return target

@@ -1,0 +1,112 @@
+"""What a person sees while a scan runs: a start-up line, then progress from the first second.
+
+On a terminal a `rich` bar (files, rate, ETA) on stderr; otherwise plain log lines every
+10 s, so journald and redirected output stay readable. The first scan on a machine spends
+~15 s compiling librosa's numba kernels (cached afterwards under the state directory) and a
+few seconds loading the model: both are said before they start, so nothing looks hung.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+log = logging.getLogger("tagger")
+
+NUMBA_CACHE = "numba-cache"
+
+
+def use_state_caches(state_dir: Path) -> bool:
+    """Point numba's cache under the state directory, before librosa is imported anywhere
+    (the fork server inherits the variable). Returns True when the cache is still empty: the
+    first run compiles it. A cache dir the user set themselves is left alone."""
+    if "NUMBA_CACHE_DIR" in os.environ:
+        folder = Path(os.environ["NUMBA_CACHE_DIR"])
+    else:
+        folder = state_dir / NUMBA_CACHE
+        os.environ["NUMBA_CACHE_DIR"] = str(folder)
+    try:
+        return not any(folder.rglob("*.nbi"))
+    except OSError:
+        return True
+
+
+class ScanDisplay:
+    """The scan's voice: phases ("loading", "classifying") and per-file progress."""
+
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False,
+                 first_run: bool = False, interval_s: float = 10.0, label: str = "classifying"):
+        self.stream = stream or sys.stderr
+        self.label = label
+        self.quiet, self.first_run, self.interval_s = quiet, first_run, interval_s
+        self.tty = _isatty(self.stream)
+        self._progress = None
+        self._task = None
+        self.total = self.done = 0
+        self.started = self.last = time.monotonic()
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"tagger: {text}", file=self.stream, flush=True)
+
+    def phase(self, name: str) -> None:
+        if name == "loading":
+            self.say("loading the model and starting the workers"
+                     + (" (first run: compiling the audio kernels, about 15-30 s, cached for "
+                        "next time)" if self.first_run else ""))
+
+    def __call__(self, total: int) -> ScanDisplay:  # scan(progress=...) calls this
+        self.total, self.done = total, 0
+        self.started = self.last = time.monotonic()
+        if self.tty and not self.quiet:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                TimeRemainingColumn(), console=Console(file=self.stream), transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("scan", total=total, rate="")
+        return self
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        now = time.monotonic()
+        rate = self.done / max(now - self.started, 1e-9)
+        if self._progress is not None:
+            self._progress.update(self._task, advance=count, rate=f"{rate:.2f} files/s")
+        elif not self.quiet and (now - self.last >= self.interval_s or self.done == self.total):
+            eta = (self.total - self.done) / rate if rate else 0
+            log.info("progress: %d/%d files, %.2f files/s, ETA %s", self.done, self.total,
+                     rate, _clock(eta))
+            self.last = now
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

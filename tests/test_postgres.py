@@ -1,0 +1,164 @@
+"""The catalogue on PostgreSQL works exactly as on SQLite, on real files.
+
+Runs when ``$TAGGER_TEST_POSTGRES_URL`` names an empty PostgreSQL database (SQLAlchemy URL,
+e.g. ``postgresql+psycopg://tagger@/tagger?host=/tmp/pg``; ``.ci/run`` starts a throw-away
+server and sets it), and is skipped otherwise. A small library of real clips (tests/data,
+converted by ffmpeg into MP3, M4A, FLAC, Opus and WAV, plus the original Ogg files) is copied
+twice and scanned with the ``tagger`` command: one copy into the PostgreSQL database, one into
+a temporary SQLite file. Then, on PostgreSQL:
+
+- the scan classifies and tags the same files as on SQLite, and a rescan classifies nothing;
+- every query of docs/queries.md runs and returns as many rows as on SQLite, and
+  ``genre_counts`` is identical;
+- ``tagger stats`` and ``tagger show`` answer, a second writer is refused by the server-side
+  lock even from another state directory (another host), and ``tagger revert --all`` puts
+  back each file's original genres.
+
+The schema is removed from the database at the end (``alembic downgrade base``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from helpers.audio import DATA_DIR
+
+from tagger.audio.decode import find_ffmpeg
+from tagger.cli import main as tagger
+from tagger.errors import WriteError
+from tagger.library import tags
+from tagger.library.catalogue import downgrade
+from tagger.library.lock import WriterLock
+
+URL = os.environ.get("TAGGER_TEST_POSTGRES_URL", "")
+if not URL:
+    pytest.skip("set TAGGER_TEST_POSTGRES_URL to an empty PostgreSQL database to run these",
+                allow_module_level=True)
+
+pytestmark = pytest.mark.slow  # every scan runs the model on real audio
+
+REPO = Path(__file__).resolve().parents[1]
+CLIPS = sorted(DATA_DIR.glob("*.ogg"))
+CONVERSIONS = [(".mp3", ["-c:a", "libmp3lame", "-b:a", "192k"]), (".m4a", ["-c:a", "aac"]),
+               (".flac", ["-c:a", "flac"]), (".opus", ["-c:a", "libopus"]),
+               (".wav", ["-c:a", "pcm_s16le"])]
+QUERIES = re.findall(r"```sql\n(.*?)```", (REPO / "docs" / "queries.md").read_text("utf-8"),
+                     re.S)
+
+
+def build_library(folder: Path) -> None:
+    ffmpeg = find_ffmpeg()
+    folder.mkdir(parents=True)
+    for i, clip in enumerate(CLIPS):
+        shutil.copy(clip, folder / clip.name)
+        suffix, codec = CONVERSIONS[i % len(CONVERSIONS)]
+        subprocess.run([ffmpeg, "-v", "error", "-i", str(clip), "-map", "0:a:0", *codec,
+                        str(folder / f"{clip.stem}{suffix}")], check=True)
+    for path in folder.iterdir():
+        path.chmod(0o644)
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = tagger(list(argv))
+    return code, out.getvalue()
+
+
+def summary(scan_json: str) -> dict:
+    """The scan's --json summary without its timing."""
+    values = json.loads(scan_json)
+    values.pop("elapsed_s", None)
+    return values
+
+
+def run_sql(url: str, statements: list[str]) -> list[list[tuple]]:
+    """Every statement's rows, run through SQLAlchemy on ``url``."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            # exec_driver_sql: the queries are plain SQL; psycopg reads % as a placeholder
+            escape = url.startswith("postgresql")
+            return [[tuple(r) for r in conn.exec_driver_sql(q.replace("%", "%%") if escape
+                                                            else q)]
+                    for q in statements]
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    """The same real library scanned into PostgreSQL and into SQLite."""
+    assert URL.startswith("postgresql"), f"TAGGER_TEST_POSTGRES_URL is not PostgreSQL: {URL}"
+    engine = sa.create_engine(URL)
+    with engine.connect() as conn:
+        existing = sorted(set(sa.inspect(conn).get_table_names()) - {"alembic_version"})
+    engine.dispose()
+    assert not existing, f"the database has tables ({', '.join(existing[:5])}); give an empty one"
+    work = tmp_path_factory.mktemp("postgres")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(work / "state"))
+        patch.delenv("TAGGER_CONFIG", raising=False)
+        patch.chdir(work)  # no ./tagger.toml
+        build_library(work / "pg")
+        shutil.copytree(work / "pg", work / "sqlite")
+        originals = {p.name: tags.read_genres(p) for p in (work / "pg").iterdir()}
+        sqlite_url = f"sqlite:///{work / 'catalogue.sqlite'}"
+        try:
+            scans = (run("scan", "--db", URL, "--json", str(work / "pg")),
+                     run("scan", "--db", sqlite_url, "--json", str(work / "sqlite")))
+            yield {"work": work, "sqlite": sqlite_url, "originals": originals, "scans": scans}
+        finally:
+            downgrade(URL, "base")
+
+
+def test_scan_gives_the_same_result_as_on_sqlite(both):
+    (code_pg, out_pg), (code_sq, out_sq) = both["scans"]
+    assert code_pg == code_sq == 0
+    assert summary(out_pg) == summary(out_sq)
+    assert summary(out_pg)["classified"] == len(both["originals"]) == 2 * len(CLIPS)
+
+
+def test_a_rescan_classifies_nothing(both):
+    code, out = run("scan", "--db", URL, "--json", str(both["work"] / "pg"))
+    assert code == 0 and summary(out)["classified"] == 0
+
+
+def test_documented_queries_return_what_sqlite_returns(both):
+    assert QUERIES
+    pg, sq = run_sql(URL, QUERIES), run_sql(both["sqlite"], QUERIES)
+    for query, a, b in zip(QUERIES, pg, sq):
+        assert len(a) == len(b), query
+    counts = ["select genre, tracks from genre_counts order by genre"]
+    assert run_sql(URL, counts) == run_sql(both["sqlite"], counts)
+
+
+def test_stats_and_show_answer(both):
+    code, out = run("stats", "--db", URL)
+    assert code == 0 and "with a genre" in out
+    some = sorted((both["work"] / "pg").iterdir())[0]
+    code, out = run("show", "--db", URL, str(some))
+    assert code == 0 and "prediction" in out
+
+
+def test_a_second_writer_on_another_host_is_refused(both):
+    work = both["work"]
+    with WriterLock(work / "state-a", URL, "test_postgres"):
+        # another state directory: as if from another host; only the server's lock stops it
+        with pytest.raises(WriteError, match="being written by test_postgres"):
+            WriterLock(work / "state-b", URL, "second writer").acquire()
+
+
+def test_revert_all_restores_every_files_genres(both):
+    code, _ = run("revert", "--db", URL, "--all")
+    after = {p.name: tags.read_genres(p) for p in (both["work"] / "pg").iterdir()}
+    assert code == 0 and after == both["originals"]
