@@ -79,6 +79,7 @@ REASON_TEXT = {
     NotWritten.BELOW_THRESHOLD: "below threshold",
     NotWritten.TIE_SKIPPED: "tie skipped (tags.on_tie = skip)",
     NotWritten.KEPT_USER_GENRE: "kept the genre already set",
+    NotWritten.OUTSIDE_LIBRARY: "not written through a symlink to outside the library",
 }
 
 
@@ -556,7 +557,7 @@ class Engine:
             if decision.genres and not is_inside(path, self.roots):
                 # library.follow_symlinks: read through a link to outside, never written
                 log.info("%s: not writing tags: %s", path, outside_reason(path))
-                decision = TagDecision((), "outside the library")
+                decision = TagDecision((), NotWritten.OUTSIDE_LIBRARY, os.path.realpath(path))
             if decision.genres:
                 stat = self._write_tags(path, decision.genres, outcome.confidence, summary)
             self._count_decision(decision, summary)
