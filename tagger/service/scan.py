@@ -316,7 +316,8 @@ class Engine:
         self.out = out or sys.stdout
         self.roots = real_roots(config.library.roots)
         self._pool: ProcessPoolExecutor | None = None
-        use_private_temp(config.state_path)  # before the fork server picks its socket folder
+        if not dry_run:  # a dry run creates nothing, not even the state dir
+            use_private_temp(config.state_path)  # before the fork server picks its socket dir
         if classifier is None:
             # The fork server loads and warms the decode stack (about 2 s on one core) while
             # the model loads here; starting it does not wait for it.
