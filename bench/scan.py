@@ -102,9 +102,7 @@ class RssProgress(Progress):
         self.samples = [(0, *self.sample())]
 
     def sample(self) -> tuple[float, float]:
-        pool = self.engine._pool
-        workers = list(getattr(pool, "_processes", None) or {})
-        return rss_mb(), sum(rss_mb(pid) for pid in workers)
+        return rss_mb(), sum(rss_mb(pid) for pid in self.engine.worker_pids())
 
     def advance(self, count: int = 1) -> None:
         before = self.done

@@ -32,23 +32,23 @@ from results import write_section
 
 from tagger.config import Config, ScanConfig, WatchConfig
 from tagger.library import tags
-from tagger.service.watch import WatchEngine, Watcher
+from tagger.service.watch import Watcher
 
 REPO = Path(__file__).resolve().parent.parent
 
 CLIP = REPO / "tests" / "data" / "sorohanro_-_solo-trumpet-06.ogg"
 
 
-class TimedEngine(WatchEngine):
+class Recorded:
     """Notes when each file's result (tag written, catalogue committed) is recorded."""
 
     done_at: dict[str, float] = {}
     classified: Counter = Counter()
 
-    def _record(self, item, result, summary):
-        super()._record(item, result, summary)
-        TimedEngine.classified[item.path] += 1
-        TimedEngine.done_at[item.path] = time.monotonic()
+    @classmethod
+    def note(cls, path: str) -> None:
+        cls.classified[path] += 1
+        cls.done_at[path] = time.monotonic()
 
 
 def copy_in(source: Path, target: Path) -> float:
@@ -85,7 +85,7 @@ def run(args) -> dict:
             watch=dataclasses.replace(WatchConfig(), settle_seconds=args.settle,
                                       observer="native"),
         )
-        watcher = Watcher([str(root)], config, engine_class=TimedEngine)
+        watcher = Watcher([str(root)], config, recorded=Recorded.note)
         thread = threading.Thread(target=watcher.run, daemon=True)
         load_start = os.getloadavg()
         thread.start()
@@ -93,7 +93,7 @@ def run(args) -> dict:
         # warm-up: worker processes started, model paths touched
         warm = root / "warm-up.ogg"
         copy_in(clip, warm)
-        wait_until(lambda: str(warm) in TimedEngine.done_at, 300, "the warm-up file")
+        wait_until(lambda: str(warm) in Recorded.done_at, 300, "the warm-up file")
 
         latencies = []
         folder = root / "one by one"
@@ -101,8 +101,8 @@ def run(args) -> dict:
         for i in range(args.latency_files):
             path = folder / f"single {i:02}.ogg"
             closed = copy_in(clip, path)
-            wait_until(lambda path=path: str(path) in TimedEngine.done_at, 300, path.name)
-            latencies.append(TimedEngine.done_at[str(path)] - closed)
+            wait_until(lambda path=path: str(path) in Recorded.done_at, 300, path.name)
+            latencies.append(Recorded.done_at[str(path)] - closed)
 
         drop = root / "drop"
         drop.mkdir()
@@ -112,17 +112,17 @@ def run(args) -> dict:
             path = drop / f"track {i:04}.ogg"
             closed_at[str(path)] = copy_in(clip, path)
         dropped = time.monotonic()
-        wait_until(lambda: len(closed_at.keys() & TimedEngine.done_at.keys()) == len(closed_at),
+        wait_until(lambda: len(closed_at.keys() & Recorded.done_at.keys()) == len(closed_at),
                    24 * 3600, "the drop")
-        last = max(TimedEngine.done_at[p] for p in closed_at)
-        first = min(TimedEngine.done_at[p] for p in closed_at)
-        drop_latency = [TimedEngine.done_at[p] - closed_at[p] for p in closed_at]
+        last = max(Recorded.done_at[p] for p in closed_at)
+        first = min(Recorded.done_at[p] for p in closed_at)
+        drop_latency = [Recorded.done_at[p] - closed_at[p] for p in closed_at]
         wait_until(lambda: watcher.status()["queue"] == 0, 600, "an empty queue")
         status = watcher.status()
         watcher.stop()
         thread.join(timeout=300)
         load_end = os.getloadavg()
-        extra = sum(n - 1 for n in TimedEngine.classified.values())
+        extra = sum(n - 1 for n in Recorded.classified.values())
         return {
             "settle": args.settle, "workers": watcher.engine.workers if watcher.engine else 0,
             "latency_files": args.latency_files, "latency": latencies,

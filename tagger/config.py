@@ -107,6 +107,19 @@ class WatchConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    engine: str = "local"  # local (worker processes here) | ray (docs/cluster.md)
+    # Ray address: "" starts a private Ray on this machine, "auto" joins the cluster that
+    # `ray start` runs here, or "HOST:PORT" of the head node
+    address: str = ""
+    # where the nodes see the library: {"/srv/music" = "/mnt/nas/music"} (this machine's
+    # prefix = the nodes' prefix); empty: the same paths everywhere
+    path_map: dict[str, str] = field(default_factory=dict)
+    actors: int = 0  # inference actors (a model loaded in each); 0: one per node
+    in_flight: int = 0  # files in flight; 0: one per cluster CPU + two batches per actor
+
+
+@dataclass(frozen=True)
 class Config:
     database: str = ""  # SQLAlchemy URL; empty: sqlite file in state_dir
     state_dir: str = ""
@@ -118,6 +131,7 @@ class Config:
     decode: DecodeConfig = DecodeConfig()
     scan: ScanConfig = ScanConfig()
     watch: WatchConfig = WatchConfig()
+    cluster: ClusterConfig = ClusterConfig()
     source: str | None = None  # the file this was loaded from, None for built-in defaults
 
     @property
@@ -137,6 +151,7 @@ _CHOICES = {
     "tags.on_tie": ("best", "all", "skip"),
     "tags.genre_case": ("title", "lower"),
     "watch.observer": ("auto", "native", "polling"),
+    "cluster.engine": ("local", "ray"),
 }
 _POSITIVE = {
     "model.segments", "model.segment_seconds", "model.min_track_seconds", "model.window_seconds",
@@ -146,7 +161,7 @@ _POSITIVE = {
 }
 _NON_NEGATIVE = {
     "model.threads", "scan.workers", "watch.settle_seconds", "watch.retry_max_attempts",
-    "model.max_descriptors",
+    "model.max_descriptors", "cluster.actors", "cluster.in_flight",
 }
 _UNIT_INTERVAL = {"tags.min_confidence", "model.descriptor_threshold"}
 #: Upper bounds: past them a value is a typo, and taking it literally crashes or starves the

@@ -265,25 +265,25 @@ def test_sigterm_says_nothing_about_ctrl_c(capfd):
     assert "Ctrl-C" not in capfd.readouterr().err
 
 
-def test_the_daemon_logs_each_tag_it_writes(small_library, caplog):
+def test_the_daemon_logs_each_tag_it_writes(small_library, caplog, tmp_path):
+    import threading
+
     from tagger.config import Config
-    from tagger.service.scan import Summary
-    from tagger.service.watch import WatchEngine
+    from tagger.service.watch import Watcher
 
     lib, db = small_library
-    config = Config(database=db)
+    config = Config(database=db, state_dir=str(tmp_path / "state"))
     caplog.set_level(logging.INFO, logger="tagger")
-    with Catalogue(db) as catalogue:
-        from tagger.library.discover import FoundFile
-
-        st = (lib / NEXUIZ).stat()
-        engine = WatchEngine(config, catalogue, workers=1)
-        try:
-            catalogue.mark_pending(str(lib / NEXUIZ), st.st_size, st.st_mtime_ns)
-            engine.process([FoundFile(str(lib / NEXUIZ), st.st_size, st.st_mtime_ns)],
-                           Summary())
-        finally:
-            engine.close()
+    recorded = threading.Event()
+    watcher = Watcher([str(lib)], config, workers=1,
+                      recorded=lambda path: path.endswith(NEXUIZ) and recorded.set())
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        assert recorded.wait(300), "the daemon never recorded the file"
+    finally:
+        watcher.stop()
+        thread.join(120)
     assert any("tagged Electronic" in r.getMessage() for r in caplog.records)
 
 

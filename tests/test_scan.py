@@ -356,8 +356,7 @@ def test_a_worker_process_killed_mid_scan_does_not_stop_the_scan(tmp_path):
         def kill_a_worker():
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not killed:
-                pool = engine._pool
-                processes = list(getattr(pool, "_processes", {}) or {})
+                processes = engine.worker_pids()
                 if processes:
                     os.kill(processes[0], signal.SIGKILL)
                     killed.append(processes[0])
@@ -385,7 +384,7 @@ def test_workers_start_with_the_decode_stack_loaded_and_warm():
         probe = ("(sorted({'librosa.core.audio', 'scipy.signal', 'soxr'} - set(__import__('sys')"
                  ".modules)), [p['num_threads'] for p in __import__('threadpoolctl')"
                  ".threadpool_info() if p['user_api'] == 'blas'])")
-        missing, blas_threads = engine._executor().submit(eval, probe).result(timeout=60)
+        missing, blas_threads = engine.submit(eval, probe).result(timeout=60)
     finally:
         engine.close()
     assert missing == []

@@ -617,6 +617,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "change (transient failures are always retried)")
     scanning.add_argument("--workers", type=workers_option, metavar="N",
                           help="decode worker processes")
+    scanning.add_argument("--engine", choices=("local", "ray"),
+                          help="where decode and inference run (cluster.engine; "
+                               "docs/cluster.md)")
+    scanning.add_argument("--address", metavar="ADDR",
+                          help="Ray head node HOST:PORT, or 'auto' (cluster.address)")
     scanning.add_argument("--json", action="store_true",
                           help="print the summary as one JSON object (with --dry-run: and "
                                "every proposal in it)")
@@ -770,6 +775,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.path.expanduser(args.model))
             config = dataclasses.replace(config, model=dataclasses.replace(config.model,
                                                                            bundle=bundle))
+        cluster = {k: v for k in ("engine", "address") if (v := getattr(args, k, None))}
+        if cluster:
+            config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster,
+                                                                             **cluster))
         setup_logging("debug" if args.verbose else "warning" if args.quiet else config.log_level)
         from tagger.cli.progress import use_state_caches
 

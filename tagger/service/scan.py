@@ -22,7 +22,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, TextIO
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol, TextIO
 
 from threadpoolctl import threadpool_limits
 
@@ -39,7 +39,7 @@ from tagger.library.paths import (
     real_roots,
     special_file_reason,
 )
-from tagger.results import FailureKind, NotWritten, TrackResult, Vote
+from tagger.results import FailureKind, ModelInfo, NotWritten, TrackResult, Vote
 from tagger.service.lifetime import (
     die_with_parent,
     kill_workers,
@@ -294,27 +294,213 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+# ---------------------------------------------------------------- the writer
+
+
+@dataclass(frozen=True)
+class EngineHooks:
+    """What a caller (the watch daemon, the CLI, a bench) may plug into an engine."""
+
+    # a file that failed to decode: return True to take it back (it is not recorded now,
+    # the caller retries it later), False to record the failure
+    defer_failure: Callable[[WorkItem], bool] | None = None
+    # called with each classified file's path once its result is committed
+    recorded: Callable[[str], None] | None = None
+    # in a dry run, each file's ``existing -> proposed`` as a dict (path, existing, proposed,
+    # genre, confidence, tie, not_written, reason, error); without it a line goes to ``out``
+    on_proposal: Callable[[dict], None] | None = None
+    tagged_log_level: int = logging.DEBUG  # how loudly each tag written is logged
+
+
+class Recorder:
+    """The single writer: applies the tag policy, writes tags (journal first) and records
+    every outcome in the catalogue. Each engine (local pool, Ray cluster) feeds one."""
+
+    def __init__(self, config: Config, catalogue, *, dry_run: bool = False,
+                 out: TextIO | None = None, hooks: EngineHooks | None = None):
+        self.config = config
+        self.catalogue = catalogue
+        self.roots = real_roots(config.library.roots)  # tags are written only inside them
+        self.dry_run = dry_run
+        self.out = out or sys.stdout
+        self.hooks = hooks or EngineHooks()
+
+    def use_roots(self, roots: Iterable[str]) -> None:
+        """The library roots: tags are written only to files inside them (symlinks resolved)."""
+        self.roots = real_roots(roots)
+
+    def moved_from(self, item: WorkItem) -> str | None:
+        """A catalogued track with the same audio whose old path is gone: a rename."""
+        if self.dry_run or not item.content_id:
+            return None
+        for old in self.catalogue.find_by_content_id(item.content_id):
+            if old != item.path and not os.path.exists(old):
+                return old
+        return None
+
+    def record_move(self, old: str, item: WorkItem, summary: Summary) -> None:
+        with self.catalogue.batch():
+            self.catalogue.move(old, item.path, size=item.size, mtime_ns=item.mtime_ns)
+        summary.moved += 1
+        log.info("moved: %s -> %s (no new inference)", old, item.path)
+
+    def record_error(self, item: WorkItem, summary: Summary) -> None:
+        """Record a file that could not be classified (unless the caller defers it)."""
+        if self.hooks.defer_failure is not None and self.hooks.defer_failure(item):
+            return
+        if item.status == "skipped":
+            summary.skipped += 1
+        else:
+            summary.failures[item.error] += 1
+            summary.failure_kinds[item.kind.value] += 1
+        log.log(logging.INFO if item.status == "skipped" else logging.ERROR,
+                "%s: %s", item.path, item.error)
+        if self.dry_run:
+            self._propose(path=item.path, error=f"{item.status}: {item.error}")
+            return
+        with self.catalogue.batch():
+            self.catalogue.record_failure(item.path, item.error, size=item.size,
+                                          mtime_ns=item.mtime_ns, status=item.status,
+                                          format=item.format, content_id=item.content_id,
+                                          kind=item.kind)
+
+    def _propose(self, **proposal) -> None:
+        if self.hooks.on_proposal is not None:
+            self.hooks.on_proposal(proposal)
+            return
+        if proposal.get("error"):
+            print(f"{proposal['path']}: {proposal['error']}", file=self.out)
+            return
+        before = "; ".join(proposal["existing"]) or "(no genre)"
+        after = ("; ".join(proposal["proposed"]) if proposal["proposed"]
+                 else f"unchanged ({proposal['reason'] or 'already set'})")
+        print(f"{proposal['path']}: {before} -> {after} [{proposal['genre']} "
+              f"{proposal['confidence']:.2f}]", file=self.out)
+
+    def _count_decision(self, decision: TagDecision, summary: Summary) -> None:
+        if decision.not_written is NotWritten.BELOW_THRESHOLD:
+            summary.below_threshold += 1
+        elif not decision.genres:
+            summary.kept += 1
+        if decision.not_written is not None:
+            summary.not_written[decision.not_written.value] += 1
+
+    def _dry_run_line(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
+        summary.classified += 1
+        summary.ties += result.vote.tie
+        try:
+            existing = self._user_genres(item.path, tags.read_genres(item.path))
+        except TaggerError as exc:
+            summary.failures[f"cannot read tags: {exc.message}"] += 1
+            summary.failure_kinds[FailureKind.TAG_WRITE.value] += 1
+            self._propose(path=item.path, error=f"cannot read tags: {exc.message}")
+            return
+        decision = decide_tags(result.vote, existing, self.config.tags)
+        self._count_decision(decision, summary)
+        summary.tagged += bool(decision.genres)
+        self._propose(path=item.path, existing=list(existing), proposed=list(decision.genres),
+                      genre=result.vote.genre, confidence=round(result.vote.confidence, 4),
+                      tie=result.vote.tie,
+                      not_written=decision.not_written.value if decision.not_written else None,
+                      reason=decision.reason, error=None)
+
+    def record(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
+        """Decide and write the tags of one classified file, then catalogue its result."""
+        if self.dry_run:
+            self._dry_run_line(item, result, summary)
+            return
+        path, outcome = item.path, result.vote
+        summary.classified += 1
+        summary.ties += outcome.tie
+        stat, tag_error, decision = (item.size, item.mtime_ns), None, None
+        kind = FailureKind.TAG_WRITE
+        try:
+            existing = self._user_genres(path, tags.read_genres(path))
+            decision = decide_tags(outcome, existing, self.config.tags)
+            if decision.genres and not is_inside(path, self.roots):
+                # library.follow_symlinks: read through a link to outside, never written
+                log.info("%s: not writing tags: %s", path, outside_reason(path))
+                decision = TagDecision((), NotWritten.OUTSIDE_LIBRARY, os.path.realpath(path))
+            if decision.genres:
+                stat = self._write_tags(path, decision.genres, outcome.confidence, summary)
+            self._count_decision(decision, summary)
+        except (ReadError, WriteError, OSError) as exc:
+            tag_error = f"tag write failed: {getattr(exc, 'message', None) or exc}"
+            cause = exc if isinstance(exc, OSError) else exc.__cause__
+            if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM):
+                kind = FailureKind.PERMISSION
+        with self.catalogue.batch():
+            self.catalogue.record_result(
+                result, size=stat[0], mtime_ns=stat[1], content_id=item.content_id,
+                format=item.format, not_written=decision.not_written if decision else None)
+            if tag_error:
+                self.catalogue.record_failure(path, tag_error, size=stat[0], mtime_ns=stat[1],
+                                              kind=kind)
+        if tag_error:
+            summary.failures[tag_error] += 1
+            summary.failure_kinds[kind.value] += 1
+            log.error("%s: %s", path, tag_error)
+        elif decision.genres:
+            log.log(self.hooks.tagged_log_level, "%s: tagged %s (%.2f%s)", path,
+                    "; ".join(decision.genres), outcome.confidence, ", tie" if outcome.tie else "")
+        else:
+            log.log(self.hooks.tagged_log_level, "%s: %s %.2f, not written: %s", path,
+                    outcome.genre, outcome.confidence,
+                    decision.reason or "the file already says it")
+        if self.hooks.recorded is not None:
+            self.hooks.recorded(path)
+
+    def _user_genres(self, path: str, existing: list[str]) -> list[str]:
+        """The file's genres, or [] when they are just what tagger itself wrote last (a genre
+        from an older model or genre map is not one the user set: it may be replaced)."""
+        if not existing or self.catalogue is None:
+            return existing
+        written = [w for w in self.catalogue.tag_changes([path])
+                   if w.new is not None and "CONFIDENCE" not in w.field.upper()]
+        if written and same_genres(written[-1].new, existing):
+            return []
+        return existing
+
+    def _write_tags(self, path: str, genres: tuple[str, ...], confidence: float,
+                    summary: Summary) -> tuple[int, int]:
+        """Write the genre, recording the old values *before* the file changes.
+
+        The planned change is committed first, so a kill at any instant can lose neither the
+        user's old value nor the file; a write that then fails marks its record reverted.
+        Returns the file's (size, mtime_ns) afterwards.
+        """
+        confidence = confidence if self.config.tags.write_confidence else None
+        if not is_inside(path, self.roots):  # checked again at the last moment
+            raise WriteError(outside_reason(path), path)
+        planned = tags.write_genres(path, genres, confidence, dry_run=True)
+        if planned:
+            with self.catalogue.batch():
+                ids = self.catalogue.record_tag_changes(path, planned)
+            try:
+                tags.write_genres(path, genres, confidence)
+            except TaggerError:
+                with self.catalogue.batch():
+                    self.catalogue.mark_reverted(ids)
+                raise
+            summary.tagged += 1
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+
+
+
 # ---------------------------------------------------------------- the engine
 
 
 class Engine:
     """Processes files end to end; the only object that writes tags and the catalogue."""
 
-    tagged_log_level = logging.DEBUG  # the daemon says each tag it writes (WatchEngine: INFO)
-
     def __init__(self, config: Config, catalogue, *, classifier: Classifier | None = None,
                  workers: int = 0, dry_run: bool = False, out: TextIO | None = None,
-                 on_proposal: Callable[[dict], None] | None = None):
-        """``on_proposal`` receives, in a dry run, each file's ``existing -> proposed`` as a
-        dict (path, existing, proposed, genre, confidence, tie, not_written, reason, error);
-        without it a line is printed to ``out``."""
+                 hooks: EngineHooks | None = None):
         self.config = config
-        self.on_proposal = on_proposal
-        self.catalogue = catalogue
+        self.recorder = Recorder(config, catalogue, dry_run=dry_run, out=out, hooks=hooks)
         self.workers = workers or config.scan.workers or os.cpu_count() or 1
         self.dry_run = dry_run
-        self.out = out or sys.stdout
-        self.roots = real_roots(config.library.roots)
         self._pool: ProcessPoolExecutor | None = None
         if not dry_run:  # a dry run creates nothing, not even the state dir
             use_private_temp(config.state_path)  # before the fork server picks its socket dir
@@ -328,15 +514,24 @@ class Engine:
             classifier = Classifier(config)
         self.classifier = classifier
 
-    def use_roots(self, roots: Iterable[str]) -> None:
-        """The library roots: tags are written only to files inside them (symlinks resolved)."""
-        self.roots = real_roots(roots)
-
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=_worker_context(),
                                              initializer=_worker_init)
         return self._pool
+
+    @property
+    def model_info(self) -> ModelInfo:
+        """The model every prediction of this engine is recorded with."""
+        return self.classifier.info
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the decode workers running now (none before the first file)."""
+        return list(getattr(self._pool, "_processes", None) or {})
+
+    def submit(self, fn: Callable, *args) -> Future:
+        """Run ``fn(*args)`` in one of the decode worker processes."""
+        return self._executor().submit(fn, *args)
 
     def start(self) -> None:
         """Start the worker processes now rather than with the first file."""
@@ -402,15 +597,15 @@ class Engine:
                     continue
             refill()
             if item.track is not None:
-                moved_from = self._moved_from(item)
+                moved_from = self.recorder.moved_from(item)
                 if moved_from:
-                    self._record_move(moved_from, item, summary)
+                    self.recorder.record_move(moved_from, item, summary)
                     self._advance(progress)
                     continue
                 ready.append(item)
                 queued_segments += len(item.track.patches)
             else:
-                self._record_error(item, summary)
+                self.recorder.record_error(item, summary)
                 self._advance(progress)
             if queued_segments >= self.config.model.batch_segments or not in_flight:
                 self._finish_batch(ready, summary, progress)
@@ -462,165 +657,44 @@ class Engine:
         if progress:
             progress.advance(count)
 
-    def _moved_from(self, item: WorkItem) -> str | None:
-        """A catalogued track with the same audio whose old path is gone: a rename."""
-        if self.dry_run or not item.content_id:
-            return None
-        for old in self.catalogue.find_by_content_id(item.content_id):
-            if old != item.path and not os.path.exists(old):
-                return old
-        return None
-
-    def _record_move(self, old: str, item: WorkItem, summary: Summary) -> None:
-        with self.catalogue.batch():
-            self.catalogue.move(old, item.path, size=item.size, mtime_ns=item.mtime_ns)
-        summary.moved += 1
-        log.info("moved: %s -> %s (no new inference)", old, item.path)
-
-    def _record_error(self, item: WorkItem, summary: Summary) -> None:
-        if item.status == "skipped":
-            summary.skipped += 1
-        else:
-            summary.failures[item.error] += 1
-            summary.failure_kinds[item.kind.value] += 1
-        log.log(logging.INFO if item.status == "skipped" else logging.ERROR,
-                "%s: %s", item.path, item.error)
-        if self.dry_run:
-            self._propose(path=item.path, error=f"{item.status}: {item.error}")
-            return
-        with self.catalogue.batch():
-            self.catalogue.record_failure(item.path, item.error, size=item.size,
-                                          mtime_ns=item.mtime_ns, status=item.status,
-                                          format=item.format, content_id=item.content_id,
-                                          kind=item.kind)
-
     def _finish_batch(self, items: list[WorkItem], summary: Summary,
                       progress: Progress | None) -> None:
         if not items:
             return
         results = self.classifier.classify_prepared([i.track for i in items])
         for item, result in zip(items, results):
-            if self.dry_run:
-                self._dry_run_line(item, result, summary)
-            else:
-                self._record(item, result, summary)
+            self.recorder.record(item, result, summary)
         self._advance(progress, len(items))
 
-    def _propose(self, **proposal) -> None:
-        if self.on_proposal is not None:
-            self.on_proposal(proposal)
-            return
-        if proposal.get("error"):
-            print(f"{proposal['path']}: {proposal['error']}", file=self.out)
-            return
-        before = "; ".join(proposal["existing"]) or "(no genre)"
-        after = ("; ".join(proposal["proposed"]) if proposal["proposed"]
-                 else f"unchanged ({proposal['reason'] or 'already set'})")
-        print(f"{proposal['path']}: {before} -> {after} [{proposal['genre']} "
-              f"{proposal['confidence']:.2f}]", file=self.out)
+class ScanEngine(Protocol):
+    """The seam ``scan`` and ``watch`` drive: the local pool (:class:`Engine`) or a cluster
+    (:class:`tagger.service.cluster.RayEngine`). Each feeds its results to one Recorder."""
 
-    def _count_decision(self, decision: TagDecision, summary: Summary) -> None:
-        if decision.not_written is NotWritten.BELOW_THRESHOLD:
-            summary.below_threshold += 1
-        elif not decision.genres:
-            summary.kept += 1
-        if decision.not_written is not None:
-            summary.not_written[decision.not_written.value] += 1
+    recorder: Recorder
 
-    def _dry_run_line(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
-        summary.classified += 1
-        summary.ties += result.vote.tie
-        try:
-            existing = self._user_genres(item.path, tags.read_genres(item.path))
-        except TaggerError as exc:
-            summary.failures[f"cannot read tags: {exc.message}"] += 1
-            summary.failure_kinds[FailureKind.TAG_WRITE.value] += 1
-            self._propose(path=item.path, error=f"cannot read tags: {exc.message}")
-            return
-        decision = decide_tags(result.vote, existing, self.config.tags)
-        self._count_decision(decision, summary)
-        summary.tagged += bool(decision.genres)
-        self._propose(path=item.path, existing=list(existing), proposed=list(decision.genres),
-                      genre=result.vote.genre, confidence=round(result.vote.confidence, 4),
-                      tie=result.vote.tie,
-                      not_written=decision.not_written.value if decision.not_written else None,
-                      reason=decision.reason, error=None)
+    @property
+    def model_info(self) -> ModelInfo: ...
 
-    def _record(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
-        path, outcome = item.path, result.vote
-        summary.classified += 1
-        summary.ties += outcome.tie
-        stat, tag_error, decision = (item.size, item.mtime_ns), None, None
-        kind = FailureKind.TAG_WRITE
-        try:
-            existing = self._user_genres(path, tags.read_genres(path))
-            decision = decide_tags(outcome, existing, self.config.tags)
-            if decision.genres and not is_inside(path, self.roots):
-                # library.follow_symlinks: read through a link to outside, never written
-                log.info("%s: not writing tags: %s", path, outside_reason(path))
-                decision = TagDecision((), NotWritten.OUTSIDE_LIBRARY, os.path.realpath(path))
-            if decision.genres:
-                stat = self._write_tags(path, decision.genres, outcome.confidence, summary)
-            self._count_decision(decision, summary)
-        except (ReadError, WriteError, OSError) as exc:
-            tag_error = f"tag write failed: {getattr(exc, 'message', None) or exc}"
-            cause = exc if isinstance(exc, OSError) else exc.__cause__
-            if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM):
-                kind = FailureKind.PERMISSION
-        with self.catalogue.batch():
-            self.catalogue.record_result(
-                result, size=stat[0], mtime_ns=stat[1], content_id=item.content_id,
-                format=item.format, not_written=decision.not_written if decision else None)
-            if tag_error:
-                self.catalogue.record_failure(path, tag_error, size=stat[0], mtime_ns=stat[1],
-                                              kind=kind)
-        if tag_error:
-            summary.failures[tag_error] += 1
-            summary.failure_kinds[kind.value] += 1
-            log.error("%s: %s", path, tag_error)
-        elif decision.genres:
-            log.log(self.tagged_log_level, "%s: tagged %s (%.2f%s)", path,
-                    "; ".join(decision.genres), outcome.confidence,
-                    ", tie" if outcome.tie else "")
-        else:
-            log.log(self.tagged_log_level, "%s: %s %.2f, not written: %s", path, outcome.genre,
-                    outcome.confidence, decision.reason or "the file already says it")
+    def start(self) -> None: ...
 
-    def _user_genres(self, path: str, existing: list[str]) -> list[str]:
-        """The file's genres, or [] when they are just what tagger itself wrote last (a genre
-        from an older model or genre map is not one the user set: it may be replaced)."""
-        if not existing or self.catalogue is None:
-            return existing
-        written = [w for w in self.catalogue.tag_changes([path])
-                   if w.new is not None and "CONFIDENCE" not in w.field.upper()]
-        if written and same_genres(written[-1].new, existing):
-            return []
-        return existing
+    def process(self, files: Iterable[FoundFile], summary: Summary,
+                progress: Progress | None = None,
+                should_stop: Callable[[], bool] = lambda: False) -> Summary: ...
 
-    def _write_tags(self, path: str, genres: tuple[str, ...], confidence: float,
-                    summary: Summary) -> tuple[int, int]:
-        """Write the genre, recording the old values *before* the file changes.
+    def close(self) -> None: ...
 
-        The planned change is committed first, so a kill at any instant can lose neither the
-        user's old value nor the file; a write that then fails marks its record reverted.
-        Returns the file's (size, mtime_ns) afterwards.
-        """
-        confidence = confidence if self.config.tags.write_confidence else None
-        if not is_inside(path, self.roots):  # checked again at the last moment
-            raise WriteError(outside_reason(path), path)
-        planned = tags.write_genres(path, genres, confidence, dry_run=True)
-        if planned:
-            with self.catalogue.batch():
-                ids = self.catalogue.record_tag_changes(path, planned)
-            try:
-                tags.write_genres(path, genres, confidence)
-            except TaggerError:
-                with self.catalogue.batch():
-                    self.catalogue.mark_reverted(ids)
-                raise
-            summary.tagged += 1
-        st = os.stat(path)
-        return st.st_size, st.st_mtime_ns
+
+def make_engine(config: Config, catalogue, *, workers: int = 0, dry_run: bool = False,
+                out: TextIO | None = None, hooks: EngineHooks | None = None,
+                classifier: Classifier | None = None) -> ScanEngine:
+    """The engine ``cluster.engine`` selects: worker processes here, or a Ray cluster
+    (``classifier`` and ``workers`` are the local engine's)."""
+    if config.cluster.engine == "ray":
+        from tagger.service.cluster import RayEngine
+
+        return RayEngine(config, catalogue, dry_run=dry_run, out=out, hooks=hooks)
+    return Engine(config, catalogue, classifier=classifier, workers=workers, dry_run=dry_run,
+                  out=out, hooks=hooks)
 
 
 # ---------------------------------------------------------------- interrupted tag writes
@@ -737,7 +811,7 @@ def record_skipped(catalogue, report: WalkReport, summary: Summary) -> None:
 
 def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
          dry_run: bool = False, workers: int = 0, out: TextIO | None = None,
-         engine: Engine | None = None,
+         engine: ScanEngine | None = None,
          should_stop: Callable[[], bool] = lambda: False, retry_failed: bool = False,
          progress: Callable[[int], Progress] | None = None,
          on_proposal: Callable[[dict], None] | None = None,
@@ -748,7 +822,7 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
     the files not classified yet stay pending for the next run, and the summary says it was
     interrupted. ``progress(total)`` makes the object told of each finished file (default:
     :class:`Progress`); ``on_phase`` hears what is starting ("loading", "classifying") for
-    a display; ``on_proposal``: see :class:`Engine`.
+    a display; ``on_proposal``: see :class:`EngineHooks`.
     """
     started = time.monotonic()
     report = WalkReport()
@@ -783,11 +857,11 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
     if own_engine:
         if on_phase:
             on_phase("loading")
-        engine = Engine(config, catalogue, workers=workers, dry_run=dry_run, out=out,
-                        on_proposal=on_proposal)
+        engine = make_engine(config, catalogue, workers=workers, dry_run=dry_run, out=out,
+                             hooks=EngineHooks(on_proposal=on_proposal))
         engine.start()  # a pool that cannot start is one clear error, not one per file
     progress = (progress or Progress)(len(todo))
-    engine.use_roots(roots)
+    engine.recorder.use_roots(roots)
     try:
         if on_phase:
             on_phase("classifying")

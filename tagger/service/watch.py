@@ -63,7 +63,15 @@ from tagger.library.discover import (
 )
 from tagger.library.lock import WriterLock
 from tagger.library.paths import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
-from tagger.service.scan import Engine, Summary, WorkItem, plan_scan, recover_interrupted_writes
+from tagger.service.scan import (
+    EngineHooks,
+    ScanEngine,
+    Summary,
+    WorkItem,
+    make_engine,
+    plan_scan,
+    recover_interrupted_writes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -287,20 +295,7 @@ def choose_observers(roots: list[str], mode: str, mounts: list[tuple[str, str]] 
     return chosen
 
 
-# ---------------------------------------------------------------- the engine, watch flavour
-
-
-class WatchEngine(Engine):
-    """The scan engine, with one difference: a failure can be deferred (a file still young,
-    probably not complete yet) instead of being recorded."""
-
-    defer: Callable[[WorkItem], bool] | None = None
-    tagged_log_level = logging.INFO  # a daemon says what it did to each file
-
-    def _record_error(self, item: WorkItem, summary: Summary) -> None:
-        if self.defer is not None and self.defer(item):
-            return
-        super()._record_error(item, summary)
+# ---------------------------------------------------------------- engine progress
 
 
 class _BatchProgress:
@@ -399,10 +394,11 @@ def _prefix(directory: str) -> str:
 
 class Watcher:
     """The daemon: ``Watcher(roots, config).run(should_stop)`` until ``should_stop()`` or
-    :meth:`stop`. ``classifier``, ``workers`` and ``engine_class`` are for tests and benches."""
+    :meth:`stop`. ``classifier`` and ``workers`` are for tests and benches; ``recorded`` is
+    called with each classified file's path once its result is committed."""
 
     def __init__(self, roots: Iterable[str], config: Config, *, classifier=None,
-                 workers: int = 0, engine_class: type[WatchEngine] = WatchEngine):
+                 workers: int = 0, recorded: Callable[[str], None] | None = None):
         roots = [os.path.abspath(r) for r in roots]
         if not roots:
             raise ConfigError("no folder to watch")
@@ -416,7 +412,7 @@ class Watcher:
         self.young_s = max(2 * self.settle, 1.0)
         self.classifier = classifier
         self.workers = workers
-        self.engine_class = engine_class
+        self.recorded = recorded
         self.status_file = status_path(config)
         self._trigger = self._make_trigger()  # fails early on a bad rescan_cron
 
@@ -450,7 +446,7 @@ class Watcher:
         self._watches: dict[str, tuple[object, object]] = {}  # root -> (observer, watch)
         self._scheduler = None
         self.catalogue = None
-        self.engine: WatchEngine | None = None
+        self.engine: ScanEngine | None = None
 
     # -- public ---------------------------------------------------------------------------
 
@@ -540,11 +536,13 @@ class Watcher:
 
     def _start(self) -> None:
         self.catalogue = open_catalogue(self.config.database_url)
-        self.engine = self.engine_class(self.config, self.catalogue, classifier=self.classifier,
-                                        workers=self.workers)
-        self.engine.use_roots(self.roots)
-        self.engine.defer = self._defer
-        info = self.engine.classifier.info
+        # a daemon says what it did to each file
+        hooks = EngineHooks(defer_failure=self._defer, recorded=self.recorded,
+                            tagged_log_level=logging.INFO)
+        self.engine = make_engine(self.config, self.catalogue, classifier=self.classifier,
+                                  workers=self.workers, hooks=hooks)
+        self.engine.recorder.use_roots(self.roots)
+        info = self.engine.model_info
         log.info("watching %s with model %s %s; catalogue %s", ", ".join(self.roots),
                  info.name, info.sha256[:12], self.catalogue.url)
         recover_interrupted_writes(self.catalogue, self.roots)
@@ -992,7 +990,7 @@ class Watcher:
     def _apply_plan(self, plan: list[tuple], requeue: bool = False) -> None:
         """Main thread: apply a reconcile walk's findings."""
         if requeue:  # the model or genre map may differ from that of rows found again
-            info = self.engine.classifier.info
+            info = self.engine.model_info
             if self.catalogue.requeue_stale(info.sha256, info.vocabulary):
                 for path in self.catalogue.pending_paths():
                     if self._root_of(path) and path not in self._pending:
