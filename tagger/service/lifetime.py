@@ -3,7 +3,6 @@ without a bound, and multiprocessing's temp folders live in the state directory.
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import ctypes.util
 import logging
@@ -52,7 +51,8 @@ def use_private_temp(state_dir: Path) -> None:
         if len(os.fsencode(mine)) > _MAX_TEMP_DIR:  # the socket path would not fit
             return
         mine.mkdir(mode=0o700, exist_ok=True)
-        atexit.register(shutil.rmtree, mine, True)
+        # (left at exit: multiprocessing removes its pymp folder itself, the empty <pid>
+        # folder goes with the next start's sweep)
         tempfile.tempdir = str(mine)
         multiprocessing.util.get_temp_dir()  # chosen now, kept for this process's life
     except OSError as exc:
