@@ -9,6 +9,7 @@ the wrong type are errors that name the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -43,6 +44,9 @@ class LibraryConfig:
     ignore: tuple[str, ...] = (
         ".*", "*.part", "*.tmp", "*~", "._*", "@eaDir", ".stfolder", ".tagger-*",
     )
+    # a symlink leading outside the roots is skipped; true: read (classified, catalogued),
+    # never written
+    follow_symlinks: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,31 @@ _NON_NEGATIVE = {
     "model.max_descriptors", "cluster.actors", "cluster.in_flight",
 }
 _UNIT_INTERVAL = {"tags.min_confidence", "model.descriptor_threshold"}
+#: Upper bounds: past them a value is a typo, and taking it literally crashes or starves the
+#: machine (100000 torch threads segfault, thousands exhaust the process table, an infinite
+#: window fails every file).
+MAX_WORKERS = 256
+_DAY = 86400.0
+_MAXIMUM = {
+    "model.threads": 256, "scan.workers": MAX_WORKERS, "model.segments": 1000,
+    "model.batch_segments": 100_000, "model.max_descriptors": 1000,
+    "watch.retry_max_attempts": 1000,
+    "model.segment_seconds": 60.0, "model.window_seconds": 3600.0,
+    "model.min_track_seconds": 3600.0, "decode.timeout_seconds": _DAY,
+    "watch.settle_seconds": _DAY, "watch.poll_interval_seconds": _DAY,
+    "watch.retry_base_seconds": 7 * _DAY, "watch.rescan_interval_minutes": 366 * 24 * 60.0,
+}
+
+
+def workers_option(text: str) -> int:
+    """``--workers N``: the same range as ``scan.workers`` (0: one per core)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"--workers: not an integer: {text!r}") from None
+    if not 0 <= value <= MAX_WORKERS:
+        raise ConfigError(f"--workers: must be between 0 and {MAX_WORKERS}, not {value}")
+    return value
 
 
 def find_config_file(explicit: str | None = None) -> Path | None:
@@ -309,6 +338,12 @@ def _validate_values(config: Config, source: str | None) -> None:
     for key in _UNIT_INTERVAL:
         if not 0.0 <= _lookup(config, key) <= 1.0:
             raise ConfigError(f"'{key}' must be between 0 and 1", source)
+    for key, most in _MAXIMUM.items():
+        value = _lookup(config, key)
+        if not math.isfinite(value):
+            raise ConfigError(f"'{key}' must be a finite number", source)
+        if value > most:
+            raise ConfigError(f"'{key}' must be at most {most:g}", source)
     model = config.model
     if model.segments * model.segment_seconds > model.window_seconds + 1e-9:
         raise ConfigError(

@@ -91,3 +91,4 @@ class NotWritten(str, Enum):
     KEPT_USER_GENRE = "kept_user_genre"  # tags.write = if_empty and the file has a genre
     TIE_SKIPPED = "tie_skipped"  # a tie with tags.on_tie = skip
     POLICY_NEVER = "policy_never"  # tags.write = never
+    OUTSIDE_LIBRARY = "outside_library"  # read through a symlink to outside the roots

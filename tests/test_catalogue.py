@@ -32,7 +32,7 @@ MODEL_B = ModelInfo("trained", "b" * 64, GENRES)
 TABLES = {"tracks", "models", "predictions", "prediction_candidates", "prediction_segments",
           "tag_writes"}
 VIEWS = {"track_genres", "genre_counts"}
-HEAD = "0004_reasons"  # newest schema revision
+HEAD = "0004_journal"  # newest schema revision
 
 
 @dataclass(frozen=True)

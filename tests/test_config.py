@@ -126,3 +126,31 @@ def test_shipped_tagger_toml_documents_exactly_the_defaults():
 
     shipped = Path(__file__).resolve().parent.parent / "tagger.toml"
     assert dataclasses.replace(load_config(str(shipped)), source=None) == Config()
+
+
+@pytest.mark.parametrize("key, value", [
+    ("model.threads", "100000"), ("model.threads", "5000"), ("scan.workers", str(2**63 - 1)),
+    ("scan.workers", "-3"), ("decode.timeout_seconds", "inf"), ("model.window_seconds", "inf"),
+    ("watch.settle_seconds", "nan"), ("model.batch_segments", "10000000"),
+])
+def test_absurd_numbers_are_refused_at_load_naming_the_key(tmp_path, capsys, key, value):
+    from tagger.cli import main
+
+    table, name = key.split(".")
+    config = write(tmp_path / "tagger.toml", f"[{table}]\n{name} = {value}\n")
+    assert main(["--config", str(config), "stats", "--db", f"sqlite:///{tmp_path}/c.sqlite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"'{key}'" in err[0], err
+    assert not (tmp_path / "c.sqlite").exists()
+
+
+@pytest.mark.parametrize("value", ["-3", str(2**63 - 1), "100000", "many"])
+def test_absurd_workers_option_is_a_usage_error(tmp_path, capsys, value):
+    from tagger.cli import main
+
+    (tmp_path / "lib").mkdir()
+    code = main(["scan", "--workers", value, "--db", f"sqlite:///{tmp_path}/c.sqlite",
+                 str(tmp_path / "lib")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--workers" in err[0], err

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 from typing import BinaryIO
 
@@ -72,12 +73,27 @@ def content_id(path: str | os.PathLike[str]) -> str:
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb", buffering=64 * 1024) as f:
+        with open_regular(path) as f:
             return content_id_fileobj(f, path)
     except ReadError:
         raise
     except OSError as exc:
         raise ReadError(_oserror_text(exc), path) from None
+
+
+def open_regular(path: str) -> BinaryIO:
+    """Open a file for reading without ever blocking on it: ``O_NONBLOCK`` (a FIFO swapped in
+    after a type check would otherwise hang the open), then refuse anything but a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ReadError("not a regular file (a FIFO, socket or device); not read", path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=64 * 1024)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def content_id_fileobj(f: BinaryIO, path: str = "") -> str:

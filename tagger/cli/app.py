@@ -23,7 +23,7 @@ from tagger.cli.common import (
 from tagger.cli.learning import cmd_eval, cmd_train
 from tagger.cli.library import cmd_db, cmd_list, cmd_prune, cmd_revert, cmd_show, cmd_stats
 from tagger.cli.scanning import cmd_classify, cmd_demo, cmd_scan, cmd_status, cmd_watch
-from tagger.config import Config, load_config
+from tagger.config import Config, load_config, workers_option
 from tagger.errors import ConfigError, TaggerError
 
 
@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     scanning.add_argument("--retry-failed", action="store_true",
                           help="also retry files that failed for their content and did not "
                                "change (transient failures are always retried)")
-    scanning.add_argument("--workers", type=int, metavar="N", help="decode worker processes")
+    scanning.add_argument("--workers", type=workers_option, metavar="N",
+                          help="decode worker processes")
     scanning.add_argument("--engine", choices=("local", "ray"),
                           help="where decode and inference run (cluster.engine; "
                                "docs/cluster.md)")
@@ -177,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the daemon: reconcile, then tag new and changed files as they "
                                 "arrive (docs/watch.md)")
     watch.add_argument("paths", nargs="*", metavar="PATH", help="default: library.roots")
-    watch.add_argument("--workers", type=int, metavar="N", help="decode worker processes")
+    watch.add_argument("--workers", type=workers_option, metavar="N",
+                       help="decode worker processes")
 
     status = sub.add_parser("status", parents=[db],
                             help="whether 'tagger watch' runs, its queue, counts, last error "

@@ -67,6 +67,7 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
 def cmd_revert(args: argparse.Namespace, config: Config) -> int:
     from tagger.library import tags
     from tagger.library.lock import WriterLock
+    from tagger.library.paths import is_inside, outside_reason, real_roots
 
     if not args.all and not args.paths:
         raise UsageError("give PATHs or --all", prog="tagger revert")
@@ -85,7 +86,15 @@ def cmd_revert(args: argparse.Namespace, config: Config) -> int:
         by_path: dict[str, list] = {}
         for change in changes:
             by_path.setdefault(change.path, []).append(change)
+        roots = real_roots(config.library.roots
+                           or [p for p in map(os.path.abspath, args.paths) if os.path.isdir(p)])
         for path, group in by_path.items():
+            # never through a symlink to outside the library (without roots: outside the
+            # file's own folder), even one swapped in after tagger wrote the file
+            if not is_inside(path, roots or real_roots([os.path.dirname(path)])):
+                failed += 1
+                log.error("%s: not reverting: %s", path, outside_reason(path))
+                continue
             if not args.force and _edited_since(path, group):
                 failed += 1
                 log.error("%s: its genre was changed after tagger wrote it; not reverting "

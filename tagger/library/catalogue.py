@@ -73,6 +73,7 @@ from sqlalchemy.orm import (
 )
 
 from tagger.errors import ConfigError, ReadError, TaggerError, WriteError
+from tagger.library.paths import PRIVATE_DIR_MODE, create_private_file
 from tagger.results import (
     Candidate,
     FailureKind,
@@ -151,8 +152,9 @@ class Track(Base):
         back_populates="track", cascade="all, delete-orphan", passive_deletes=True,
         order_by="(Prediction.created.desc(), Prediction.id.desc())",
     )
+    # the journal of the user's original values outlives the row (migration 0004_journal)
     tag_writes: Mapped[list[TagWrite]] = relationship(
-        back_populates="track", cascade="all, delete-orphan", passive_deletes=True,
+        back_populates="track", cascade="save-update, merge", passive_deletes="all",
         order_by="(TagWrite.written_at, TagWrite.id)",
     )
 
@@ -238,8 +240,9 @@ class TagWrite(Base):
     __tablename__ = "tag_writes"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    track_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("tracks.id", ondelete="CASCADE"), index=True
+    # NULL once the track's row is gone: the history stays, found by its path
+    track_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("tracks.id", ondelete="SET NULL"), index=True
     )
     path: Mapped[str] = mapped_column(sa.Text)  # the track's path, kept current across moves
     field: Mapped[str] = mapped_column(sa.String(64))
@@ -422,6 +425,11 @@ def _sqlite_path(url: URL) -> Path | None:
     return Path(db).expanduser()
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The database file of an SQLite catalogue URL (None for other databases)."""
+    return _sqlite_path(_parse_url(url))
+
+
 def _make_engine(url: URL, *, migrating: bool = False) -> Engine:
     """An engine with tagger's SQLite settings.
 
@@ -538,9 +546,10 @@ def upgrade(
     path = _sqlite_path(parsed)
     if path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+            create_private_file(path)  # before SQLite creates it with the umask's mode
         except OSError as exc:
-            raise WriteError(f"cannot create the directory of catalogue {where}: {exc}") from None
+            raise WriteError(f"cannot create catalogue {where}: {exc.strerror or exc}") from None
     from alembic import command
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
@@ -623,6 +632,7 @@ def _backup_sqlite(path: Path, revision: str) -> Path:
     src = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         src.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        create_private_file(target)
         dst = sqlite3.connect(str(target))
         try:
             src.backup(dst)
@@ -727,6 +737,10 @@ def _error_text(path: str, error: str | BaseException) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+class CatalogueGoneError(WriteError):
+    """The SQLite file was deleted or replaced under a running writer: it must stop."""
+
+
 class Catalogue:
     """Access to the catalogue database; one per process, shareable between its threads.
 
@@ -754,6 +768,25 @@ class Catalogue:
         self._engine = _make_engine(self._url)
         self._write_engine = self._engine.execution_options(tagger_write=True)
         self._local = threading.local()
+        self._file = _sqlite_path(self._url)
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        if self._file is None:
+            return None
+        try:
+            st = os.stat(self._file)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check_file(self) -> None:
+        """Raise WriteError when the SQLite file was deleted or replaced since it was opened:
+        writing on would go to a deleted inode and be lost at exit (checked by every write)."""
+        if self._identity is not None and self._file_identity() != self._identity:
+            raise CatalogueGoneError(
+                f"the catalogue file {self._file} was deleted or replaced while tagger was "
+                "running; stopping (restart tagger to create a new one and rescan)")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -787,6 +820,7 @@ class Catalogue:
         if getattr(self._local, "session", None) is not None:
             yield self
             return
+        self.check_file()
         session = Session(self._write_engine, expire_on_commit=False)
         self._local.session = session
         try:
@@ -806,6 +840,7 @@ class Catalogue:
                 with outer.begin_nested():
                     yield outer
             else:
+                self.check_file()
                 with Session(self._write_engine, expire_on_commit=False) as session:
                     with session.begin():
                         yield session
@@ -1184,7 +1219,10 @@ class Catalogue:
             if tid is None:
                 return False
             if new_path != old_path:
-                s.execute(delete(_T).where(_T.c.path == new_path))  # replaced by the moved file
+                replaced = self._track_id(s, new_path)
+                if replaced is not None:  # replaced by the moved file; its history stays
+                    self._adopt_history(s.connection(), replaced, tid)
+                    s.execute(delete(_T).where(_T.c.id == replaced))
             has_prediction = sa.exists().where(_P.c.track_id == _T.c.id)
             values: dict[str, Any] = dict(
                 path=new_path, folder=_folder(new_path), updated_at=now,
@@ -1201,6 +1239,12 @@ class Catalogue:
             s.execute(update(_T).where(_T.c.id == tid).values(**values))
             s.execute(update(_W).where(_W.c.track_id == tid).values(path=new_path))
             return True
+
+    @staticmethod
+    def _adopt_history(conn, from_id: int, to_id: int) -> None:
+        """The tag history of a row about to be replaced goes to the row replacing it: the
+        user's original values stay revertible at that path (the journal is append-only)."""
+        conn.execute(update(_W).where(_W.c.track_id == from_id).values(track_id=to_id))
 
     def move_prefix(self, old_dir: str, new_dir: str) -> int:
         """A directory was renamed: every track below ``old_dir`` moves below ``new_dir`` (see
@@ -1226,8 +1270,10 @@ class Catalogue:
                 ):
                     if tid in moving_ids:
                         clash.add(path)  # another moving row holds it now: rename in two steps
-                    else:
-                        conn.execute(delete(_T).where(_T.c.id == tid))  # replaced
+                    else:  # replaced; its history stays, with the row that takes its place
+                        heir = next(m for m, p in moves if p == path)
+                        self._adopt_history(conn, tid, heir)
+                        conn.execute(delete(_T).where(_T.c.id == tid))
             stmt = (
                 update(_T).where(_T.c.id == bindparam("b_id"))
                 .values(path=bindparam("b_path"), folder=bindparam("b_folder"), updated_at=now)

@@ -11,6 +11,7 @@ from typing import Iterable, Iterator
 
 from tagger import formats
 from tagger.config import LibraryConfig
+from tagger.library.paths import is_inside, outside_reason, real_roots
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class WalkReport:
     unreadable_dirs: list[str] = field(default_factory=list)
     skipped_names: list[str] = field(default_factory=list)  # names that are not valid UTF-8
     temp_dirs: set[str] = field(default_factory=set)  # folders holding our stale temp files
+    # (path, reason): symlinks to outside the roots not followed, FIFOs and other non-files
+    skipped_links: list[tuple[str, str]] = field(default_factory=list)
 
 
 def is_ignored(name: str, patterns: Iterable[str]) -> bool:
@@ -50,18 +53,25 @@ def walk(roots: Iterable[str], library: LibraryConfig,
          report: WalkReport | None = None) -> Iterator[FoundFile]:
     """Yield the audio files under ``roots``, each folder visited once.
 
-    Symlinked folders are followed, but a folder already visited (a symlink cycle, or a
-    second link to the same folder) is not entered again. Unreadable folders are noted
-    in ``report`` and skipped.
+    Symlinks (to files or folders) are followed when their target is inside one of the
+    roots; one leading outside is noted in ``report.skipped_links`` and not followed, unless
+    ``library.follow_symlinks`` (then it is read, never written: the engine checks). A folder
+    already visited (a symlink cycle, or a second link to the same folder) is not entered
+    again. Unreadable folders are noted in ``report`` and skipped; so are names that are not
+    valid UTF-8 and audio-named entries that are not regular files (FIFOs, devices).
     """
     report = report if report is not None else WalkReport()
+    roots = list(roots)
     extensions = {e.lower() for e in library.extensions}
     visited: set[tuple[int, int]] = set()
+    inside = real_roots(roots)
     for root in roots:
-        yield from _walk_dir(os.path.abspath(root), library.ignore, extensions, visited, report)
+        yield from _walk_dir(os.path.abspath(root), library.ignore, extensions, visited, report,
+                             inside, library.follow_symlinks)
 
 
-def _walk_dir(directory: str, ignore, extensions, visited, report: WalkReport):
+def _walk_dir(directory: str, ignore, extensions, visited, report: WalkReport,
+              inside: tuple[str, ...], follow: bool):
     try:
         info = os.stat(directory)
     except OSError as exc:
@@ -82,7 +92,8 @@ def _walk_dir(directory: str, ignore, extensions, visited, report: WalkReport):
     for entry in sorted(entries, key=lambda e: e.name):
         name = entry.name
         if fnmatch.fnmatchcase(name, OWN_TEMP_PATTERN):
-            report.temp_dirs.add(directory)
+            if is_inside(directory, inside):  # never delete anything outside the library
+                report.temp_dirs.add(directory)
             continue
         if is_ignored(name, ignore):
             continue
@@ -93,7 +104,12 @@ def _walk_dir(directory: str, ignore, extensions, visited, report: WalkReport):
             continue
         try:
             is_dir = entry.is_dir()  # follows symlinks
+            is_link = entry.is_symlink()
         except OSError:
+            continue
+        wanted = is_dir or is_audio_name(name, extensions)
+        if wanted and is_link and not follow and not is_inside(entry.path, inside):
+            report.skipped_links.append((entry.path, outside_reason(entry.path)))
             continue
         if is_dir:
             subdirs.append(entry.path)
@@ -105,5 +121,8 @@ def _walk_dir(directory: str, ignore, extensions, visited, report: WalkReport):
                 continue
             if stat.S_ISREG(st.st_mode):
                 yield FoundFile(entry.path, st.st_size, st.st_mtime_ns)
+            else:
+                report.skipped_links.append(
+                    (entry.path, "not a regular file (a FIFO, socket or device); not opened"))
     for subdir in subdirs:
-        yield from _walk_dir(subdir, ignore, extensions, visited, report)
+        yield from _walk_dir(subdir, ignore, extensions, visited, report, inside, follow)

@@ -1,5 +1,7 @@
-"""One writer per catalogue: an exclusive lock file in the state directory, and on a
-PostgreSQL catalogue also a server-side advisory lock (writers on other hosts share no file)."""
+"""One writer per catalogue: an exclusive lock file beside the SQLite catalogue (named from
+its real path, so no spelling of the URL and no other state directory gets around it), in the
+state directory for other databases, and on a PostgreSQL catalogue also a server-side advisory
+lock (writers on other hosts share no file)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,20 @@ import os
 from pathlib import Path
 
 from tagger.errors import WriteError
+from tagger.library.paths import PRIVATE_FILE_MODE, private_dir
+
+
+def lock_path(state_dir: Path, database_url: str) -> Path:
+    """The writer lock of a catalogue: ``<real path of the SQLite file>.lock``; for other
+    databases, a file in the state directory named from the URL."""
+    from tagger.library.catalogue import sqlite_file
+
+    database = sqlite_file(database_url)
+    if database is not None:
+        real = Path(os.path.realpath(database))
+        return real.with_name(real.name + ".lock")
+    digest = hashlib.sha256(database_url.encode()).hexdigest()[:12]
+    return Path(state_dir) / f"writer-{digest}.lock"
 
 
 class WriterLock:
@@ -19,16 +35,25 @@ class WriterLock:
     """
 
     def __init__(self, state_dir: Path, database_url: str, purpose: str):
-        digest = hashlib.sha256(database_url.encode()).hexdigest()[:12]
-        self.path = Path(state_dir) / f"writer-{digest}.lock"
+        self.state_dir = Path(state_dir)
+        self.path = lock_path(self.state_dir, database_url)
         self.purpose = purpose
         self.database_url = database_url
         self._fd: int | None = None
         self._server_lock: _PostgresWriterLock | None = None
 
     def acquire(self) -> "WriterLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        private_dir(self.state_dir)
+        if self.path.parent != Path(os.path.realpath(self.state_dir)):
+            try:  # a catalogue elsewhere: its folder is the user's to set up
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WriteError(f"cannot create the catalogue's folder: {exc.strerror}",
+                                 self.path.parent) from None
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+        except OSError as exc:
+            raise WriteError(f"cannot create the writer lock: {exc.strerror}", self.path) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -37,8 +62,12 @@ class WriterLock:
             raise WriteError(
                 f"the catalogue is being written by {holder}; only one writer at a time "
                 "(stop it, or let the running daemon do the work)", self.path) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} ({self.purpose})".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} ({self.purpose})".encode())
+        except OSError as exc:
+            os.close(fd)
+            raise WriteError(f"cannot write the writer lock: {exc.strerror}", self.path) from None
         self._fd = fd
         if self.database_url.startswith("postgresql"):
             try:

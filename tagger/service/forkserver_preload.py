@@ -10,6 +10,9 @@ from threadpoolctl import threadpool_limits
 
 import tagger.service.scan  # noqa: F401  (the workers' entry points)
 from tagger.audio.features import warm_up
+from tagger.service.lifetime import die_with_parent
+
+die_with_parent()  # the server (and so each worker it forks) dies with the scan, even on kill -9
 
 threadpool_limits(1)  # as in each worker (scan._worker_init); the model loads on the other core
 try:

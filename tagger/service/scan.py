@@ -19,6 +19,7 @@ import sys
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol, TextIO
@@ -31,12 +32,29 @@ from tagger.config import Config, TagsConfig
 from tagger.errors import ReadError, TaggerError, TooShortError, WriteError
 from tagger.library import tags
 from tagger.library.discover import FoundFile, WalkReport, walk
+from tagger.library.paths import (
+    is_inside,
+    outside_reason,
+    printable_name,
+    real_roots,
+    special_file_reason,
+)
 from tagger.results import FailureKind, ModelInfo, NotWritten, TrackResult, Vote
+from tagger.service.lifetime import (
+    die_with_parent,
+    kill_workers,
+    pool_pids,
+    stop_pool,
+    use_private_temp,
+)
 
 if TYPE_CHECKING:  # workers import this module: keep torch out of them
     from tagger.model.classify import Classifier
 
 log = logging.getLogger(__name__)
+
+#: beyond ``decode.timeout_seconds``, what hashing and cutting one file may take at most
+STUCK_MARGIN_S = 30.0
 
 
 # ---------------------------------------------------------------- tag policy
@@ -61,6 +79,7 @@ REASON_TEXT = {
     NotWritten.BELOW_THRESHOLD: "below threshold",
     NotWritten.TIE_SKIPPED: "tie skipped (tags.on_tie = skip)",
     NotWritten.KEPT_USER_GENRE: "kept the genre already set",
+    NotWritten.OUTSIDE_LIBRARY: "not written through a symlink to outside the library",
 }
 
 
@@ -126,6 +145,9 @@ def prepare_file(found: FoundFile, config: Config) -> WorkItem:
         # judged here, by the system, not from the decoder's message: a permission problem
         # is fixed by the user without touching the file, so a plain rescan retries it
         return failed(f"{found.path}: permission denied", FailureKind.PERMISSION)
+    special = special_file_reason(found.path)
+    if special:  # a FIFO would block this worker for good at the first open
+        return failed(special, FailureKind.UNREADABLE, status="skipped")
     try:
         identity = content_id(found.path)
     except TaggerError:
@@ -144,6 +166,7 @@ def prepare_file(found: FoundFile, config: Config) -> WorkItem:
 
 
 def _worker_init() -> None:
+    die_with_parent()  # a kill -9 of the scan must not leave workers behind
     # Ctrl-C goes to the whole process group: let the main process stop things in order
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The pool is the parallelism: a BLAS thread team per worker only spins against the
@@ -348,9 +371,14 @@ class Recorder:
                  out: TextIO | None = None, hooks: EngineHooks | None = None):
         self.config = config
         self.catalogue = catalogue
+        self.roots = real_roots(config.library.roots)  # tags are written only inside them
         self.dry_run = dry_run
         self.out = out or sys.stdout
         self.hooks = hooks or EngineHooks()
+
+    def use_roots(self, roots: Iterable[str]) -> None:
+        """The library roots: tags are written only to files inside them (symlinks resolved)."""
+        self.roots = real_roots(roots)
 
     def moved_from(self, item: WorkItem) -> str | None:
         """A catalogued track with the same audio whose old path is gone: a rename."""
@@ -440,6 +468,10 @@ class Recorder:
         try:
             existing = self._user_genres(path, tags.read_genres(path))
             decision = decide_tags(outcome, existing, self.config.tags)
+            if decision.genres and not is_inside(path, self.roots):
+                # library.follow_symlinks: read through a link to outside, never written
+                log.info("%s: not writing tags: %s", path, outside_reason(path))
+                decision = TagDecision((), NotWritten.OUTSIDE_LIBRARY, os.path.realpath(path))
             if decision.genres:
                 stat = self._write_tags(path, decision.genres, outcome.confidence, summary)
             self._count_decision(decision, summary)
@@ -489,6 +521,8 @@ class Recorder:
         Returns the file's (size, mtime_ns) afterwards.
         """
         confidence = confidence if self.config.tags.write_confidence else None
+        if not is_inside(path, self.roots):  # checked again at the last moment
+            raise WriteError(outside_reason(path), path)
         planned = tags.write_genres(path, genres, confidence, dry_run=True)
         if planned:
             with self.catalogue.batch():
@@ -519,6 +553,8 @@ class Engine:
         self.workers = workers or config.scan.workers or os.cpu_count() or 1
         self.dry_run = dry_run
         self._pool: ProcessPoolExecutor | None = None
+        if not dry_run:  # a dry run creates nothing, not even the state dir
+            use_private_temp(config.state_path)  # before the fork server picks its socket dir
         if classifier is None:
             # The fork server loads and warms the decode stack (about 2 s on one core) while
             # the model loads here; starting it does not wait for it.
@@ -562,7 +598,7 @@ class Engine:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            stop_pool(self._pool)  # bounded: a stuck worker is killed, never waited on
             self._pool = None
 
     def process(self, files: Iterable[FoundFile], summary: Summary,
@@ -576,6 +612,7 @@ class Engine:
         files = iter(files)
         in_flight: deque[tuple[FoundFile, Future, ProcessPoolExecutor]] = deque()
         crashes: Counter = Counter()
+        stuck: set[str] = set()
         ready: list[WorkItem] = []
         queued_segments = 0
         # enough files in flight to fill the next inference batch while this one runs
@@ -612,9 +649,9 @@ class Engine:
                 return summary
             found, future, pool = in_flight.popleft()
             try:
-                item = future.result()
+                item = self._result(found, future, pool, stuck)
             except BrokenProcessPool:
-                item = self._after_worker_crash(found, pool, crashes, submit)
+                item = self._after_worker_crash(found, pool, crashes, submit, stuck)
                 if item is None:
                     continue
             refill()
@@ -635,21 +672,42 @@ class Engine:
         self._finish_batch(ready, summary, progress)
         return summary
 
+    def stuck_after_s(self) -> float:
+        """How long one file may hold a worker: the decode timeout, plus hashing and features.
+        The oldest file in flight is always running (the pool takes files in order), so a
+        wait on it that lasts longer means the worker is stuck (a FIFO swapped in, a hung
+        mount): it is killed, and the pool replaced."""
+        return self.config.decode.timeout_seconds + STUCK_MARGIN_S
+
+    def _result(self, found: FoundFile, future: Future, pool: ProcessPoolExecutor,
+                stuck: set[str]) -> WorkItem:
+        try:
+            return future.result(timeout=self.stuck_after_s())
+        except FuturesTimeout:
+            log.error("%s: the decoding worker is stuck (no result in %.0f s): killing it",
+                      found.path, self.stuck_after_s())
+            stuck.add(found.path)
+            kill_workers(pool_pids(pool))
+            return future.result(timeout=60)  # BrokenProcessPool, now
+
     def _after_worker_crash(self, found: FoundFile, pool: ProcessPoolExecutor, crashes: Counter,
-                            submit: Callable[[FoundFile], None]) -> WorkItem | None:
+                            submit: Callable[[FoundFile], None],
+                            stuck: set[str] = frozenset()) -> WorkItem | None:
         """A worker died (killed, out of memory): every file it had in flight fails with it.
 
         Start a fresh pool and retry each such file once; a file that takes a second worker
         down with it is recorded as failed. Returns that failure, or None when retried.
         """
         if pool is self._pool:  # the broken one: its other futures fail too, and come here
-            pool.shutdown(wait=False)
+            stop_pool(pool, grace_s=0.5)
             self._pool = None
         crashes[found.path] += 1
         if crashes[found.path] > 1:
-            return WorkItem(found.path, found.size, found.mtime_ns, None,
-                            error="the decoding worker process died twice on this file",
-                            kind=FailureKind.WORKER_DIED)
+            error = ("the decoding worker was stuck on this file twice (killed)"
+                     if found.path in stuck else
+                     "the decoding worker process died twice on this file")
+            kind = FailureKind.TIMEOUT if found.path in stuck else FailureKind.WORKER_DIED
+            return WorkItem(found.path, found.size, found.mtime_ns, None, error=error, kind=kind)
         log.warning("a worker process died; retrying %s", found.path)
         submit(found)
         return None
@@ -698,6 +756,42 @@ def make_engine(config: Config, catalogue, *, workers: int = 0, dry_run: bool = 
                   out=out, hooks=hooks)
 
 
+# ---------------------------------------------------------------- interrupted tag writes
+
+
+def recover_interrupted_writes(catalogue, roots: Iterable[str]) -> int:
+    """Tag writes are recorded before the file is written: a kill in between leaves a record
+    of a change that never happened. For pending tracks whose newest recorded write is newer
+    than their last result, look at the file: if it does not carry the recorded genre, mark
+    that write reverted (as a failed write is). Returns how many writes were reconciled."""
+    prefixes = [os.path.join(os.path.abspath(r), "") for r in roots]
+    pending = [p for p in catalogue.pending_paths() if any(p.startswith(x) for x in prefixes)]
+    if not pending:
+        return 0
+    by_path: dict[str, list] = {}
+    for change in catalogue.tag_changes(pending):
+        by_path.setdefault(change.path, []).append(change)
+    fixed = 0
+    for path, changes in by_path.items():
+        record = catalogue.track(path)
+        newest = max(c.written_at for c in changes)
+        if record is None or (record.last_scanned and record.last_scanned >= newest):
+            continue
+        group = [c for c in changes if c.written_at == newest]
+        genre = [c for c in group if "CONFIDENCE" not in c.field.upper() and c.new is not None]
+        try:
+            current = tags.read_genres(path)
+        except TaggerError:
+            continue  # gone or unreadable: the scan will say
+        if genre and list(genre[-1].new) == current:
+            continue  # the write landed; only its result was not recorded
+        with catalogue.batch():
+            catalogue.mark_reverted(c.id for c in group)
+        fixed += len(group)
+        log.info("%s: a tag write interrupted before it happened is marked reverted", path)
+    return fixed
+
+
 # ---------------------------------------------------------------- one-shot scan
 
 
@@ -740,7 +834,8 @@ def plan_scan(roots: list[str], config: Config, catalogue, *, force: bool,
             unchanged += 1
         else:
             todo.append(f)
-    seen = {f.path for f in found}
+    seen = {f.path for f in found} | {p for p, _ in report.skipped_links}
+    seen |= {printable_name(p) for p in report.skipped_names}
     missing = []
     for root in roots:
         prefix = os.path.join(os.path.abspath(root), "")
@@ -754,6 +849,23 @@ def plan_scan(roots: list[str], config: Config, catalogue, *, force: bool,
             continue
         missing.extend(gone)
     return todo, missing, len(found), unchanged
+
+
+def record_skipped(catalogue, report: WalkReport, summary: Summary) -> None:
+    """Give what a walk did not take a catalogue row with its reason: links leading outside
+    the library and non-files are ``skipped``; names that are not valid UTF-8 are ``failed``
+    (under a printable form of the name: they cannot be tagged)."""
+    if not (report.skipped_links or report.skipped_names):
+        return
+    with catalogue.batch():
+        for path, reason in report.skipped_links:
+            catalogue.record_failure(path, reason, status="skipped")
+            summary.skipped += 1
+        for path in report.skipped_names:
+            reason = "the file name is not valid UTF-8; rename it to have it tagged"
+            catalogue.record_failure(printable_name(path), reason)
+            summary.failures[reason] += 1
+            summary.failure_kinds[FailureKind.UNREADABLE.value] += 1
 
 
 def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
@@ -781,9 +893,13 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
         log.warning("cannot read folder %s", problem)
     for name in report.skipped_names:
         log.warning("skipped a name that is not valid UTF-8: %r", name)
+    for path, reason in report.skipped_links:
+        log.warning("skipped %s: %s", path, reason)
     summary = Summary(seen=seen, unchanged=unchanged, left_failed=len(left_failed),
                       dry_run=dry_run)
     if not dry_run:
+        record_skipped(catalogue, report, summary)
+        recover_interrupted_writes(catalogue, roots)
         for directory in report.temp_dirs:
             tags.sweep_stale_temp_files(directory)
         if missing:
@@ -804,6 +920,7 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
                              hooks=EngineHooks(on_proposal=on_proposal))
         engine.start()  # a pool that cannot start is one clear error, not one per file
     progress = (progress or Progress)(len(todo))
+    engine.recorder.use_roots(roots)
     try:
         if on_phase:
             on_phase("classifying")

@@ -53,7 +53,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from tagger.config import Config
 from tagger.errors import ConfigError, ReadError, TaggerError
 from tagger.library import tags
-from tagger.library.catalogue import open_catalogue, safe_url
+from tagger.library.catalogue import CatalogueGoneError, open_catalogue, safe_url
 from tagger.library.discover import (
     OWN_TEMP_PATTERN,
     FoundFile,
@@ -62,6 +62,7 @@ from tagger.library.discover import (
     is_ignored,
 )
 from tagger.library.lock import WriterLock
+from tagger.library.paths import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from tagger.service.scan import (
     EngineHooks,
     ScanEngine,
@@ -70,6 +71,7 @@ from tagger.service.scan import (
     lower_priority,
     make_engine,
     plan_scan,
+    recover_interrupted_writes,
 )
 
 log = logging.getLogger(__name__)
@@ -101,9 +103,11 @@ def status_path(config: Config) -> Path:
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+    with open(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
 
@@ -225,6 +229,44 @@ def count_dirs(roots: Iterable[str], limit: int) -> int:
             if n > limit:
                 return n
     return n
+
+
+def inotify_watches_held() -> int | None:
+    """Inotify watches this process holds now (``/proc/self/fdinfo``), None when it has no
+    inotify instance. watchdog adds its watches in its own threads and a refused add
+    (ENOSPC: the per-user limit, which other programs share) does not reach us: this count is
+    how a partly watched tree is noticed."""
+    total, found = 0, False
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:
+                total += sum(line.startswith("inotify wd:") for line in info)
+            found = True
+        except OSError:
+            continue
+    return total if found else None
+
+
+def unwatched_folders(roots: list[str], settle_s: float = 10.0) -> tuple[int, int]:
+    """(folders under ``roots``, how many of them inotify does not watch), once the observer's
+    threads have added what they could (the count stops growing)."""
+    wanted = count_dirs(roots, 1 << 30)
+    deadline = time.monotonic() + settle_s
+    held, still_since = inotify_watches_held() or 0, time.monotonic()
+    while held < wanted and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now_held = inotify_watches_held() or 0
+        if now_held != held:
+            held, still_since = now_held, time.monotonic()
+        elif held and time.monotonic() - still_since >= 1.0:
+            break  # stopped growing: that is all the kernel gave
+    return wanted, max(0, wanted - held)
 
 
 def choose_observers(roots: list[str], mode: str, mounts: list[tuple[str, str]] | None = None,
@@ -505,6 +547,7 @@ class Watcher:
                             tagged_log_level=logging.INFO)
         self.engine = make_engine(self.config, self.catalogue, classifier=self.classifier,
                                   workers=self.workers, hooks=hooks)
+        self.engine.recorder.use_roots(self.roots)
         info = self.engine.model_info
         log.info("watching %s with model %s %s; catalogue %s", ", ".join(self.roots),
                  info.name, info.sha256[:12], self.catalogue.url)
@@ -561,9 +604,10 @@ class Watcher:
         if native:
             try:
                 self._start_observer("native", native)
+                self._check_coverage(native)
             except OSError as exc:
                 reason = exc.strerror or str(exc)
-                if exc.errno in (errno.ENOSPC, errno.EMFILE):
+                if exc.errno in (errno.ENOSPC, errno.EMFILE) and "limit" not in reason:
                     reason = {errno.ENOSPC: "inotify watch limit reached",
                               errno.EMFILE: "inotify instance limit reached"}[exc.errno]
                 if self.watch.observer == "native":
@@ -581,6 +625,22 @@ class Watcher:
                             self.watch.poll_interval_seconds, reason)
             else:
                 log.info("%s: inotify (%s)", root, reason)
+
+    def _check_coverage(self, native: list[str]) -> None:
+        """Every folder must really be watched: fewer watches than folders means the
+        per-user inotify limit ran out (ENOSPC) part way; raised as such, so ``native`` stops
+        with the documented error and ``auto`` polls those roots instead."""
+        wanted, missing = unwatched_folders([r for r in native if os.path.isdir(r)])
+        if not missing:
+            return
+        observer = self._observer_objs.pop("native", None)
+        for root in native:
+            self._watches.pop(root, None)
+        if observer is not None:
+            observer.stop()
+            observer.join(10)
+        raise OSError(errno.ENOSPC, f"inotify watch limit reached: {missing} of {wanted} "
+                                    "folders could not be watched")
 
     def _start_observer(self, kind: str, roots: list[str]) -> None:
         if kind == "native":
@@ -828,6 +888,8 @@ class Watcher:
                 self._apply_moves(moves)
             self._apply_deletes(time.monotonic())
             self._process_ready()
+        except CatalogueGoneError:
+            raise  # every later write would be lost: stop, with the error as the reason
         except TaggerError as exc:
             log.error("%s", exc)
             self._stop.wait(1.0)  # e.g. the database is unreachable: do not spin
@@ -1162,39 +1224,3 @@ class Watcher:
                     last, written = key, now
             except Exception as exc:  # noqa: BLE001 - the status must never stop the daemon
                 log.debug("cannot write the status file: %s", exc)
-
-
-# ---------------------------------------------------------------- interrupted tag writes
-
-
-def recover_interrupted_writes(catalogue, roots: Iterable[str]) -> int:
-    """Tag writes are recorded before the file is written: a kill in between leaves a record
-    of a change that never happened. For pending tracks whose newest recorded write is newer
-    than their last result, look at the file: if it does not carry the recorded genre, mark
-    that write reverted (as a failed write is). Returns how many writes were reconciled."""
-    prefixes = [_prefix(r) for r in roots]
-    pending = [p for p in catalogue.pending_paths() if any(p.startswith(x) for x in prefixes)]
-    if not pending:
-        return 0
-    by_path: dict[str, list] = {}
-    for change in catalogue.tag_changes(pending):
-        by_path.setdefault(change.path, []).append(change)
-    fixed = 0
-    for path, changes in by_path.items():
-        record = catalogue.track(path)
-        newest = max(c.written_at for c in changes)
-        if record is None or (record.last_scanned and record.last_scanned >= newest):
-            continue
-        group = [c for c in changes if c.written_at == newest]
-        genre = [c for c in group if "CONFIDENCE" not in c.field.upper() and c.new is not None]
-        try:
-            current = tags.read_genres(path)
-        except TaggerError:
-            continue  # gone or unreadable: the scan will say
-        if genre and list(genre[-1].new) == current:
-            continue  # the write landed; only its result was not recorded
-        with catalogue.batch():
-            catalogue.mark_reverted(c.id for c in group)
-        fixed += len(group)
-        log.info("%s: a tag write interrupted before it happened is marked reverted", path)
-    return fixed

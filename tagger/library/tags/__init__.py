@@ -108,7 +108,7 @@ def read_genres(path: str | os.PathLike[str]) -> list[str]:
     """
     spath = os.fspath(path)
     try:
-        with open(spath, "rb") as f:
+        with identity.open_regular(spath) as f:  # never blocks on a FIFO
             return _open_editor(f, spath).existing_genres()
     except ReadError:
         raise
@@ -288,7 +288,7 @@ def _open_editor(f: BinaryIO, path: str):
 def _edit(path: str, plan: Callable[[object], list[TagChange]], *, dry_run: bool):
     real, st = _check_target(path)
     # plan on the original first: nothing to change means nothing to write
-    with _as_write_error(path), open(real, "rb") as f:
+    with _as_write_error(path), identity.open_regular(real) as f:
         changes = plan(_open_editor(f, path))
     if dry_run or not changes:
         return changes
@@ -334,12 +334,33 @@ def _check_target(path: str) -> tuple[str, os.stat_result]:
             f"file has {st.st_nlink} hard links; replacing it would break them, not writing tags",
             path,
         )
+    if _has_holes(real, st.st_size):
+        raise WriteError(
+            "sparse file (it has holes); not writing tags: the rewrite would fill them in", path
+        )
     if os.geteuid() != 0:  # os.access is truthful for ordinary users
         if not os.access(real, os.W_OK):
             raise WriteError("permission denied: the file is not writable by this user", path)
         if not os.access(os.path.dirname(real) or ".", os.W_OK | os.X_OK):
             raise WriteError("permission denied: cannot create files in its directory", path)
     return real, st
+
+
+def _has_holes(path: str, size: int) -> bool:
+    """Whether the file has a hole before its end (SEEK_HOLE; a file system that cannot say
+    reports none). Its copy would be dense: a 2 GB sparse WAV would take 2 GB more."""
+    if not hasattr(os, "SEEK_HOLE") or size == 0:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False  # the open that follows says why
+    try:
+        return os.lseek(fd, 0, os.SEEK_HOLE) < size
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _create_temp(directory: str) -> tuple[int, str]:
@@ -439,7 +460,7 @@ def _safe_rewrite(
     tmp: str | None = None
     try:
         with _as_write_error(path, unexpected=True):
-            with open(real, "rb") as src:
+            with identity.open_regular(real) as src:
                 src_st = os.fstat(src.fileno())
                 if _signature(src_st) != _signature(st):
                     raise WriteError("file changed on disk while tagging; not written", path)

@@ -66,6 +66,8 @@ class Editor(BaseEditor):
             if self._audio.tags is None:
                 self._audio.add_tags()
             self.tags = self._audio.tags
+            if container == WAV:  # a genre set by a WAV tool counts as the user's (if_empty)
+                self.v1_genre = _riff_info_genre(fileobj)
         else:  # pragma: no cover - dispatch guarantees the container
             raise ValueError(container)
         loaded = tuple(self.tags.version[:2]) if getattr(self.tags, "_header", None) else None
@@ -165,6 +167,41 @@ def _save_mp3(tags: ID3, fileobj: BinaryIO, version: int) -> None:
     fileobj.seek(expected - tail_len)
     if fileobj.read(tail_len) != tail:
         raise TagFormatError("ID3 save changed the data after the tag unexpectedly")
+
+
+def _riff_info_genre(fileobj: BinaryIO) -> str | None:
+    """The ``IGNR`` entry of a WAV's ``LIST/INFO`` chunk (mutagen reads only the ID3 chunk)."""
+    fileobj.seek(0, 2)
+    size = fileobj.tell()
+    fileobj.seek(0)
+    header = fileobj.read(12)
+    if len(header) < 12 or header[:4] not in (b"RIFF", b"RF64") or header[8:12] != b"WAVE":
+        return None
+    offset = 12
+    for _ in range(4096):  # chunks; a damaged file must not loop
+        fileobj.seek(offset)
+        head = fileobj.read(8)
+        if len(head) < 8:
+            return None
+        chunk_id, length = head[:4], int.from_bytes(head[4:], "little")
+        if chunk_id == b"LIST" and length >= 4 and fileobj.read(4) == b"INFO":
+            body = fileobj.read(min(length - 4, 1 << 20))
+            pos = 0
+            while pos + 8 <= len(body):
+                sub, sub_len = body[pos:pos + 4], int.from_bytes(body[pos + 4:pos + 8], "little")
+                if sub == b"IGNR":
+                    raw = body[pos + 8:pos + 8 + sub_len].split(b"\0")[0].strip()
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        text = raw.decode("latin-1")
+                    return text or None
+                pos += 8 + sub_len + (sub_len & 1)
+            return None
+        offset += 8 + length + (length & 1)
+        if offset >= size or length == 0xFFFFFFFF:
+            return None
+    return None
 
 
 def _id3v1_genre(fileobj: BinaryIO) -> str | None:

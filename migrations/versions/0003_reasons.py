@@ -1,6 +1,6 @@
 """tracks.failure_kind and tracks.not_written: why a file failed, why a genre was not written
 
-Revision ID: 0004_reasons
+Revision ID: 0003_reasons
 Revises: 0002
 Create Date: 2026-12-01
 
@@ -13,7 +13,7 @@ from typing import Sequence, Union
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_reasons"
+revision: str = "0003_reasons"
 down_revision: Union[str, Sequence[str], None] = "0002"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
