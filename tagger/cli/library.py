@@ -72,8 +72,9 @@ def cmd_revert(args: argparse.Namespace, config: Config) -> int:
     if not args.all and not args.paths:
         raise UsageError("give PATHs or --all", prog="tagger revert")
     failed = restored = 0
-    with WriterLock(config.state_path, config.database_url, "tagger revert"), \
+    with WriterLock(config.state_path, config.database_url, "tagger revert") as lock, \
             catalogue_of(config) as catalogue:
+        lock.guard(catalogue)
         if args.all:
             changes = catalogue.tag_changes()
         else:

@@ -57,7 +57,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import bindparam, delete, event, func, insert, select, update
@@ -770,6 +770,7 @@ class Catalogue:
         self._local = threading.local()
         self._file = _sqlite_path(self._url)
         self._identity = self._file_identity()
+        self._write_guards: list[Callable[[], None]] = []
 
     def _file_identity(self) -> tuple[int, int] | None:
         if self._file is None:
@@ -787,6 +788,16 @@ class Catalogue:
             raise CatalogueGoneError(
                 f"the catalogue file {self._file} was deleted or replaced while tagger was "
                 "running; stopping (restart tagger to create a new one and rescan)")
+
+    def add_write_guard(self, check: Callable[[], None]) -> None:
+        """Run ``check()`` before every write transaction, as :meth:`check_file` is; it raises
+        to refuse the write (the writer lock uses this to notice it was lost)."""
+        self._write_guards.append(check)
+
+    def _before_write(self) -> None:
+        self.check_file()
+        for check in self._write_guards:
+            check()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -820,7 +831,7 @@ class Catalogue:
         if getattr(self._local, "session", None) is not None:
             yield self
             return
-        self.check_file()
+        self._before_write()
         session = Session(self._write_engine, expire_on_commit=False)
         self._local.session = session
         try:
@@ -840,7 +851,7 @@ class Catalogue:
                 with outer.begin_nested():
                     yield outer
             else:
-                self.check_file()
+                self._before_write()
                 with Session(self._write_engine, expire_on_commit=False) as session:
                     with session.begin():
                         yield session

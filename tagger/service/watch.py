@@ -446,6 +446,7 @@ class Watcher:
         self._watches: dict[str, tuple[object, object]] = {}  # root -> (observer, watch)
         self._scheduler = None
         self.catalogue = None
+        self._writer_lock: WriterLock | None = None
         self.engine: ScanEngine | None = None
 
     # -- public ---------------------------------------------------------------------------
@@ -464,6 +465,7 @@ class Watcher:
             self._should_stop = should_stop
         lock = WriterLock(self.config.state_path, self.config.database_url, "tagger watch")
         lock.acquire()
+        self._writer_lock = lock
         tagger_log = logging.getLogger("tagger")
         tagger_log.addHandler(self._last_error)
         spy = _OverflowSpy(self._on_overflow)
@@ -536,6 +538,7 @@ class Watcher:
 
     def _start(self) -> None:
         self.catalogue = open_catalogue(self.config.database_url)
+        self._writer_lock.guard(self.catalogue)
         # a daemon says what it did to each file
         hooks = EngineHooks(defer_failure=self._defer, recorded=self.recorded,
                             tagged_log_level=logging.INFO)
