@@ -61,6 +61,7 @@ from tagger.library.discover import (
     is_audio_name,
     is_ignored,
 )
+from tagger.library.journal import recover_interrupted_writes
 from tagger.library.lock import WriterLock
 from tagger.library.paths import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from tagger.service.scan import (
@@ -70,7 +71,6 @@ from tagger.service.scan import (
     WorkItem,
     make_engine,
     plan_scan,
-    recover_interrupted_writes,
 )
 
 log = logging.getLogger(__name__)
