@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from tagger.library.catalogue import Base, _make_engine, _parse_url
+from tagger.library.catalogue import Base, make_engine, parse_url
 
 config = context.config
 target_metadata = Base.metadata
@@ -55,7 +55,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = _make_engine(_parse_url(_url()), migrating=True)
+    engine = make_engine(parse_url(_url()), migrating=True)
     try:
         with engine.connect() as connection:
             _configure(connection=connection)

@@ -140,7 +140,7 @@ def test_downgrade_base_then_upgrade_again(cat, url, db_path):
 
 def test_migrations_render_for_postgresql():
     out = io.StringIO()
-    cfg = cat_mod._alembic_config()
+    cfg = cat_mod.alembic_config()
     cfg.output_buffer = out
     cfg.set_main_option("sqlalchemy.url", "postgresql://user:secret@localhost/tagger")
     command.upgrade(cfg, "head", sql=True)
@@ -202,7 +202,7 @@ def test_batch_migrations_keep_children_and_views(cat, url):
     """Guard for future migrations: recreating `tracks` in SQLite batch mode must neither
     cascade-delete predictions nor break the views."""
     cat.record_result(result_for("/music/a.mp3", CLEAR_ROCK), size=1, mtime_ns=1)
-    engine = cat_mod._make_engine(cat_mod._parse_url(url), migrating=True)
+    engine = cat_mod.make_engine(cat_mod.parse_url(url), migrating=True)
     with engine.begin() as conn:
         ops = Operations(MigrationContext.configure(conn, opts={"render_as_batch": True}))
         with ops.batch_alter_table("tracks", recreate="always") as batch:

@@ -158,6 +158,43 @@ def test_a_second_writer_on_another_host_is_refused(both):
             WriterLock(work / "state-b", URL, "second writer").acquire()
 
 
+def kill_lock_sessions(application_name: str) -> int:
+    """What a database restart does to the writer's lock: its session ends, the lock goes."""
+    return sum(r[0] for r in run_sql(URL, [
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        f"WHERE application_name LIKE '{application_name}%' AND pid <> pg_backend_pid()"])[0])
+
+
+def test_a_lost_writer_lock_is_taken_again_when_nobody_took_it(both, caplog):
+    work = both["work"]
+    with WriterLock(work / "state-a", URL, "lock-retake") as lock:
+        assert kill_lock_sessions("lock-retake") == 1
+        WriterLock(work / "state-b", URL, "probe").acquire().release()  # free: anyone could
+        lock.verify()  # notices, and takes it back
+        assert "taken again" in caplog.text
+        with pytest.raises(WriteError, match="being written by lock-retake"):
+            WriterLock(work / "state-b", URL, "second writer").acquire()
+
+
+def test_a_writer_whose_lock_was_taken_meanwhile_stops_before_writing(both):
+    from tagger.library.catalogue import Catalogue
+    from tagger.library.lock import LockLostError
+
+    work = both["work"]
+    with WriterLock(work / "state-a", URL, "lock-lost") as lock, Catalogue(URL) as catalogue:
+        lock.guard(catalogue)
+        with catalogue.batch():  # a write goes through while the lock is held
+            catalogue.mark_pending("/lock-test/a.mp3", 1, 1)
+        assert kill_lock_sessions("lock-lost") == 1
+        with WriterLock(work / "state-b", URL, "the other writer"):
+            with pytest.raises(LockLostError, match="cannot be taken again"):
+                with catalogue.batch():
+                    catalogue.mark_pending("/lock-test/b.mp3", 1, 1)
+        assert catalogue.track("/lock-test/b.mp3") is None  # nothing written without it
+    with Catalogue(URL) as catalogue, catalogue.batch():
+        catalogue.forget(["/lock-test/a.mp3"])
+
+
 def test_revert_all_restores_every_files_genres(both):
     code, _ = run("revert", "--db", URL, "--all")
     after = {p.name: tags.read_genres(p) for p in (both["work"] / "pg").iterdir()}

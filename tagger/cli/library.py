@@ -16,7 +16,6 @@ from tagger.cli.common import (
 )
 from tagger.cli.output import format_track
 from tagger.config import Config
-from tagger.errors import TaggerError
 
 
 def cmd_show(args: argparse.Namespace, config: Config) -> int:
@@ -65,68 +64,22 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_revert(args: argparse.Namespace, config: Config) -> int:
-    from tagger.library import tags
+    from tagger.library.journal import revert
     from tagger.library.lock import WriterLock
-    from tagger.library.paths import is_inside, outside_reason, real_roots
 
     if not args.all and not args.paths:
         raise UsageError("give PATHs or --all", prog="tagger revert")
-    failed = restored = 0
-    with WriterLock(config.state_path, config.database_url, "tagger revert"), \
+    with WriterLock(config.state_path, config.database_url, "tagger revert") as lock, \
             catalogue_of(config) as catalogue:
-        if args.all:
-            changes = catalogue.tag_changes()
-        else:
-            changes = []
-            for path in map(os.path.abspath, args.paths):
-                if os.path.isdir(path):
-                    changes += catalogue.tag_changes(under=path)
-                else:
-                    changes += catalogue.tag_changes([path])
-        by_path: dict[str, list] = {}
-        for change in changes:
-            by_path.setdefault(change.path, []).append(change)
-        roots = real_roots(config.library.roots
-                           or [p for p in map(os.path.abspath, args.paths) if os.path.isdir(p)])
-        for path, group in by_path.items():
-            # never through a symlink to outside the library (without roots: outside the
-            # file's own folder), even one swapped in after tagger wrote the file
-            if not is_inside(path, roots or real_roots([os.path.dirname(path)])):
-                failed += 1
-                log.error("%s: not reverting: %s", path, outside_reason(path))
-                continue
-            if not args.force and _edited_since(path, group):
-                failed += 1
-                log.error("%s: its genre was changed after tagger wrote it; not reverting "
-                          "(--force reverts anyway)", path)
-                continue
-            try:
-                tags.restore(path, group)  # oldest first: the user's own values win
-            except TaggerError as exc:
-                failed += 1
-                log.error("%s", exc)
-                continue
-            with catalogue.batch():
-                catalogue.mark_reverted(c.id for c in group)
-                st = os.stat(path)
-                catalogue.update_stat(path, st.st_size, st.st_mtime_ns)
-            restored += 1
-    print(f"restored the original tags of {restored} files"
+        lock.guard(catalogue)
+        report = revert(catalogue, None if args.all else args.paths,
+                        roots=config.library.roots, force=args.force)
+    for path, why in report.refused:
+        log.error("%s: %s", path, why)
+    failed = len(report.refused)
+    print(f"restored the original tags of {report.restored} files"
           + (f", {failed} failed" if failed else ""))
     return EXIT_FAILURES if failed else EXIT_OK
-
-
-def _edited_since(path: str, changes) -> bool:
-    """Whether the file's genre is no longer what tagger last wrote (someone edited it since)."""
-    from tagger.library import tags
-
-    genre_writes = [c for c in changes if "CONFIDENCE" not in c.field and c.field != "gnre"]
-    if not genre_writes:
-        return False
-    try:
-        return tuple(tags.read_genres(path)) != tuple(genre_writes[-1].new or ())
-    except TaggerError:
-        return False  # restore() will report what is wrong with the file
 
 
 def cmd_db(args: argparse.Namespace, config: Config) -> int:

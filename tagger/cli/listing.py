@@ -84,8 +84,9 @@ def cmd_prune(args: argparse.Namespace, config: Config, open_catalogue) -> int:
     from tagger.library.lock import WriterLock
 
     cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=args.days)
-    with WriterLock(config.state_path, config.database_url, "tagger prune"), \
+    with WriterLock(config.state_path, config.database_url, "tagger prune") as lock, \
             open_catalogue(config) as catalogue:
+        lock.guard(catalogue)
         paths = catalogue.missing_since(cutoff)
         history = catalogue.tag_changes(paths, include_reverted=True) if paths else []
         if paths and not args.dry_run:

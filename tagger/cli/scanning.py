@@ -64,8 +64,9 @@ def cmd_scan(args: argparse.Namespace, config: Config) -> int:
                                    on_proposal=proposals.append if args.json else None,
                                    **options)
             else:
-                with WriterLock(config.state_path, config.database_url, "tagger scan"), \
+                with WriterLock(config.state_path, config.database_url, "tagger scan") as lock, \
                         catalogue_of(config) as catalogue:
+                    lock.guard(catalogue)
                     summary = scan(roots, config, catalogue, should_stop=should_stop, **options)
         finally:
             display.close()

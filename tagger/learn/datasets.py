@@ -147,16 +147,14 @@ def tags_dataset(catalogue, *, under: Sequence[str] | None = None,
                  read_genres: Callable[[str], list[str]] | None = None) -> Dataset:
     """The catalogued tracks (below ``under``, default all) labelled by the user's genre tags."""
     from tagger.library import tags
+    from tagger.library.journal import same_genres, written_genres
 
     read_genres = read_genres or tags.read_genres
     genre_map = genre_map or GenreMap()
     prefixes = [str(Path(p).expanduser().absolute()) for p in under] if under else None
     known = catalogue.known_files(prefixes)
     # the genre tagger wrote last in each file (unless reverted): not the user's label
-    written: dict[str, tuple[str, ...]] = {}
-    for change in catalogue.tag_changes(under=prefixes):
-        if "confidence" not in change.field.lower() and change.new is not None:
-            written[change.path] = change.new
+    written = written_genres(catalogue, prefixes)
     raw: list[tuple[str, str]] = []
     unlabelled: list[str] = []
     unreadable = 0
@@ -169,7 +167,7 @@ def tags_dataset(catalogue, *, under: Sequence[str] | None = None,
             unreadable += 1
             log.debug("%s", exc)
             continue
-        if not values or (path in written and tuple(values) == tuple(written[path])):
+        if not values or (path in written and same_genres(values, written[path])):
             unlabelled.append(path)
             continue
         raw.append((path, values[0]))

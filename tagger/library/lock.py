@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 from pathlib import Path
 
 from tagger.errors import WriteError
 from tagger.library.paths import PRIVATE_FILE_MODE, private_dir
+
+log = logging.getLogger(__name__)
 
 
 def lock_path(state_dir: Path, database_url: str) -> Path:
@@ -96,6 +99,18 @@ class WriterLock:
         finally:
             os.close(fd)
 
+    def verify(self) -> None:
+        """Raise LockLostError when this writer no longer holds its lock. A lock file held by
+        this process cannot be lost; a PostgreSQL advisory lock goes with its session when the
+        server restarts, and is taken again if nobody else took it meanwhile. The catalogue
+        calls this before each write transaction (see :meth:`guard`)."""
+        if self._server_lock is not None:
+            self._server_lock.verify()
+
+    def guard(self, catalogue) -> None:
+        """Make ``catalogue`` verify this lock before each write transaction."""
+        catalogue.add_write_guard(self.verify)
+
     def release(self) -> None:
         if self._server_lock is not None:
             self._server_lock.release()
@@ -116,6 +131,11 @@ _ADVISORY_KEY = int.from_bytes(hashlib.sha256(b"tagger catalogue writer").digest
                                signed=True)
 
 
+class LockLostError(WriteError):
+    """The writer's lock went away under it (a restarted database server) and could not be
+    taken back: another writer may be at work, so this one stops."""
+
+
 class _PostgresWriterLock:
     """A session-level advisory lock, held on its own connection for the writer's lifetime
     (the server drops it when that connection ends, even if the process is killed)."""
@@ -126,27 +146,55 @@ class _PostgresWriterLock:
 
         from tagger.library.catalogue import safe_url
 
-        where = safe_url(sa.engine.make_url(database_url))
+        self._where = safe_url(sa.engine.make_url(database_url))
         self._engine = sa.create_engine(
             database_url, poolclass=NullPool,
             connect_args={"application_name": f"{purpose} pid {os.getpid()}"[:63]})
+        try:
+            self._lock()
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    def _lock(self) -> None:
+        import sqlalchemy as sa
+
         try:
             self._conn = self._engine.connect()
             got = self._conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({_ADVISORY_KEY})")
             if not got.scalar():
                 holder = self._holder() or "another process"
                 self._conn.close()
-                raise WriteError(f"the catalogue {where} is being written by {holder}; only "
-                                 "one writer at a time (stop it, or let the running daemon "
-                                 "do the work)")
+                raise WriteError(f"the catalogue {self._where} is being written by {holder}; "
+                                 "only one writer at a time (stop it, or let the running "
+                                 "daemon do the work)")
             self._conn.commit()  # keep the session (and its lock), end the transaction
         except sa.exc.SQLAlchemyError as exc:
-            self._engine.dispose()
             reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
-            raise WriteError(f"cannot lock catalogue {where}: {reason}") from None
-        except BaseException:
-            self._engine.dispose()
-            raise
+            raise WriteError(f"cannot lock catalogue {self._where}: {reason}") from None
+
+    def verify(self) -> None:
+        """Check the lock's session is alive; after a server restart take the lock again, or
+        raise LockLostError when that fails (another writer has it, or no server)."""
+        import sqlalchemy as sa
+
+        try:
+            self._conn.exec_driver_sql("SELECT 1").scalar()
+            self._conn.commit()
+            return
+        except sa.exc.SQLAlchemyError:
+            pass  # the session is gone, and the server released its lock with it
+        try:
+            self._conn.close()
+        except sa.exc.SQLAlchemyError:
+            pass
+        try:
+            self._lock()
+        except WriteError as exc:
+            raise LockLostError(f"the writer lock on {self._where} was lost (database restart?)"
+                                f" and cannot be taken again: {exc.message}; stopping") from None
+        log.warning("the writer lock on %s was lost (database restart?) and taken again",
+                    self._where)
 
     def _holder(self) -> str | None:
         row = self._conn.exec_driver_sql(

@@ -32,6 +32,7 @@ from tagger.config import Config, TagsConfig
 from tagger.errors import ReadError, TaggerError, TooShortError, WriteError
 from tagger.library import tags
 from tagger.library.discover import FoundFile, WalkReport, walk
+from tagger.library.journal import recover_interrupted_writes, same_genres, user_genres
 from tagger.library.paths import (
     is_inside,
     outside_reason,
@@ -89,11 +90,6 @@ def display_genre(genre: str, policy: TagsConfig) -> str:
     if policy.genre_case != "title" or genre != genre.lower():
         return genre
     return re.sub(r"(^|[\s\-/&(])([a-z])", lambda m: m.group(1) + m.group(2).upper(), genre)
-
-
-def same_genres(a: Iterable[str], b: Iterable[str]) -> bool:
-    """Genre lists compared the way people read them: case and surrounding blanks ignored."""
-    return [g.strip().casefold() for g in a] == [g.strip().casefold() for g in b]
 
 
 def decide_tags(outcome: Vote, existing: list[str], policy: TagsConfig) -> TagDecision:
@@ -440,7 +436,7 @@ class Recorder:
         summary.classified += 1
         summary.ties += result.vote.tie
         try:
-            existing = self._user_genres(item.path, tags.read_genres(item.path))
+            existing = user_genres(self.catalogue, item.path, tags.read_genres(item.path))
         except TaggerError as exc:
             summary.failures[f"cannot read tags: {exc.message}"] += 1
             summary.failure_kinds[FailureKind.TAG_WRITE.value] += 1
@@ -466,7 +462,7 @@ class Recorder:
         stat, tag_error, decision = (item.size, item.mtime_ns), None, None
         kind = FailureKind.TAG_WRITE
         try:
-            existing = self._user_genres(path, tags.read_genres(path))
+            existing = user_genres(self.catalogue, path, tags.read_genres(path))
             decision = decide_tags(outcome, existing, self.config.tags)
             if decision.genres and not is_inside(path, self.roots):
                 # library.follow_symlinks: read through a link to outside, never written
@@ -500,17 +496,6 @@ class Recorder:
                     decision.reason or "the file already says it")
         if self.hooks.recorded is not None:
             self.hooks.recorded(path)
-
-    def _user_genres(self, path: str, existing: list[str]) -> list[str]:
-        """The file's genres, or [] when they are just what tagger itself wrote last (a genre
-        from an older model or genre map is not one the user set: it may be replaced)."""
-        if not existing or self.catalogue is None:
-            return existing
-        written = [w for w in self.catalogue.tag_changes([path])
-                   if w.new is not None and "CONFIDENCE" not in w.field.upper()]
-        if written and same_genres(written[-1].new, existing):
-            return []
-        return existing
 
     def _write_tags(self, path: str, genres: tuple[str, ...], confidence: float,
                     summary: Summary) -> tuple[int, int]:
@@ -757,39 +742,6 @@ def make_engine(config: Config, catalogue, *, workers: int = 0, dry_run: bool = 
 
 
 # ---------------------------------------------------------------- interrupted tag writes
-
-
-def recover_interrupted_writes(catalogue, roots: Iterable[str]) -> int:
-    """Tag writes are recorded before the file is written: a kill in between leaves a record
-    of a change that never happened. For pending tracks whose newest recorded write is newer
-    than their last result, look at the file: if it does not carry the recorded genre, mark
-    that write reverted (as a failed write is). Returns how many writes were reconciled."""
-    prefixes = [os.path.join(os.path.abspath(r), "") for r in roots]
-    pending = [p for p in catalogue.pending_paths() if any(p.startswith(x) for x in prefixes)]
-    if not pending:
-        return 0
-    by_path: dict[str, list] = {}
-    for change in catalogue.tag_changes(pending):
-        by_path.setdefault(change.path, []).append(change)
-    fixed = 0
-    for path, changes in by_path.items():
-        record = catalogue.track(path)
-        newest = max(c.written_at for c in changes)
-        if record is None or (record.last_scanned and record.last_scanned >= newest):
-            continue
-        group = [c for c in changes if c.written_at == newest]
-        genre = [c for c in group if "CONFIDENCE" not in c.field.upper() and c.new is not None]
-        try:
-            current = tags.read_genres(path)
-        except TaggerError:
-            continue  # gone or unreadable: the scan will say
-        if genre and list(genre[-1].new) == current:
-            continue  # the write landed; only its result was not recorded
-        with catalogue.batch():
-            catalogue.mark_reverted(c.id for c in group)
-        fixed += len(group)
-        log.info("%s: a tag write interrupted before it happened is marked reverted", path)
-    return fixed
 
 
 # ---------------------------------------------------------------- one-shot scan

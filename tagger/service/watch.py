@@ -61,6 +61,7 @@ from tagger.library.discover import (
     is_audio_name,
     is_ignored,
 )
+from tagger.library.journal import recover_interrupted_writes
 from tagger.library.lock import WriterLock
 from tagger.library.paths import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from tagger.service.scan import (
@@ -71,7 +72,6 @@ from tagger.service.scan import (
     lower_priority,
     make_engine,
     plan_scan,
-    recover_interrupted_writes,
 )
 
 log = logging.getLogger(__name__)
@@ -447,6 +447,7 @@ class Watcher:
         self._watches: dict[str, tuple[object, object]] = {}  # root -> (observer, watch)
         self._scheduler = None
         self.catalogue = None
+        self._writer_lock: WriterLock | None = None
         self.engine: ScanEngine | None = None
 
     # -- public ---------------------------------------------------------------------------
@@ -465,6 +466,7 @@ class Watcher:
             self._should_stop = should_stop
         lock = WriterLock(self.config.state_path, self.config.database_url, "tagger watch")
         lock.acquire()
+        self._writer_lock = lock
         tagger_log = logging.getLogger("tagger")
         tagger_log.addHandler(self._last_error)
         spy = _OverflowSpy(self._on_overflow)
@@ -542,6 +544,7 @@ class Watcher:
         if applied:
             log.info("running at low priority: %s", ", ".join(applied))
         self.catalogue = open_catalogue(self.config.database_url)
+        self._writer_lock.guard(self.catalogue)
         # a daemon says what it did to each file
         hooks = EngineHooks(defer_failure=self._defer, recorded=self.recorded,
                             tagged_log_level=logging.INFO)

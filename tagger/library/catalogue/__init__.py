@@ -1,0 +1,107 @@
+"""The catalogue: what tagger knows about every file, in an SQL database (SQLite by default).
+
+The schema is created and changed **only** by the Alembic migrations in ``migrations/``; the ORM
+classes below mirror it (``tests/test_catalogue.py`` checks that they agree). Opening a
+:class:`Catalogue` upgrades an existing database to the newest revision, after copying an SQLite
+file aside (``<file>.bak-<old revision>-<UTC timestamp>``).
+
+Concurrency: exactly one writer process (the daemon or a one-shot scan) by design, any number of
+readers. SQLite connections run in WAL mode with a 10 s busy timeout and foreign keys on; write
+transactions start with ``BEGIN IMMEDIATE`` so that a second writer waits instead of failing
+half-way. Within the writer, :meth:`Catalogue.batch` groups many calls into one transaction.
+
+Every database error surfaces as :class:`tagger.errors.WriteError` (:class:`ReadError` for a
+failed query, :class:`ConfigError` for a URL that cannot be used), one line, naming the URL
+without its password.
+
+Tables (see ``docs/queries.md`` for SQL against them):
+
+``tracks``
+    one row per file ever seen: ``path`` (unique), ``folder`` (its directory), ``size``,
+    ``mtime_ns``, ``content_id``, ``format``, ``duration_s``, ``status`` (pending, done, failed,
+    skipped, missing), ``error`` (last failure, path not repeated), ``attempts`` (failed attempts
+    since the last success or change of the file), ``failure_kind`` (why it failed: worker_died,
+    timeout, permission, unreadable, tag_write, internal), ``not_written`` (why a classified
+    track's genre was not written: below_threshold, kept_user_genre, tie_skipped,
+    policy_never; NULL when it was), ``first_seen``, ``updated_at``,
+    ``last_scanned`` (last time the classifier processed it).
+``models``
+    one row per set of weights: ``name``, ``sha256`` (unique), ``vocabulary`` (JSON list),
+    ``created``.
+``predictions``
+    one per track and model (the newest replaces the previous one): ``genre``, ``confidence``,
+    ``votes``, ``segment_count``, ``tie``, ``tied_genres`` (comma-separated, NULL without a tie),
+    ``descriptors`` (JSON object, NULL without any), ``created``; with
+    ``prediction_candidates`` (``place``, ``genre``, ``votes``, ``mean_score``) and
+    ``prediction_segments`` (``segment_index``, ``start_s``, ``genre``, ``scores`` JSON object).
+``tag_writes``
+    every tag field tagger changed in a file: ``track_id``, ``path``, ``field``, ``old_value``
+    and ``new_value`` (JSON lists, NULL for an absent field), ``written_at``, ``reverted_at``.
+
+Views: ``track_genres`` (``path``, ``genre``, ``confidence``, ``tie``, ``tied_genres``, ``model``:
+the newest prediction of every track that has one) and ``genre_counts`` (``genre``, ``tracks``).
+"""
+
+from tagger.library.catalogue.database import (
+    alembic_config,
+    current,
+    downgrade,
+    head,
+    make_engine,
+    migrations_dir,
+    parse_url,
+    safe_url,
+    sqlite_file,
+    upgrade,
+)
+from tagger.library.catalogue.records import (
+    ConfidenceSpread,
+    Failure,
+    PredictionRecord,
+    ReviewRow,
+    Stats,
+    TagWriteRecord,
+    TrackRecord,
+)
+from tagger.library.catalogue.schema import (
+    STATUSES,
+    Base,
+    Model,
+    Prediction,
+    PredictionCandidate,
+    PredictionSegment,
+    TagWrite,
+    Track,
+)
+from tagger.library.catalogue.store import Catalogue, CatalogueGoneError, open_catalogue
+
+__all__ = [
+    "STATUSES",
+    "Base",
+    "Track",
+    "Model",
+    "Prediction",
+    "PredictionCandidate",
+    "PredictionSegment",
+    "TagWrite",
+    "TrackRecord",
+    "PredictionRecord",
+    "TagWriteRecord",
+    "Failure",
+    "ReviewRow",
+    "ConfidenceSpread",
+    "Stats",
+    "Catalogue",
+    "CatalogueGoneError",
+    "open_catalogue",
+    "upgrade",
+    "downgrade",
+    "current",
+    "head",
+    "migrations_dir",
+    "safe_url",
+    "sqlite_file",
+    "make_engine",
+    "parse_url",
+    "alembic_config",
+]

@@ -1,0 +1,197 @@
+"""Records the catalogue returns: plain frozen dataclasses, safe to keep after the session
+ends, and the functions that build them from rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tagger.library.catalogue.rows import load_list, utc
+from tagger.library.catalogue.schema import (
+    Prediction,
+)
+from tagger.results import (
+    Candidate,
+    FailureKind,
+    ModelInfo,
+    NotWritten,
+    SegmentResult,
+)
+
+
+@dataclass(frozen=True)
+class TagWriteRecord:
+    id: int
+    path: str
+    field: str
+    old: tuple[str, ...] | None
+    new: tuple[str, ...] | None
+    written_at: dt.datetime
+    reverted_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    id: int
+    model: ModelInfo
+    genre: str
+    confidence: float
+    votes: int
+    segment_count: int
+    tie: bool
+    tied: tuple[str, ...]  # as Vote.tied: the top-voted genres, best first (just `genre` if no tie)
+    descriptors: dict[str, float]
+    created: dt.datetime
+    candidates: tuple[Candidate, ...]
+    segments: tuple[SegmentResult, ...]  # start_s is None when it was not recorded
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    id: int
+    path: str
+    folder: str
+    size: int | None
+    mtime_ns: int | None
+    content_id: str | None
+    format: str | None
+    duration_s: float | None
+    status: str
+    error: str | None
+    attempts: int
+    first_seen: dt.datetime
+    updated_at: dt.datetime
+    last_scanned: dt.datetime | None
+    predictions: tuple[PredictionRecord, ...]  # newest first
+    tag_writes: tuple[TagWriteRecord, ...]  # oldest first
+    failure_kind: FailureKind | None = None
+    not_written: NotWritten | None = None
+
+    @property
+    def prediction(self) -> PredictionRecord | None:
+        """The newest prediction (the one ``track_genres`` shows), if any."""
+        return self.predictions[0] if self.predictions else None
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: str
+    status: str  # failed or skipped
+    error: str | None
+    attempts: int
+    last_scanned: dt.datetime | None
+    kind: FailureKind | None = None
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    """One track of a review queue (``tagger list``)."""
+
+    path: str
+    status: str
+    genre: str | None  # the newest prediction, None when there is none
+    confidence: float | None
+    tie: bool
+    tied_genres: str | None
+    not_written: NotWritten | None
+    error: str | None
+    failure_kind: FailureKind | None
+
+
+@dataclass(frozen=True)
+class ConfidenceSpread:
+    count: int
+    min: float
+    q1: float
+    median: float
+    q3: float
+    max: float
+    mean: float
+    buckets: tuple[tuple[float, float, int], ...]  # (low, high, tracks): ten buckets of 0.1
+
+
+@dataclass(frozen=True)
+class Stats:
+    total: int  # tracks in the catalogue, any status
+    status_counts: dict[str, int]  # every status, zeros included
+    predicted: int  # tracks with a prediction (rows of track_genres)
+    genres: tuple[tuple[str, int], ...]  # (genre, tracks), most tracks first (genre_counts)
+    ties: int
+    confidence: ConfidenceSpread | None  # None when nothing is predicted yet
+    failures: tuple[tuple[str, str, int], ...]  # (status, reason, tracks), most first
+    models: tuple[tuple[str, str, int], ...]  # (name, sha256, predictions), most first
+
+
+class TagChange(Protocol):
+    """What :meth:`Catalogue.record_tag_changes` needs from the tag writer's change objects."""
+
+    field: str
+    old: Sequence[str] | None
+    new: Sequence[str] | None
+
+
+def tag_write_record(row: Any) -> TagWriteRecord:
+    return TagWriteRecord(
+        id=row.id,
+        path=row.path,
+        field=row.field,
+        old=load_list(row.old_value),
+        new=load_list(row.new_value),
+        written_at=utc(row.written_at),
+        reverted_at=utc(row.reverted_at),
+    )
+
+
+def prediction_record(p: Prediction) -> PredictionRecord:
+    candidates = tuple(Candidate(c.genre, c.votes, c.mean_score) for c in p.candidates)
+    if p.tie and candidates:
+        top = candidates[0].votes
+        tied = tuple(c.genre for c in candidates if c.votes == top)
+    else:
+        tied = (p.genre,)
+    return PredictionRecord(
+        id=p.id,
+        model=ModelInfo(
+            p.model.name, p.model.sha256, tuple(json.loads(p.model.vocabulary or "[]"))
+        ),
+        genre=p.genre,
+        confidence=p.confidence,
+        votes=p.votes,
+        segment_count=p.segment_count,
+        tie=bool(p.tie),
+        tied=tied,
+        descriptors=json.loads(p.descriptors) if p.descriptors else {},
+        created=utc(p.created),
+        candidates=candidates,
+        segments=tuple(
+            SegmentResult(seg.start_s, seg.genre, {}, json.loads(seg.scores) if seg.scores else {})
+            for seg in p.segments
+        ),
+    )
+
+
+def confidence_spread(values: list[float]) -> ConfidenceSpread | None:
+    if not values:
+        return None
+    values = sorted(values)
+    if len(values) > 1:
+        q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    else:
+        q1 = median = q3 = values[0]
+    buckets = [0] * 10
+    for v in values:
+        buckets[min(max(int(v * 10), 0), 9)] += 1
+    return ConfidenceSpread(
+        count=len(values),
+        min=values[0],
+        q1=q1,
+        median=median,
+        q3=q3,
+        max=values[-1],
+        mean=statistics.fmean(values),
+        buckets=tuple((i / 10, (i + 1) / 10, n) for i, n in enumerate(buckets)),
+    )

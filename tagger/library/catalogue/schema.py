@@ -1,0 +1,213 @@
+"""The catalogue's tables as ORM classes, mirroring ``migrations/versions/*``. Never call
+``Base.metadata.create_all()``: the migrations own the schema (the views only exist there)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    mapped_column,
+    relationship,
+)
+
+STATUSES = ("pending", "done", "failed", "skipped", "missing")
+
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+SCORE_DECIMALS = 6  # raw scores and descriptors are stored rounded to this many decimals
+
+
+CHUNK = 500  # parameters per IN (...) list; well under SQLite's limit
+
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+_Stamp = sa.DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Track(Base):
+    """One file, identified by its absolute path."""
+
+    __tablename__ = "tracks"
+    __table_args__ = (
+        sa.UniqueConstraint("path"),
+        sa.CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in STATUSES) + ")", name="status"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(sa.Text)
+    folder: Mapped[str] = mapped_column(sa.Text)
+    size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    mtime_ns: Mapped[int | None] = mapped_column(sa.BigInteger)
+    content_id: Mapped[str | None] = mapped_column(sa.String(128), index=True)
+    format: Mapped[str | None] = mapped_column(sa.String(16))
+    duration_s: Mapped[float | None] = mapped_column(sa.Float)
+    status: Mapped[str] = mapped_column(sa.String(16), index=True, server_default="pending")
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    attempts: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    failure_kind: Mapped[str | None] = mapped_column(sa.String(16))  # FailureKind, when failed
+    not_written: Mapped[str | None] = mapped_column(sa.String(24), index=True)  # NotWritten
+    first_seen: Mapped[dt.datetime] = mapped_column(_Stamp)
+    updated_at: Mapped[dt.datetime] = mapped_column(_Stamp)
+    last_scanned: Mapped[dt.datetime | None] = mapped_column(_Stamp)
+
+    predictions: Mapped[list[Prediction]] = relationship(
+        back_populates="track",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="(Prediction.created.desc(), Prediction.id.desc())",
+    )
+    # the journal of the user's original values outlives the row (migration 0004_journal)
+    tag_writes: Mapped[list[TagWrite]] = relationship(
+        back_populates="track",
+        cascade="save-update, merge",
+        passive_deletes="all",
+        order_by="(TagWrite.written_at, TagWrite.id)",
+    )
+
+
+class Model(Base):
+    """A set of model weights, identified by the hash of its files."""
+
+    __tablename__ = "models"
+    __table_args__ = (sa.UniqueConstraint("sha256"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    vocabulary: Mapped[str] = mapped_column(sa.Text, server_default="[]")  # JSON list
+    created: Mapped[dt.datetime] = mapped_column(_Stamp)
+
+
+class Prediction(Base):
+    """The vote of one model over one track; a newer one for the same pair replaces it."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (sa.UniqueConstraint("track_id", "model_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    track_id: Mapped[int] = mapped_column(sa.ForeignKey("tracks.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("models.id", ondelete="CASCADE"), index=True
+    )
+    genre: Mapped[str] = mapped_column(sa.String(200))
+    confidence: Mapped[float] = mapped_column(sa.Float)
+    votes: Mapped[int] = mapped_column(sa.Integer)
+    segment_count: Mapped[int] = mapped_column(sa.Integer)
+    tie: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    tied_genres: Mapped[str | None] = mapped_column(sa.Text)  # "a,b"; NULL when no tie
+    descriptors: Mapped[str | None] = mapped_column(sa.Text)  # JSON object; NULL when none
+    created: Mapped[dt.datetime] = mapped_column(_Stamp)
+
+    track: Mapped[Track] = relationship(back_populates="predictions")
+    model: Mapped[Model] = relationship()
+    candidates: Mapped[list[PredictionCandidate]] = relationship(
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="PredictionCandidate.place",
+    )
+    segments: Mapped[list[PredictionSegment]] = relationship(
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="PredictionSegment.segment_index",
+    )
+
+
+class PredictionCandidate(Base):
+    """A genre that won at least one segment; place 1 is the written genre."""
+
+    __tablename__ = "prediction_candidates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("predictions.id", ondelete="CASCADE"), index=True
+    )
+    place: Mapped[int] = mapped_column(sa.Integer)
+    genre: Mapped[str] = mapped_column(sa.String(200))
+    votes: Mapped[int] = mapped_column(sa.Integer)
+    mean_score: Mapped[float] = mapped_column(sa.Float)
+
+
+class PredictionSegment(Base):
+    """One analysed segment: the genre it voted for and every raw model output."""
+
+    __tablename__ = "prediction_segments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("predictions.id", ondelete="CASCADE"), index=True
+    )
+    segment_index: Mapped[int] = mapped_column(sa.Integer)
+    start_s: Mapped[float | None] = mapped_column(sa.Float)
+    genre: Mapped[str] = mapped_column(sa.String(200))
+    scores: Mapped[str | None] = mapped_column(sa.Text)  # JSON object {"msd:rock": 0.71, ...}
+
+
+class TagWrite(Base):
+    """One tag field tagger changed in a file, for ``tagger revert``."""
+
+    __tablename__ = "tag_writes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # NULL once the track's row is gone: the history stays, found by its path
+    track_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("tracks.id", ondelete="SET NULL"), index=True
+    )
+    path: Mapped[str] = mapped_column(sa.Text)  # the track's path, kept current across moves
+    field: Mapped[str] = mapped_column(sa.String(64))
+    old_value: Mapped[str | None] = mapped_column(sa.Text)  # JSON list; NULL: field was absent
+    new_value: Mapped[str | None] = mapped_column(sa.Text)  # JSON list; NULL: field removed
+    written_at: Mapped[dt.datetime] = mapped_column(_Stamp)
+    reverted_at: Mapped[dt.datetime | None] = mapped_column(_Stamp)
+
+    track: Mapped[Track] = relationship(back_populates="tag_writes")
+
+
+TRACKS = Track.__table__
+
+
+MODELS = Model.__table__
+
+
+PREDICTIONS = Prediction.__table__
+
+
+CANDIDATES = PredictionCandidate.__table__
+
+
+SEGMENTS = PredictionSegment.__table__
+
+
+TAG_WRITES = TagWrite.__table__
+
+
+TRACK_GENRES = sa.table(
+    "track_genres",
+    sa.column("path"),
+    sa.column("genre"),
+    sa.column("confidence"),
+    sa.column("tie"),
+    sa.column("tied_genres"),
+    sa.column("model"),
+)
+
+
+GENRE_COUNTS = sa.table("genre_counts", sa.column("genre"), sa.column("tracks"))

@@ -1,0 +1,148 @@
+"""The journal of tag writes: what tagger wrote over what, and putting it back.
+
+Every tag change tagger makes is recorded in the catalogue (``tag_writes``, append-only)
+*before* the file is written, with the old value. This module is the one place that reads
+that history: which genre tagger wrote last (so a genre tagger wrote is never taken for the
+user's own), whether the user edited a file since, ``revert``, and the reconciliation of
+writes a kill interrupted between the record and the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from tagger.errors import TaggerError
+from tagger.library import tags
+from tagger.library.paths import is_inside, outside_reason, real_roots
+
+log = logging.getLogger(__name__)
+
+
+def same_genres(a: Iterable[str], b: Iterable[str]) -> bool:
+    """Genre lists compared the way people read them: case and surrounding blanks ignored."""
+    return [g.strip().casefold() for g in a] == [g.strip().casefold() for g in b]
+
+
+def is_genre_write(change) -> bool:
+    """A recorded change that set a genre (not the confidence field, nor the legacy MP4
+    ``gnre`` atom that tagger only ever clears)."""
+    return (change.new is not None and "CONFIDENCE" not in change.field.upper()
+            and change.field != "gnre")
+
+
+def last_written(changes: Sequence) -> tuple[str, ...] | None:
+    """The genre values tagger wrote last among ``changes`` (oldest first), or None."""
+    written = [c for c in changes if is_genre_write(c)]
+    return tuple(written[-1].new) if written else None
+
+
+def user_genres(catalogue, path: str, existing: list[str]) -> list[str]:
+    """The file's genres, or [] when they are just what tagger itself wrote last (a genre
+    from an older model or genre map is not one the user set: it may be replaced)."""
+    if not existing or catalogue is None:
+        return existing
+    written = last_written(catalogue.tag_changes([path]))
+    return [] if written is not None and same_genres(written, existing) else existing
+
+
+def written_genres(catalogue, under: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """For each file (below ``under``), the genre tagger wrote last and did not revert."""
+    by_path: dict[str, list] = {}
+    for change in catalogue.tag_changes(under=under):
+        by_path.setdefault(change.path, []).append(change)
+    return {path: written for path, group in by_path.items()
+            if (written := last_written(group)) is not None}
+
+
+def edited_since(path: str, changes: Sequence) -> bool:
+    """Whether the file's genre is no longer what tagger last wrote (someone edited it)."""
+    written = last_written(changes)
+    if written is None:
+        return False
+    try:
+        return not same_genres(tags.read_genres(path), written)
+    except TaggerError:
+        return False  # restore() will report what is wrong with the file
+
+
+@dataclass
+class RevertReport:
+    restored: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+
+
+def revert(catalogue, paths: Sequence[str] | None, *, roots: Sequence[str] = (),
+           force: bool = False) -> RevertReport:
+    """Put back the values tagger overwrote, in files (or folders) ``paths``, or everywhere
+    (``paths`` None). Oldest first: the user's own values win. A file whose genre was edited
+    since tagger wrote it is left alone unless ``force``; so is any path that leads outside
+    ``roots`` (without roots: outside the file's own folder), a symlink swapped in included.
+    """
+    if paths is None:
+        changes = catalogue.tag_changes()
+    else:
+        changes = []
+        for path in map(os.path.abspath, paths):
+            changes += (catalogue.tag_changes(under=path) if os.path.isdir(path)
+                        else catalogue.tag_changes([path]))
+    by_path: dict[str, list] = {}
+    for change in changes:
+        by_path.setdefault(change.path, []).append(change)
+    inside = real_roots(roots or [p for p in map(os.path.abspath, paths or ())
+                                  if os.path.isdir(p)])
+    report = RevertReport()
+    for path, group in by_path.items():
+        if not is_inside(path, inside or real_roots([os.path.dirname(path)])):
+            report.refused.append((path, f"not reverting: {outside_reason(path)}"))
+            continue
+        if not force and edited_since(path, group):
+            report.refused.append((path, "its genre was changed after tagger wrote it; not "
+                                         "reverting (--force reverts anyway)"))
+            continue
+        try:
+            tags.restore(path, group)
+        except TaggerError as exc:
+            report.refused.append((path, exc.message))
+            continue
+        with catalogue.batch():
+            catalogue.mark_reverted(c.id for c in group)
+            st = os.stat(path)
+            catalogue.update_stat(path, st.st_size, st.st_mtime_ns)
+        report.restored += 1
+    return report
+
+
+def recover_interrupted_writes(catalogue, roots: Iterable[str]) -> int:
+    """Tag writes are recorded before the file is written: a kill in between leaves a record
+    of a change that never happened. For pending tracks whose newest recorded write is newer
+    than their last result, look at the file: if it does not carry the recorded genre, mark
+    that write reverted (as a failed write is). Returns how many writes were reconciled."""
+    prefixes = [os.path.join(os.path.abspath(r), "") for r in roots]
+    pending = [p for p in catalogue.pending_paths() if any(p.startswith(x) for x in prefixes)]
+    if not pending:
+        return 0
+    by_path: dict[str, list] = {}
+    for change in catalogue.tag_changes(pending):
+        by_path.setdefault(change.path, []).append(change)
+    fixed = 0
+    for path, changes in by_path.items():
+        record = catalogue.track(path)
+        newest = max(c.written_at for c in changes)
+        if record is None or (record.last_scanned and record.last_scanned >= newest):
+            continue
+        group = [c for c in changes if c.written_at == newest]
+        written = last_written(group)
+        try:
+            current = tags.read_genres(path)
+        except TaggerError:
+            continue  # gone or unreadable: the scan will say
+        if written is not None and same_genres(written, current):
+            continue  # the write landed; only its result was not recorded
+        with catalogue.batch():
+            catalogue.mark_reverted(c.id for c in group)
+        fixed += len(group)
+        log.info("%s: a tag write interrupted before it happened is marked reverted", path)
+    return fixed
