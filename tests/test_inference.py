@@ -165,8 +165,11 @@ config = config_from_dict({"state_dir": root, "service": {"priority": level}})
 classifier = Classifier(config)
 make_engine(config, None, classifier=classifier).close()  # scan: as started
 print(*state())
+from tagger.library.lock import WriterLock
 watcher = Watcher([root], config, classifier=classifier)
-watcher._start()  # what the daemon does first
+watcher._writer_lock = WriterLock(config.state_path, config.database_url, "tagger watch")
+watcher._writer_lock.acquire()  # as Watcher.run does, then the daemon's start:
+watcher._start()
 print(*state())
 seen = []
 worker = threading.Thread(target=lambda: seen.append(state()))  # a thread started later
