@@ -115,7 +115,7 @@ def stage_costs(work: Path, files: list[Path]) -> dict:
     for i in range(0, len(items), 8):
         results += classifier.classify_prepared([it.track for it in items[i:i + 8]])
     infer_wall_s = (time.perf_counter() - start) / len(items)
-    threads = classifier_threads()
+    streams = config.model.threads or os.cpu_count() or 1
     library = fresh_copy(files, work / "writer-lib")
     moved = {str(f): str(library / f.name) for f in files}
     db = work / "writer.sqlite"
@@ -130,14 +130,8 @@ def stage_costs(work: Path, files: list[Path]) -> dict:
                            mtime_ns=stat.st_mtime_ns, track=None)
             recorder.record(item, result, summary)
         writer_s = (time.perf_counter() - start) / len(items)
-    return {"decode_cpu_s": decode_s, "infer_wall_s": infer_wall_s, "infer_threads": threads,
+    return {"decode_cpu_s": decode_s, "infer_wall_s": infer_wall_s, "infer_streams": streams,
             "writer_s": writer_s, "read_mb": read_per_track / 1e6, "tagged": summary.tagged}
-
-
-def classifier_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def _read_bytes() -> int:
@@ -148,11 +142,9 @@ def _read_bytes() -> int:
     return 0
 
 
-def scaling(costs: dict, cores: int, nas_mb_s: float) -> tuple[list[tuple], dict]:
-    """Tracks/s of N nodes like this one, and the limits that do not grow with N."""
-    # a node's cores are shared by decode (one core per task) and inference (all cores)
-    infer_cpu_s = costs["infer_wall_s"] * costs["infer_threads"]
-    node_tps = cores / (costs["decode_cpu_s"] + infer_cpu_s)
+def scaling(costs: dict, node_tps: float, nas_mb_s: float) -> tuple[list[tuple], dict]:
+    """Tracks/s of N nodes like this one (each at the measured one-node Ray rate, decode and
+    inference sharing its cores), and the limits that do not grow with N."""
     limits = {"writer": 1 / costs["writer_s"], "nas": nas_mb_s / max(costs["read_mb"], 1e-6)}
     rows = []
     for nodes in (1, 2, 4, 8, 16, 32, 64):
@@ -176,8 +168,8 @@ def main() -> None:
     engines = bench_engines(args.work, files, args.rounds)
     costs = stage_costs(args.work, files)
     cores = os.cpu_count() or 1
-    rows, limits = scaling(costs, cores, args.nas_mb_s)
     local, ray = statistics.median(engines["local"]), statistics.median(engines["ray"])
+    rows, limits = scaling(costs, ray, args.nas_mb_s)
     lines = [
         f"{len(files)} full-length tracks ({', '.join(sorted({f.suffix for f in files}))}), "
         f"{args.rounds} interleaved rounds, {cores} cores, medians; tags written, "
@@ -195,10 +187,11 @@ def main() -> None:
         "",
         "Per-stage costs (one track): decode + features "
         f"{costs['decode_cpu_s'] * 1000:.0f} ms CPU; inference {costs['infer_wall_s'] * 1000:.0f}"
-        f" ms on {costs['infer_threads']} threads; writer (tag write + catalogue commit) "
-        f"{costs['writer_s'] * 1000:.1f} ms; {costs['read_mb']:.2f} MB read from the library.",
+        f" ms (wall, {costs['infer_streams']} model streams); writer (tag write + catalogue "
+        f"commit) {costs['writer_s'] * 1000:.1f} ms; {costs['read_mb']:.2f} MB read from the library.",
         "",
-        f"Estimate for N nodes like this one ({limits['node_tps']:.2f} tracks/s each), one "
+        f"Estimate for N nodes like this one (each at the measured one-node Ray rate, "
+        f"{limits['node_tps']:.2f} tracks/s), one "
         f"writer ({limits['writer']:.0f} tracks/s) and a NAS at {args.nas_mb_s:g} MB/s "
         f"({limits['nas']:.0f} tracks/s):",
         "",
