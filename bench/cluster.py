@@ -188,7 +188,8 @@ def main() -> None:
         "Per-stage costs (one track): decode + features "
         f"{costs['decode_cpu_s'] * 1000:.0f} ms CPU; inference {costs['infer_wall_s'] * 1000:.0f}"
         f" ms (wall, {costs['infer_streams']} model streams); writer (tag write + catalogue "
-        f"commit) {costs['writer_s'] * 1000:.1f} ms; {costs['read_mb']:.2f} MB read from the library.",
+        f"commit) {costs['writer_s'] * 1000:.1f} ms; {costs['read_mb']:.2f} MB read from the "
+        "library.",
         "",
         f"Estimate for N nodes like this one (each at the measured one-node Ray rate, "
         f"{limits['node_tps']:.2f} tracks/s), one "
