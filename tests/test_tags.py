@@ -26,7 +26,7 @@ from mutagen.id3 import ID3, ID3NoHeaderError
 from tagger.audio.identity import content_id
 from tagger.errors import ReadError, WriteError
 from tagger.library import tags
-from tagger.library.tags import TagChange, read_genres, restore, supported, write_genres
+from tagger.library.tags import TagChange, read_genres, restore, safe_write, supported, write_genres
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -502,7 +502,7 @@ def test_unrecognised_content_is_a_write_error(tmp_path):
 
 
 def _edit_genre(tmp):
-    editor = tags._open_editor(tmp, "x.flac")
+    editor = tags.open_editor(tmp, "x.flac")
     editor.set(editor.GENRE, ("Rock",))
     tmp.seek(0)
     editor.save(tmp)
@@ -518,7 +518,7 @@ def test_original_changed_during_write_aborts(media, tmp_path):
             fh.write(b"appended by someone else")
 
     with pytest.raises(WriteError, match="changed on disk"):
-        tags._safe_rewrite(str(p), _edit_genre, _before_replace=meddle)
+        safe_write.safe_rewrite(str(p), _edit_genre, _before_replace=meddle)
     assert p.read_bytes().endswith(b"appended by someone else")  # their change, not ours
     assert temp_files(tmp_path) == []
 
@@ -526,7 +526,7 @@ def test_original_changed_during_write_aborts(media, tmp_path):
 def test_original_vanished_during_write_aborts(media, tmp_path):
     p = media.copy("flac", "full", tmp_path)
     with pytest.raises(WriteError, match="vanished"):
-        tags._safe_rewrite(str(p), _edit_genre, _before_replace=lambda _t: os.unlink(p))
+        safe_write.safe_rewrite(str(p), _edit_genre, _before_replace=lambda _t: os.unlink(p))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -540,7 +540,7 @@ def test_edit_that_alters_audio_is_refused(media, tmp_path):
         return None, True
 
     with pytest.raises(WriteError, match="altered the audio"):
-        tags._safe_rewrite(str(p), clobber)
+        safe_write.safe_rewrite(str(p), clobber)
     assert p.read_bytes() == before
     assert temp_files(tmp_path) == []
 
@@ -553,7 +553,7 @@ def test_exception_inside_edit_cleans_up(media, tmp_path):
         raise RuntimeError("simulated failure\nwith two lines")
 
     with pytest.raises(WriteError) as err:
-        tags._safe_rewrite(str(p), boom)
+        safe_write.safe_rewrite(str(p), boom)
     assert "\n" not in str(err.value) and "simulated failure" in str(err.value)
     assert p.read_bytes() == before
     assert temp_files(tmp_path) == []
@@ -634,15 +634,15 @@ def test_sweep_stale_temp_files(tmp_path):
 def test_temp_file_name_matches_the_sweep_pattern(media, tmp_path):
     p = media.copy("ogg", "full", tmp_path)
     seen = []
-    tags._safe_rewrite(str(p), _edit_genre_ogg, _before_replace=seen.append)
+    safe_write.safe_rewrite(str(p), _edit_genre_ogg, _before_replace=seen.append)
     assert len(seen) == 1
     name = Path(seen[0]).name
-    assert tags._TEMP_RE.match(name) and name.startswith(".")
+    assert safe_write.TEMP_RE.match(name) and name.startswith(".")
     assert read_genres(p) == ["Rock"]
 
 
 def _edit_genre_ogg(tmp):
-    editor = tags._open_editor(tmp, "x.ogg")
+    editor = tags.open_editor(tmp, "x.ogg")
     editor.set(editor.GENRE, ("Rock",))
     tmp.seek(0)
     editor.save(tmp)
