@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections import deque
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
@@ -175,12 +174,14 @@ class RayEngine:
         actor_class = ray.remote(InferenceActor)
         for index in range(count):
             node = nodes[index % len(nodes)]
-            gpus = 1 if node.get("Resources", {}).get("GPU", 0) >= 1 else 0
-            config = self._actor_config(gpus)
+            # a GPU for the actor where the node has one (model.device "auto" then picks it;
+            # Ray hides the GPUs from an actor that asked for none)
+            gpus = int(node.get("Resources", {}).get("GPU", 0) >= 1
+                       and self.config.model.device != "cpu")
             self._actors.append(actor_class.options(
                 num_cpus=0, num_gpus=gpus, max_restarts=-1, max_task_retries=-1,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=True),
-            ).remote(config))
+            ).remote(self.config))
         version = _version()
         for actor_info in ray.get([a.identity.remote() for a in self._actors]):
             if actor_info["version"] != version:
@@ -198,12 +199,6 @@ class RayEngine:
         """The model the actors run (the cluster is started on first use)."""
         self.start()
         return self._model_info
-
-    def _actor_config(self, gpus: int) -> Config:
-        model = self.config.model
-        if gpus and hasattr(model, "device"):
-            model = replace(model, device="cuda")
-        return replace(self.config, model=model)
 
     def close(self) -> None:
         for actor in self._actors:
@@ -238,7 +233,7 @@ class RayEngine:
         ready: list[tuple[WorkItem, object]] = []
         queued_segments = 0
         recorded: set[str] = set()
-        actors = deque(self._actors)
+        actors = self._actors
 
         def advance(count: int = 1) -> None:
             if progress:
