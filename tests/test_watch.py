@@ -120,11 +120,14 @@ class CountingClassifier:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def classify_prepared(self, tracks):
+    def classify_embedded(self, tracks):
         with self._lock:
             for track in tracks:
                 self.counts[track.path] += 1
-        return self.inner.classify_prepared(tracks)
+        return self.inner.classify_embedded(tracks)
+
+    def classify_prepared(self, tracks):
+        return [result for result, _ in self.classify_embedded(tracks)]
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
