@@ -111,5 +111,23 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     from tagger.service.watch import format_status, read_status
 
     info = read_status(config)
-    print(json.dumps(info, ensure_ascii=False) if args.json else format_status(info))
+    info["model"] = _model_in_use(config)
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False))
+    else:
+        print(format_status(info))
+        print(f"model: {info['model']['describe']}")
     return EXIT_OK if info["running"] else EXIT_FAILURES
+
+
+def _model_in_use(config: Config) -> dict:
+    """Which model scan, watch and retag use now, and why (tagger.service.models)."""
+    from tagger.errors import TaggerError
+    from tagger.service.models import resolve_model
+
+    try:
+        choice = resolve_model(config)
+    except TaggerError as exc:
+        return {"source": "error", "bundle": config.model.bundle, "describe": str(exc)}
+    return {"source": choice.source.value, "bundle": choice.bundle,
+            "describe": choice.describe()}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TextIO
 
 from tagger.config import Config
-from tagger.results import ModelInfo
+from tagger.results import CorrectionAction, ModelInfo
 from tagger.service.scan import EngineHooks, Recorder, Summary, WorkItem
 
 if TYPE_CHECKING:
@@ -92,12 +92,10 @@ class RetagSummary:
 
 
 def corrected_paths(catalogue) -> set[str]:
-    """Files whose genre the user corrected (newest correction not an undo): never retagged."""
-    newest: dict[str, str] = {}
-    for correction in catalogue.corrections():  # oldest first
-        action = getattr(correction.action, "value", correction.action)
-        newest[correction.path] = action
-    return {path for path, action in newest.items() if action != "undo"}
+    """Files with a correction in force (``set-genre``, the review page; not undone): their
+    genre is the user's, never retagged."""
+    return {c.path for c in catalogue.corrections()
+            if c.action is not CorrectionAction.UNDO and c.undone_at is None}
 
 
 def _selected(rows: Iterable[tuple], paths: Sequence[str] | None) -> list[tuple]:
@@ -124,15 +122,14 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
     their cached embeddings under ``classifier``'s model, record the predictions and apply
     the tag policy (see the module). A dry run changes nothing and proposes each change to
     ``on_proposal`` (else prints ``existing -> proposed`` lines to ``out``)."""
-    from tagger.model.cache import EmbeddingCache, segment_settings
+    from tagger.model.cache import CACHE_FILE, EmbeddingCache, segment_settings
 
     started = time.perf_counter()
     summary = RetagSummary(model=classifier.info, dry_run=dry_run)
     summary.tags.dry_run = dry_run
     paths = [os.path.abspath(p) for p in paths] if paths else None
     rows = [r for r in _selected(catalogue.track_identities(), paths) if r[3] == "done"]
-    has_corrections = callable(getattr(catalogue, "corrections", None))
-    corrected = corrected_paths(catalogue) if has_corrections else set()
+    corrected = corrected_paths(catalogue)
     recorder = Recorder(retag_policy(config), catalogue, dry_run=dry_run, out=out,
                         hooks=EngineHooks(on_proposal=on_proposal))
     # tags are written only inside the roots (symlinks resolved): the paths given, else the
@@ -162,6 +159,9 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
     settings = segment_settings(config)
     backbone = classifier.backbones.sha256
     previous = catalogue.newest_genres(item.path for item, _ in todo)
+    if todo and not (config.state_path / CACHE_FILE).exists():  # a dry run creates nothing
+        summary.need_scan += [item.path for item, _ in todo]
+        todo = []
     with EmbeddingCache.for_config(config) if todo else contextlib.nullcontext() as cache:
         for start in range(0, len(todo), BATCH_TRACKS):
             if should_stop():
