@@ -356,7 +356,7 @@ def test_an_emptied_root_pauses_instead_of_marking_the_library_missing(setup, cl
         wait_for(lambda: status_of(db, root / "Album" / "c.ogg") == "done", what="the new file")
         # the root that was not there appears (mounted): it is watched from then on
         nas.mkdir()
-        wait_for(lambda: watcher._root_present_last[str(nas)], what="the new root")
+        wait_for(lambda: watcher.is_watched(nas), what="the new root")
         late = trumpet(nas / "late.ogg", variants[3])
         wait_for(lambda: status_of(db, late) == "done", what="a file in the late root")
         assert not watcher.paused
