@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -250,3 +252,60 @@ def test_retag_under_an_adopted_model_without_decoding(scanned, bundle, capsys):
             assert record.prediction.genre in ("orchestral", "synth"), role
         for role in ("corrected", "uncached"):
             assert catalogue.track(str(files[role])).prediction.model.name == "musicnn"
+
+
+def wait_for(predicate, timeout: float = 180.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.1)
+    return value
+
+
+def test_a_running_watcher_retags_when_a_model_is_adopted(tmp_path, bundle, classifier):
+    from tagger.config import ScanConfig, TagsConfig, WatchConfig
+    from tagger.service.watch import Watcher
+
+    root = tmp_path / "Music"
+    files = [copy_bare(NEXUIZ, root / "nexuiz.ogg"), copy_bare(HUNGARIAN, root / "dance.ogg")]
+    config = Config(database=f"sqlite:///{tmp_path / 'catalogue.sqlite'}",
+                    state_dir=str(tmp_path / "state"), scan=ScanConfig(workers=1),
+                    tags=TagsConfig(min_confidence=0.0),
+                    watch=WatchConfig(settle_seconds=0.3, observer="native"))
+    watcher = Watcher([str(root)], config, classifier=classifier, follow_adoption=True,
+                      adoption_check_s=0.5)
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            watcher.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+            watcher.started.set()
+
+    thread = threading.Thread(target=run, name="watcher", daemon=True)
+    thread.start()
+    try:
+        wait_for(watcher.started.is_set, what="the daemon to start")
+        assert not errors
+        catalogue = open_catalogue(config.database_url)
+        with catalogue:
+            wait_for(lambda: all((t := catalogue.track(str(f))) and t.status == "done"
+                                 for f in files), what="the first scan")
+            first = {f: tags.read_genres(f) for f in files}
+            assert all(first.values())  # tagged by the genre map
+            assert watcher.status()["model"]["name"] == "musicnn"
+            card = read_card(bundle)  # as `tagger learn --adopt` would, from another process
+            catalogue.record_adoption(card["name"], card["sha256"], str(bundle),
+                                      card["labels"], {})
+            wait_for(lambda: watcher.retags, what="the retag after the adoption")
+            assert watcher.retags[0]["repredicted"] == 2 and watcher.retags[0]["decoded"] == 0
+            for f in files:
+                assert tags.read_genres(f) in (["Orchestral"], ["Synth"])
+                assert catalogue.track(str(f)).prediction.model.name == card["name"]
+            assert watcher.status()["model"]["sha256"] == card["sha256"]
+    finally:
+        watcher.stop()
+        thread.join(timeout=120)
+    assert not thread.is_alive() and not errors

@@ -100,8 +100,11 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
     if not roots:
         raise UsageError("no PATH given and no 'library.roots' in tagger.toml")
     from tagger.cli.systemd import notify_when_started
+    from tagger.service.models import ModelSource
 
-    watcher = Watcher(roots, config, workers=args.workers or 0)
+    choice = getattr(args, "model_choice", None)
+    follow = choice is None or choice.source in (ModelSource.DEFAULT, ModelSource.ADOPTED)
+    watcher = Watcher(roots, config, workers=args.workers or 0, follow_adoption=follow)
     with graceful_stop() as should_stop, notify_when_started(watcher.started):
         watcher.run(should_stop)
     return EXIT_OK

@@ -16,7 +16,9 @@ from tagger.errors import ConfigError, TaggerError
 from tagger.library.catalogue import CatalogueGoneError, open_catalogue, safe_url
 from tagger.library.journal import recover_interrupted_writes
 from tagger.library.lock import WriterLock
+from tagger.service.retag import retag
 from tagger.service.scan import ScanEngine, Summary, lower_priority
+from tagger.service.watch.adoption import ADOPTION_CHECK_S, AdoptionWatch
 from tagger.service.watch.batch import BatchRunner
 from tagger.service.watch.events import EventRouter
 from tagger.service.watch.observers import Observers, OverflowSpy
@@ -35,10 +37,14 @@ ROOT_CHECK_S = 2.0  # how often the roots are checked for being gone or empty
 class Watcher:
     """The daemon: ``Watcher(roots, config).run(should_stop)`` until ``should_stop()`` or
     :meth:`stop`. ``classifier`` and ``workers`` are for tests and benches; ``recorded`` is
-    called with each classified file's path once its result is committed."""
+    called with each classified file's path once its result is committed. With
+    ``follow_adoption`` (the CLI sets it when no ``--model`` or ``model.bundle`` fixes the
+    model) a newly adopted model is loaded and the library retagged with it
+    (:mod:`tagger.service.watch.adoption`)."""
 
     def __init__(self, roots: Iterable[str], config: Config, *, classifier=None,
-                 workers: int = 0, recorded: Callable[[str], None] | None = None):
+                 workers: int = 0, recorded: Callable[[str], None] | None = None,
+                 follow_adoption: bool = False, adoption_check_s: float = ADOPTION_CHECK_S):
         roots = outermost(roots)  # a root inside another is watched through the outer one
         if not roots:
             raise ConfigError("no folder to watch")
@@ -73,6 +79,8 @@ class Watcher:
         self._roots_checked = 0.0
         self._last_error = LastError()
         self._writer_lock: WriterLock | None = None
+        self._adoption = AdoptionWatch(config, adoption_check_s) if follow_adoption else None
+        self.retags: list[dict] = []  # the summary of each retag after an adoption
 
     # -- public ---------------------------------------------------------------------------
 
@@ -192,6 +200,11 @@ class Watcher:
             "last_error": self._last_error.last,
             "next_rescan": (None if self.state in ("stopping", "stopped")
                             else self._rescans.next_rescan()),
+            "model": ({"name": self.engine.model_info.name,
+                       "sha256": self.engine.model_info.sha256}
+                      if self.engine is not None and self.state != "stopped" else None),
+            "follows_adoption": self._adoption is not None,
+            "last_retag": self.retags[-1] if self.retags else None,
         }
 
     # -- start and stop ---------------------------------------------------------------------
@@ -248,6 +261,35 @@ class Watcher:
         log.warning("events were lost (inotify queue overflow): rescanning now")
         self.request_rescan()
 
+    # -- the adopted model -----------------------------------------------------------------
+
+    def _follow_adoption(self) -> None:
+        """Between batches: a new adoption reloads the model and retags from the cache."""
+        choice = self._adoption.changed(self.catalogue, self.config)
+        if choice is None:
+            return
+        old_engine, old_config = self.engine, self.config
+        self._batches.config = choice.config
+        try:  # the new model loads before the old one goes: a bad bundle changes nothing
+            self.engine = self._batches.start_engine(self.catalogue, workers=self.workers,
+                                                     recorded=self.recorded)
+        except BaseException:
+            self._batches.config, self._batches.engine = old_config, old_engine
+            raise
+        old_engine.close()
+        self.config = choice.config
+        self.classifier = None  # a given one runs the old model
+        classifier = getattr(self.engine, "classifier", None)
+        if classifier is None:  # a cluster engine: the output layers and head run here
+            from tagger.model.classify import Classifier
+
+            classifier = Classifier(choice.config)
+        summary = retag(choice.config, self.catalogue, classifier, self.roots,
+                        should_stop=self.stopping)
+        for line in summary.lines():
+            log.info("retag: %s", line)
+        self.retags.append(summary.as_dict())
+
     # -- the main loop ---------------------------------------------------------------------
 
     def _tick(self) -> None:
@@ -269,6 +311,8 @@ class Watcher:
                 self._reconciler.apply_moves(moves)
             self._reconciler.apply_deletes()
             self._batches.process_ready()
+            if self._adoption is not None and self._adoption.due():
+                self._follow_adoption()
         except CatalogueGoneError:
             raise  # every later write would be lost: stop, with the error as the reason
         except TaggerError as exc:

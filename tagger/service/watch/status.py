@@ -153,4 +153,12 @@ def format_status(info: dict) -> str:
     last = status.get("last_error")
     lines.append(f"last error: {last['time']} {last['message']}" if last else "last error: none")
     lines.append(f"next rescan: {status.get('next_rescan') or '-'}")
+    model = status.get("model")
+    if model:
+        follows = " (follows the adopted model)" if status.get("follows_adoption") else ""
+        lines.append(f"daemon's model: {model['name']} ({model['sha256'][:12]}){follows}")
+    retagged = status.get("last_retag")
+    if retagged:
+        lines.append(f"last retag: {retagged['repredicted']} tracks re-predicted, "
+                     f"{retagged['tagged']} tagged, {len(retagged['need_scan'])} need a scan")
     return "\n".join(lines)
