@@ -36,8 +36,8 @@ from tagger.model.bundle import (
     resolve_bundle_path,
     write_bundle,
 )
-from tagger.model.classify import Classifier
 from tagger.model.cache import TABLE
+from tagger.model.classify import Classifier
 from tagger.model.embeddings import CACHE_FILE, EmbeddingCache
 from tagger.model.heads import HeadNet
 from tagger.results import ModelInfo

@@ -208,7 +208,7 @@ class Backbones:
         """The tag scores the networks' output layers give for cached penultimate embeddings."""
         out, col = [], 0
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(penultimate, dtype=np.float32))
+            x = torch.from_numpy(np.require(penultimate, np.float32, ['C', 'W']))
             x = x.to(self.device)
             for m in self.models:
                 width = m.network.dense.out_features
