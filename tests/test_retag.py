@@ -309,3 +309,41 @@ def test_a_running_watcher_retags_when_a_model_is_adopted(tmp_path, bundle, clas
         watcher.stop()
         thread.join(timeout=120)
     assert not thread.is_alive() and not errors
+
+
+def test_the_model_is_resolved_in_one_place(bundle, tmp_path, capsys):
+    from tagger.errors import ModelError
+    from tagger.service.models import ModelSource, resolve_model
+
+    config_file = write_config(tmp_path / "tagger.toml", tmp_path / "state")
+    config = load_config(str(config_file))
+    clip = str(real_clip(NEXUIZ))
+    card = read_card(bundle)
+
+    def classified_by(*options: str) -> str:
+        capsys.readouterr()
+        assert main(["--config", str(config_file), "classify", "--json", *options, clip]) == 0
+        return json.loads(capsys.readouterr().out)["model"]["name"]
+
+    with open_catalogue(config.database_url) as catalogue:
+        assert resolve_model(config, catalogue=catalogue).source is ModelSource.DEFAULT
+        assert classified_by() == "musicnn"
+        catalogue.record_adoption(card["name"], card["sha256"], str(bundle), card["labels"], {})
+        choice = resolve_model(config, catalogue=catalogue)
+        assert choice.source is ModelSource.ADOPTED and choice.bundle == str(bundle)
+        assert card["name"] in choice.describe()
+        assert classified_by() == card["name"]  # the CLI builds the config with it
+        assert classified_by("--model", "musicnn") == "musicnn"  # --model always wins
+        named = write_config(tmp_path / "named.toml", tmp_path / "state",
+                             model={"bundle": "elsewhere"})
+        assert resolve_model(load_config(str(named)), catalogue=catalogue).source \
+            is ModelSource.CONFIG
+        # a bundle that is no longer the one adopted is refused, not silently used
+        catalogue.record_adoption(card["name"], "0" * 64, str(bundle), card["labels"], {})
+        with pytest.raises(ModelError, match="not the bundle there"):
+            resolve_model(config, catalogue=catalogue)
+        capsys.readouterr()
+        assert main(["--config", str(config_file), "classify", clip]) == 3
+        assert "adopt it again" in capsys.readouterr().err
+        catalogue.retire_adoption()
+        assert resolve_model(config, catalogue=catalogue).source is ModelSource.DEFAULT

@@ -238,7 +238,7 @@ class BrokenClassifier:
     def __init__(self):
         self.counts: Counter[str] = Counter()
 
-    def classify_prepared(self, tracks):
+    def classify_embedded(self, tracks):
         self.counts.update(t.path for t in tracks)
         raise ValueError("confidence must be a finite number, got nan")
 

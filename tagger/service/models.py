@@ -10,13 +10,16 @@ new adoption; ``status`` says which model is in use and why.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass
 from enum import Enum
 
 from tagger.config import Config
-from tagger.errors import ModelError
+from tagger.errors import ModelError, TaggerError
 from tagger.model.bundle import DEFAULT_BUNDLE, read_card
+
+log = logging.getLogger(__name__)
 
 
 class ModelSource(str, Enum):
@@ -62,10 +65,15 @@ def current_adoption(config: Config, catalogue=None):
         return catalogue.adopted_model()
     from tagger.library.catalogue import current, head, open_catalogue
 
-    if current(config.database_url) != head():
+    try:
+        if current(config.database_url) != head():
+            return None
+        with open_catalogue(config.database_url, upgrade=False) as opened:
+            return opened.adopted_model()
+    except TaggerError as exc:  # `classify` needs no catalogue: say so, use the default
+        log.warning("cannot read the adopted model from the catalogue (%s): using %s",
+                    exc, config.model.bundle)
         return None
-    with open_catalogue(config.database_url, upgrade=False) as opened:
-        return opened.adopted_model()
 
 
 def resolve_model(config: Config, *, explicit: bool = False, catalogue=None) -> ModelChoice:
