@@ -23,6 +23,7 @@ import argparse
 import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,31 +57,42 @@ def timing(paths: list[str], rounds: int = 5) -> dict:
 
 
 def size(folder: Path, limit: int) -> dict:
+    """Scan in a child process (its worker pool's temp folders live in the state directory,
+    which is removed once it is gone), then measure."""
+    with tempfile.TemporaryDirectory(prefix="tagger-cache-bench-") as state:
+        subprocess.run([sys.executable, __file__, str(folder), "--limit", str(limit),
+                        "--scan-into", state], check=True)
+        return measure(Path(state))
+
+
+def scan_into(folder: Path, limit: int, state: str) -> None:
     from tagger.library.catalogue import open_catalogue
-    from tagger.model.cache import CACHE_FILE
     from tagger.service.scan import scan
 
-    with tempfile.TemporaryDirectory(prefix="tagger-cache-bench-") as state:
-        config = Config(state_dir=state, database=f"sqlite:///{state}/catalogue.sqlite",
-                        library=LibraryConfig(follow_symlinks=True),
-                        tags=TagsConfig(write="never"))
-        paths = audio_files(folder, limit)
-        with open_catalogue(config.database_url) as catalogue:
-            summary = scan(paths, config, catalogue, workers=2)
-        cache = Path(state) / CACHE_FILE
-        files = [cache, cache.with_name(CACHE_FILE + "-wal")]
-        raw = sum(f.stat().st_size for f in files if f.exists())
-        with sqlite3.connect(cache) as db:
-            rows, segments, payload = db.execute(
-                "SELECT count(*), sum(segments), sum(length(penultimate)) "
-                "FROM segment_embeddings").fetchone()
-            page = db.execute("PRAGMA page_size").fetchone()[0]
-        db = sqlite3.connect(cache)
-        db.execute("VACUUM")
-        db.close()
-        vacuumed = cache.stat().st_size
-    return {"scanned": summary.classified, "rows": rows, "segments": segments,
-            "page_size": page, "payload_per_track": payload / rows,
+    config = Config(state_dir=state, database=f"sqlite:///{state}/catalogue.sqlite",
+                    library=LibraryConfig(follow_symlinks=True),
+                    tags=TagsConfig(write="never"))
+    with open_catalogue(config.database_url) as catalogue:
+        summary = scan(audio_files(folder, limit), config, catalogue, workers=2)
+    (Path(state) / "scanned").write_text(str(summary.classified))
+
+
+def measure(state: Path) -> dict:
+    from tagger.model.cache import CACHE_FILE, TABLE
+
+    cache = state / CACHE_FILE
+    files = [cache, cache.with_name(CACHE_FILE + "-wal")]
+    raw = sum(f.stat().st_size for f in files if f.exists())
+    with sqlite3.connect(cache) as db:
+        rows, segments, payload = db.execute(
+            f"SELECT count(*), sum(segments), sum(length(penultimate)) FROM {TABLE}").fetchone()
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+    db = sqlite3.connect(cache)
+    db.execute("VACUUM")
+    db.close()
+    vacuumed = cache.stat().st_size
+    return {"scanned": int((state / "scanned").read_text()), "rows": rows,
+            "segments": segments, "page_size": page, "payload_per_track": payload / rows,
             "bytes_per_track": raw / rows, "bytes_per_track_vacuumed": vacuumed / rows,
             "file_bytes": raw, "file_bytes_vacuumed": vacuumed}
 
@@ -91,7 +103,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--timing-only", action="store_true")
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--scan-into", metavar="STATE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.scan_into:
+        scan_into(args.folder, args.limit, args.scan_into)
+        return 0
     if args.timing_only:
         t = timing(audio_files(args.folder, args.limit))
         print(f"classify_prepared: {t['ms_per_track']:.1f} ms/track (median of rounds "
