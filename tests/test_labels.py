@@ -262,3 +262,18 @@ def test_written_genres_and_user_genres_know_corrections(cat, music):
     cat.record_correction(b, "undo", source="cli")
     assert written_genres(cat) == {a: ("Rock",), b: ("Jazz",)}
     assert user_genres(cat, b, ["Jazz"]) == []
+
+
+def test_correction_veto(cat, music):
+    from tagger.library.corrections import correction_veto
+    from tagger.results import NotWritten
+
+    a, b, c = music
+    cat.record_correction(a, "set_genre", "Jazz", source="cli")
+    cat.record_correction(b, "not_music", source="review")
+    assert correction_veto(cat, a, ["jazz"]) is None  # says the same: may be written
+    assert correction_veto(cat, a, ["Rock"]) == (NotWritten.KEPT_USER_GENRE, "corrected: Jazz")
+    assert correction_veto(cat, b, ["Rock"]) == (NotWritten.NOT_MUSIC, "")
+    assert correction_veto(cat, c, ["Rock"]) is None
+    cat.record_correction(b, "undo", source="review")
+    assert correction_veto(cat, b, ["Rock"]) is None

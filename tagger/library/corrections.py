@@ -39,7 +39,7 @@ from tagger.errors import TaggerError
 from tagger.library import tags
 from tagger.library.genres import display_genre, normalise_genres, same_genre
 from tagger.library.journal import last_written, same_genres, user_genres
-from tagger.results import CorrectionAction, CorrectionSource
+from tagger.results import CorrectionAction, CorrectionSource, NotWritten
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,23 @@ class CorrectionResult:
     genres: tuple[str, ...]  # the file's genres now
     written: bool  # whether the file was changed
     correction_id: int
+
+
+def correction_veto(catalogue, path: str,
+                    genres: Sequence[str]) -> tuple[NotWritten, str] | None:
+    """Whether the user's correction in force forbids writing ``genres`` into ``path`` (any
+    policy, ``tags.write = always`` included): ``(why, detail)``, or None when it does not.
+    Nothing goes into a file the user said is not music, nor over the genre they gave.
+    The scan's Recorder asks this before a write, and so should anything else that writes
+    predictions into files (retag)."""
+    correction = catalogue.correction_in_force(path)
+    if correction is None:
+        return None
+    if correction.action is CorrectionAction.NOT_MUSIC:
+        return NotWritten.NOT_MUSIC, ""
+    if same_genres([correction.genre], genres):
+        return None
+    return NotWritten.KEPT_USER_GENRE, f"corrected: {correction.genre}"
 
 
 def _refuse(path: str, refusal: Refusal, message: str) -> CorrectionRefused:

@@ -30,6 +30,7 @@ from tagger.audio.identity import content_id
 from tagger.config import Config, TagsConfig
 from tagger.errors import ReadError, TaggerError, TooShortError, WriteError
 from tagger.library import tags
+from tagger.library.corrections import correction_veto
 from tagger.library.discover import FoundFile, WalkReport, walk
 from tagger.library.genres import display_genre as library_display_genre
 from tagger.library.genres import normalise_genres
@@ -47,7 +48,6 @@ from tagger.library.paths import (
     special_file_reason,
 )
 from tagger.results import (
-    CorrectionAction,
     FailureKind,
     ModelInfo,
     NotWritten,
@@ -525,14 +525,8 @@ class Recorder:
         """The user's correction in force outranks the policy (even ``tags.write = always``):
         nothing is written over the genre the user gave, nor into a file they said is not
         music. Asked only when something would be written."""
-        correction = self.catalogue.correction_in_force(path)
-        if correction is None:
-            return decision
-        if correction.action is CorrectionAction.NOT_MUSIC:
-            return TagDecision((), NotWritten.NOT_MUSIC)
-        if same_genres([correction.genre], decision.genres):
-            return decision
-        return TagDecision((), NotWritten.KEPT_USER_GENRE, f"corrected: {correction.genre}")
+        veto = correction_veto(self.catalogue, path, decision.genres)
+        return decision if veto is None else TagDecision((), *veto)
 
     def _write_tags(self, path: str, genres: tuple[str, ...], confidence: float,
                     summary: Summary) -> tuple[int, int]:
