@@ -167,7 +167,7 @@ def apply_correction(config, catalogue, path: str, action: CorrectionAction | st
     elif action is CorrectionAction.ACCEPT:
         if prediction is None:
             raise _refuse(path, Refusal.NO_PREDICTION, "no prediction to accept")
-        label = prediction.genre
+        label = (normalise_genres([prediction.genre], split=False) or [prediction.genre])[0]
         if genre is not None and not same_genre(genre, label):
             raise _refuse(path, Refusal.NO_GENRE,
                           f"the prediction is {label!r}, not {genre!r}")
@@ -182,6 +182,7 @@ def apply_correction(config, catalogue, path: str, action: CorrectionAction | st
             raise _refuse(path, Refusal.NOTHING_TO_UNDO, "no correction to undo")
 
     written: list[int] = []
+    check_correctable(path, config.library.roots)  # again, at the last moment before a write
     if undone is not None and undone.tag_write_ids:
         wanted = set(undone.tag_write_ids)
         changes = [c for c in catalogue.tag_changes([path]) if c.id in wanted]
