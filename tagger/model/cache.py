@@ -16,7 +16,9 @@ needs the track decoded once more. docs/training.md has the measurements behind 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +105,7 @@ class EmbeddingCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_private()
             self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             # a cache: a power cut may lose the last rows, never corrupt the file (WAL), and
@@ -115,6 +117,18 @@ class EmbeddingCache:
         except (OSError, sqlite3.Error) as exc:
             raise WriteError(f"cannot open the embedding cache ({exc}); it is only a cache: "
                              "delete the file to rebuild it", self.path) from None
+
+    def _make_private(self) -> None:
+        """The folder 0700 and the file 0600, like the catalogue (what was listened to is
+        nobody else's business); SQLite gives its -wal and -shm files the file's mode."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            os.close(fd)
+        except FileExistsError:  # one an older tagger made readable by all is tightened
+            st = os.stat(self.path)
+            if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
+                os.chmod(self.path, stat.S_IMODE(st.st_mode) & 0o700)
 
     def _convert_version_1(self) -> None:
         """Rows of the first layout (penultimate float32) move into this one, rounded."""
