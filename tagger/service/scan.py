@@ -225,6 +225,22 @@ def _set_idle_io(tid: int) -> bool:
         return False
 
 
+def io_priority_class(tid: int = 0) -> int | None:
+    """The I/O scheduling class of thread ``tid`` (0: the calling one) by ioprio_get(2):
+    3 is idle (what "low" sets); None where it cannot be read."""
+    import ctypes
+    import platform
+
+    number = _IOPRIO_SET.get(platform.machine())  # ioprio_get is the next syscall
+    if number is None or not sys.platform.startswith("linux"):
+        return None
+    try:
+        value = ctypes.CDLL(None, use_errno=True).syscall(number + 1, _IOPRIO_WHO_PROCESS, tid)
+    except (OSError, AttributeError):
+        return None
+    return None if value < 0 else value >> 13
+
+
 def _worker_context() -> multiprocessing.context.BaseContext:
     """forkserver: workers never inherit torch's threads from the writer process, and the
     server loads and warms the decode stack once, so each worker starts ready."""
