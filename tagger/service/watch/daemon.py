@@ -69,7 +69,7 @@ class Watcher:
         self.queue = SettleQueue(self.settle, self.grace)
         self._roots = Roots(self.roots, config.library.ignore)
         self._events = EventRouter(config.library, self.queue)
-        self._observers = Observers(self.watch, lambda *event: self._on_event(*event))
+        self._observers = Observers(self.watch, lambda *event: self.on_event(*event))
         self._reconciler = Reconciler(config, self._roots, self.queue, self._events,
                                       self._observers.rewatch)
         self._batches = BatchRunner(config, self.queue, self._roots, self.summary,
@@ -78,6 +78,8 @@ class Watcher:
                                 self.stopping)  # fails early on a bad rescan_cron
         self._roots_checked = 0.0
         self._last_error = LastError()
+        self._overflow_spy = OverflowSpy(self._on_overflow)
+        self._status_file = StatusFile(self.status_file, self.status)
         self._writer_lock: WriterLock | None = None
         self._adoption = AdoptionWatch(config, adoption_check_s) if follow_adoption else None
         self.retags: list[dict] = []  # the summary of each retag after an adoption
@@ -136,37 +138,55 @@ class Watcher:
         """Hold the writer lock, reconcile, then watch until asked to stop."""
         if should_stop is not None:
             self._should_stop = should_stop
-        lock = WriterLock(self.config.state_path, self.config.database_url, "tagger watch")
-        lock.acquire()
-        self._writer_lock = lock
-        tagger_log = logging.getLogger("tagger")
-        tagger_log.addHandler(self._last_error)
-        spy = OverflowSpy(self._on_overflow)
-        logging.getLogger("apscheduler").setLevel(
-            max(logging.WARNING, logging.getLogger("apscheduler").getEffectiveLevel()))
-        watchdog_log = logging.getLogger("watchdog.observers.inotify_c")
-        watchdog_log.addHandler(spy)
-        if watchdog_log.getEffectiveLevel() > logging.WARNING:
-            watchdog_log.setLevel(logging.WARNING)
-        status_file = StatusFile(self.status_file, self.status)
+        self.start()
         try:
-            status_file.write()
-            status_file.start()
-            self._start()
             while not self.stopping():
                 self._tick()
                 self._stop.wait(TICK_S)
             self.state = "stopping"
             log.info("stopping: intake stopped, in-flight work finished")
         finally:
-            self._shutdown()
-            self.state = "stopped"
-            status_file.stop()
-            status_file.write()
-            tagger_log.removeHandler(self._last_error)
-            watchdog_log.removeHandler(spy)
-            lock.release()
+            self.close()
         return self.summary
+
+    def start(self) -> None:
+        """What :meth:`run` does before its loop: take the writer lock, start the status
+        file, the engine and the observers, reconcile the roots, start the scheduler.
+        :meth:`close` undoes it (also when this fails part way)."""
+        lock = WriterLock(self.config.state_path, self.config.database_url, "tagger watch")
+        lock.acquire()
+        self._writer_lock = lock
+        logging.getLogger("tagger").addHandler(self._last_error)
+        logging.getLogger("apscheduler").setLevel(
+            max(logging.WARNING, logging.getLogger("apscheduler").getEffectiveLevel()))
+        watchdog_log = logging.getLogger("watchdog.observers.inotify_c")
+        watchdog_log.addHandler(self._overflow_spy)
+        if watchdog_log.getEffectiveLevel() > logging.WARNING:
+            watchdog_log.setLevel(logging.WARNING)
+        try:
+            self._status_file.write()
+            self._status_file.start()
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """What :meth:`run` does after its loop: stop the observers and the scheduler, apply
+        the moves seen, close the engine and the catalogue, write the final status, release
+        the writer lock. Does nothing when not started."""
+        lock, self._writer_lock = self._writer_lock, None
+        if lock is None:
+            return
+        try:
+            self._shutdown()
+        finally:
+            self.state = "stopped"
+            self._status_file.stop()
+            self._status_file.write()
+            logging.getLogger("tagger").removeHandler(self._last_error)
+            logging.getLogger("watchdog.observers.inotify_c").removeHandler(self._overflow_spy)
+            lock.release()
 
     def status(self) -> dict:
         """The status file's content."""
@@ -256,7 +276,10 @@ class Watcher:
 
     # -- events ----------------------------------------------------------------------------
 
-    def _on_event(self, root: str, event: FileSystemEvent, native: bool) -> None:
+    def on_event(self, root: str, event: FileSystemEvent, native: bool) -> None:
+        """What the observers call (in their threads) with each watchdog event under
+        ``root`` (``native``: from inotify). Looked up on each event, so a test may wrap it
+        (events the kernel dropped)."""
         self._events.on_event(root, event, native)
 
     def _on_overflow(self) -> None:
