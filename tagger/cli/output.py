@@ -114,3 +114,30 @@ def summary_lines(summary) -> list[str]:
     if summary.interrupted:
         out.append("interrupted: everything finished so far is saved; run again to resume")
     return out
+
+
+def retag_lines(summary, listed: int = 20) -> list[str]:
+    """A :class:`~tagger.service.retag.RetagSummary` for people (the first ``listed`` tracks
+    that need a scan by name)."""
+    tagged = "would be tagged" if summary.dry_run else "tagged"
+    t = summary.tags
+    model = f"{summary.model.name} ({summary.model.sha256[:12]})" if summary.model else "?"
+    out = [
+        f"retag under {model}: {summary.considered} catalogued tracks, {summary.repredicted} "
+        f"re-predicted from cached embeddings ({summary.rate:.0f} tracks/s), "
+        f"{summary.decoded} decoded; {summary.changed} changed genre",
+        f"{t.tagged} {tagged}, {t.kept} kept as they were, {t.below_threshold} below "
+        f"threshold, {t.failed} failed; {summary.corrected} corrected by you (files left alone), "
+        f"{summary.missing} missing",
+    ]
+    for reason, count in t.failures.most_common(5):
+        out.append(f"  failed x{count}: {reason}")
+    if summary.need_scan:
+        out.append(f"need a scan ({len(summary.need_scan)}: changed since, or no cached "
+                   "embeddings): 'tagger scan --force PATH' embeds them")
+        out += [f"  {path}" for path in summary.need_scan[:listed]]
+        if len(summary.need_scan) > listed:
+            out.append(f"  ... and {len(summary.need_scan) - listed} more")
+    if summary.interrupted:
+        out.append("interrupted: the tracks done so far are recorded")
+    return out

@@ -47,7 +47,15 @@ def cmd_retag(args: argparse.Namespace, config: Config) -> int:
     from tagger.service.retag import RetagSummary, retag
 
     paths = [os.path.abspath(os.path.expanduser(p)) for p in args.paths] or None
+    from tagger.cli.output import format_proposal, retag_lines
+
     proposals: list[dict] = []
+
+    def propose(proposal: dict) -> None:
+        if args.json:
+            proposals.append(proposal)
+        else:
+            print(format_proposal(proposal), flush=True)
     if not args.quiet:
         print(f"{'dry run: ' if args.dry_run else ''}retag; catalogue "
               f"{catalogue_location(config)}", file=sys.stderr)
@@ -58,8 +66,7 @@ def cmd_retag(args: argparse.Namespace, config: Config) -> int:
             else:
                 with catalogue_of(config) as catalogue:
                     summary = retag(config, catalogue, Classifier(config), paths, dry_run=True,
-                                    on_proposal=proposals.append if args.json else None,
-                                    should_stop=should_stop)
+                                    on_proposal=propose, should_stop=should_stop)
         else:
             with WriterLock(config.state_path, config.database_url, "tagger retag") as lock, \
                     catalogue_of(config) as catalogue:
@@ -72,7 +79,7 @@ def cmd_retag(args: argparse.Namespace, config: Config) -> int:
             out["proposals"] = proposals
         print(json.dumps(out, ensure_ascii=False))
     else:
-        print("\n".join(summary.lines()))
+        print("\n".join(retag_lines(summary)))
     if summary.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILURES if summary.tags.failed else EXIT_OK

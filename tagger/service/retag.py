@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TextIO
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from tagger.config import Config
 from tagger.results import CorrectionAction, ModelInfo
@@ -36,7 +36,8 @@ BATCH_TRACKS = 256
 
 @dataclass
 class RetagSummary:
-    """What one retag did; ``tags`` holds the tag policy's counts (tagged, kept, ...)."""
+    """What one retag did; ``tags`` holds the tag policy's counts (tagged, kept, ...). For
+    people: :func:`tagger.cli.output.retag_lines`."""
 
     model: ModelInfo | None = None
     considered: int = 0  # catalogued tracks (classified before, file still there)
@@ -54,30 +55,6 @@ class RetagSummary:
     @property
     def rate(self) -> float:
         return self.repredicted / self.seconds if self.seconds else 0.0
-
-    def lines(self, listed: int = 20) -> list[str]:
-        tagged = "would be tagged" if self.dry_run else "tagged"
-        t = self.tags
-        model = f"{self.model.name} ({self.model.sha256[:12]})" if self.model else "?"
-        out = [
-            f"retag under {model}: {self.considered} catalogued tracks, {self.repredicted} "
-            f"re-predicted from cached embeddings ({self.rate:.0f} tracks/s), "
-            f"{self.decoded} decoded; {self.changed} changed genre",
-            f"{t.tagged} {tagged}, {t.kept} kept as they were, {t.below_threshold} below "
-            f"threshold, {t.failed} failed; {self.corrected} corrected by you (files left alone), "
-            f"{self.missing} missing",
-        ]
-        for reason, count in t.failures.most_common(5):
-            out.append(f"  failed x{count}: {reason}")
-        if self.need_scan:
-            out.append(f"need a scan ({len(self.need_scan)}: changed since, or no cached "
-                       "embeddings): 'tagger scan --force PATH' embeds them")
-            out += [f"  {path}" for path in self.need_scan[:listed]]
-            if len(self.need_scan) > listed:
-                out.append(f"  ... and {len(self.need_scan) - listed} more")
-        if self.interrupted:
-            out.append("interrupted: the tracks done so far are recorded")
-        return out
 
     def as_dict(self) -> dict:
         return {
@@ -117,13 +94,13 @@ def retag_policy(config: Config) -> Config:
 
 
 def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str] | None = None,
-          *, dry_run: bool = False, out: TextIO | None = None,
-          on_proposal: Callable[[dict], None] | None = None,
+          *, dry_run: bool = False, on_proposal: Callable[[dict], None] | None = None,
           should_stop: Callable[[], bool] = lambda: False) -> RetagSummary:
     """Re-predict the catalogued tracks (below ``paths``: files or folders; default all) from
     their cached embeddings under ``classifier``'s model, record the predictions and apply
-    the tag policy (see the module). A dry run changes nothing and proposes each change to
-    ``on_proposal`` (else prints ``existing -> proposed`` lines to ``out``)."""
+    the tag policy (see the module). A dry run changes nothing and hands each track's
+    ``existing -> proposed`` to ``on_proposal`` (see :class:`~tagger.service.scan.EngineHooks`).
+    """
     from tagger.model.cache import CACHE_FILE, EmbeddingCache, segment_settings
 
     started = time.perf_counter()
@@ -132,7 +109,7 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
     paths = [os.path.abspath(p) for p in paths] if paths else None
     rows = [r for r in _selected(catalogue.track_identities(), paths) if r[3] == "done"]
     corrected = corrected_paths(catalogue)
-    recorder = Recorder(retag_policy(config), catalogue, dry_run=dry_run, out=out,
+    recorder = Recorder(retag_policy(config), catalogue, dry_run=dry_run,
                         hooks=EngineHooks(on_proposal=on_proposal))
     # tags are written only inside the roots (symlinks resolved): the paths given, else the
     # library's roots, else each track's own folder

@@ -317,8 +317,9 @@ class Watcher:
             classifier = Classifier(choice.config)
         summary = retag(choice.config, self.catalogue, classifier, self.roots,
                         should_stop=self.stopping)
-        for line in summary.lines():
-            log.info("retag: %s", line)
+        log.info("retag under %s: %d tracks re-predicted (%.0f/s, none decoded), %d tagged, "
+                 "%d kept, %d need a scan", summary.model.name, summary.repredicted,
+                 summary.rate, summary.tags.tagged, summary.tags.kept, len(summary.need_scan))
         self.retags.append(summary.as_dict())
 
     # -- the main loop ---------------------------------------------------------------------
