@@ -32,7 +32,7 @@ from tagger.audio.decode import find_ffmpeg
 # they start, and the `tagger` command's workers load neither (they are imported where used).
 from tagger.config import Config
 from tagger.library.discover import WalkReport
-from tagger.service.scan import Engine, Progress, Summary, plan_scan, scan
+from tagger.service.scan import Engine, Summary, plan_scan, scan
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,20 +93,24 @@ def rss_mb(pid: int | str = "self") -> float:
     return 0.0
 
 
-class RssProgress(Progress):
-    """Samples resident memory as tracks complete: the scanning process, and its workers."""
+class RssProgress:
+    """A progress sink (``tagger.service.scan.ProgressSink``) that samples resident memory
+    as tracks complete: the scanning process, and its workers."""
 
     def __init__(self, total: int, engine: Engine, every: int = 50):
-        super().__init__(total, stream=open(os.devnull, "w"))  # noqa: SIM115
+        self.total, self.done = total, 0
         self.engine, self.every = engine, every
         self.samples = [(0, *self.sample())]
 
     def sample(self) -> tuple[float, float]:
         return rss_mb(), sum(rss_mb(pid) for pid in self.engine.worker_pids())
 
+    def close(self) -> None:
+        pass
+
     def advance(self, count: int = 1) -> None:
         before = self.done
-        super().advance(count)
+        self.done += count
         if self.done // self.every > before // self.every or self.done == self.total:
             self.samples.append((self.done, *self.sample()))
 

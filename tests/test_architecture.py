@@ -121,3 +121,69 @@ def test_every_exception_derives_from_tagger_error():
                     and obj.__module__ == module.__name__ and not issubclass(obj, TaggerError)):
                 strays.append(f"{module.__name__}.{name}")
     assert not strays, f"exceptions outside the TaggerError root: {strays}"
+
+
+#: underscore names outside tagger that tests may use: (the object's name or "", attribute)
+FOREIGN_PRIVATES = {
+    ("os", "_exit"),  # a forked child leaves without running the parent's cleanup
+    ("", "_failed_atoms"),  # mutagen's MP4 tags: how a broken genre atom is built
+}
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_uses(path: Path, base: Path = PACKAGE_DIR.parent) -> list[str]:
+    """Underscore names of tagger that ``path`` reaches for: imported, read as attributes
+    (on anything but ``self``/``cls``), passed as keywords or named to getattr/setattr."""
+    found = []
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        where = f"{path.relative_to(base)}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tagger"):
+            found += [f"{where} imports {node.module}.{a.name}" for a in node.names
+                      if _is_private(a.name) or any(map(_is_private, node.module.split(".")))]
+        elif isinstance(node, ast.Attribute) and _is_private(node.attr):
+            owner = node.value.id if isinstance(node.value, ast.Name) else ""
+            if owner in ("self", "cls") or (owner, node.attr) in FOREIGN_PRIVATES \
+                    or ("", node.attr) in FOREIGN_PRIVATES:
+                continue
+            found.append(f"{where} reads {owner or '...'}.{node.attr}")
+        elif isinstance(node, ast.Call):
+            found += [f"{where} passes {k.arg}=" for k in node.keywords
+                      if k.arg and _is_private(k.arg)]
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if (name in ("getattr", "setattr", "hasattr", "delattr") and len(node.args) > 1
+                    and isinstance(node.args[1], ast.Constant)
+                    and isinstance(node.args[1].value, str) and _is_private(node.args[1].value)):
+                found.append(f"{where} {name}(..., {node.args[1].value!r})")
+    return found
+
+
+def test_tests_benches_and_tools_use_only_public_names():
+    """Outside the package, tagger is used through its public names: a test that needs
+    to reach inside gets a public seam instead."""
+    root = PACKAGE_DIR.parent
+    sources = sorted(p for folder in ("tests", "bench", "tools") if (root / folder).is_dir()
+                     for p in (root / folder).rglob("*.py"))
+    assert len(sources) > 10
+    found = [use for path in sources for use in private_uses(path)]
+    assert not found, "underscore names used from outside tagger:\n" + "\n".join(found)
+
+
+def test_the_private_use_reader_sees_each_kind_of_reach(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from tagger.audio.identity import _Layout\n"
+                     "import tagger.audio.identity as identity\n"
+                     "identity._read_logical(None, [], 0, 0)\n"
+                     "watcher._on_event = None\n"
+                     "f(x, _hook=None)\n"
+                     "monkeypatch.setattr(engine, '_pool', None)\n"
+                     "self._mine = os._exit\n", encoding="utf-8")
+    uses = sorted(private_uses(probe, tmp_path))
+    assert uses == ["probe.py:1 imports tagger.audio.identity._Layout",
+                    "probe.py:3 reads identity._read_logical",
+                    "probe.py:4 reads watcher._on_event", "probe.py:5 passes _hook=",
+                    "probe.py:6 setattr(..., '_pool')"], uses

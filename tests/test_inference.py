@@ -149,33 +149,29 @@ def test_streams_split_the_batch_and_give_the_same_scores():
 # --- priority -----------------------------------------------------------------------------
 
 PRIORITY_PROBE = """
-import ctypes, os, platform, sys, tempfile, threading
+import os, sys, tempfile, threading
 from tagger.config import config_from_dict
 from tagger.model.classify import Classifier
-from tagger.service.scan import _IOPRIO_SET, make_engine
+from tagger.service.scan import io_priority_class, make_engine
 from tagger.service.watch import Watcher
 
 def state():
-    nr = _IOPRIO_SET[platform.machine()] + 1  # ioprio_get follows ioprio_set
-    io = ctypes.CDLL(None, use_errno=True).syscall(nr, 1, 0)
-    return os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0), io >> 13
+    io = io_priority_class()
+    return os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0), -1 if io is None else io
 
 level, root = sys.argv[1], tempfile.mkdtemp()
 config = config_from_dict({"state_dir": root, "service": {"priority": level}})
 classifier = Classifier(config)
 make_engine(config, None, classifier=classifier).close()  # scan: as started
 print(*state())
-from tagger.library.lock import WriterLock
 watcher = Watcher([root], config, classifier=classifier)
-watcher._writer_lock = WriterLock(config.state_path, config.database_url, "tagger watch")
-watcher._writer_lock.acquire()  # as Watcher.run does, then the daemon's start:
-watcher._start()
+watcher.start()  # what Watcher.run does before its loop
 print(*state())
 seen = []
 worker = threading.Thread(target=lambda: seen.append(state()))  # a thread started later
 worker.start(); worker.join()
 print(*seen[0])
-watcher.engine.close()
+watcher.close()
 """
 
 

@@ -518,7 +518,7 @@ def test_original_changed_during_write_aborts(media, tmp_path):
             fh.write(b"appended by someone else")
 
     with pytest.raises(WriteError, match="changed on disk"):
-        safe_write.safe_rewrite(str(p), _edit_genre, _before_replace=meddle)
+        safe_write.safe_rewrite(str(p), _edit_genre, before_replace=meddle)
     assert p.read_bytes().endswith(b"appended by someone else")  # their change, not ours
     assert temp_files(tmp_path) == []
 
@@ -526,7 +526,7 @@ def test_original_changed_during_write_aborts(media, tmp_path):
 def test_original_vanished_during_write_aborts(media, tmp_path):
     p = media.copy("flac", "full", tmp_path)
     with pytest.raises(WriteError, match="vanished"):
-        safe_write.safe_rewrite(str(p), _edit_genre, _before_replace=lambda _t: os.unlink(p))
+        safe_write.safe_rewrite(str(p), _edit_genre, before_replace=lambda _t: os.unlink(p))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -634,7 +634,7 @@ def test_sweep_stale_temp_files(tmp_path):
 def test_temp_file_name_matches_the_sweep_pattern(media, tmp_path):
     p = media.copy("ogg", "full", tmp_path)
     seen = []
-    safe_write.safe_rewrite(str(p), _edit_genre_ogg, _before_replace=seen.append)
+    safe_write.safe_rewrite(str(p), _edit_genre_ogg, before_replace=seen.append)
     assert len(seen) == 1
     name = Path(seen[0]).name
     assert safe_write.TEMP_RE.match(name) and name.startswith(".")

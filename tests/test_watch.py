@@ -282,13 +282,13 @@ def test_events_the_kernel_dropped_are_recovered_by_the_rescan_an_overflow_start
     source = trumpet(root.parent / "source.ogg")
     with daemon([root], config, classifier=classifier) as watcher:
         lost = root / "lost.ogg"
-        seen = watcher._on_event
+        seen = watcher.on_event
 
         def lossy(root_, event, native):  # the kernel's queue overflowed: these never arrive
             if "lost" not in os.fsdecode(event.src_path) + os.fsdecode(event.dest_path or ""):
                 seen(root_, event, native)
 
-        watcher._on_event = lossy
+        watcher.on_event = lossy
         shutil.copy(source, lost)
         shutil.copy(source, root / "seen.ogg")
         wait_for(lambda: status_of(db, root / "seen.ogg") == "done", what="the file seen")
@@ -353,7 +353,7 @@ def test_an_emptied_root_pauses_instead_of_marking_the_library_missing(setup, cl
         wait_for(lambda: status_of(db, root / "Album" / "c.ogg") == "done", what="the new file")
         # the root that was not there appears (mounted): it is watched from then on
         nas.mkdir()
-        wait_for(lambda: watcher._root_present_last[str(nas)], what="the new root")
+        wait_for(lambda: watcher.is_watched(nas), what="the new root")
         late = trumpet(nas / "late.ogg", variants[3])
         wait_for(lambda: status_of(db, late) == "done", what="a file in the late root")
         assert not watcher.paused

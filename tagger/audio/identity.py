@@ -36,6 +36,7 @@ A file whose layout cannot be understood raises :class:`~tagger.errors.ReadError
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -99,13 +100,39 @@ def open_regular(path: str) -> BinaryIO:
 def content_id_fileobj(f: BinaryIO, path: str = "") -> str:
     """:func:`content_id` of an open binary file; ``path`` names it in errors and its
     extension is the fallback when the content alone is ambiguous."""
-    try:
-        size = os.fstat(f.fileno()).st_size
-        kind = detect_format(f, path)
-        if kind is None:
-            raise ReadError("content id: not a recognised audio container", path or None)
-        extents = _EXTENTS[kind](f, size)
+    with _layout_errors(path):
+        kind, extents = _locate_payload(f, path)
         return _digest(f, kind, extents)
+
+
+def audio_payload(path: str | os.PathLike[str]) -> bytes:
+    """The whole audio payload of ``path``, tags excluded: the bytes :func:`content_id`
+    samples (for checks and tools; it reads the whole payload). Raises ReadError as
+    :func:`content_id` does."""
+    path = os.fspath(path)
+    try:
+        with open_regular(path) as f, _layout_errors(path):
+            _, extents = _locate_payload(f, path)
+            return _read_logical(f, extents, 0, sum(length for _, length in extents))
+    except ReadError:
+        raise
+    except OSError as exc:
+        raise ReadError(_oserror_text(exc), path) from None
+
+
+def _locate_payload(f: BinaryIO, path: str) -> tuple[str, list[Extent]]:
+    size = os.fstat(f.fileno()).st_size
+    kind = detect_format(f, path)
+    if kind is None:
+        raise ReadError("content id: not a recognised audio container", path or None)
+    return kind, _EXTENTS[kind](f, size)
+
+
+@contextlib.contextmanager
+def _layout_errors(path: str):
+    """Every way a payload walk fails, as one ReadError."""
+    try:
+        yield
     except ReadError:
         raise
     except _Layout as exc:

@@ -81,3 +81,36 @@ def format_track(record) -> str:
 
 def _values(values) -> str:
     return "(none)" if values is None else "; ".join(values)
+
+
+def format_proposal(proposal: dict) -> str:
+    """One dry-run line: ``path: existing -> proposed [genre confidence]``."""
+    if proposal.get("error"):
+        return f"{proposal['path']}: {proposal['error']}"
+    before = "; ".join(proposal["existing"]) or "(no genre)"
+    after = ("; ".join(proposal["proposed"]) if proposal["proposed"]
+             else f"unchanged ({proposal['reason'] or 'already set'})")
+    return (f"{proposal['path']}: {before} -> {after} [{proposal['genre']} "
+            f"{proposal['confidence']:.2f}]")
+
+
+def summary_lines(summary) -> list[str]:
+    """A scan's :class:`~tagger.service.scan.Summary` for people."""
+    rate = summary.classified / summary.elapsed_s if summary.elapsed_s else 0.0
+    tagged = "would be tagged" if summary.dry_run else "tagged"
+    out = [
+        f"{summary.seen} files: {summary.classified} classified ({rate:.2f}/s), "
+        f"{summary.tagged} {tagged}, {summary.unchanged} unchanged, {summary.failed} failed, "
+        f"{summary.skipped} skipped, {summary.missing} missing, {summary.moved} moved",
+        f"ties: {summary.ties}; below threshold: {summary.below_threshold}; "
+        f"tags left as they were: {summary.kept}",
+    ]
+    for reason, count in summary.failures.most_common(5):
+        out.append(f"  failed x{count}: {reason}")
+    if summary.left_failed:
+        out.append(f"still failed: {summary.still_failed} files ({summary.left_failed} from "
+                   "earlier runs, unchanged since: 'tagger scan --retry-failed' tries them "
+                   "again, 'tagger list --failed' lists them)")
+    if summary.interrupted:
+        out.append("interrupted: everything finished so far is saved; run again to resume")
+    return out

@@ -36,7 +36,9 @@ def use_state_caches(state_dir: Path) -> bool:
 
 
 class ScanDisplay:
-    """The scan's voice: phases ("loading", "classifying") and per-file progress."""
+    """The scan's voice: phases ("loading", "classifying") and per-file progress. Called
+    with the total, it is the engine's progress sink (``tagger.service.scan.ProgressSink``):
+    the service never prints, the CLI decides what a person sees."""
 
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False,
                  first_run: bool = False, interval_s: float = 10.0, label: str = "classifying"):

@@ -19,7 +19,7 @@ from tagger.cli.common import (
     log,
     scan_roots,
 )
-from tagger.cli.output import format_row, result_to_json
+from tagger.cli.output import format_proposal, format_row, result_to_json, summary_lines
 from tagger.config import Config
 
 
@@ -61,7 +61,8 @@ def cmd_scan(args: argparse.Namespace, config: Config) -> int:
                 exists = current(config.database_url) == head()
                 with (catalogue_of(config) if exists else contextlib.nullcontext()) as cat:
                     summary = scan(roots, config, cat, dry_run=True, should_stop=should_stop,
-                                   on_proposal=proposals.append if args.json else None,
+                                   on_proposal=proposals.append if args.json else
+                                   lambda p: print(format_proposal(p), flush=True),
                                    **options)
             else:
                 with WriterLock(config.state_path, config.database_url, "tagger scan") as lock, \
@@ -76,7 +77,7 @@ def cmd_scan(args: argparse.Namespace, config: Config) -> int:
             out["proposals"] = proposals
         print(json.dumps(out, ensure_ascii=False))
     elif not args.quiet or summary.failed or summary.interrupted:
-        print("\n".join(summary.lines()))
+        print("\n".join(summary_lines(summary)))
     if summary.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILURES if summary.failed else EXIT_OK

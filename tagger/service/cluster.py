@@ -33,7 +33,7 @@ from tagger.library.discover import FoundFile
 from tagger.results import ModelInfo
 from tagger.service.scan import (
     EngineHooks,
-    Progress,
+    ProgressSink,
     Recorder,
     Summary,
     WorkItem,
@@ -118,10 +118,10 @@ def _import_ray():
 class RayEngine:
     """Runs decode and inference on a Ray cluster and records results through one Recorder."""
 
-    def __init__(self, config: Config, catalogue, *, dry_run: bool = False, out=None,
+    def __init__(self, config: Config, catalogue, *, dry_run: bool = False,
                  hooks: EngineHooks | None = None, address: str | None = None):
         self.config = config
-        self.recorder = Recorder(config, catalogue, dry_run=dry_run, out=out, hooks=hooks)
+        self.recorder = Recorder(config, catalogue, dry_run=dry_run, hooks=hooks)
         self.ray = _import_ray()
         self.address = config.cluster.address if address is None else address
         self._connected_here = False
@@ -211,7 +211,7 @@ class RayEngine:
     # -- the loop -------------------------------------------------------------------------
 
     def process(self, files: Iterable[FoundFile], summary: Summary,
-                progress: Progress | None = None,
+                progress: ProgressSink | None = None,
                 should_stop: Callable[[], bool] = lambda: False) -> Summary:
         """Classify, tag and catalogue ``files``; results are recorded as they arrive.
 

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol, TextIO
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from threadpoolctl import threadpool_limits
 
@@ -238,6 +238,22 @@ def _set_idle_io(tid: int) -> bool:
         return False
 
 
+def io_priority_class(tid: int = 0) -> int | None:
+    """The I/O scheduling class of thread ``tid`` (0: the calling one) by ioprio_get(2):
+    3 is idle (what "low" sets); None where it cannot be read."""
+    import ctypes
+    import platform
+
+    number = _IOPRIO_SET.get(platform.machine())  # ioprio_get is the next syscall
+    if number is None or not sys.platform.startswith("linux"):
+        return None
+    try:
+        value = ctypes.CDLL(None, use_errno=True).syscall(number + 1, _IOPRIO_WHO_PROCESS, tid)
+    except (OSError, AttributeError):
+        return None
+    return None if value < 0 else value >> 13
+
+
 def _worker_context() -> multiprocessing.context.BaseContext:
     """forkserver: workers never inherit torch's threads from the writer process, and the
     server loads and warms the decode stack once, so each worker starts ready."""
@@ -251,7 +267,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-# ---------------------------------------------------------------- summary and progress
+# ---------------------------------------------------------------- summary and progress seam
 
 
 @dataclass
@@ -285,26 +301,6 @@ class Summary:
         """Files under the roots whose last attempt failed: this run's and the ones left."""
         return self.failed + self.left_failed
 
-    def lines(self) -> list[str]:
-        rate = self.classified / self.elapsed_s if self.elapsed_s else 0.0
-        tagged = "would be tagged" if self.dry_run else "tagged"
-        out = [
-            f"{self.seen} files: {self.classified} classified ({rate:.2f}/s), "
-            f"{self.tagged} {tagged}, {self.unchanged} unchanged, {self.failed} failed, "
-            f"{self.skipped} skipped, {self.missing} missing, {self.moved} moved",
-            f"ties: {self.ties}; below threshold: {self.below_threshold}; "
-            f"tags left as they were: {self.kept}",
-        ]
-        for reason, count in self.failures.most_common(5):
-            out.append(f"  failed x{count}: {reason}")
-        if self.left_failed:
-            out.append(f"still failed: {self.still_failed} files ({self.left_failed} from "
-                       "earlier runs, unchanged since: 'tagger scan --retry-failed' tries them "
-                       "again, 'tagger list --failed' lists them)")
-        if self.interrupted:
-            out.append("interrupted: everything finished so far is saved; run again to resume")
-        return out
-
     def as_dict(self) -> dict:
         """The ``scan --json`` summary."""
         return {
@@ -318,40 +314,26 @@ class Summary:
         }
 
 
-class Progress:
-    """A progress bar with rate and ETA on a terminal; periodic log lines otherwise."""
+class ProgressSink(Protocol):
+    """What an engine tells of each finished file: a display (the CLI's), a bench's sampler,
+    the daemon's batch countdown. The service itself never prints."""
 
-    def __init__(self, total: int, stream: TextIO | None = None, interval_s: float = 10.0):
-        self.total, self.stream, self.interval_s = total, stream or sys.stderr, interval_s
-        self.done = 0
-        self.start = self.last = time.monotonic()
-        self.tty = self.stream.isatty()
+    def advance(self, count: int = 1) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NoProgress:
+    """A progress sink that shows nothing: what ``scan()`` uses when the caller gives none."""
+
+    def __init__(self, total: int = 0):
+        self.total = total
 
     def advance(self, count: int = 1) -> None:
-        self.done += count
-        now = time.monotonic()
-        rate = self.done / max(now - self.start, 1e-9)
-        eta = (self.total - self.done) / rate if rate else 0
-        if self.tty:
-            width = 30
-            filled = int(width * self.done / max(self.total, 1))
-            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/"
-                              f"{self.total} {rate:.2f} files/s ETA {_clock(eta)} ")
-            self.stream.flush()
-        elif now - self.last >= self.interval_s or self.done == self.total:
-            log.info("progress: %d/%d files, %.2f files/s, ETA %s", self.done, self.total,
-                     rate, _clock(eta))
-            self.last = now
+        pass
 
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        pass
 
 
 # ---------------------------------------------------------------- the writer
@@ -367,7 +349,7 @@ class EngineHooks:
     # called with each classified file's path once its result is committed
     recorded: Callable[[str], None] | None = None
     # in a dry run, each file's ``existing -> proposed`` as a dict (path, existing, proposed,
-    # genre, confidence, tie, not_written, reason, error); without it a line goes to ``out``
+    # genre, confidence, tie, not_written, reason, error); the caller shows it (the CLI)
     on_proposal: Callable[[dict], None] | None = None
     tagged_log_level: int = logging.DEBUG  # how loudly each tag written is logged
 
@@ -377,12 +359,11 @@ class Recorder:
     every outcome in the catalogue. Each engine (local pool, Ray cluster) feeds one."""
 
     def __init__(self, config: Config, catalogue, *, dry_run: bool = False,
-                 out: TextIO | None = None, hooks: EngineHooks | None = None):
+                 hooks: EngineHooks | None = None):
         self.config = config
         self.catalogue = catalogue
         self.roots = real_roots(config.library.roots)  # tags are written only inside them
         self.dry_run = dry_run
-        self.out = out or sys.stdout
         self.hooks = hooks or EngineHooks()
 
     def use_roots(self, roots: Iterable[str]) -> None:
@@ -427,15 +408,6 @@ class Recorder:
     def _propose(self, **proposal) -> None:
         if self.hooks.on_proposal is not None:
             self.hooks.on_proposal(proposal)
-            return
-        if proposal.get("error"):
-            print(f"{proposal['path']}: {proposal['error']}", file=self.out)
-            return
-        before = "; ".join(proposal["existing"]) or "(no genre)"
-        after = ("; ".join(proposal["proposed"]) if proposal["proposed"]
-                 else f"unchanged ({proposal['reason'] or 'already set'})")
-        print(f"{proposal['path']}: {before} -> {after} [{proposal['genre']} "
-              f"{proposal['confidence']:.2f}]", file=self.out)
 
     def _count_decision(self, decision: TagDecision, summary: Summary) -> None:
         if decision.not_written is NotWritten.BELOW_THRESHOLD:
@@ -562,10 +534,9 @@ class Engine:
     """Processes files end to end; the only object that writes tags and the catalogue."""
 
     def __init__(self, config: Config, catalogue, *, classifier: Classifier | None = None,
-                 workers: int = 0, dry_run: bool = False, out: TextIO | None = None,
-                 hooks: EngineHooks | None = None):
+                 workers: int = 0, dry_run: bool = False, hooks: EngineHooks | None = None):
         self.config = config
-        self.recorder = Recorder(config, catalogue, dry_run=dry_run, out=out, hooks=hooks)
+        self.recorder = Recorder(config, catalogue, dry_run=dry_run, hooks=hooks)
         self.workers = workers or config.scan.workers or os.cpu_count() or 1
         self.dry_run = dry_run
         self._pool: ProcessPoolExecutor | None = None
@@ -618,7 +589,7 @@ class Engine:
             self._pool = None
 
     def process(self, files: Iterable[FoundFile], summary: Summary,
-                progress: Progress | None = None,
+                progress: ProgressSink | None = None,
                 should_stop: Callable[[], bool] = lambda: False) -> Summary:
         """Classify, tag and catalogue ``files``; results are committed batch by batch.
 
@@ -728,12 +699,12 @@ class Engine:
         submit(found)
         return None
 
-    def _advance(self, progress: Progress | None, count: int = 1) -> None:
+    def _advance(self, progress: ProgressSink | None, count: int = 1) -> None:
         if progress:
             progress.advance(count)
 
     def _finish_batch(self, items: list[WorkItem], summary: Summary,
-                      progress: Progress | None) -> None:
+                      progress: ProgressSink | None) -> None:
         if not items:
             return
         results = self.classifier.classify_prepared([i.track for i in items])
@@ -753,23 +724,23 @@ class ScanEngine(Protocol):
     def start(self) -> None: ...
 
     def process(self, files: Iterable[FoundFile], summary: Summary,
-                progress: Progress | None = None,
+                progress: ProgressSink | None = None,
                 should_stop: Callable[[], bool] = lambda: False) -> Summary: ...
 
     def close(self) -> None: ...
 
 
 def make_engine(config: Config, catalogue, *, workers: int = 0, dry_run: bool = False,
-                out: TextIO | None = None, hooks: EngineHooks | None = None,
+                hooks: EngineHooks | None = None,
                 classifier: Classifier | None = None) -> ScanEngine:
     """The engine ``cluster.engine`` selects: worker processes here, or a Ray cluster
     (``classifier`` and ``workers`` are the local engine's)."""
     if config.cluster.engine == "ray":
         from tagger.service.cluster import RayEngine
 
-        return RayEngine(config, catalogue, dry_run=dry_run, out=out, hooks=hooks)
+        return RayEngine(config, catalogue, dry_run=dry_run, hooks=hooks)
     return Engine(config, catalogue, classifier=classifier, workers=workers, dry_run=dry_run,
-                  out=out, hooks=hooks)
+                  hooks=hooks)
 
 
 # ---------------------------------------------------------------- interrupted tag writes
@@ -852,19 +823,19 @@ def record_skipped(catalogue, report: WalkReport, summary: Summary) -> None:
 
 
 def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
-         dry_run: bool = False, workers: int = 0, out: TextIO | None = None,
+         dry_run: bool = False, workers: int = 0,
          engine: ScanEngine | None = None,
          should_stop: Callable[[], bool] = lambda: False, retry_failed: bool = False,
-         progress: Callable[[int], Progress] | None = None,
+         progress: Callable[[int], ProgressSink] | None = None,
          on_proposal: Callable[[dict], None] | None = None,
          on_phase: Callable[[str], None] | None = None) -> Summary:
     """One pass over the library: classify what is new or changed, tag it, catalogue it.
 
     When ``should_stop()`` turns true, the batch being recorded is finished and committed,
     the files not classified yet stay pending for the next run, and the summary says it was
-    interrupted. ``progress(total)`` makes the object told of each finished file (default:
-    :class:`Progress`); ``on_phase`` hears what is starting ("loading", "classifying") for
-    a display; ``on_proposal``: see :class:`EngineHooks`.
+    interrupted. ``progress(total)`` makes the :class:`ProgressSink` told of each finished
+    file (default: none; the CLI passes its display); ``on_phase`` hears what is starting
+    ("loading", "classifying") for a display; ``on_proposal``: see :class:`EngineHooks`.
     """
     started = time.monotonic()
     report = WalkReport()
@@ -899,10 +870,10 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
     if own_engine:
         if on_phase:
             on_phase("loading")
-        engine = make_engine(config, catalogue, workers=workers, dry_run=dry_run, out=out,
+        engine = make_engine(config, catalogue, workers=workers, dry_run=dry_run,
                              hooks=EngineHooks(on_proposal=on_proposal))
         engine.start()  # a pool that cannot start is one clear error, not one per file
-    progress = (progress or Progress)(len(todo))
+    progress = (progress or NoProgress)(len(todo))
     engine.recorder.use_roots(roots)
     try:
         if on_phase:

@@ -162,13 +162,14 @@ def safe_rewrite(
     edit: Callable[[BinaryIO], tuple[T, bool]],
     *,
     checked: tuple[str, os.stat_result] | None = None,
-    _before_replace: Callable[[str], None] | None = None,
+    before_replace: Callable[[str], None] | None = None,
 ) -> T:
     """Apply ``edit`` to a same-directory copy of ``path`` and rename it over the original.
 
     ``edit(fileobj)`` returns ``(result, changed)``; when ``changed`` is false the copy is
     discarded and the original left alone. Any failure removes the copy and raises WriteError.
-    ``_before_replace`` is a test seam, called with the temp path just before the final check.
+    ``before_replace(temp path)`` runs just before the final check (a hook: tests meddle
+    with the file there).
     """
     real, st = checked if checked is not None else check_target(path)
     directory = os.path.dirname(real) or "."
@@ -197,8 +198,8 @@ def safe_rewrite(
                         )
                     os.fsync(dst.fileno())
                     _copy_owner_and_xattrs(src.fileno(), dst.fileno(), st)
-            if _before_replace is not None:
-                _before_replace(tmp)
+            if before_replace is not None:
+                before_replace(tmp)
             try:
                 now = os.stat(real)
             except FileNotFoundError:
