@@ -48,6 +48,8 @@ USABLE_STATUSES = ("done", "pending", "failed")
 class LabelledTrack:
     path: str
     genre: str
+    artist: str | None = None  # from the file's tags (or the catalogue): grouping the folds
+    album: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,33 @@ class GenreMap:
         return target or None
 
 
+def read_artist_album(path: str) -> tuple[str | None, str | None]:
+    """The file's first artist and album tag (None where missing or unreadable).
+
+    Read with mutagen's "easy" interface, which names them alike in ID3, Vorbis comments, MP4
+    and ASF; only the folds use them (to keep an artist on one side), so a file whose tags
+    cannot be read simply has none.
+    """
+    import mutagen
+
+    try:
+        audio = mutagen.File(path, easy=True)
+    except Exception:  # mutagen raises many types for a damaged file; grouping falls back
+        return None, None
+    if audio is None or audio.tags is None:
+        return None, None
+
+    def first(key: str) -> str | None:
+        try:
+            values = audio.tags.get(key) or []
+        except (KeyError, ValueError):
+            return None
+        value = str(values[0]).strip() if values else ""
+        return value or None
+
+    return first("artist"), first("album")
+
+
 def _unify_case(values: Sequence[str]) -> dict[str, str]:
     """value -> its genre: values equal but for case become the most common spelling."""
     spellings: dict[str, Counter] = {}
@@ -134,7 +163,7 @@ def folder_dataset(root: str | os.PathLike[str], library: LibraryConfig = Librar
         if label is None:
             dropped[folder.name] += len(files)
             continue
-        tracks += [LabelledTrack(path, label) for path in files]
+        tracks += [LabelledTrack(path, label, *read_artist_album(path)) for path in files]
     if not tracks:
         raise ConfigError("no audio files in genre folders (expected ROOT/<genre>/*.wav ...)",
                           root)
