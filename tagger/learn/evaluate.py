@@ -246,6 +246,13 @@ def cross_validate(embedded: EmbeddedSet, backbones: Backbones, options: HeadOpt
     ``groups``: the grouping key of each track, kept on one side of every split (default:
     its audio identity, ``embedded.keys``; see :func:`groups_for`). ``folds``: the fold of
     every track, given (other models are then compared on the very same folds)."""
+    return cross_validated(embedded, backbones, options, k, seed, groups, folds)[0]
+
+
+def cross_validated(embedded: EmbeddedSet, backbones: Backbones, options: HeadOptions,
+                    k: int = 5, seed: int = 0, groups: Sequence | None = None,
+                    folds: np.ndarray | None = None) -> tuple[dict, HeldOut]:
+    """:func:`cross_validate`, with the held-out predictions."""
     started = time.perf_counter()
     check_trainable(embedded)
     if folds is None:
@@ -262,13 +269,14 @@ def cross_validate(embedded: EmbeddedSet, backbones: Backbones, options: HeadOpt
                   "head": options.kind, "options": options.as_dict()},
         "elapsed_s": round(time.perf_counter() - started, 3),
     })
-    return _with_dataset(report, embedded)
+    return _with_dataset(report, embedded), held
 
 
-def evaluate_head(embedded: EmbeddedSet, backbones: Backbones, head) -> dict:
+def evaluate_head(embedded: EmbeddedSet, backbones: Backbones, head,
+                  held: HeldOut | None = None) -> dict:
     """Score a fixed genre head (a :class:`tagger.model.classify.GenreHead`) on every track."""
     started = time.perf_counter()
-    held = fixed_held_out(embedded, backbones, head)
+    held = held or fixed_held_out(embedded, backbones, head)
     report = build_report(held.true, held.predicted, held.true_seg, held.pred_seg,
                           paths=[t.path for t in embedded.tracks], true_labels=embedded.labels)
     spelled = {g.casefold() for g in head.genres}
@@ -282,6 +290,49 @@ def evaluate_head(embedded: EmbeddedSet, backbones: Backbones, head) -> dict:
         "elapsed_s": round(time.perf_counter() - started, 3),
     })
     return _with_dataset(report, embedded)
+
+
+def _summary(report: dict) -> dict:
+    return {k: report.get(k) for k in ("track_accuracy", "balanced_track_accuracy",
+                                        "segment_accuracy", "per_fold")}
+
+
+def evaluate_on_folds(embedded: EmbeddedSet, backbones: Backbones, *,
+                      options: HeadOptions | None = None, head=None, k: int = 5, seed: int = 0,
+                      group_by: str | None = None, baseline_features=None
+                      ) -> tuple[dict, HeldOut]:
+    """``tagger eval``: a head cross-validated (``options``) or a fixed ``head``, on folds
+    grouped by ``group_by`` (default: :func:`default_grouping`), and again by track when
+    that differs (``report["ungrouped"]``); the baseline on the same folds when its
+    features are given (``report["baseline"]``). Returns the report and the held-out
+    predictions of the grouped folds (for calibration)."""
+    grouping = group_by or default_grouping(embedded.tracks)
+    y = list(embedded.track_labels)
+    fold_sets = {grouping: stratified_folds(
+        y, k, seed, groups=groups_for(embedded.tracks, grouping, embedded.keys))}
+    if grouping != "track":
+        fold_sets["track"] = stratified_folds(y, k, seed, groups=list(embedded.keys))
+    reports, helds = {}, {}
+    for name, folds in fold_sets.items():
+        if head is None:
+            reports[name], helds[name] = cross_validated(embedded, backbones, options, k, seed,
+                                                         folds=folds)
+        else:
+            helds[name] = fixed_held_out(embedded, backbones, head, folds)
+            reports[name] = evaluate_head(embedded, backbones, head, held=helds[name])
+    report = reports[grouping]
+    report["grouped_by"] = grouping
+    if grouping != "track":
+        report["ungrouped"] = _summary(reports["track"])
+    if baseline_features is not None:
+        from tagger.learn.baseline import baseline_held_out
+
+        report["baseline"] = {}
+        for name, folds in fold_sets.items():
+            held = baseline_held_out(embedded, baseline_features, folds, seed)
+            report["baseline"]["grouped" if name == grouping else "ungrouped"] = _summary(
+                held_out_report(held, embedded))
+    return report, helds[grouping]
 
 
 def _with_dataset(report: dict, embedded: EmbeddedSet) -> dict:
@@ -360,9 +411,10 @@ def format_report(report: dict) -> str:
     """The report as the text ``tagger eval`` prints."""
     data = report["dataset"]
     model = report["model"]
+    grouping = report.get("grouped_by", "track")
     if report["mode"] == "cross-validation":
-        head = (f"{report['folds']}-fold cross-validation by track; head: {model['head']} on "
-                f"{model['embedding']} embeddings")
+        head = (f"{report['folds']}-fold cross-validation by {grouping}; head: {model['head']} "
+                f"on {model['embedding']} embeddings")
     else:
         head = f"model {model['name']} ({model['sha256'][:12]}), no training"
     lines = [
@@ -378,6 +430,25 @@ def format_report(report: dict) -> str:
     if report.get("per_fold"):
         lines.append("per fold (tracks):  " + "  ".join(
             f"{f['track_accuracy']:.3f}" for f in report["per_fold"]))
+    if report.get("ungrouped"):
+        u = report["ungrouped"]
+        lines.append(f"by track instead  {u['track_accuracy']:.3f}  (balanced "
+                     f"{_cell(u['balanced_track_accuracy'])}): what folds that split an "
+                     f"{grouping} would claim")
+    for name, b in (report.get("baseline") or {}).items():
+        lines.append(f"baseline ({name}: by {grouping if name == 'grouped' else 'track'})  "
+                     f"{_cell(b['track_accuracy'])}  (balanced "
+                     f"{_cell(b['balanced_track_accuracy'])}; MFCC + spectral statistics, "
+                     "logistic regression, same folds)")
+    cal = report.get("calibration")
+    if cal:
+        threshold = (f"threshold {cal['threshold']:.3f} for precision "
+                     f"{cal['target_precision']:g}: precision {cal['precision']:.3f}, "
+                     f"coverage {cal['coverage']:.3f}" if cal["threshold"] is not None
+                     else f"no threshold reaches precision {cal['target_precision']:g}")
+        lines.append(f"calibration      ECE {cal['ece_before']:.3f} raw -> "
+                     f"{cal['ece_after']:.3f} {cal['method']} (isotonic "
+                     f"{cal['ece_after_by_method']['isotonic']:.3f}); {threshold}")
     if report.get("labels_unknown_to_model"):
         lines.append("genres the model cannot predict (map them with --map): "
                      + ", ".join(report["labels_unknown_to_model"]))
