@@ -47,6 +47,8 @@ class Editor(BaseEditor):
     GENRE = GENRE
     CONFIDENCE = CONFIDENCE
     FIELDS = FIELDS
+    ARTIST = ("TPE1", "TPE2")
+    ALBUM = ("TALB",)
 
     def __init__(self, fileobj: BinaryIO, container: str):
         self.container = container
