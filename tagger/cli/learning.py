@@ -298,7 +298,8 @@ def print_learn(outcome, args: argparse.Namespace, config: Config) -> None:
             continue
         any_cal = True
         by = report.ece_after_by_method
-        cal.add_row(names[key], report.method, str(report.tracks), _f(report.ece_before),
+        method = report.method if report.applied else "none (did not help)"
+        cal.add_row(names[key], method, str(report.tracks), _f(report.ece_before),
                     _f(by.get("isotonic")), _f(by.get("temperature")),
                     _f(report.threshold), _f(report.precision), _f(report.coverage))
     if any_cal:

@@ -13,6 +13,10 @@ winner is the track's genre. Everything is measured the honest way, on the same 
   (``sigmoid((logit(c) - bias) / T)``, fitted by maximum likelihood: temperature scaling of
   the confidence's logit with a shift, i.e. Platt scaling). Both are measured; the default
   is chosen in docs/training.md from the measurement.
+* **Only when it helps**: a calibrator whose held-out ECE is not below the raw one (too few
+  tracks, or folds too unlike each other: a calibration learnt on some artists that does not
+  carry over to others) is not applied; the identity is stored instead (``temperature`` 1,
+  shift 0) and the threshold is chosen on the raw confidences.
 * **The auto threshold**: the lowest calibrated confidence at which the tracks at or above
   it are right at least ``target`` of the time (their precision), with the share of tracks
   it keeps (coverage); measured on the cross-calibrated held-out values, which is what scan
@@ -36,6 +40,8 @@ BINS = 10
 MIN_TRACKS = 30
 DEFAULT_METHOD = "temperature"  # docs/training.md "Calibration": why
 DEFAULT_TARGET = 0.9
+#: what is stored when calibrating does not help: sigmoid(logit(c)) = c
+IDENTITY = Calibrator("temperature", {"temperature": 1.0, "bias": 0.0})
 
 
 def expected_calibration_error(confidence, correct, bins: int = BINS) -> float:
@@ -150,6 +156,7 @@ class CalibrationReport:
     threshold: float | None
     precision: float | None
     coverage: float
+    applied: bool = True  # False: the calibrator did not lower the held-out ECE: identity
     raw_threshold: dict = field(default_factory=dict)  # the same rule on raw confidences
     reliability_before: list[dict] = field(default_factory=list)
     reliability_after: list[dict] = field(default_factory=list)
@@ -157,6 +164,7 @@ class CalibrationReport:
     def as_dict(self) -> dict:
         return {
             "model": self.model, "model_sha256": self.model_sha256, "method": self.method,
+            "applied": self.applied, "stored": self.calibrator.as_dict(),
             "parameters": self.calibrator.parameters, "tracks": self.tracks,
             "ece_before": round(self.ece_before, 4), "ece_after": round(self.ece_after, 4),
             "ece_after_by_method": {k: round(v, 4) for k, v in self.ece_after_by_method.items()},
@@ -180,14 +188,20 @@ def calibrate(held: HeldOut, model_sha256: str, *, method: str = DEFAULT_METHOD,
     confidence, correct = held.confidence, held.correct
     after = {m: cross_calibrated(confidence, correct, held.folds, m) for m in METHODS}
     ece_after = {m: expected_calibration_error(v, correct) for m, v in after.items()}
-    threshold, precision, coverage = choose_threshold(after[method], correct, target)
+    ece_before = expected_calibration_error(confidence, correct)
+    applied = ece_after[method] < ece_before
+    if applied:
+        calibrator, calibrated = fit_calibrator(confidence, correct, method), after[method]
+    else:
+        calibrator, calibrated = IDENTITY, confidence
+    threshold, precision, coverage = choose_threshold(calibrated, correct, target)
     raw_t, raw_p, raw_c = choose_threshold(confidence, correct, target)
     return CalibrationReport(
-        model=held.model, model_sha256=model_sha256, method=method,
-        calibrator=fit_calibrator(confidence, correct, method), tracks=n,
-        ece_before=expected_calibration_error(confidence, correct),
-        ece_after=ece_after[method], ece_after_by_method=ece_after,
-        target_precision=target, threshold=threshold, precision=precision, coverage=coverage,
+        model=held.model, model_sha256=model_sha256,
+        method=method, calibrator=calibrator, tracks=n,
+        ece_before=ece_before, ece_after=ece_after[method] if applied else ece_before,
+        ece_after_by_method=ece_after, target_precision=target, threshold=threshold,
+        precision=precision, coverage=coverage, applied=applied,
         raw_threshold={"threshold": raw_t, "precision": raw_p, "coverage": raw_c},
         reliability_before=reliability(confidence, correct),
         reliability_after=reliability(after[method], correct))
@@ -207,7 +221,8 @@ def plot_reliability(reports: list[CalibrationReport], path: str, title: str = "
         for rows, label, colour in (
                 (report.reliability_before, f"raw (ECE {report.ece_before:.3f})", "#cb181d"),
                 (report.reliability_after,
-                 f"{report.method} (ECE {report.ece_after:.3f})", "#2171b5")):
+                 f"{report.method} (ECE {report.ece_after_by_method[report.method]:.3f}"
+                 f"{'' if report.applied else ': not applied'})", "#2171b5")):
             pts = [(r["confidence"], r["accuracy"], r["tracks"]) for r in rows if r["tracks"]]
             if pts:
                 x, y, n = zip(*pts)

@@ -230,7 +230,7 @@ def _with_default_model(config: Config) -> Config:
 
 def _record_calibration(catalogue, report: CalibrationReport) -> int:
     return catalogue.record_calibration(
-        report.model_sha256, report.method, report.calibrator.parameters,
+        report.model_sha256, report.calibrator.method, report.calibrator.parameters,
         ece_before=report.ece_before, ece_after=report.ece_after, tracks=report.tracks,
         target_precision=report.target_precision, threshold=report.threshold,
         precision=report.precision, coverage=report.coverage)

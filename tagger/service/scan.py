@@ -113,15 +113,12 @@ def decide_tags(outcome: Vote, existing: list[str], policy: TagsConfig) -> TagDe
 # ---------------------------------------------------------------- calibration
 
 
-_warned_uncalibrated: set[str] = set()
-
-
 def resolve_calibration(config: Config, catalogue, model_sha256: str,
                         fallback=None) -> tuple[object | None, Config]:
     """(calibrator, config): the calibration ``tagger learn`` recorded for the model (else
     ``fallback``: a bundle's own card), and the config with ``tags.min_confidence`` as a
-    number ("auto": that calibration's threshold; without one, the fixed default, said once
-    per model and process)."""
+    number ("auto": that calibration's threshold; without one, the fixed default, said once:
+    each engine resolves it once)."""
     from tagger.model.calibration import Calibrator
 
     record = catalogue.calibration_for(model_sha256) if catalogue is not None else None
@@ -134,12 +131,10 @@ def resolve_calibration(config: Config, catalogue, model_sha256: str,
         return calibrator, config
     threshold = record.threshold if record is not None else None
     if threshold is None:
-        if model_sha256 not in _warned_uncalibrated:
-            _warned_uncalibrated.add(model_sha256)
-            why = ("no calibration for this model yet (run 'tagger learn')" if record is None
-                   else "no threshold reaches tags.target_precision on the labelled tracks")
-            log.warning("tags.min_confidence = \"auto\": %s; using %g", why,
-                        DEFAULT_MIN_CONFIDENCE)
+        why = ("no calibration for this model yet (run 'tagger learn')" if record is None
+               else "no threshold reaches tags.target_precision on the labelled tracks")
+        log.warning("tags.min_confidence = \"auto\": %s; using %g", why,
+                    DEFAULT_MIN_CONFIDENCE)
         threshold = DEFAULT_MIN_CONFIDENCE
     return calibrator, replace(config, tags=replace(tags_config, min_confidence=float(threshold)))
 
