@@ -11,16 +11,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers.audio import DATA_DIR, SHORT_CLIP
 
 from tagger.config import Config
 from tagger.library import tags
 from tagger.library.catalogue import Catalogue
+from tagger.model.cache import CACHE_FILE, TABLE
 from tagger.service.cluster import map_path
 from tagger.service.scan import scan
 
@@ -156,6 +159,24 @@ def test_ray_scan_matches_the_local_engine(mixed_library, ray_catalogue, tmp_pat
         a, b = local_lib / name, ray_lib / name
         if mine[name][2] is not None:
             assert tags.read_genres(a) == tags.read_genres(b), name
+    # the driver's Recorder cached what the actors sent back, as the local engine does
+    local_rows, ray_rows = cached_embeddings(tmp_path / "state"), cached_embeddings(
+        tmp_path / "state_ray")
+    assert local_rows.keys() == ray_rows.keys()
+    with Catalogue(config.database_url) as catalogue:
+        classified = {catalogue.track(str(local_lib / name)).content_id
+                      for name, p in mine.items() if p[2] is not None}
+    assert set(local_rows) == classified and len(classified) >= files - 3
+    for key, (segments, pen) in local_rows.items():
+        assert ray_rows[key][0] == segments
+        assert np.abs(ray_rows[key][1] - pen).max() < 1e-2, key
+
+
+def cached_embeddings(state: Path) -> dict[str, tuple[int, np.ndarray]]:
+    with sqlite3.connect(state / CACHE_FILE) as db:
+        return {key: (n, np.frombuffer(pen, np.float16).astype(np.float32))
+                for key, n, pen in db.execute(
+                    f"SELECT content_id, segments, penultimate FROM {TABLE}")}
 
 
 def test_a_node_killed_mid_scan_loses_nothing(mixed_library, tmp_path):

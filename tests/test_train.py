@@ -36,6 +36,7 @@ from tagger.model.bundle import (
     resolve_bundle_path,
     write_bundle,
 )
+from tagger.model.cache import TABLE
 from tagger.model.classify import Classifier
 from tagger.model.embeddings import CACHE_FILE, EmbeddingCache
 from tagger.model.heads import HeadNet
@@ -196,7 +197,7 @@ def test_retraining_reads_the_cache_and_decodes_nothing(trained, labelled, state
     assert trained[2] == 0
     config = config_from_dict({"state_dir": str(state)})
     with sqlite3.connect(state / CACHE_FILE) as db:
-        rows_before = db.execute("select count(*) from embeddings").fetchone()[0]
+        rows_before = db.execute(f"select count(*) from {TABLE}").fetchone()[0]
     assert rows_before >= N_TRACKS
     backbones = load_backbones(config)
     embedded = embed(folder_dataset(labelled), config, backbones)

@@ -120,11 +120,14 @@ class CountingClassifier:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def classify_prepared(self, tracks):
+    def classify_embedded(self, tracks):
         with self._lock:
             for track in tracks:
                 self.counts[track.path] += 1
-        return self.inner.classify_prepared(tracks)
+        return self.inner.classify_embedded(tracks)
+
+    def classify_prepared(self, tracks):
+        return [result for result, _ in self.classify_embedded(tracks)]
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -235,7 +238,7 @@ class BrokenClassifier:
     def __init__(self):
         self.counts: Counter[str] = Counter()
 
-    def classify_prepared(self, tracks):
+    def classify_embedded(self, tracks):
         self.counts.update(t.path for t in tracks)
         raise ValueError("confidence must be a finite number, got nan")
 
@@ -353,7 +356,7 @@ def test_an_emptied_root_pauses_instead_of_marking_the_library_missing(setup, cl
         wait_for(lambda: status_of(db, root / "Album" / "c.ogg") == "done", what="the new file")
         # the root that was not there appears (mounted): it is watched from then on
         nas.mkdir()
-        wait_for(lambda: watcher._root_present_last[str(nas)], what="the new root")
+        wait_for(lambda: watcher.is_watched(nas), what="the new root")
         late = trumpet(nas / "late.ogg", variants[3])
         wait_for(lambda: status_of(db, late) == "done", what="a file in the late root")
         assert not watcher.paused

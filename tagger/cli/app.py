@@ -22,6 +22,7 @@ from tagger.cli.common import (
 )
 from tagger.cli.learning import cmd_eval, cmd_learn, cmd_train
 from tagger.cli.library import cmd_db, cmd_list, cmd_prune, cmd_revert, cmd_show, cmd_stats
+from tagger.cli.retag import cmd_retag
 from tagger.cli.scanning import cmd_classify, cmd_demo, cmd_scan, cmd_status, cmd_watch
 from tagger.config import Config, load_config, workers_option
 from tagger.errors import ConfigError, TaggerError
@@ -50,7 +51,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "prune": cmd_prune,
     "completion": cmd_completion,
     "demo": cmd_demo,
+    "retag": cmd_retag,
 }
+
+#: the commands that classify: their model is resolved once, here (tagger.service.models)
+MODEL_COMMANDS = frozenset({"classify", "scan", "demo", "watch", "retag"})
 
 
 DESCRIPTION = """\
@@ -155,8 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where to copy them (default: ./demo-library)")
 
     from tagger.cli.listing import add_parsers
+    from tagger.cli.retag import add_parser as add_retag
 
     add_parsers(sub, [db])
+    add_retag(sub, [db, model])
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh", "fish"))
 
@@ -339,6 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.path.expanduser(args.model))
             config = dataclasses.replace(config, model=dataclasses.replace(config.model,
                                                                            bundle=bundle))
+        if args.command in MODEL_COMMANDS:  # --model, model.bundle, the adopted one, default
+            from tagger.service.models import resolve_model
+
+            args.model_choice = resolve_model(config, explicit=bool(getattr(args, "model", None)))
+            config = args.model_choice.config
         cluster = {k: v for k in ("engine", "address") if (v := getattr(args, k, None))}
         if cluster:
             config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster,

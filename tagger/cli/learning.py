@@ -37,9 +37,21 @@ def _labelled_dataset(args: argparse.Namespace, config: Config):
     return folder_dataset(args.source[0], config.library, genre_map)
 
 
+def _embedding_read(args: argparse.Namespace, config: Config) -> str:
+    """The embedding the head of this command reads (a bundle's, or the one trained)."""
+    if getattr(args, "model", None):
+        from tagger.model.bundle import DEFAULT_BUNDLE, read_card, resolve_bundle_path
+
+        if config.model.bundle == DEFAULT_BUNDLE:
+            return "tags"
+        return read_card(resolve_bundle_path(config))["embedding"]
+    return _head_options(args).embedding
+
+
 def _embedded(args: argparse.Namespace, config: Config):
     from tagger.cli.progress import ScanDisplay
     from tagger.learn.train import embed, load_backbones
+    from tagger.model.embeddings import needs_pooled
 
     dataset = _labelled_dataset(args, config)
     backbones = load_backbones(config)
@@ -52,7 +64,7 @@ def _embedded(args: argparse.Namespace, config: Config):
 
     try:
         embedded = embed(dataset, config, backbones, threads=config.scan.workers or 2,
-                         progress=advance)
+                         progress=advance, pooled=needs_pooled(_embedding_read(args, config)))
     finally:
         progress.close()
     stats = embedded.stats

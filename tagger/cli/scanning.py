@@ -100,8 +100,11 @@ def cmd_watch(args: argparse.Namespace, config: Config) -> int:
     if not roots:
         raise UsageError("no PATH given and no 'library.roots' in tagger.toml")
     from tagger.cli.systemd import notify_when_started
+    from tagger.service.models import ModelSource
 
-    watcher = Watcher(roots, config, workers=args.workers or 0)
+    choice = getattr(args, "model_choice", None)
+    follow = choice is None or choice.source in (ModelSource.DEFAULT, ModelSource.ADOPTED)
+    watcher = Watcher(roots, config, workers=args.workers or 0, follow_adoption=follow)
     with graceful_stop() as should_stop, notify_when_started(watcher.started):
         watcher.run(should_stop)
     return EXIT_OK
@@ -111,5 +114,23 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     from tagger.service.watch import format_status, read_status
 
     info = read_status(config)
-    print(json.dumps(info, ensure_ascii=False) if args.json else format_status(info))
+    info["model"] = _model_in_use(config)
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False))
+    else:
+        print(format_status(info))
+        print(f"model: {info['model']['describe']}")
     return EXIT_OK if info["running"] else EXIT_FAILURES
+
+
+def _model_in_use(config: Config) -> dict:
+    """Which model scan, watch and retag use now, and why (tagger.service.models)."""
+    from tagger.errors import TaggerError
+    from tagger.service.models import resolve_model
+
+    try:
+        choice = resolve_model(config)
+    except TaggerError as exc:
+        return {"source": "error", "bundle": config.model.bundle, "describe": str(exc)}
+    return {"source": choice.source.value, "bundle": choice.bundle,
+            "describe": choice.describe()}

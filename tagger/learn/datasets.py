@@ -211,7 +211,8 @@ class EmbeddedSet:
     def outputs(self, backbones: Backbones) -> BackboneOutput:
         """Tag scores (from the cached embeddings) and both embeddings of every segment."""
         pen = np.concatenate([e.penultimate for e in self.embeddings])
-        pooled = np.concatenate([e.pooled for e in self.embeddings])
+        pooled = (None if any(e.pooled is None for e in self.embeddings)
+                  else np.concatenate([e.pooled for e in self.embeddings]))
         return BackboneOutput(backbones.tag_scores_from_penultimate(pen), pen, pooled)
 
     def features(self, kind: str, backbones: Backbones) -> np.ndarray:
@@ -230,11 +231,15 @@ class EmbeddedSet:
 
 def embed_dataset(dataset: Dataset, config: Config, backbones: Backbones,
                   cache: EmbeddingCache | None, *, threads: int = 2,
-                  progress: Callable[[int, int], None] | None = None) -> EmbeddedSet:
-    """Embeddings of every labelled track (cached ones read, the rest decoded and cached)."""
+                  progress: Callable[[int, int], None] | None = None,
+                  pooled: bool = True) -> EmbeddedSet:
+    """Embeddings of every labelled track (cached ones read, the rest decoded and cached).
+
+    ``pooled`` False: a scan's cached row (no pooled features) is enough, for a head on
+    ``penultimate`` or ``tags`` (:func:`tagger.model.embeddings.needs_pooled`)."""
     paths = [t.path for t in dataset.tracks]
     embeddings, stats = extract(paths, config, backbones, cache, threads=threads,
-                                progress=progress)
+                                progress=progress, pooled=pooled)
     kept = [(t, e) for t, e in zip(dataset.tracks, embeddings) if e is not None]
     if stats.failed:
         log.warning("%d of %d tracks could not be read and are left out", stats.failed,

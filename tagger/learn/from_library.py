@@ -45,7 +45,7 @@ from tagger.learn.evaluate import (
     stratified_folds,
 )
 from tagger.learn.train import embed, load_backbones, train_bundle
-from tagger.model.embeddings import Backbones
+from tagger.model.embeddings import Backbones, needs_pooled
 from tagger.model.heads import HeadOptions
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,10 @@ def learn(catalogue, config: Config, *, prefixes: Sequence[str] | None = None,
                if labels.too_few else "")
             + " ('tagger scan' first; then set genres, or lower --min-tracks)")
     backbones = backbones or load_backbones(config)
-    embedded = embed(labels.dataset, config, backbones, threads=threads, progress=progress)
+    # a head on penultimate (or tags) needs only what scan caches: no decode for a scanned
+    # library; pooled features are decoded (and cached) where missing
+    embedded = embed(labels.dataset, config, backbones, threads=threads, progress=progress,
+                     pooled=needs_pooled(options.embedding))
     from tagger.model.classify import genre_head
 
     default_config = _with_default_model(config)

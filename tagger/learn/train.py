@@ -40,14 +40,16 @@ def load_backbones(config: Config) -> Backbones:
 
 
 def embed(dataset: Dataset, config: Config, backbones: Backbones, *, use_cache: bool = True,
-          threads: int = 2, progress: Callable[[int, int], None] | None = None) -> EmbeddedSet:
-    """Embed a dataset through the state directory's cache (``use_cache=False``: no cache)."""
+          threads: int = 2, progress: Callable[[int, int], None] | None = None,
+          pooled: bool = True) -> EmbeddedSet:
+    """Embed a dataset through the state directory's cache (``use_cache=False``: no cache;
+    ``pooled`` False: the head reads no pooled features, a scan's cached row will do)."""
     if not dataset.tracks:
         raise ConfigError(f"{dataset.name}: no labelled tracks")
     cache = EmbeddingCache.for_config(config) if use_cache else None
     try:
         embedded = embed_dataset(dataset, config, backbones, cache, threads=threads,
-                                 progress=progress)
+                                 progress=progress, pooled=pooled)
     finally:
         if cache is not None:
             cache.close()

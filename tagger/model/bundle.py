@@ -33,7 +33,7 @@ import torch
 from tagger.config import Config
 from tagger.errors import ModelError, WriteError
 from tagger.model.calibration import Calibrator
-from tagger.model.embeddings import BackboneOutput
+from tagger.model.embeddings import BackboneOutput, needs_pooled
 from tagger.model.heads import HeadNet
 from tagger.model.musicnn import LoadedModel
 from tagger.results import ModelInfo
@@ -202,10 +202,9 @@ class TrainedHead:
         self.genres = bundle.labels
         self.info = ModelInfo(name=bundle.name, sha256=bundle.sha256, vocabulary=bundle.labels)
         self.score_keys = tuple(f"head:{label}" for label in bundle.labels)
+        self.needs_pooled = needs_pooled(bundle.embedding)
 
     def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
-        if outputs.pooled is not None and outputs.pooled.dtype != np.float16:
-            # embeddings are cached at half precision: give the head what it was trained on
-            outputs = BackboneOutput(outputs.tag_scores, outputs.penultimate,
-                                     outputs.pooled.astype(np.float16))
-        return self.bundle.net.probabilities(outputs.features(self.bundle.embedding))
+        # embeddings are cached at half precision: give the head what it was trained on, the
+        # same whether they come from the backbones now or from the cache
+        return self.bundle.net.probabilities(outputs.as_stored().features(self.bundle.embedding))

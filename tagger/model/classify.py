@@ -17,7 +17,12 @@ from tagger.config import Config
 from tagger.errors import ConfigError, ReadError, TaggerError
 from tagger.model.bundle import DEFAULT_BUNDLE, TrainedHead, load_bundle, resolve_bundle_path
 from tagger.model.calibration import Calibrator
-from tagger.model.embeddings import BackboneOutput, Backbones, combined_sha256
+from tagger.model.embeddings import (
+    BackboneOutput,
+    Backbones,
+    TrackEmbeddings,
+    combined_sha256,
+)
 from tagger.model.genres import Vocabulary, build_vocabulary
 from tagger.model.musicnn import LoadedModel, load_musicnn
 from tagger.model.vote import vote
@@ -96,6 +101,7 @@ class GenreHead(Protocol):
     info: ModelInfo  # the model the catalogue records for each prediction
     genres: tuple[str, ...]  # the columns of genre_scores, the genres voted over
     needs_embeddings: bool  # whether genre_scores reads the embeddings (else tag scores only)
+    needs_pooled: bool  # whether it reads the pooled features (not in a scan's cache rows)
     score_keys: tuple[str, ...]  # keys of the genre scores in each segment's scores; () none
 
     def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
@@ -107,6 +113,7 @@ class VocabularyHead:
     """The default: the genre map over the backbones' tags (tagger.model.genres; docs/genres.md)."""
 
     needs_embeddings = False
+    needs_pooled = False
     score_keys: tuple[str, ...] = ()
 
     def __init__(self, vocabulary: Vocabulary, backbones_sha256: str):
@@ -144,8 +151,10 @@ class Classifier:
     The genres come from the genre map over their tags, or, when ``model.bundle`` names a
     trained bundle, from its head over their embeddings (descriptors always come from the
     tags). Construct once: loading checks the weights' sha256 against the model card (and a
-    bundle's own sha256 and backbones). Then call :meth:`classify` with paths, or
-    :meth:`classify_prepared` with tracks that worker processes already decoded.
+    bundle's own sha256 and backbones). Then call :meth:`classify` with paths,
+    :meth:`classify_prepared` with tracks that worker processes already decoded
+    (:meth:`classify_embedded` also hands back what the embedding cache keeps), or
+    :meth:`classify_cached` with cached embeddings: no decode, no backbone pass.
     """
 
     def __init__(self, config: Config, calibrator: Calibrator | None = None):
@@ -176,12 +185,18 @@ class Classifier:
         return self.backbones.run(patches, embeddings=False).tag_scores
 
     def backbone_outputs(self, patches: np.ndarray) -> BackboneOutput:
-        """Tag scores of every patch, and the embeddings when the genre head reads them."""
-        return self.backbones.run(patches, embeddings=self.head.needs_embeddings)
+        """Tag scores and penultimate embedding of every patch (what the cache keeps), and
+        the pooled features when the genre head reads them."""
+        return self.backbones.run(patches, embeddings=True, pooled=self.head.needs_pooled)
 
     def result_for(self, track: PreparedTrack, tag_scores: np.ndarray,
                    genre_scores: np.ndarray) -> TrackResult:
         """Vote over one track's segment genre scores and assemble its result."""
+        return self._result(track.path, track.starts_s, track.duration_s, tag_scores,
+                            genre_scores)
+
+    def _result(self, path: str, starts_s, duration_s: float | None, tag_scores: np.ndarray,
+                genre_scores: np.ndarray) -> TrackResult:
         outcome = calibrated(vote(self.head.genres, genre_scores), self.calibrator)
         keys = self.output_keys + self.head.score_keys
         rows = (np.concatenate([tag_scores, genre_scores], axis=1) if self.head.score_keys
@@ -193,17 +208,20 @@ class Classifier:
                 scores={k: round(float(v), 6) for k, v in zip(keys, row)},
                 genre_scores={g: round(float(v), 4) for g, v in zip(self.head.genres, votes)},
             )
-            for start, winner, row, votes in zip(track.starts_s, outcome.segment_winners, rows,
+            for start, winner, row, votes in zip(starts_s, outcome.segment_winners, rows,
                                                  genre_scores)
         )
         model = self.config.model
         descriptors = self.vocabulary.descriptors(
             tag_scores, model.descriptor_threshold, model.max_descriptors)
-        return TrackResult(path=track.path, model=self.info, vote=outcome, segments=segments,
-                           descriptors=descriptors, duration_s=track.duration_s)
+        return TrackResult(path=path, model=self.info, vote=outcome, segments=segments,
+                           descriptors=descriptors, duration_s=duration_s)
 
-    def classify_prepared(self, tracks: Sequence[PreparedTrack]) -> list[TrackResult]:
-        """Run the models once over all segments of ``tracks`` and vote per track."""
+    def classify_embedded(self, tracks: Sequence[PreparedTrack]
+                          ) -> list[tuple[TrackResult, TrackEmbeddings]]:
+        """Run the models once over all segments of ``tracks`` and vote per track; with each
+        result, the track's embeddings as the cache keeps them (key unset: the caller knows
+        the audio's identity)."""
         if not tracks:
             return []
         outputs = self.backbone_outputs(np.concatenate([t.patches for t in tracks]))
@@ -211,10 +229,58 @@ class Classifier:
         results, start = [], 0
         for track in tracks:
             stop = start + len(track.patches)
-            results.append(self.result_for(track, outputs.tag_scores[start:stop],
-                                           genre_scores[start:stop]))
+            result = self.result_for(track, outputs.tag_scores[start:stop],
+                                     genre_scores[start:stop])
+            # the cache keeps the penultimate only: a scan's budget is 10 KB per track
+            embeddings = TrackEmbeddings.from_outputs(
+                BackboneOutput(outputs.tag_scores[start:stop],
+                               outputs.penultimate[start:stop]),
+                track.starts_s, track.duration_s, backbone=self.backbones.sha256)
+            results.append((result, embeddings))
             start = stop
         return results
+
+    def classify_prepared(self, tracks: Sequence[PreparedTrack]) -> list[TrackResult]:
+        """Run the models once over all segments of ``tracks`` and vote per track."""
+        return [result for result, _ in self.classify_embedded(tracks)]
+
+    def can_use_cached(self, embeddings: TrackEmbeddings) -> bool:
+        """Whether :meth:`classify_cached` can re-predict from these embeddings: made by these
+        backbones, with the pooled features when the genre head reads them."""
+        return (embeddings.backbone in ("", self.backbones.sha256)
+                and (embeddings.pooled is not None or not self.head.needs_pooled))
+
+    def classify_cached(self, items: Sequence[tuple[str, TrackEmbeddings]]
+                        ) -> list[TrackResult]:
+        """Re-predict tracks from their cached embeddings (``(path, embeddings)`` pairs): the
+        same vote, confidence, candidates and segments as :meth:`classify` gives, within the
+        cache's half precision, with no decode. The default genre map reads the tag scores
+        of the networks' own output layers over the penultimate embedding; a trained head
+        reads its embedding directly (a ``pooled`` head needs rows that hold it: see
+        :meth:`can_use_cached`; a ValueError otherwise)."""
+        if not items:
+            return []
+        for path, emb in items:
+            if not self.can_use_cached(emb):
+                why = ("made by other backbones" if emb.backbone != self.backbones.sha256
+                       else "no pooled features")
+                raise ValueError(f"{path}: its cached embeddings cannot feed this model ({why})")
+        pen = np.concatenate([e.penultimate for _, e in items])
+        pooled = (np.concatenate([e.pooled for _, e in items]) if self.head.needs_pooled
+                  else None)
+        tag_scores = self.backbones.tag_scores_from_penultimate(pen)
+        genre_scores = self.head.genre_scores(BackboneOutput(tag_scores, pen, pooled))
+        results, start = [], 0
+        for path, emb in items:
+            stop = start + emb.segments
+            results.append(self._result(path, emb.starts_s, emb.duration_s,
+                                        tag_scores[start:stop], genre_scores[start:stop]))
+            start = stop
+        return results
+
+    def vote_cached(self, path: str, embeddings: TrackEmbeddings) -> TrackResult:
+        """:meth:`classify_cached` for one track."""
+        return self.classify_cached([(path, embeddings)])[0]
 
     def failure(self, path: str, error: TaggerError | str) -> TrackResult:
         return TrackResult(path=str(path), model=self.info, error=str(error))

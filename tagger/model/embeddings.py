@@ -10,18 +10,19 @@ embeddings are cached in ``<state_dir>/embeddings.sqlite``, keyed by the identit
 payload (:func:`tagger.audio.identity.content_id`: retagging or renaming keeps the key), the
 backbones' combined sha256 and the segment settings. Retraining, cross-validating and
 evaluating read the cache and decode nothing. The cache never writes anywhere else.
+
+The cache itself (torch-free, so that the scan's writer can fill it) is
+:mod:`tagger.model.cache`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -30,16 +31,27 @@ import torch
 from tagger.audio.features import PreparedTrack, prepare_track
 from tagger.audio.identity import content_id
 from tagger.config import Config
-from tagger.errors import ReadError, TaggerError, WriteError
+from tagger.errors import ReadError, TaggerError
+from tagger.model.cache import (  # noqa: F401  (the cache's names, as they always were here)
+    CACHE_FILE,
+    CACHE_VERSION,
+    STORED_DTYPE,
+    EmbeddingCache,
+    TrackEmbeddings,
+    segment_settings,
+)
 from tagger.model.musicnn import LoadedModel
 
 log = logging.getLogger(__name__)
 
 #: embedding choices a head can be trained on
 EMBEDDINGS = ("penultimate", "pooled", "both", "tags")
-CACHE_FILE = "embeddings.sqlite"
-#: bump when what is cached for the same audio and settings changes
-CACHE_VERSION = 1
+
+
+def needs_pooled(embedding: str) -> bool:
+    """Whether a head on ``embedding`` reads the pooled features (which a scan does not cache:
+    such a head needs the track decoded once more)."""
+    return embedding in ("pooled", "both")
 
 
 def combined_sha256(models: Sequence[LoadedModel]) -> str:
@@ -53,7 +65,7 @@ class BackboneOutput:
     """What the backbones say about a batch of segments; embeddings only when asked for."""
 
     tag_scores: np.ndarray  # (segments, 100) sigmoid scores, MSD then MTT
-    penultimate: np.ndarray | None = None  # (segments, 400) float32
+    penultimate: np.ndarray | None = None  # (segments, 400) float32 or float16
     pooled: np.ndarray | None = None  # (segments, 3012) float32 or float16
 
     def __len__(self) -> int:
@@ -61,17 +73,27 @@ class BackboneOutput:
 
     def features(self, kind: str) -> np.ndarray:
         """The input of a head trained on ``kind`` (one of :data:`EMBEDDINGS`), float32."""
+        if kind not in EMBEDDINGS:
+            raise ValueError(f"unknown embedding {kind!r}; choose from {', '.join(EMBEDDINGS)}")
         if kind == "tags":
             return np.asarray(self.tag_scores, dtype=np.float32)
-        if self.penultimate is None or self.pooled is None:
+        if self.penultimate is None:
             raise ValueError("these backbone outputs hold no embeddings")
         if kind == "penultimate":
             return np.asarray(self.penultimate, dtype=np.float32)
+        if self.pooled is None:
+            raise ValueError(f"a {kind!r} head needs the pooled features, which these outputs "
+                             "do not hold")
         if kind == "pooled":
             return np.asarray(self.pooled, dtype=np.float32)
-        if kind == "both":
-            return np.concatenate([self.penultimate, self.pooled], axis=1, dtype=np.float32)
-        raise ValueError(f"unknown embedding {kind!r}; choose from {', '.join(EMBEDDINGS)}")
+        return np.concatenate([self.penultimate, self.pooled], axis=1, dtype=np.float32)
+
+    def as_stored(self) -> BackboneOutput:
+        """The embeddings rounded to the precision the cache keeps (:data:`STORED_DTYPE`):
+        what a head is trained on, so what it is given everywhere."""
+        def rounded(x):
+            return None if x is None else np.asarray(x).astype(STORED_DTYPE, copy=False)
+        return BackboneOutput(self.tag_scores, rounded(self.penultimate), rounded(self.pooled))
 
 
 def _malloc_trim():
@@ -125,7 +147,7 @@ class Backbones:
             else:
                 m.network.to(self.device)
 
-    def _run_chunk(self, patches: np.ndarray, embeddings: bool
+    def _run_chunk(self, patches: np.ndarray, embeddings: bool, pooled: bool = True
                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         with torch.inference_mode(), self._autocast():  # both are per thread
             chunk = torch.from_numpy(np.ascontiguousarray(patches)).to(self.device)
@@ -136,7 +158,10 @@ class Backbones:
             outs = [tuple(t.float() for t in m.network.embed(chunk)) for m in self.models]
             tags = torch.cat([torch.sigmoid(m.network.output(q).float())
                               for m, (_, q) in zip(self.models, outs)], dim=1)
-            return (tags.cpu().numpy(), torch.cat([q for _, q in outs], dim=1).cpu().numpy(),
+            pen = torch.cat([q for _, q in outs], dim=1).cpu().numpy()
+            if not pooled:
+                return tags.cpu().numpy(), pen, None
+            return (tags.cpu().numpy(), pen,
                     torch.cat([p for p, _ in outs], dim=1).cpu().numpy())
 
     def _autocast(self):
@@ -144,23 +169,29 @@ class Backbones:
             return torch.autocast(self.device.type, dtype=self.dtype)
         return torch.autocast("cpu", enabled=False)  # the CPU fast path casts itself
 
-    def run(self, patches: np.ndarray, embeddings: bool = True) -> BackboneOutput:
-        """Tag scores of every patch and, with ``embeddings``, both embeddings (one pass)."""
+    def run(self, patches: np.ndarray, embeddings: bool = True,
+            pooled: bool = True) -> BackboneOutput:
+        """Tag scores of every patch and, with ``embeddings``, the penultimate embedding and
+        (with ``pooled``) the pooled features, in the same pass."""
         n = len(patches)
         tags = np.empty((n, sum(len(m.labels) for m in self.models)), dtype=np.float32)
-        pen = pooled = None
+        pen = pool = None
+        pooled = embeddings and pooled
         if embeddings:
             pen = np.empty((n, sum(m.network.dense.out_features for m in self.models)), np.float32)
-            pooled = np.empty((n, sum(m.network.dense.in_features for m in self.models)),
-                              np.float32)
+        if pooled:
+            pool = np.empty((n, sum(m.network.dense.in_features for m in self.models)),
+                            np.float32)
         starts = range(0, n, self.chunk)
 
         def one(start: int) -> None:
             stop = min(start + self.chunk, n)
-            t, q, p = self._run_chunk(patches[start:stop], embeddings)
+            t, q, p = self._run_chunk(patches[start:stop], embeddings, pooled)
             tags[start:stop] = t
             if embeddings:
-                pen[start:stop], pooled[start:stop] = q, p
+                pen[start:stop] = q
+            if pooled:
+                pool[start:stop] = p
 
         if self.streams == 1 or len(starts) == 1:
             for start in starts:
@@ -171,13 +202,13 @@ class Backbones:
             for future in [self._pool.submit(one, start) for start in starts]:
                 future.result()
         _return_freed_memory()
-        return BackboneOutput(tags, pen, pooled)
+        return BackboneOutput(tags, pen, pool)
 
     def tag_scores_from_penultimate(self, penultimate: np.ndarray) -> np.ndarray:
         """The tag scores the networks' output layers give for cached penultimate embeddings."""
         out, col = [], 0
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(penultimate, dtype=np.float32))
+            x = torch.from_numpy(np.require(penultimate, np.float32, ['C', 'W']))
             x = x.to(self.device)
             for m in self.models:
                 width = m.network.dense.out_features
@@ -187,111 +218,6 @@ class Backbones:
 
 
 # ---------------------------------------------------------------- one track's embeddings
-
-
-@dataclass(frozen=True)
-class TrackEmbeddings:
-    """Both embeddings of every segment of one track."""
-
-    penultimate: np.ndarray  # (segments, 400) float32
-    pooled: np.ndarray  # (segments, 3012) float16 (stored at half precision)
-    starts_s: tuple[float, ...]
-    duration_s: float
-    key: str = ""  # the cache key: identity of the audio (two files, same audio: same key)
-
-    @property
-    def segments(self) -> int:
-        return len(self.penultimate)
-
-
-def segment_settings(config: Config) -> str:
-    """The part of the cache key that says which patches of a track were embedded."""
-    m = config.model
-    return f"v{CACHE_VERSION}:{m.segments}x{m.segment_seconds:g}s@{m.window_seconds:g}s"
-
-
-class EmbeddingCache:
-    """SQLite file of track embeddings, keyed by (audio identity, backbones, segment settings).
-
-    Safe to share between processes (SQLite locking); one connection, used from one thread.
-    """
-
-    SCHEMA = """
-        CREATE TABLE IF NOT EXISTS embeddings (
-            content_id TEXT NOT NULL,
-            backbone TEXT NOT NULL,
-            settings TEXT NOT NULL,
-            segments INTEGER NOT NULL,
-            starts TEXT NOT NULL,
-            duration_s REAL NOT NULL,
-            penultimate BLOB NOT NULL,
-            pooled BLOB NOT NULL,
-            created REAL NOT NULL,
-            PRIMARY KEY (content_id, backbone, settings)
-        )"""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(self.SCHEMA)
-            self._db.commit()
-        except (OSError, sqlite3.Error) as exc:
-            raise WriteError(f"cannot open the embedding cache ({exc}); it is only a cache: "
-                             "delete the file to rebuild it", self.path) from None
-
-    @classmethod
-    def for_config(cls, config: Config) -> EmbeddingCache:
-        return cls(config.state_path / CACHE_FILE)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> EmbeddingCache:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def get(self, key: str, backbone: str, settings: str) -> TrackEmbeddings | None:
-        try:
-            row = self._db.execute(
-                "SELECT segments, starts, duration_s, penultimate, pooled FROM embeddings "
-                "WHERE content_id = ? AND backbone = ? AND settings = ?",
-                (key, backbone, settings)).fetchone()
-        except sqlite3.Error as exc:
-            raise ReadError(f"cannot read the embedding cache ({exc}); it is only a cache: "
-                             "delete the file to rebuild it", self.path) from None
-        if row is None:
-            return None
-        segments, starts, duration, pen, pooled = row
-        return TrackEmbeddings(
-            penultimate=np.frombuffer(pen, dtype=np.float32).reshape(segments, -1),
-            pooled=np.frombuffer(pooled, dtype=np.float16).reshape(segments, -1),
-            starts_s=tuple(float(s) for s in starts.split(",")) if starts else (),
-            duration_s=duration,
-            key=key,
-        )
-
-    def put_many(self, items: Sequence[tuple[str, TrackEmbeddings]], backbone: str,
-                 settings: str) -> None:
-        rows = [
-            (key, backbone, settings, e.segments, ",".join(f"{s:g}" for s in e.starts_s),
-             e.duration_s, np.ascontiguousarray(e.penultimate, dtype=np.float32).tobytes(),
-             np.ascontiguousarray(e.pooled, dtype=np.float16).tobytes(), time.time())
-            for key, e in items
-        ]
-        try:
-            with self._db:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        except sqlite3.Error as exc:
-            raise WriteError(f"cannot write the embedding cache: {exc}", self.path) from None
-
-    def count(self) -> int:
-        return self._db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
 
 
 # ---------------------------------------------------------------- extraction
@@ -325,12 +251,14 @@ def audio_key(path: str) -> str:
 
 def extract(paths: Sequence[str], config: Config, backbones: Backbones,
             cache: EmbeddingCache | None, *, threads: int = 2,
-            progress: Callable[[int, int], None] | None = None,
+            progress: Callable[[int, int], None] | None = None, pooled: bool = True,
             ) -> tuple[list[TrackEmbeddings | None], ExtractStats]:
     """Embeddings of every file, in order (None where a file cannot be read; see stats).
 
     Cached tracks are read, the others decoded in ``threads`` threads (ffmpeg and the
-    features release the GIL) while the backbones run here, batched across tracks.
+    features release the GIL) while the backbones run here, batched across tracks. With
+    ``pooled`` False a scan's cached row (penultimate only) is enough; decoded tracks get
+    both embeddings either way.
     """
     started = time.perf_counter()
     stats = ExtractStats()
@@ -361,7 +289,8 @@ def extract(paths: Sequence[str], config: Config, backbones: Backbones,
         for i, key in enumerate(keys):
             if key is None:
                 continue
-            hit = cache.get(key, backbones.sha256, settings) if cache is not None else None
+            hit = (cache.get(key, backbones.sha256, settings, pooled=pooled)
+                   if cache is not None else None)
             if hit is not None:
                 results[i] = hit
                 stats.cached += 1
@@ -409,9 +338,10 @@ def _embed_batch(pending, keys, results, backbones: Backbones, cache, settings, 
     start, fresh = 0, []
     for i, track in pending:
         stop = start + len(track.patches)
-        emb = TrackEmbeddings(out.penultimate[start:stop].copy(),
-                              out.pooled[start:stop].astype(np.float16), track.starts_s,
-                              track.duration_s, keys[i])
+        emb = TrackEmbeddings.from_outputs(
+            BackboneOutput(out.tag_scores[start:stop], out.penultimate[start:stop],
+                           out.pooled[start:stop]),
+            track.starts_s, track.duration_s, keys[i], backbones.sha256)
         results[i] = emb
         fresh.append((keys[i], emb))
         start = stop

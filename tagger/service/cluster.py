@@ -43,6 +43,7 @@ from tagger.service.scan import (
 
 if TYPE_CHECKING:
     from tagger.audio.features import PreparedTrack
+    from tagger.model.cache import TrackEmbeddings
     from tagger.results import TrackResult
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,9 @@ class InferenceActor:
     def use_calibrator(self, calibrator) -> None:
         self.classifier.calibrator = calibrator
 
-    def classify(self, *tracks: PreparedTrack) -> list[TrackResult]:
-        return self.classifier.classify_prepared(tracks)
+    def classify(self, *tracks: PreparedTrack) -> list[tuple[TrackResult, TrackEmbeddings]]:
+        """Each track's result, with the embeddings the driver's Recorder caches (8 KB)."""
+        return self.classifier.classify_embedded(tracks)
 
 
 # ---------------------------------------------------------------- the driver
@@ -212,6 +214,7 @@ class RayEngine:
         for actor in self._actors:
             self.ray.kill(actor)
         self._actors = []
+        self.recorder.close()
         if self._connected_here:
             self.ray.shutdown()
             self._connected_here = False
@@ -320,12 +323,12 @@ class RayEngine:
             for item in facts:
                 self.recorder.record_error(replace(item, error=reason), summary)
             return
-        for item, result in zip(facts, results):
+        for item, (result, embeddings) in zip(facts, results):
             if item.path in recorded:  # cannot happen with Ray's retries; never write twice
                 log.error("%s: a second result for this file was ignored", item.path)
                 continue
             recorded.add(item.path)
-            self.recorder.record(item, result, summary)
+            self.recorder.record(item, result, summary, embeddings)
 
 
 def _version() -> str:

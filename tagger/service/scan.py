@@ -50,6 +50,7 @@ from tagger.service.lifetime import (
 )
 
 if TYPE_CHECKING:  # workers import this module: keep torch out of them
+    from tagger.model.cache import EmbeddingCache, TrackEmbeddings
     from tagger.model.classify import Classifier
 
 log = logging.getLogger(__name__)
@@ -398,7 +399,9 @@ class EngineHooks:
 
 class Recorder:
     """The single writer: applies the tag policy, writes tags (journal first) and records
-    every outcome in the catalogue. Each engine (local pool, Ray cluster) feeds one."""
+    every outcome in the catalogue and each classified track's embeddings in the embedding
+    cache (:mod:`tagger.model.cache`: what ``learn`` and ``retag`` read instead of decoding
+    again). Each engine (local pool, Ray cluster) feeds one. A dry run stores nothing."""
 
     def __init__(self, config: Config, catalogue, *, dry_run: bool = False,
                  out: TextIO | None = None, hooks: EngineHooks | None = None):
@@ -408,6 +411,32 @@ class Recorder:
         self.dry_run = dry_run
         self.out = out or sys.stdout
         self.hooks = hooks or EngineHooks()
+        self._cache: EmbeddingCache | None = None
+        self._cache_failed = False
+
+    def keep_embeddings(self, item: WorkItem, embeddings: TrackEmbeddings | None) -> None:
+        """Store a classified track's embeddings under its audio identity (its content id:
+        moves and retags keep the row). Only a cache: a failure is logged once, never fatal."""
+        if (self.dry_run or embeddings is None or not item.content_id
+                or self._cache_failed):
+            return
+        from tagger.model.cache import EmbeddingCache, segment_settings
+
+        try:
+            if self._cache is None:
+                self._cache = EmbeddingCache.for_config(self.config)
+            self._cache.put_many([(item.content_id, embeddings)], embeddings.backbone,
+                                 segment_settings(self.config))
+        except TaggerError as exc:
+            self._cache_failed = True
+            log.warning("%s; the scan goes on without it (retag and learn decode these "
+                        "tracks again)", exc)
+
+    def close(self) -> None:
+        """Close the embedding cache (the catalogue is the caller's)."""
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
 
     def use_roots(self, roots: Iterable[str]) -> None:
         """The library roots: tags are written only to files inside them (symlinks resolved)."""
@@ -488,8 +517,10 @@ class Recorder:
                       not_written=decision.not_written.value if decision.not_written else None,
                       reason=decision.reason, error=None)
 
-    def record(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
-        """Decide and write the tags of one classified file, then catalogue its result."""
+    def record(self, item: WorkItem, result: TrackResult, summary: Summary,
+               embeddings: TrackEmbeddings | None = None) -> None:
+        """Decide and write the tags of one classified file, then catalogue its result (and
+        keep its ``embeddings``)."""
         if self.dry_run:
             self._dry_run_line(item, result, summary)
             return
@@ -520,6 +551,8 @@ class Recorder:
             if tag_error:
                 self.catalogue.record_failure(path, tag_error, size=stat[0], mtime_ns=stat[1],
                                               kind=kind)
+        if result.ok:
+            self.keep_embeddings(item, embeddings)
         if tag_error:
             summary.failures[tag_error] += 1
             summary.failure_kinds[kind.value] += 1
@@ -624,6 +657,7 @@ class Engine:
         if self._pool is not None:
             stop_pool(self._pool)  # bounded: a stuck worker is killed, never waited on
             self._pool = None
+        self.recorder.close()
 
     def process(self, files: Iterable[FoundFile], summary: Summary,
                 progress: Progress | None = None,
@@ -744,9 +778,9 @@ class Engine:
                       progress: Progress | None) -> None:
         if not items:
             return
-        results = self.classifier.classify_prepared([i.track for i in items])
-        for item, result in zip(items, results):
-            self.recorder.record(item, result, summary)
+        results = self.classifier.classify_embedded([i.track for i in items])
+        for item, (result, embeddings) in zip(items, results):
+            self.recorder.record(item, result, summary, embeddings)
         self._advance(progress, len(items))
 
 class ScanEngine(Protocol):

@@ -53,6 +53,31 @@ class TrackStates:
             rows = fetch_raw(s.connection(), stmt)
         return {path: (size, mtime, status) for path, size, mtime, status in rows}
 
+    def track_identities(
+        self, root_prefixes: Iterable[str] | None = None
+    ) -> list[tuple[str, int | None, int | None, str, str | None, str | None]]:
+        """``(path, size, mtime_ns, status, content_id, format)`` of every catalogued file
+        below the given directories (all files when None), by path: what ``retag`` needs to
+        find each track's cached embeddings and to tell whether the file changed since."""
+        stmt = select(_T.c.path, _T.c.size, _T.c.mtime_ns, _T.c.status, _T.c.content_id,
+                      _T.c.format).order_by(_T.c.path)
+        if root_prefixes is not None:
+            stmt = stmt.where(under_prefixes(_T.c.path, list(root_prefixes)))
+        with self._read() as s:
+            return [tuple(row) for row in fetch_raw(s.connection(), stmt)]
+
+    def newest_genres(self, paths: Iterable[str]) -> dict[str, str]:
+        """``{path: genre}`` of the newest prediction of each given track that has one (the
+        ``track_genres`` view's genre)."""
+        view = sa.table("track_genres", sa.column("path"), sa.column("genre"))
+        paths = list(dict.fromkeys(paths))
+        out: dict[str, str] = {}
+        with self._read() as s:
+            for chunk in chunks(paths):
+                out.update(s.execute(select(view.c.path, view.c.genre)
+                                     .where(view.c.path.in_(chunk))).all())
+        return out
+
     def mark_pending(
         self, path: str, size: int | None, mtime_ns: int | None, format: str | None = None
     ) -> None:

@@ -1,0 +1,78 @@
+"""``tagger retag``: predict every catalogued track again under the current model, from the
+cached embeddings (no decode), and apply the tag policy (docs/training.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tagger.cli.common import (
+    EXIT_FAILURES,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    catalogue_location,
+    catalogue_of,
+    graceful_stop,
+)
+from tagger.config import Config
+
+
+def add_parser(sub, parents) -> None:
+    retag = sub.add_parser(
+        "retag", parents=parents,
+        help="predict the catalogued tracks again under the current model and retag them "
+             "(no decode)",
+        description="Re-predict every catalogued track (below PATHs: files or folders; "
+                    "default: all) from the embeddings its scan cached, under the current "
+                    "model (--model, model.bundle, else the adopted one, else the genre map), "
+                    "record the predictions and write the genres: a genre tagger wrote may "
+                    "be replaced, an untagged file is filled, a genre you set or corrected "
+                    "is never touched. Nothing is decoded: tracks without cached embeddings "
+                    "are listed as needing a scan.")
+    retag.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: all)")
+    retag.add_argument("--dry-run", action="store_true",
+                       help="print existing -> proposed genre; change nothing")
+    retag.add_argument("--json", action="store_true",
+                       help="print the summary as one JSON object (with --dry-run: and every "
+                            "proposal in it)")
+
+
+def cmd_retag(args: argparse.Namespace, config: Config) -> int:
+    import os
+    import sys
+
+    from tagger.library.catalogue import current, head
+    from tagger.library.lock import WriterLock
+    from tagger.model.classify import Classifier
+    from tagger.service.retag import RetagSummary, retag
+
+    paths = [os.path.abspath(os.path.expanduser(p)) for p in args.paths] or None
+    proposals: list[dict] = []
+    if not args.quiet:
+        print(f"{'dry run: ' if args.dry_run else ''}retag; catalogue "
+              f"{catalogue_location(config)}", file=sys.stderr)
+    with graceful_stop() as should_stop:
+        if args.dry_run:
+            if current(config.database_url) != head():  # nothing catalogued to retag
+                summary = RetagSummary(dry_run=True)
+            else:
+                with catalogue_of(config) as catalogue:
+                    summary = retag(config, catalogue, Classifier(config), paths, dry_run=True,
+                                    on_proposal=proposals.append if args.json else None,
+                                    should_stop=should_stop)
+        else:
+            with WriterLock(config.state_path, config.database_url, "tagger retag") as lock, \
+                    catalogue_of(config) as catalogue:
+                lock.guard(catalogue)
+                summary = retag(config, catalogue, Classifier(config), paths,
+                                should_stop=should_stop)
+    if args.json:
+        out = summary.as_dict()
+        if args.dry_run:
+            out["proposals"] = proposals
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        print("\n".join(summary.lines()))
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILURES if summary.tags.failed else EXIT_OK

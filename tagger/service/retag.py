@@ -1,0 +1,192 @@
+"""``tagger retag``: every catalogued track predicted again under the current model, from the
+embeddings its scan cached, with no decode, and the tag policy applied to the new vote.
+
+The policy is the scan's (:class:`~tagger.service.scan.Recorder`, journal first), held to
+"if empty" whatever ``tags.write`` says: a genre tagger wrote itself (per the journal) may be
+replaced, a file without a genre is filled, a genre the user set — or corrected with
+``set-genre`` or the review page — is never touched. A track whose file changed since its
+scan, or whose embeddings are not cached (scanned before the cache existed, or a pooled head
+that needs what a scan does not keep), is listed as needing a scan: retag never decodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence, TextIO
+
+from tagger.config import Config
+from tagger.results import CorrectionAction, ModelInfo
+from tagger.service.scan import EngineHooks, Recorder, Summary, WorkItem, use_calibration
+
+if TYPE_CHECKING:
+    from tagger.model.classify import Classifier
+
+log = logging.getLogger(__name__)
+
+#: tracks re-predicted (and recorded) per round: the output layers run over all their segments
+BATCH_TRACKS = 256
+
+
+@dataclass
+class RetagSummary:
+    """What one retag did; ``tags`` holds the tag policy's counts (tagged, kept, ...)."""
+
+    model: ModelInfo | None = None
+    considered: int = 0  # catalogued tracks (classified before, file still there)
+    repredicted: int = 0
+    changed: int = 0  # new winning genre, other than the track's previous prediction's
+    decoded: int = 0  # retag decodes nothing: always 0, printed so that nobody wonders
+    corrected: int = 0  # left alone: the user corrected the genre (set-genre, review)
+    missing: int = 0  # catalogued, but the file is not there (the next scan marks it)
+    need_scan: list[str] = field(default_factory=list)  # no usable cached embeddings
+    seconds: float = 0.0
+    tags: Summary = field(default_factory=Summary)
+    dry_run: bool = False
+    interrupted: bool = False
+
+    @property
+    def rate(self) -> float:
+        return self.repredicted / self.seconds if self.seconds else 0.0
+
+    def lines(self, listed: int = 20) -> list[str]:
+        tagged = "would be tagged" if self.dry_run else "tagged"
+        t = self.tags
+        model = f"{self.model.name} ({self.model.sha256[:12]})" if self.model else "?"
+        out = [
+            f"retag under {model}: {self.considered} catalogued tracks, {self.repredicted} "
+            f"re-predicted from cached embeddings ({self.rate:.0f} tracks/s), "
+            f"{self.decoded} decoded; {self.changed} changed genre",
+            f"{t.tagged} {tagged}, {t.kept} kept as they were, {t.below_threshold} below "
+            f"threshold, {t.failed} failed; {self.corrected} corrected by you (left alone), "
+            f"{self.missing} missing",
+        ]
+        for reason, count in t.failures.most_common(5):
+            out.append(f"  failed x{count}: {reason}")
+        if self.need_scan:
+            out.append(f"need a scan ({len(self.need_scan)}: changed since, or no cached "
+                       "embeddings): 'tagger scan --force PATH' embeds them")
+            out += [f"  {path}" for path in self.need_scan[:listed]]
+            if len(self.need_scan) > listed:
+                out.append(f"  ... and {len(self.need_scan) - listed} more")
+        if self.interrupted:
+            out.append("interrupted: the tracks done so far are recorded")
+        return out
+
+    def as_dict(self) -> dict:
+        return {
+            "model": dataclasses.asdict(self.model) if self.model else None,
+            "considered": self.considered, "repredicted": self.repredicted,
+            "changed": self.changed, "decoded": self.decoded, "corrected": self.corrected,
+            "missing": self.missing, "need_scan": list(self.need_scan),
+            "tracks_per_s": round(self.rate, 1), "elapsed_s": round(self.seconds, 3),
+            "tagged": self.tags.tagged, "kept": self.tags.kept,
+            "below_threshold": self.tags.below_threshold, "failed": self.tags.failed,
+            "not_written": dict(self.tags.not_written), "dry_run": self.dry_run,
+            "interrupted": self.interrupted,
+        }
+
+
+def corrected_paths(catalogue) -> set[str]:
+    """Files with a correction in force (``set-genre``, the review page; not undone): their
+    genre is the user's, never retagged."""
+    return {c.path for c in catalogue.corrections()
+            if c.action is not CorrectionAction.UNDO and c.undone_at is None}
+
+
+def _selected(rows: Iterable[tuple], paths: Sequence[str] | None) -> list[tuple]:
+    if not paths:
+        return list(rows)
+    files = {p for p in paths if not os.path.isdir(p)}
+    folders = [os.path.join(p, "") for p in paths if os.path.isdir(p)]
+    return [r for r in rows if r[0] in files or any(r[0].startswith(f) for f in folders)]
+
+
+def retag_policy(config: Config) -> Config:
+    """The config the tag policy runs under: ``tags.write = always`` is held to if_empty (a
+    genre the user set is never replaced by a retag); ``never`` still writes nothing."""
+    if config.tags.write != "always":
+        return config
+    return dataclasses.replace(config, tags=dataclasses.replace(config.tags, write="if_empty"))
+
+
+def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str] | None = None,
+          *, dry_run: bool = False, out: TextIO | None = None,
+          on_proposal: Callable[[dict], None] | None = None,
+          should_stop: Callable[[], bool] = lambda: False) -> RetagSummary:
+    """Re-predict the catalogued tracks (below ``paths``: files or folders; default all) from
+    their cached embeddings under ``classifier``'s model, record the predictions and apply
+    the tag policy (see the module). A dry run changes nothing and proposes each change to
+    ``on_proposal`` (else prints ``existing -> proposed`` lines to ``out``)."""
+    from tagger.model.cache import CACHE_FILE, EmbeddingCache, segment_settings
+
+    started = time.perf_counter()
+    summary = RetagSummary(model=classifier.info, dry_run=dry_run)
+    summary.tags.dry_run = dry_run
+    paths = [os.path.abspath(p) for p in paths] if paths else None
+    rows = [r for r in _selected(catalogue.track_identities(), paths) if r[3] == "done"]
+    corrected = corrected_paths(catalogue)
+    # the calibrated confidence and tags.min_confidence = "auto" resolved, as scan has them
+    config = use_calibration(config, catalogue, classifier)
+    recorder = Recorder(retag_policy(config), catalogue, dry_run=dry_run, out=out,
+                        hooks=EngineHooks(on_proposal=on_proposal))
+    # tags are written only inside the roots (symlinks resolved): the paths given, else the
+    # library's roots, else each track's own folder
+    recorder.use_roots(paths or config.library.roots
+                       or sorted({os.path.dirname(r[0]) for r in rows}))
+    todo: list[tuple[WorkItem, str]] = []
+    for path, size, mtime_ns, _, content_id, fmt in rows:
+        if path in corrected:
+            summary.corrected += 1
+            continue
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            summary.missing += 1
+            continue
+        except OSError as exc:
+            summary.need_scan.append(path)
+            log.warning("%s: %s", path, exc.strerror or exc)
+            continue
+        summary.considered += 1
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns) or not content_id:
+            summary.need_scan.append(path)  # the cached embeddings may not be its audio now
+            continue
+        todo.append((WorkItem(path, size, mtime_ns, fmt, content_id), content_id))
+    summary.considered += summary.corrected
+    settings = segment_settings(config)
+    backbone = classifier.backbones.sha256
+    previous = catalogue.newest_genres(item.path for item, _ in todo)
+    if todo and not (config.state_path / CACHE_FILE).exists():  # a dry run creates nothing
+        summary.need_scan += [item.path for item, _ in todo]
+        todo = []
+    with EmbeddingCache.for_config(config) if todo else contextlib.nullcontext() as cache:
+        for start in range(0, len(todo), BATCH_TRACKS):
+            if should_stop():
+                summary.interrupted = True
+                break
+            chunk = todo[start:start + BATCH_TRACKS]
+            cached = cache.get_many([key for _, key in chunk], backbone, settings,
+                                    pooled=classifier.head.needs_pooled)
+            ready = []
+            for item, key in chunk:
+                if key in cached:
+                    ready.append((item, cached[key]))
+                else:
+                    summary.need_scan.append(item.path)
+            results = classifier.classify_cached([(item.path, emb) for item, emb in ready])
+            for (item, _), result in zip(ready, results):
+                summary.repredicted += 1
+                summary.changed += previous.get(item.path) != result.vote.genre
+                recorder.record(item, result, summary.tags)
+    summary.need_scan.sort()
+    summary.seconds = time.perf_counter() - started
+    log.info("retag: %d tracks re-predicted in %.1f s, %d need a scan", summary.repredicted,
+             summary.seconds, len(summary.need_scan))
+    return summary
+
+

@@ -1,0 +1,320 @@
+"""Which observer watches each root (inotify or polling), and the watchdog observers.
+
+``auto`` polls roots on network file systems (inotify cannot see changes made on another
+machine) and every root when the folders need more inotify watches than the kernel allows;
+once inotify runs, the watches it really holds are counted, since a refused add (ENOSPC)
+happens in watchdog's threads and never reaches us.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+from tagger.config import WatchConfig
+from tagger.errors import TaggerError
+
+log = logging.getLogger(__name__)
+
+#: File system types whose changes inotify cannot see (made on another machine).
+NETWORK_FS = frozenset({
+    "cifs", "smb3", "smbfs", "nfs", "nfs4", "ncpfs", "afs", "ceph", "glusterfs", "9p",
+    "davfs", "fuse", "sshfs", "lustre", "gpfs", "beegfs",
+})
+WATCH_MARGIN = 512  # inotify watches left for other programs before auto prefers polling
+_INOTIFY_DIR = Path("/proc/sys/fs/inotify")
+
+#: what an observer calls for each event: (root, event, native)
+EventSink = Callable[[str, FileSystemEvent, bool], None]
+
+
+class WatchError(TaggerError):
+    """The daemon cannot watch what it was asked to (exit code 3)."""
+
+
+# ---------------------------------------------------------------- mounts
+
+
+def _unescape_mount(text: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def read_mounts(text: str | None = None) -> list[tuple[str, str]]:
+    """``(mount point, file system type)`` from ``/proc/self/mountinfo`` (or ``/proc/mounts``
+    format), in table order."""
+    if text is None:
+        for source in ("/proc/self/mountinfo", "/proc/mounts"):
+            try:
+                text = Path(source).read_text(encoding="utf-8", errors="replace")
+                break
+            except OSError:
+                continue
+        else:
+            return []
+    mounts = []
+    for line in text.splitlines():
+        if " - " in line:  # mountinfo: id parent maj:min root MOUNTPOINT options... - TYPE ...
+            left, right = line.split(" - ", 1)
+            fields, rest = left.split(), right.split()
+            if len(fields) < 5 or not rest:
+                continue
+            mounts.append((_unescape_mount(fields[4]), rest[0]))
+        else:  # mounts: source MOUNTPOINT TYPE options
+            fields = line.split()
+            if len(fields) >= 3:
+                mounts.append((_unescape_mount(fields[1]), fields[2]))
+    return mounts
+
+
+def filesystem_type(path: str, mounts: list[tuple[str, str]]) -> str | None:
+    """The type of the file system ``path`` lives on (the longest, latest matching mount)."""
+    real = os.path.realpath(path)
+    best: tuple[str, str] | None = None
+    for point, fstype in mounts:
+        if real == point or real.startswith(point.rstrip("/") + "/"):
+            if best is None or len(point) >= len(best[0]):
+                best = (point, fstype)
+    return best[1] if best else None
+
+
+def is_network_fs(fstype: str | None) -> bool:
+    """Whether changes on this file system type may be made where inotify cannot see them."""
+    return bool(fstype) and (fstype in NETWORK_FS or fstype.startswith("fuse."))
+
+
+# ---------------------------------------------------------------- inotify coverage
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def count_dirs(roots: Iterable[str], limit: int) -> int:
+    """Folders under ``roots`` (each needs one inotify watch); stops counting past ``limit``."""
+    n = 0
+    for root in roots:
+        for _ in os.walk(root):
+            n += 1
+            if n > limit:
+                return n
+    return n
+
+
+def inotify_watches_held() -> int | None:
+    """Inotify watches this process holds now (``/proc/self/fdinfo``), None when it has no
+    inotify instance. watchdog adds its watches in its own threads and a refused add
+    (ENOSPC: the per-user limit, which other programs share) does not reach us: this count is
+    how a partly watched tree is noticed."""
+    total, found = 0, False
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:
+                total += sum(line.startswith("inotify wd:") for line in info)
+            found = True
+        except OSError:
+            continue
+    return total if found else None
+
+
+def unwatched_folders(roots: list[str], settle_s: float = 10.0) -> tuple[int, int]:
+    """(folders under ``roots``, how many of them inotify does not watch), once the observer's
+    threads have added what they could (the count stops growing)."""
+    wanted = count_dirs(roots, 1 << 30)
+    deadline = time.monotonic() + settle_s
+    held, still_since = inotify_watches_held() or 0, time.monotonic()
+    while held < wanted and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now_held = inotify_watches_held() or 0
+        if now_held != held:
+            held, still_since = now_held, time.monotonic()
+        elif held and time.monotonic() - still_since >= 1.0:
+            break  # stopped growing: that is all the kernel gave
+    return wanted, max(0, wanted - held)
+
+
+def choose_observers(roots: list[str], mode: str, mounts: list[tuple[str, str]] | None = None,
+                     max_watches: int | None = None) -> dict[str, tuple[str, str]]:
+    """``{root: (native | polling, reason)}`` by ``watch.observer``: ``auto`` polls roots on
+    network file systems, and every root when the folders need more inotify watches than
+    ``fs.inotify.max_user_watches`` allows."""
+    if mode in ("native", "polling"):
+        return {r: (mode, f"watch.observer = {mode}") for r in roots}
+    mounts = read_mounts() if mounts is None else mounts
+    chosen: dict[str, tuple[str, str]] = {}
+    for root in roots:
+        fstype = filesystem_type(root, mounts)
+        if is_network_fs(fstype):
+            chosen[root] = ("polling", f"auto: on a network file system ({fstype})")
+        else:
+            chosen[root] = ("native", f"auto: inotify on {fstype or 'a local file system'}")
+    native = [r for r, (kind, _) in chosen.items() if kind == "native"]
+    if max_watches is None:
+        max_watches = _read_int(_INOTIFY_DIR / "max_user_watches")
+    if native and max_watches:
+        dirs = count_dirs(native, max_watches)
+        if dirs + WATCH_MARGIN > max_watches:
+            for root in native:
+                chosen[root] = ("polling", f"auto: {dirs} folders need more inotify watches "
+                                           f"than fs.inotify.max_user_watches ({max_watches})")
+    return chosen
+
+
+# ---------------------------------------------------------------- watchdog
+
+
+class _Handler(FileSystemEventHandler):
+    """Runs in the observer's thread: hands each event of one root to the sink."""
+
+    def __init__(self, sink: EventSink, root: str, native: bool):
+        self.sink, self.root, self.native = sink, root, native
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            self.sink(self.root, event, self.native)
+        except Exception:  # never let one event kill the observer thread
+            log.exception("cannot handle %s", event)
+
+
+class OverflowSpy(logging.Handler):
+    """watchdog only logs an inotify queue overflow: notice it, to rescan at once."""
+
+    def __init__(self, callback: Callable[[], None]):
+        super().__init__(logging.WARNING)
+        self.callback = callback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.callback()
+
+
+class Observers:
+    """The watchdog observers of a daemon: at most one per kind (inotify, polling), each
+    watching its roots recursively, every event going to ``sink``."""
+
+    def __init__(self, watch: WatchConfig, sink: EventSink):
+        self.watch, self.sink = watch, sink
+        self.chosen: dict[str, tuple[str, str]] = {}  # root -> (kind, reason)
+        self._objs: dict[str, object] = {}  # kind -> watchdog observer
+        self._watches: dict[str, tuple[object, object]] = {}  # root -> (observer, watch)
+
+    def is_watched(self, root: str) -> bool:
+        """Whether an observer watches ``root`` now."""
+        return root in self._watches
+
+    def start(self, roots: list[str]) -> None:
+        """Choose (``watch.observer``) and start. ``native`` that cannot cover every folder
+        is a :class:`WatchError`; ``auto`` falls back to polling."""
+        self.chosen = choose_observers(roots, self.watch.observer)
+        native = [r for r, (kind, _) in self.chosen.items() if kind == "native"]
+        if native:
+            try:
+                self._start("native", native)
+                self._check_coverage(native)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                if exc.errno in (errno.ENOSPC, errno.EMFILE) and "limit" not in reason:
+                    reason = {errno.ENOSPC: "inotify watch limit reached",
+                              errno.EMFILE: "inotify instance limit reached"}[exc.errno]
+                if self.watch.observer == "native":
+                    raise WatchError(f"cannot watch with inotify: {reason} (raise "
+                                     "fs.inotify.max_user_watches / max_user_instances, or "
+                                     "set watch.observer = \"polling\")") from None
+                for root in native:
+                    self.chosen[root] = ("polling", f"auto: {reason}")
+        polling = [r for r, (kind, _) in self.chosen.items() if kind == "polling"]
+        if polling:
+            self._start("polling", polling)
+        for root, (kind, reason) in self.chosen.items():
+            if kind == "polling":
+                log.warning("%s: polling every %g s (%s)", root,
+                            self.watch.poll_interval_seconds, reason)
+            else:
+                log.info("%s: inotify (%s)", root, reason)
+
+    def stop(self) -> None:
+        """Stop every observer (bounded wait)."""
+        for observer in list(self._objs.values()):
+            try:
+                observer.stop()
+            except Exception:  # noqa: BLE001
+                log.debug("observer stop failed", exc_info=True)
+        for observer in list(self._objs.values()):
+            if observer.is_alive():
+                observer.join(timeout=5)
+
+    def rewatch(self, root: str) -> None:
+        """Watch a root afresh (it came back: a new folder, or a remounted file system)."""
+        kind = self.chosen.get(root, ("native", ""))[0]
+        observer = self._objs.get(kind)
+        if observer is None:
+            return
+        old = self._watches.pop(root, None)
+        if old is not None:
+            try:
+                observer.unschedule(old[1])
+            except Exception:  # noqa: BLE001 - its emitter may have stopped already
+                pass
+        try:
+            watch = observer.schedule(_Handler(self.sink, root, kind == "native"), root,
+                                      recursive=True)
+            self._watches[root] = (observer, watch)
+        except OSError as exc:
+            log.error("cannot watch %s again: %s", root, exc)
+
+    def _check_coverage(self, native: list[str]) -> None:
+        """Every folder must really be watched: fewer watches than folders means the
+        per-user inotify limit ran out (ENOSPC) part way; raised as such, so ``native`` stops
+        with the documented error and ``auto`` polls those roots instead."""
+        wanted, missing = unwatched_folders([r for r in native if os.path.isdir(r)])
+        if not missing:
+            return
+        observer = self._objs.pop("native", None)
+        for root in native:
+            self._watches.pop(root, None)
+        if observer is not None:
+            observer.stop()
+            observer.join(10)
+        raise OSError(errno.ENOSPC, f"inotify watch limit reached: {missing} of {wanted} "
+                                    "folders could not be watched")
+
+    def _start(self, kind: str, roots: list[str]) -> None:
+        if kind == "native":
+            from watchdog.observers.inotify import InotifyObserver
+
+            observer = InotifyObserver()
+        else:
+            from watchdog.observers.polling import PollingObserver
+
+            observer = PollingObserver(timeout=self.watch.poll_interval_seconds)
+        try:
+            for root in roots:
+                if os.path.isdir(root):
+                    watch = observer.schedule(_Handler(self.sink, root, kind == "native"),
+                                              root, recursive=True)
+                    self._watches[root] = (observer, watch)
+            observer.start()
+        except BaseException:
+            for root in roots:
+                self._watches.pop(root, None)
+            try:
+                observer.stop()
+            except Exception:  # noqa: BLE001
+                pass
+            raise
+        self._objs[kind] = observer
