@@ -214,6 +214,8 @@ def test_learn_adopts_a_head_from_the_library_labels(library, tmp_path, capsys):
     printed = out.out
     assert "cannot learn (fewer than 3 tracks): Polka (1)" in printed
     assert "by artist" in printed and "by track" in printed
+    # scan cached what a penultimate head reads: nothing to decode
+    assert "embeddings: 12 cached, 0 decoded" in printed
     figures = json.loads(report.read_text())
     # the user's own spellings, case unified; tagger's own writes (the bare files) are no label
     assert figures["tracks_per_genre"] == {"Classical": 5, "Jazz": 3, "electronic": 4}

@@ -529,8 +529,10 @@ class Recorder:
         summary.ties += outcome.tie
         stat, tag_error, decision = (item.size, item.mtime_ns), None, None
         kind = FailureKind.TAG_WRITE
+        info = existing = None
         try:
-            existing = user_genres(self.catalogue, path, tags.read_genres(path))
+            info = tags.read_info(path)
+            existing = user_genres(self.catalogue, path, list(info.genres))
             decision = decide_tags(outcome, existing, self.config.tags)
             if decision.genres and not is_inside(path, self.roots):
                 # library.follow_symlinks: read through a link to outside, never written
@@ -551,6 +553,8 @@ class Recorder:
             if tag_error:
                 self.catalogue.record_failure(path, tag_error, size=stat[0], mtime_ns=stat[1],
                                               kind=kind)
+            if info is not None:
+                self._record_file_tags(path, info, existing, decision)
         if result.ok:
             self.keep_embeddings(item, embeddings)
         if tag_error:
@@ -566,6 +570,16 @@ class Recorder:
                     decision.reason or "the file already says it")
         if self.hooks.recorded is not None:
             self.hooks.recorded(path)
+
+    def _record_file_tags(self, path: str, info, existing, decision) -> None:
+        """What learning needs from the file's tags: artist, album, its genres now and those
+        the user set (tagger learn's labels; never a genre tagger wrote)."""
+        from tagger.library.genres import normalise_genres
+
+        written = decision is not None and bool(decision.genres)
+        now = list(decision.genres) if written else list(info.genres)
+        self.catalogue.set_track_tags(path, info.artist, info.album, normalise_genres(now),
+                                      normalise_genres(existing or []) or None)
 
     def _write_tags(self, path: str, genres: tuple[str, ...], confidence: float,
                     summary: Summary) -> tuple[int, int]:
