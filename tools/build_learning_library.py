@@ -7,9 +7,9 @@ Copies the albums of tools/build_game_music_dataset.py (``--by-album --extra``: 
 installed) and the shared/music clips into ``OUT/<album>/`` (real copies: the tags are
 edited, the originals never), then sets with mutagen:
 
-* ``artist``: the composer. Kept where the file names one (Wesnoth, Singularity); from the
-  file name for Hyperrogue (``hr-<composer>-...``); else the album's composer as its
-  credits give it (one name per album: grouping by artist then keeps an album together).
+* ``artist``: the composer. Kept where the file names one (Wesnoth, Nexuiz, Singularity,
+  most of HyperRogue); else from the file name for HyperRogue (``hr-<composer>-...``); else
+  one name per album (grouping by artist then keeps that album together).
 * ``album``: the game.
 * ``genre``: the album's genre in the user's own spelling (Wesnoth keeps its own
   ``Romantic Classical``: map it with ``--map "Romantic Classical=classical"``) on all but
