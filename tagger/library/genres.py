@@ -125,10 +125,12 @@ def _split(value: str) -> list[str]:
 
 
 def normalise_genres(values: Iterable[str] | str | None,
-                     genre_map: GenreMap | Mapping[str, str] | None = None) -> list[str]:
+                     genre_map: GenreMap | Mapping[str, str] | None = None, *,
+                     split: bool = True) -> list[str]:
     """The distinct genres in the raw ``values`` of a genre field, in order (see the module
     docstring for the rules); ``genre_map`` (a :class:`GenreMap` or a plain mapping) renames
-    or drops them. A single ``str`` is one value; None or no values give []."""
+    or drops them. A single ``str`` is one value; None or no values give []. ``split=False``
+    leaves out rule 3: each value is one genre (a genre the user typed: "R&B/Soul")."""
     if values is None:
         return []
     if isinstance(values, str):
@@ -141,7 +143,7 @@ def normalise_genres(values: Iterable[str] | str | None,
             raise TypeError(f"genre must be str, got {type(raw).__name__}")
         for part in raw.split("\x00"):
             for named in _references(part.strip()):
-                for piece in _split(named):
+                for piece in _split(named) if split else [named]:
                     genre = _BLANKS.sub(" ", piece).strip()
                     if genre and genre_map:
                         genre = genre_map(genre) or ""
@@ -150,6 +152,15 @@ def normalise_genres(values: Iterable[str] | str | None,
                     key = genre.casefold()
                     out.setdefault(key, _CANONICAL.get(key, genre))
     return list(out.values())
+
+
+def display_genre(genre: str, case: str = "title") -> str:
+    """The form written into files: title case (``Hip-Hop``, ``R&B/Soul``) by default, as
+    beets' lastgenre does; a genre spelled with capitals already is kept as given
+    (``case`` other than "title": always as given)."""
+    if case != "title" or genre != genre.lower():
+        return genre
+    return re.sub(r"(^|[\s\-/&(])([a-z])", lambda m: m.group(1) + m.group(2).upper(), genre)
 
 
 def same_genre(a: str | None, b: str | None) -> bool:
