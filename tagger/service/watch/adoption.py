@@ -10,6 +10,7 @@ import logging
 import time
 
 from tagger.config import Config
+from tagger.errors import ModelError
 from tagger.model.bundle import DEFAULT_BUNDLE
 from tagger.service.models import ModelChoice, ModelSource, resolve_model
 
@@ -28,6 +29,16 @@ class AdoptionWatch:
             config, model=dataclasses.replace(config.model, bundle=DEFAULT_BUNDLE))
         self.interval_s = interval_s
         self._checked = time.monotonic()
+        self._refused: tuple | None = None  # a choice that did not load: not tried again
+        self._error: str | None = None
+
+    @staticmethod
+    def _key(choice: ModelChoice) -> tuple:
+        return (choice.bundle, getattr(choice.adoption, "sha256", None))
+
+    def refuse(self, choice: ModelChoice) -> None:
+        """``choice`` did not load: keep the running model until the adoption changes."""
+        self._refused = self._key(choice)
 
     def due(self) -> bool:
         now = time.monotonic()
@@ -38,8 +49,15 @@ class AdoptionWatch:
 
     def changed(self, catalogue, running: Config) -> ModelChoice | None:
         """The new choice when the adopted model is not the one ``running`` names, else None."""
-        choice = resolve_model(self.base, catalogue=catalogue)
-        if choice.bundle == running.model.bundle:
+        try:
+            choice = resolve_model(self.base, catalogue=catalogue)
+        except ModelError as exc:  # the adopted bundle is gone or changed: said once
+            if str(exc) != self._error:
+                log.error("%s; keeping the model running now", exc)
+                self._error = str(exc)
+            return None
+        self._error = None
+        if choice.bundle == running.model.bundle or self._key(choice) == self._refused:
             return None
         if choice.source is ModelSource.ADOPTED:
             log.info("a new model was adopted: %s", choice.describe())

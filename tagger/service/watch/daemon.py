@@ -268,15 +268,20 @@ class Watcher:
         choice = self._adoption.changed(self.catalogue, self.config)
         if choice is None:
             return
-        old_engine, old_config = self.engine, self.config
+        # the old engine goes first (a Ray engine shares the driver's connection with the
+        # next one); a model that does not load brings the old one back
+        self.engine.close()
         self._batches.config = choice.config
-        try:  # the new model loads before the old one goes: a bad bundle changes nothing
+        try:
             self.engine = self._batches.start_engine(self.catalogue, workers=self.workers,
                                                      recorded=self.recorded)
         except BaseException:
-            self._batches.config, self._batches.engine = old_config, old_engine
+            self._adoption.refuse(choice)
+            self._batches.config = self.config
+            self.engine = self._batches.start_engine(self.catalogue, classifier=self.classifier,
+                                                     workers=self.workers,
+                                                     recorded=self.recorded)
             raise
-        old_engine.close()
         self.config = choice.config
         self.classifier = None  # a given one runs the old model
         classifier = getattr(self.engine, "classifier", None)
