@@ -236,9 +236,17 @@ def test_learn_adopts_a_head_from_the_library_labels(library, tmp_path, capsys):
     # 12 labelled tracks are too few to calibrate (MIN_TRACKS): said, and no plot
     assert "none fitted" in printed
     assert not plot.exists()
-    # a second run reads every embedding from the cache
-    assert main(["--config", str(config), "learn", "--min-tracks", "3", "--folds", "2"]) == 0
-    assert "embeddings: 12 cached, 0 decoded" in capsys.readouterr().out
+    # with the baseline on the same folds: its features need one decode, then are cached
+    again = tmp_path / "again.json"
+    for decoded in (12, 0):
+        assert main(["--config", str(config), "learn", "--min-tracks", "3", "--folds", "2",
+                     "--baseline", "--report", str(again)]) == 0
+        printed = capsys.readouterr().out
+        assert "embeddings: 12 cached, 0 decoded" in printed
+        assert f"baseline features: {12 - decoded} cached, {decoded} decoded" in printed
+    baseline = json.loads(again.read_text())["folds"]["artist"]["models"]["baseline"]
+    assert sum(r["tracks"] for r in baseline["per_genre"].values()) == 12
+    assert 0 <= baseline["track_accuracy"] <= 1
 
 
 def test_scan_applies_the_recorded_calibration_and_its_threshold(library, caplog):
