@@ -231,7 +231,7 @@ def test_retag_under_an_adopted_model_without_decoding(scanned, bundle, capsys):
     proposed = {p["path"]: p for p in dry["proposals"]}
     assert proposed[str(files["replaced"])]["proposed"] in (["Orchestral"], ["Synth"])
     assert proposed[str(files["user"])]["proposed"] == []  # kept
-    assert str(files["corrected"]) not in proposed
+    assert proposed[str(files["corrected"])]["proposed"] == []  # the correction wins
     assert dry["need_scan"] == [str(files["uncached"])] and dry["decoded"] == 0
 
     assert main(["--config", str(config_file), "retag"]) == 0
@@ -246,12 +246,11 @@ def test_retag_under_an_adopted_model_without_decoding(scanned, bundle, capsys):
     assert tags.read_genres(files["user"]) == ["Folk"]
     assert tags.read_genres(files["edited"]) == ["Ballet"]
     with catalogue:
-        for role in ("replaced", "moved", "filled", "user", "edited"):
+        for role in ("replaced", "moved", "filled", "user", "edited", "corrected"):
             record = catalogue.track(str(files[role]))
             assert record.prediction.model.name == card["name"], role
             assert record.prediction.genre in ("orchestral", "synth"), role
-        for role in ("corrected", "uncached"):
-            assert catalogue.track(str(files[role])).prediction.model.name == "musicnn"
+        assert catalogue.track(str(files["uncached"])).prediction.model.name == "musicnn"
 
 
 def wait_for(predicate, timeout: float = 180.0, what: str = "condition"):

@@ -84,9 +84,8 @@ def correction_veto(catalogue, path: str,
     policy, ``tags.write = always`` included): ``(why, detail)``, or None when it does not.
     Nothing goes into a file the user said is not music, nor over the genre they gave.
     The scan's Recorder asks this before a write, and so should anything else that writes
-    predictions into files (retag). No catalogue (a dry run before the first scan): no
-    correction."""
-    if catalogue is None:
+    predictions into files (retag)."""
+    if catalogue is None:  # a dry run on a library never catalogued: no correction
         return None
     correction = catalogue.correction_in_force(path)
     if correction is None:

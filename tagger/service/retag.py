@@ -4,9 +4,11 @@ embeddings its scan cached, with no decode, and the tag policy applied to the ne
 The policy is the scan's (:class:`~tagger.service.scan.Recorder`, journal first), held to
 "if empty" whatever ``tags.write`` says: a genre tagger wrote itself (per the journal) may be
 replaced, a file without a genre is filled, a genre the user set — or corrected with
-``set-genre`` or the review page — is never touched. A track whose file changed since its
-scan, or whose embeddings are not cached (scanned before the cache existed, or a pooled head
-that needs what a scan does not keep), is listed as needing a scan: retag never decodes.
+``set-genre`` or the review page (``tagger.library.corrections.correction_veto``, which the
+Recorder asks) — is never touched; those tracks get the new prediction in the catalogue.
+A track whose file changed since its scan, or whose embeddings are not cached (scanned
+before the cache existed, or a pooled head that needs what a scan does not keep), is listed
+as needing a scan: retag never decodes.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class RetagSummary:
     repredicted: int = 0
     changed: int = 0  # new winning genre, other than the track's previous prediction's
     decoded: int = 0  # retag decodes nothing: always 0, printed so that nobody wonders
-    corrected: int = 0  # left alone: the user corrected the genre (set-genre, review)
+    corrected: int = 0  # with a correction in force (set-genre, review): file left alone
     missing: int = 0  # catalogued, but the file is not there (the next scan marks it)
     need_scan: list[str] = field(default_factory=list)  # no usable cached embeddings
     seconds: float = 0.0
@@ -62,7 +64,7 @@ class RetagSummary:
             f"re-predicted from cached embeddings ({self.rate:.0f} tracks/s), "
             f"{self.decoded} decoded; {self.changed} changed genre",
             f"{t.tagged} {tagged}, {t.kept} kept as they were, {t.below_threshold} below "
-            f"threshold, {t.failed} failed; {self.corrected} corrected by you (left alone), "
+            f"threshold, {t.failed} failed; {self.corrected} corrected by you (files left alone), "
             f"{self.missing} missing",
         ]
         for reason, count in t.failures.most_common(5):
@@ -140,9 +142,7 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
                        or sorted({os.path.dirname(r[0]) for r in rows}))
     todo: list[tuple[WorkItem, str]] = []
     for path, size, mtime_ns, _, content_id, fmt in rows:
-        if path in corrected:
-            summary.corrected += 1
-            continue
+        summary.corrected += path in corrected  # re-predicted; the Recorder writes nothing
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -157,7 +157,6 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
             summary.need_scan.append(path)  # the cached embeddings may not be its audio now
             continue
         todo.append((WorkItem(path, size, mtime_ns, fmt, content_id), content_id))
-    summary.considered += summary.corrected
     settings = segment_settings(config)
     backbone = classifier.backbones.sha256
     previous = catalogue.newest_genres(item.path for item, _ in todo)
