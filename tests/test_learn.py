@@ -244,6 +244,7 @@ def test_learn_adopts_a_head_from_the_library_labels(library, tmp_path, capsys):
         printed = capsys.readouterr().out
         assert "embeddings: 12 cached, 0 decoded" in printed
         assert f"baseline features: {12 - decoded} cached, {decoded} decoded" in printed
+    assert (state / "baseline.sqlite").stat().st_mode & 0o077 == 0  # private, as the state dir
     baseline = json.loads(again.read_text())["folds"]["artist"]["models"]["baseline"]
     assert sum(r["tracks"] for r in baseline["per_genre"].values()) == 12
     assert 0 <= baseline["track_accuracy"] <= 1

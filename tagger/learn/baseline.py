@@ -16,6 +16,7 @@ embedding cache, keyed the same way: the audio identity and the window; 244 byte
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -78,6 +79,8 @@ class FeatureCache:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():  # private, like everything in the state directory
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             self._db = sqlite3.connect(self.path, timeout=60)
             self._db.execute(self.SCHEMA)
             self._db.commit()

@@ -103,7 +103,8 @@ def stratified_folds(labels: Sequence, k: int, seed: int = 0,
     groups = list(range(n)) if groups is None else list(groups)
     if len(groups) != n:
         raise ValueError("need one group per track")
-    k = min(k, len(set(groups)))
+    # scikit-learn needs a genre with at least k tracks, and k groups
+    k = min(k, len(set(groups)), max(Counter(labels).values(), default=0))
     if k < 2:
         raise ConfigError("cross-validation needs at least 2 groups (artists, albums or "
                           "tracks); try --group-by track")
@@ -308,10 +309,16 @@ def evaluate_on_folds(embedded: EmbeddedSet, backbones: Backbones, *,
     predictions of the grouped folds (for calibration)."""
     grouping = group_by or default_grouping(embedded.tracks)
     y = list(embedded.track_labels)
-    fold_sets = {grouping: stratified_folds(
-        y, k, seed, groups=groups_for(embedded.tracks, grouping, embedded.keys))}
-    if grouping != "track":
-        fold_sets["track"] = stratified_folds(y, k, seed, groups=list(embedded.keys))
+    try:
+        fold_sets = {grouping: stratified_folds(
+            y, k, seed, groups=groups_for(embedded.tracks, grouping, embedded.keys))}
+        if grouping != "track":
+            fold_sets["track"] = stratified_folds(y, k, seed, groups=list(embedded.keys))
+    except ConfigError:
+        if head is None:
+            raise
+        # a fixed model needs no folds: they only split its figures (and its calibration)
+        grouping, fold_sets = "track", {"track": np.zeros(len(y), dtype=np.int64)}
     reports, helds = {}, {}
     for name, folds in fold_sets.items():
         if head is None:

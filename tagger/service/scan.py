@@ -155,7 +155,8 @@ def resolve_calibration(config: Config, catalogue, model_sha256: str,
 
 def use_calibration(config: Config, catalogue, classifier) -> Config:
     """:func:`resolve_calibration` for a local classifier: it gets the calibrator."""
-    card = getattr(getattr(classifier.head, "bundle", None), "calibrator", None)
+    bundle = getattr(getattr(classifier, "head", None), "bundle", None)
+    card = getattr(bundle, "calibrator", None)
     classifier.calibrator, config = resolve_calibration(config, catalogue,
                                                         classifier.info.sha256, card)
     return config
