@@ -81,6 +81,7 @@ class Watcher:
         self._writer_lock: WriterLock | None = None
         self._adoption = AdoptionWatch(config, adoption_check_s) if follow_adoption else None
         self.retags: list[dict] = []  # the summary of each retag after an adoption
+        self.model_info = None  # the engine's model (ModelInfo) once it runs
 
     # -- public ---------------------------------------------------------------------------
 
@@ -200,9 +201,10 @@ class Watcher:
             "last_error": self._last_error.last,
             "next_rescan": (None if self.state in ("stopping", "stopped")
                             else self._rescans.next_rescan()),
-            "model": ({"name": self.engine.model_info.name,
-                       "sha256": self.engine.model_info.sha256}
-                      if self.engine is not None and self.state != "stopped" else None),
+            # the model as the main thread last saw it: this runs in the status file's
+            # thread, and asking a Ray engine would start (or restart) it from here
+            "model": ({"name": self.model_info.name, "sha256": self.model_info.sha256}
+                      if self.model_info is not None else None),
             "follows_adoption": self._adoption is not None,
             "last_retag": self.retags[-1] if self.retags else None,
         }
@@ -220,7 +222,7 @@ class Watcher:
         self._reconciler.catalogue = self.catalogue
         self.engine = self._batches.start_engine(self.catalogue, classifier=self.classifier,
                                                  workers=self.workers, recorded=self.recorded)
-        info = self.engine.model_info
+        info = self.model_info = self.engine.model_info
         log.info("watching %s with model %s %s; catalogue %s", ", ".join(self.roots),
                  info.name, info.sha256[:12], self.catalogue.url)
         recover_interrupted_writes(self.catalogue, self.roots)
@@ -284,6 +286,7 @@ class Watcher:
             raise
         self.config = choice.config
         self.classifier = None  # a given one runs the old model
+        self.model_info = self.engine.model_info
         classifier = getattr(self.engine, "classifier", None)
         if classifier is None:  # a cluster engine: the output layers and head run here
             from tagger.model.classify import Classifier
