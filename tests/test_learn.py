@@ -250,6 +250,37 @@ def test_learn_adopts_a_head_from_the_library_labels(library, tmp_path, capsys):
     assert 0 <= baseline["track_accuracy"] <= 1
 
 
+def test_learn_records_both_calibrations_and_the_bundle_carries_its_own(library):
+    """The calibration path of learn --adopt (the tiny library is below MIN_TRACKS, so the
+    floor is lowered here): the default map's under the shipped pair's sha256, the head's
+    under the adopted bundle's, and in the bundle's card."""
+    from tagger.config import load_config
+    from tagger.learn.datasets import GenreMap
+    from tagger.learn.from_library import learn
+
+    _, config_path, state = library
+    config = load_config(str(config_path))
+    with open_catalogue(config.database_url) as catalogue:
+        outcome = learn(catalogue, config, genre_map=GenreMap.parse(["electronica=electronic"]),
+                        min_tracks=3, folds=2, adopt=True, name="calibrated",
+                        min_calibration_tracks=6)
+        default = catalogue.calibration_for(outcome.default_sha256)
+        head = catalogue.calibration_for(outcome.bundle.sha256)
+        adopted = catalogue.adopted_model()
+    assert default is not None and head is not None
+    assert adopted.sha256 == outcome.bundle.sha256 and adopted.name == "calibrated"
+    for record, report in ((default, outcome.calibrations["default"]),
+                           (head, outcome.calibrations["head"])):
+        assert record.tracks == 12
+        assert record.ece_before == pytest.approx(report.ece_before)
+        assert Calibrator(record.method.value, record.parameters).apply([0.2, 0.8]) == \
+            pytest.approx(report.calibrator.apply([0.2, 0.8]))
+        if report.threshold is not None:
+            assert record.precision >= record.target_precision == 0.9
+    assert outcome.bundle.calibrator == outcome.calibrations["head"].calibrator
+    assert outcome.bundle.path.parent == state / "models"
+
+
 def test_scan_applies_the_recorded_calibration_and_its_threshold(library, caplog):
     root, config, state = library
     db = f"sqlite:///{state / 'catalogue.sqlite'}"

@@ -32,6 +32,7 @@ from tagger.config import Config
 from tagger.errors import ConfigError, WriteError
 from tagger.learn.calibrate import (
     DEFAULT_METHOD,
+    MIN_TRACKS,
     CalibrationReport,
     calibrate,
 )
@@ -159,6 +160,7 @@ def learn(catalogue, config: Config, *, prefixes: Sequence[str] | None = None,
           group_by: str = "artist", options: HeadOptions | None = None,
           baseline: bool = False, adopt: bool = False, name: str = "library",
           calibration_method: str = DEFAULT_METHOD, target: float | None = None,
+          min_calibration_tracks: int = MIN_TRACKS,
           threads: int = 2, backbones: Backbones | None = None,
           progress: Callable[[int, int], None] | None = None,
           on_labels: Callable[[Labels], None] | None = None) -> LearnOutcome:
@@ -211,9 +213,10 @@ def learn(catalogue, config: Config, *, prefixes: Sequence[str] | None = None,
     grouped = comparisons[0]
     calibrations = {
         "default": calibrate(grouped.held["default"], backbones.sha256,
-                             method=calibration_method, target=target),
+                             method=calibration_method, target=target,
+                             min_tracks=min_calibration_tracks),
         "head": calibrate(grouped.held["head"], "", method=calibration_method,
-                          target=target),
+                          target=target, min_tracks=min_calibration_tracks),
     }
     outcome = LearnOutcome(labels, embedded, options, unknown, comparisons, calibrations,
                            backbones.sha256, target, baseline_stats)
