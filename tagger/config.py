@@ -75,10 +75,19 @@ class GenreConfig:
     drop: tuple[str, ...] = ()
 
 
+#: tags.min_confidence's default, and what "auto" means while the model has no calibration
+DEFAULT_MIN_CONFIDENCE = 0.35
+AUTO = "auto"
+
+
 @dataclass(frozen=True)
 class TagsConfig:
     write: str = "if_empty"  # if_empty | always | never
-    min_confidence: float = 0.35  # docs/genres.md: non-music scores below it
+    # a number, or "auto": the threshold `tagger learn` measured for the model in use (the
+    # lowest reaching target_precision on the library's labelled held-out tracks);
+    # "auto" without a calibration falls back to DEFAULT_MIN_CONFIDENCE
+    min_confidence: float | str = 0.35  # docs/genres.md: non-music scores below it
+    target_precision: float = 0.9  # docs/training.md "Calibration"
     on_tie: str = "best"  # best | all | skip
     write_confidence: bool = True
     # how a genre is written into files: title ("Hip-Hop", as beets' lastgenre) | lower;
@@ -176,7 +185,7 @@ _NON_NEGATIVE = {
     "model.threads", "scan.workers", "watch.settle_seconds", "watch.retry_max_attempts",
     "model.max_descriptors", "cluster.actors", "cluster.in_flight",
 }
-_UNIT_INTERVAL = {"tags.min_confidence", "model.descriptor_threshold"}
+_UNIT_INTERVAL = {"tags.min_confidence", "model.descriptor_threshold", "tags.target_precision"}
 #: Upper bounds: past them a value is a typo, and taking it literally crashes or starves the
 #: machine (100000 torch threads segfault, thousands exhaust the process table, an infinite
 #: window fails every file).
@@ -298,6 +307,13 @@ def _coerce(hint, value, key: str):
             raise ConfigError(f"'{key}' must be a table of strings")
         return dict(value)
     if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if float in args and str in args:  # a number or "auto" (tags.min_confidence)
+            if isinstance(value, str):
+                if value != AUTO:
+                    raise ConfigError(f"'{key}' must be a number or \"{AUTO}\"")
+                return value
+            return _coerce(float, value, key)
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if hint is bool:
         if not isinstance(value, bool):
@@ -336,6 +352,8 @@ def _validate_values(config: Config, source: str | None) -> None:
         if _lookup(config, key) < 0:
             raise ConfigError(f"'{key}' must not be negative", source)
     for key in _UNIT_INTERVAL:
+        if _lookup(config, key) == AUTO:
+            continue
         if not 0.0 <= _lookup(config, key) <= 1.0:
             raise ConfigError(f"'{key}' must be between 0 and 1", source)
     for key, most in _MAXIMUM.items():
@@ -344,6 +362,8 @@ def _validate_values(config: Config, source: str | None) -> None:
             raise ConfigError(f"'{key}' must be a finite number", source)
         if value > most:
             raise ConfigError(f"'{key}' must be at most {most:g}", source)
+    if config.tags.target_precision <= 0.0:
+        raise ConfigError("'tags.target_precision' must be greater than 0", source)
     model = config.model
     if model.segments * model.segment_seconds > model.window_seconds + 1e-9:
         raise ConfigError(

@@ -26,6 +26,9 @@ class Vote:
     tied: tuple[str, ...]  # those genres, best mean score first (just `genre` when no tie)
     candidates: tuple[Candidate, ...]  # every genre with a vote, most votes first
     segment_winners: tuple[str, ...]  # the genre each segment voted for, in time order
+    # the mean score before calibration (tagger.model.calibration); None: not calibrated,
+    # `confidence` is the raw mean score
+    raw_confidence: float | None = None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from tagger.cli.common import (
     Parser,
     UsageError,
 )
-from tagger.cli.learning import cmd_eval, cmd_train
+from tagger.cli.learning import cmd_eval, cmd_learn, cmd_train
 from tagger.cli.library import (
     cmd_db,
     cmd_list,
@@ -55,6 +55,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "status": cmd_status,
     "train": cmd_train,
     "eval": cmd_eval,
+    "learn": cmd_learn,
     "list": cmd_list,
     "prune": cmd_prune,
     "completion": cmd_completion,
@@ -254,6 +255,55 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--report", metavar="FILE.json", help="write the report as JSON")
     evaluate.add_argument("--plot", metavar="FILE.png", help="draw the confusion matrix")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    evaluate.add_argument("--group-by", choices=("artist", "album", "track"),
+                          help="keep each artist (album, track) on one side of every split "
+                               "(default: artist when the files carry artist or album tags); "
+                               "the figures by track are reported beside")
+    evaluate.add_argument("--no-baseline", dest="baseline", action="store_false",
+                          help="skip the MFCC + logistic regression baseline (it decodes "
+                               "each track once; cached)")
+    evaluate.add_argument("--reliability", metavar="FILE.png",
+                          help="draw the reliability diagram (held-out confidence)")
+
+    learning = sub.add_parser(
+        "learn", parents=[db],
+        help="learn a genre head from your library's own genres; compare, calibrate, adopt",
+        description="Train a head on the genres you set in your files (and your corrections; "
+                    "never the genres tagger wrote), report it against the default genre "
+                    "map on the same folds, grouped by artist, calibrate the confidence, "
+                    "and with --adopt make it the library's model (docs/training.md).")
+    learning.add_argument("paths", nargs="*", metavar="PATH",
+                          help="library folders to learn from (default: the whole catalogue)")
+    learning.add_argument("--min-tracks", type=int, default=5, metavar="N",
+                          help="leave out genres with fewer labelled tracks (default 5)")
+    learning.add_argument("--map", action="append", metavar="SRC=DST",
+                          help="rename a genre before use (repeatable; DST empty: drop it)")
+    learning.add_argument("--genre-map", metavar="FILE", help="TOML/JSON table of SRC = DST")
+    learning.add_argument("--folds", type=int, default=5, metavar="K",
+                          help="k-fold cross-validation (default 5)")
+    learning.add_argument("--group-by", choices=("artist", "album", "track"), default="artist",
+                          help="what each split keeps on one side (default: artist, then "
+                               "album, then the track, where the tags lack them)")
+    learning.add_argument("--baseline", action="store_true",
+                          help="also the MFCC + logistic regression baseline (decodes every "
+                               "track once; cached)")
+    learning.add_argument("--calibration", choices=("isotonic", "temperature"),
+                          help="how confidence is calibrated (default: temperature)")
+    learning.add_argument("--target-precision", type=float, metavar="P",
+                          help="for the auto threshold (default: tags.target_precision)")
+    learning.add_argument("--embedding", choices=("penultimate", "pooled", "both", "tags"),
+                          help="backbone features the head reads (default: penultimate, "
+                               "what scan caches)")
+    learning.add_argument("--head", choices=("linear", "mlp"), help="head shape (default: mlp)")
+    learning.add_argument("--epochs", type=int, metavar="N")
+    learning.add_argument("--seed", type=int, default=0)
+    learning.add_argument("--adopt", action="store_true",
+                          help="write the head under the state directory and make it the "
+                               "library's model")
+    learning.add_argument("--name", default="library", help="the adopted model's name")
+    learning.add_argument("--report", metavar="FILE.json", help="write the figures as JSON")
+    learning.add_argument("--plot", "--reliability", dest="plot", metavar="FILE.png",
+                          help="draw the reliability diagrams")
     return parser
 
 

@@ -112,15 +112,33 @@ def cmd_train(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, config: Config) -> int:
-    from tagger.learn.evaluate import cross_validate, evaluate_head, format_report, plot_confusion
+    from tagger.learn.calibrate import calibrate, plot_reliability
+    from tagger.learn.evaluate import evaluate_on_folds, format_report, plot_confusion
 
     embedded, backbones = _embedded(args, config)
+    head = None
     if args.model:
         from tagger.model.classify import genre_head
 
-        report = evaluate_head(embedded, backbones, genre_head(config, backbones.models))
-    else:
-        report = cross_validate(embedded, backbones, _head_options(args), args.folds, args.seed)
+        head = genre_head(config, backbones.models)
+    features = None
+    if args.baseline and head is None:
+        from tagger.learn.baseline import features_for
+
+        bar, advance = _progress(args, len(embedded.tracks), "baseline features")
+        try:
+            features, stats = features_for([t.path for t in embedded.tracks], config,
+                                           threads=config.scan.workers or 2, progress=advance)
+        finally:
+            bar.close()
+        print(f"baseline features: {stats.cached} cached, {stats.decoded} decoded, "
+              f"{stats.failed} unreadable ({stats.seconds:.1f} s)", file=sys.stderr)
+    report, held = evaluate_on_folds(
+        embedded, backbones, options=_head_options(args) if head is None else None, head=head,
+        k=args.folds, seed=args.seed, group_by=args.group_by, baseline_features=features)
+    sha = head.info.sha256 if head is not None else ""
+    calibration = calibrate(held, sha, target=config.tags.target_precision)
+    report["calibration"] = calibration.as_dict() if calibration else None
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
@@ -129,4 +147,187 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
         _write_json(args.report, report)
     if args.plot:
         plot_confusion(report, args.plot)
+    if args.reliability:
+        if calibration is None:
+            print("no reliability plot: too few tracks to calibrate", file=sys.stderr)
+        else:
+            plot_reliability([calibration], args.reliability,
+                             f"{embedded.dataset.name}: held-out folds by {report['grouped_by']}")
     return EXIT_OK
+
+
+# ---------------------------------------------------------------- tagger learn
+
+
+def _console():
+    from rich.console import Console
+
+    # a pipe or a file gets the whole table, not one folded to 80 columns
+    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 132,
+                   highlight=False)
+
+
+def _f(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _progress(args: argparse.Namespace, total: int, label: str):
+    from tagger.cli.progress import ScanDisplay
+
+    bar = ScanDisplay(quiet=args.quiet, label=label)(total)
+    last = [0]
+
+    def advance(done: int, _total: int) -> None:
+        bar.advance(done - last[0])
+        last[0] = done
+
+    return bar, advance
+
+
+def cmd_learn(args: argparse.Namespace, config: Config) -> int:
+    from tagger.learn.calibrate import DEFAULT_METHOD
+    from tagger.learn.datasets import GenreMap
+    from tagger.learn.from_library import LEARN_EMBEDDING, learn
+    from tagger.model.heads import HeadOptions
+
+    if args.folds < 2:
+        raise UsageError("--folds must be at least 2", prog="tagger learn")
+    genre_map = GenreMap.parse(args.map or (), args.genre_map)
+    given = {"kind": args.head, "epochs": args.epochs}
+    options = HeadOptions(seed=args.seed, embedding=args.embedding or LEARN_EMBEDDING,
+                          **{k: v for k, v in given.items() if v is not None})
+    prefixes = [os.path.abspath(os.path.expanduser(p)) for p in args.paths] or None
+    bars = []
+
+    def on_labels(labels) -> None:
+        bar, advance = _progress(args, len(labels.dataset.tracks), "embedding")
+        bars.append((bar, advance))
+
+    def progress(done: int, total: int) -> None:
+        bars[-1][1](done, total)
+
+    with catalogue_of(config) as catalogue:
+        try:
+            outcome = learn(catalogue, config, prefixes=prefixes, genre_map=genre_map,
+                            min_tracks=args.min_tracks, folds=args.folds,
+                            group_by=args.group_by, options=options, baseline=args.baseline,
+                            adopt=args.adopt, name=args.name,
+                            calibration_method=args.calibration or DEFAULT_METHOD,
+                            target=args.target_precision, threads=config.scan.workers or 2,
+                            progress=progress, on_labels=on_labels)
+        finally:
+            for bar, _ in bars:
+                bar.close()
+    print_learn(outcome, args, config)
+    if args.report:
+        _write_json(args.report, outcome.figures())
+    if args.plot:
+        from tagger.learn.calibrate import plot_reliability
+
+        reports = [r for r in (outcome.calibrations["default"], outcome.calibrations["head"])
+                   if r is not None]
+        if reports:
+            plot_reliability(reports, args.plot, "reliability on held-out folds "
+                             f"(grouped by {outcome.grouped.grouping})")
+        else:
+            print("no reliability plot: too few labelled tracks to calibrate", file=sys.stderr)
+    return EXIT_OK
+
+
+def print_learn(outcome, args: argparse.Namespace, config: Config) -> None:
+    """The learn report as rich tables."""
+    from rich.table import Table
+
+    from tagger.learn.calibrate import MIN_TRACKS
+
+    console = _console()
+    labels, embedded = outcome.labels, outcome.embedded
+    stats = embedded.stats
+    sources = ", ".join(f"{n} from {k}s" for k, n in sorted(labels.sources.items()))
+    console.print(f"labels: {len(embedded.tracks)} tracks in {len(embedded.labels)} genres"
+                  + (f" ({sources})" if sources else ""))
+    console.print(f"embeddings: {stats.cached} cached, {stats.decoded} decoded, "
+                  f"{stats.failed} unreadable ({stats.seconds:.1f} s)")
+    if outcome.baseline_stats is not None:
+        b = outcome.baseline_stats
+        console.print(f"baseline features: {b.cached} cached, {b.decoded} decoded, "
+                      f"{b.failed} unreadable ({b.seconds:.1f} s)")
+    if labels.too_few:
+        console.print(f"cannot learn (fewer than {args.min_tracks} tracks): " + ", ".join(
+            f"{g} ({n})" for g, n in sorted(labels.too_few.items())))
+    if labels.mapped_away:
+        console.print("mapped away: " + ", ".join(
+            f"{g} ({n})" for g, n in sorted(labels.mapped_away.items())))
+    if outcome.unknown_to_default:
+        console.print("the default map cannot name: " + ", ".join(outcome.unknown_to_default)
+                      + " (every such track counts as a miss for it; --map renames labels)")
+
+    names = {"default": "default map (musicnn)",
+             "head": f"head ({outcome.options.kind} on {outcome.options.embedding})",
+             "baseline": "baseline (MFCC + logistic regression)"}
+    overall = Table(title="held-out accuracy on the same folds (tracks, after the vote)")
+    overall.add_column("model")
+    for comparison in outcome.comparisons:
+        k = len(set(comparison.folds.tolist()))
+        overall.add_column(f"by {comparison.grouping}\n{k} folds", justify="right")
+        overall.add_column(f"by {comparison.grouping}\nbalanced", justify="right")
+    for key in ("default", "head", "baseline"):
+        if key not in outcome.grouped.reports:
+            continue
+        cells = []
+        for comparison in outcome.comparisons:
+            r = comparison.reports[key]
+            cells += [_f(r["track_accuracy"]), _f(r["balanced_track_accuracy"])]
+        overall.add_row(names[key], *cells)
+    console.print(overall)
+
+    grouped = outcome.grouped
+    per = Table(title=f"per genre (folds by {grouped.grouping}): precision / recall / F1")
+    per.add_column("genre")
+    per.add_column("tracks", justify="right")
+    for key in ("default", "head", "baseline"):
+        if key in grouped.reports:
+            per.add_column(names[key].split(" (")[0], justify="right")
+    for genre in embedded.labels:
+        row = [genre, str(grouped.reports["head"]["per_genre"][genre]["tracks"])]
+        for key in ("default", "head", "baseline"):
+            if key in grouped.reports:
+                g = grouped.reports[key]["per_genre"].get(genre)
+                row.append("-" if g is None else
+                           f"{_f(g['precision'], 2)} / {_f(g['recall'], 2)} / {_f(g['f1'], 2)}")
+        per.add_row(*row)
+    console.print(per)
+
+    cal = Table(title=f"calibration (held-out folds by {grouped.grouping}; 10-bin ECE; target "
+                      f"precision {outcome.target_precision:g})")
+    for column in ("model", "method", "tracks", "ECE raw", "ECE isotonic", "ECE temperature",
+                   "auto threshold", "precision", "coverage"):
+        cal.add_column(column, justify="left" if column in ("model", "method") else "right")
+    any_cal = False
+    for key in ("default", "head"):
+        report = outcome.calibrations[key]
+        if report is None:
+            continue
+        any_cal = True
+        by = report.ece_after_by_method
+        method = report.method if report.applied else "none (did not help)"
+        cal.add_row(names[key], method, str(report.tracks), _f(report.ece_before),
+                    _f(by.get("isotonic")), _f(by.get("temperature")),
+                    _f(report.threshold), _f(report.precision), _f(report.coverage))
+    if any_cal:
+        console.print(cal)
+    else:
+        console.print(f"calibration: fewer than {MIN_TRACKS} labelled tracks, none fitted")
+    if outcome.bundle is not None:
+        b = outcome.bundle
+        console.print(f"adopted: {b.name} ({b.sha256[:12]}) at {b.path}; scan, watch and "
+                      "retag use it from now on")
+    elif not args.adopt:
+        console.print("nothing adopted: --adopt makes the head the library's model")
+    if config.tags.min_confidence == "auto":
+        key = "head" if outcome.bundle is not None else "default"
+        report = outcome.calibrations[key]
+        if report is not None and report.threshold is not None:
+            console.print(f"tags.min_confidence = \"auto\": {report.threshold:.3f} for the "
+                          f"{names[key]} (precision {report.precision:.3f}, coverage "
+                          f"{report.coverage:.3f})")

@@ -47,6 +47,8 @@ USABLE_STATUSES = ("done", "pending", "failed")
 class LabelledTrack:
     path: str
     genre: str
+    artist: str | None = None  # from the file's tags (or the catalogue): grouping the folds
+    album: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,18 @@ class Dataset:
 
 
 # ---------------------------------------------------------------- genre maps
+
+
+def read_artist_album(path: str) -> tuple[str | None, str | None]:
+    """The file's artist and album tags (None where missing, or the tags unreadable: only
+    the folds use them, to keep an artist on one side, so such a file simply has none)."""
+    from tagger.library import tags
+
+    try:
+        info = tags.read_info(path)
+    except TaggerError:
+        return None, None
+    return info.artist or None, info.album or None
 
 
 def _unify_case(values: Sequence[str]) -> dict[str, str]:
@@ -100,7 +114,7 @@ def folder_dataset(root: str | os.PathLike[str], library: LibraryConfig = Librar
         if label is None:
             dropped[folder.name] += len(files)
             continue
-        tracks += [LabelledTrack(path, label) for path in files]
+        tracks += [LabelledTrack(path, label, *read_artist_album(path)) for path in files]
     if not tracks:
         raise ConfigError("no audio files in genre folders (expected ROOT/<genre>/*.wav ...)",
                           root)

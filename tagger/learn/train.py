@@ -69,10 +69,13 @@ class TrainOutcome:
 
 def train_bundle(embedded: EmbeddedSet, backbones: Backbones, config: Config, out: str | Path,
                  *, options: HeadOptions = HeadOptions(), folds: int = 5,
-                 name: str | None = None) -> TrainOutcome:
-    """Cross-validate (``folds`` >= 2), train on everything, write the bundle to ``out``."""
-    report = None
-    if folds >= 2:
+                 name: str | None = None, report: dict | None = None,
+                 calibration: dict | None = None) -> TrainOutcome:
+    """Cross-validate (``folds`` >= 2), train on everything, write the bundle to ``out``.
+
+    ``report``: a cross-validation report made already (``folds`` is then ignored);
+    ``calibration``: the calibrator for the card (:mod:`tagger.learn.calibrate`)."""
+    if report is None and folds >= 2:
         report = cross_validate(embedded, backbones, options, folds, options.seed)
     x = embedded.features(options.embedding, backbones)
     fit = fit_head(x, embedded.segment_labels, len(embedded.labels), options)
@@ -100,5 +103,6 @@ def train_bundle(embedded: EmbeddedSet, backbones: Backbones, config: Config, ou
     out = Path(out).expanduser().absolute()
     bundle = write_bundle(out, fit.net, name=name or out.name, labels=embedded.labels,
                           embedding=options.embedding, head=head, backbones=backbones.models,
-                          config=config, training=training, metrics=metrics)
+                          config=config, training=training, metrics=metrics,
+                          calibration=calibration)
     return TrainOutcome(bundle, embedded, report, fit.seconds)

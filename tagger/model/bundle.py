@@ -32,6 +32,7 @@ import torch
 
 from tagger.config import Config
 from tagger.errors import ModelError, WriteError
+from tagger.model.calibration import Calibrator
 from tagger.model.embeddings import BackboneOutput, needs_pooled
 from tagger.model.heads import HeadNet
 from tagger.model.musicnn import LoadedModel
@@ -84,11 +85,22 @@ class Bundle:
     def embedding(self) -> str:
         return self.card["embedding"]
 
+    @property
+    def calibrator(self) -> Calibrator | None:
+        """The calibration stored in the card by ``tagger learn`` (None: none)."""
+        data = self.card.get("calibration")
+        return Calibrator.from_dict(data) if data else None
+
 
 def write_bundle(out: str | Path, net: HeadNet, *, name: str, labels: Sequence[str],
                  embedding: str, head: dict, backbones: Sequence[LoadedModel], config: Config,
-                 training: dict, metrics: dict | None) -> Bundle:
-    """Write a bundle directory atomically; an existing bundle (or empty folder) is replaced."""
+                 training: dict, metrics: dict | None,
+                 calibration: dict | None = None) -> Bundle:
+    """Write a bundle directory atomically; an existing bundle (or empty folder) is replaced.
+
+    ``calibration``: the confidence map measured on held-out folds (``method``,
+    ``parameters``, figures; tagger.model.calibration); not part of the sha256, which says
+    what the bundle *predicts*."""
     out = Path(out).expanduser().absolute()
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / CARD).is_file())):
         raise WriteError("exists and is not a tagger bundle: refusing to replace it", out)
@@ -109,6 +121,8 @@ def write_bundle(out: str | Path, net: HeadNet, *, name: str, labels: Sequence[s
         "training": training,
         "metrics": metrics,
     }
+    if calibration is not None:
+        card["calibration"] = calibration
     card["sha256"] = bundle_sha256(card, weights)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

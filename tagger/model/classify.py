@@ -3,6 +3,7 @@ vote."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from tagger.audio.features import PreparedTrack, prepare_track
 from tagger.config import Config
 from tagger.errors import ConfigError, ReadError, TaggerError
 from tagger.model.bundle import DEFAULT_BUNDLE, TrainedHead, load_bundle, resolve_bundle_path
+from tagger.model.calibration import Calibrator
 from tagger.model.embeddings import (
     BackboneOutput,
     Backbones,
@@ -24,7 +26,7 @@ from tagger.model.embeddings import (
 from tagger.model.genres import Vocabulary, build_vocabulary
 from tagger.model.musicnn import LoadedModel, load_musicnn
 from tagger.model.vote import vote
-from tagger.results import ModelInfo, SegmentResult, TrackResult
+from tagger.results import ModelInfo, SegmentResult, TrackResult, Vote
 
 SHIPPED_MODELS = ("MSD_musicnn", "MTT_musicnn")
 
@@ -135,6 +137,14 @@ def genre_head(config: Config, models: Sequence[LoadedModel],
     return TrainedHead(load_bundle(resolve_bundle_path(config), models, config))
 
 
+def calibrated(outcome: Vote, calibrator: Calibrator | None) -> Vote:
+    """The vote with its confidence calibrated (the raw one kept in ``raw_confidence``)."""
+    if calibrator is None:
+        return outcome
+    raw = outcome.confidence if outcome.raw_confidence is None else outcome.raw_confidence
+    return dataclasses.replace(outcome, confidence=calibrator(raw), raw_confidence=raw)
+
+
 class Classifier:
     """Genre classification with the shipped musicnn pair (MSD + MTT).
 
@@ -147,8 +157,11 @@ class Classifier:
     :meth:`classify_cached` with cached embeddings: no decode, no backbone pass.
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, calibrator: Calibrator | None = None):
         self.config = config
+        #: maps the vote's confidence to the probability of being right (None: raw); the
+        #: caller looks it up for ``self.info.sha256`` (the catalogue's calibrations)
+        self.calibrator = calibrator
         streams = configure_threads(config.model.threads)
         self.device = resolve_device(config.model.device)
         self.dtype = resolve_precision(config.model.precision, self.device)
@@ -184,7 +197,7 @@ class Classifier:
 
     def _result(self, path: str, starts_s, duration_s: float | None, tag_scores: np.ndarray,
                 genre_scores: np.ndarray) -> TrackResult:
-        outcome = vote(self.head.genres, genre_scores)
+        outcome = calibrated(vote(self.head.genres, genre_scores), self.calibrator)
         keys = self.output_keys + self.head.score_keys
         rows = (np.concatenate([tag_scores, genre_scores], axis=1) if self.head.score_keys
                 else tag_scores)

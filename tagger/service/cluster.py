@@ -38,6 +38,7 @@ from tagger.service.scan import (
     Summary,
     WorkItem,
     prepare_file,
+    resolve_calibration,
 )
 
 if TYPE_CHECKING:
@@ -99,6 +100,9 @@ class InferenceActor:
         import tagger
 
         return {"version": tagger.__version__, "model": self.classifier.info}
+
+    def use_calibrator(self, calibrator) -> None:
+        self.classifier.calibrator = calibrator
 
     def classify(self, *tracks: PreparedTrack) -> list[tuple[TrackResult, TrackEmbeddings]]:
         """Each track's result, with the embeddings the driver's Recorder caches (8 KB)."""
@@ -193,6 +197,10 @@ class RayEngine:
             if actor_info["model"] != self._model_info:
                 raise ClusterError("the nodes load different model weights: install the same "
                                    "tagger and models everywhere")
+        # the calibrated confidence and the resolved threshold, as the local engine has them
+        calibrator, self.recorder.config = resolve_calibration(
+            self.config, self.recorder.catalogue, self._model_info.sha256)
+        ray.get([a.use_calibrator.remote(calibrator) for a in self._actors])
         log.info("ray: %d nodes, %d inference actors, %g CPUs", len(nodes), len(self._actors),
                  ray.cluster_resources().get("CPU", 0))
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from tagger.config import Config
 from tagger.results import CorrectionAction, ModelInfo
-from tagger.service.scan import EngineHooks, Recorder, Summary, WorkItem
+from tagger.service.scan import EngineHooks, Recorder, Summary, WorkItem, use_calibration
 
 if TYPE_CHECKING:
     from tagger.model.classify import Classifier
@@ -109,6 +109,8 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
     paths = [os.path.abspath(p) for p in paths] if paths else None
     rows = [r for r in _selected(catalogue.track_identities(), paths) if r[3] == "done"]
     corrected = corrected_paths(catalogue)
+    # the calibrated confidence and tags.min_confidence = "auto" resolved, as scan has them
+    config = use_calibration(config, catalogue, classifier)
     recorder = Recorder(retag_policy(config), catalogue, dry_run=dry_run,
                         hooks=EngineHooks(on_proposal=on_proposal))
     # tags are written only inside the roots (symlinks resolved): the paths given, else the

@@ -20,14 +20,14 @@ from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from threadpoolctl import threadpool_limits
 
 from tagger.audio.features import PreparedTrack, prepare_track
 from tagger.audio.identity import content_id
-from tagger.config import Config, TagsConfig
+from tagger.config import AUTO, DEFAULT_MIN_CONFIDENCE, Config, TagsConfig
 from tagger.errors import ReadError, TaggerError, TooShortError, WriteError
 from tagger.library import tags
 from tagger.library.corrections import correction_veto
@@ -122,6 +122,44 @@ def decide_tags(outcome: Vote, existing: list[str], policy: TagsConfig) -> TagDe
             return TagDecision(())  # the file already says it: nothing to write, nothing kept
         return TagDecision((), NotWritten.KEPT_USER_GENRE, "; ".join(existing))
     return TagDecision(genres)
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def resolve_calibration(config: Config, catalogue, model_sha256: str,
+                        fallback=None) -> tuple[object | None, Config]:
+    """(calibrator, config): the calibration ``tagger learn`` recorded for the model (else
+    ``fallback``: a bundle's own card), and the config with ``tags.min_confidence`` as a
+    number ("auto": that calibration's threshold; without one, the fixed default, said once:
+    each engine resolves it once)."""
+    from tagger.model.calibration import Calibrator
+
+    record = catalogue.calibration_for(model_sha256) if catalogue is not None else None
+    calibrator = fallback
+    if record is not None:
+        calibrator = Calibrator(getattr(record.method, "value", record.method),
+                                dict(record.parameters))
+    tags_config = config.tags
+    if tags_config.min_confidence != AUTO:
+        return calibrator, config
+    threshold = record.threshold if record is not None else None
+    if threshold is None:
+        why = ("no calibration for this model yet (run 'tagger learn')" if record is None
+               else "no threshold reaches tags.target_precision on the labelled tracks")
+        log.warning("tags.min_confidence = \"auto\": %s; using %g", why,
+                    DEFAULT_MIN_CONFIDENCE)
+        threshold = DEFAULT_MIN_CONFIDENCE
+    return calibrator, replace(config, tags=replace(tags_config, min_confidence=float(threshold)))
+
+
+def use_calibration(config: Config, catalogue, classifier) -> Config:
+    """:func:`resolve_calibration` for a local classifier: it gets the calibrator."""
+    bundle = getattr(getattr(classifier, "head", None), "bundle", None)
+    card = getattr(bundle, "calibrator", None)
+    classifier.calibrator, config = resolve_calibration(config, catalogue,
+                                                        classifier.info.sha256, card)
+    return config
 
 
 # ---------------------------------------------------------------- worker side
@@ -584,6 +622,8 @@ class Engine:
 
             classifier = Classifier(config)
         self.classifier = classifier
+        # the calibrated confidence and the resolved threshold: what the recorder compares
+        self.recorder.config = use_calibration(config, catalogue, classifier)
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:

@@ -1,0 +1,317 @@
+"""`tagger learn`: grouped folds, the baseline, calibration, the auto threshold, adoption.
+
+The end-to-end tests build a tiny real library from 10 s excerpts of the clips in tests/data
+(3 segments each), tagged with mutagen as a user would (artist, album, their own genre
+spelling; some files left bare), then run `tagger scan` and `tagger learn --adopt`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import mutagen
+import numpy as np
+import pytest
+from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
+
+from tagger.cli import main
+from tagger.config import config_from_dict
+from tagger.errors import ConfigError
+from tagger.learn.calibrate import (
+    choose_threshold,
+    cross_calibrated,
+    expected_calibration_error,
+    fit_calibrator,
+)
+from tagger.learn.datasets import LabelledTrack
+from tagger.learn.evaluate import default_grouping, groups_for, stratified_folds
+from tagger.library.catalogue import open_catalogue
+from tagger.model.calibration import Calibrator
+
+HUNGARIAN = "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg"
+TCHAIKOVSKY = "Kevin_MacLeod_-_P_I_Tchaikovsky_Dance_of_the_Sugar_Plum_Fairy.ogg"
+NEXUIZ = "nexuiz_brainsukker_excerpt.ogg"
+VIBE_ACE = "Kevin_MacLeod_-_Vibe_Ace.ogg"
+TRUMPET = "sorohanro_-_solo-trumpet-06.ogg"
+
+# (clip, start, artist, album, genre as the user spelled it; None: left bare)
+LIBRARY = [
+    (HUNGARIAN, 0, "Johannes Brahms", "Hungarian Dances", "Classical"),
+    (HUNGARIAN, 12, "Johannes Brahms", "Hungarian Dances", "classical"),
+    (HUNGARIAN, 24, "Johannes Brahms", "Hungarian Dances", "Classical"),
+    (TCHAIKOVSKY, 5, "Tchaikovsky", "Nutcracker", "Classical"),
+    (TCHAIKOVSKY, 35, "Tchaikovsky", "Nutcracker", "Classical"),
+    (TCHAIKOVSKY, 65, "Tchaikovsky", "Nutcracker", None),
+    (NEXUIZ, 0, "Parapraxis", "Nexuiz", "Electronica"),
+    (NEXUIZ, 12, "Parapraxis", "Nexuiz", "Electronica"),
+    (NEXUIZ, 24, "Nexuiz Crew", "Nexuiz Remixes", "Electronica"),
+    (NEXUIZ, 36, "Nexuiz Crew", "Nexuiz Remixes", "Electronica"),
+    (VIBE_ACE, 0, "Kevin MacLeod", "Jazz Sampler", "Jazz"),
+    (VIBE_ACE, 12, "Kevin MacLeod", "Jazz Sampler", "Jazz"),
+    (VIBE_ACE, 24, "Kevin MacLeod", "Jazz Sampler", None),
+    (TRUMPET, None, "sorohanro", "Solo Trumpet", "Jazz"),
+    (TRUMPET, None, "sorohanro", "Solo Trumpet", "Polka"),  # same audio, another file
+]
+
+
+# ---------------------------------------------------------------- folds
+
+
+def synthetic_tracks() -> list[LabelledTrack]:
+    """3 genres x 4 artists x 3 tracks (artist i of a genre: album i)."""
+    return [LabelledTrack(f"/m/{g}/{a}/{t}.flac", g, f"{g}-artist-{a}", f"{g}-album-{a}")
+            for g in ("classical", "jazz", "rock") for a in range(4) for t in range(3)]
+
+
+def artist_sides(tracks, folds) -> dict[str, set[int]]:
+    sides: dict[str, set[int]] = {}
+    for track, fold in zip(tracks, folds):
+        sides.setdefault(track.artist, set()).add(int(fold))
+    return sides
+
+
+def test_grouped_folds_keep_each_artist_on_one_side():
+    tracks = synthetic_tracks()
+    labels = [t.genre for t in tracks]
+    for seed in range(5):
+        grouped = stratified_folds(labels, 3, seed, groups=groups_for(tracks, "artist"))
+        assert all(len(s) == 1 for s in artist_sides(tracks, grouped).values())
+        # every genre is still tested in every fold (4 artists over 3 folds)
+        for fold in range(3):
+            assert {t.genre for t, f in zip(tracks, grouped) if f == fold} == {
+                "classical", "jazz", "rock"}
+    # the same check fails on folds by track: artists straddle the split
+    ungrouped = stratified_folds(labels, 3, 0)
+    assert any(len(s) > 1 for s in artist_sides(tracks, ungrouped).values())
+
+
+def test_groups_fall_back_to_album_then_audio_and_join_the_same_audio():
+    tracks = [
+        LabelledTrack("/a.flac", "x", "Artist", "One"),
+        LabelledTrack("/b.flac", "x", "ARTIST ", "Two"),  # case and blanks do not matter
+        LabelledTrack("/c.flac", "x", None, "Two"),  # no artist: its album
+        LabelledTrack("/d.flac", "x", None, None),  # nothing: its audio
+        LabelledTrack("/e.flac", "x", "Other", None),  # same audio as /d
+    ]
+    ids = ["id-a", "id-b", "id-c", "id-d", "id-d"]
+    groups = groups_for(tracks, "artist", ids)
+    assert groups[0] == groups[1] == "artist:artist"
+    assert groups[2] == "album:two"
+    assert groups[3] == groups[4]  # one recording, whatever its tags
+    album = groups_for(tracks, "album", ids)
+    assert album[1] == album[2] == "album:two" != album[0]
+    assert len(set(groups_for(tracks, "track", ids))) == 4
+    assert default_grouping(tracks) == "artist"
+    assert default_grouping([LabelledTrack("/x", "g")]) == "track"
+    with pytest.raises(ValueError):
+        groups_for(tracks, "label")
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def test_expected_calibration_error_on_a_known_case():
+    conf = [0.95, 0.95, 0.15, 0.15, 0.55]
+    right = [1, 0, 0, 0, 1]
+    # bin 9: accuracy 0.5 vs 0.95 (2 tracks); bin 1: 0 vs 0.15 (2); bin 5: 1 vs 0.55 (1)
+    assert expected_calibration_error(conf, right) == pytest.approx(
+        (2 * 0.45 + 2 * 0.15 + 1 * 0.45) / 5)
+    # 1.0 falls in the last bin; a perfectly calibrated bin adds nothing
+    assert expected_calibration_error([1.0, 1.0, 0.5, 0.5], [1, 1, 1, 0]) == pytest.approx(0)
+
+
+def test_calibrators_fix_an_overconfident_model_on_held_out_folds():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.2, 1.0, 3000)
+    right = rng.uniform(size=conf.size) < conf ** 3  # right far less often than it says
+    folds = np.arange(conf.size) % 5
+    before = expected_calibration_error(conf, right)
+    assert before > 0.15
+    for method in ("isotonic", "temperature"):
+        after = expected_calibration_error(cross_calibrated(conf, right, folds, method), right)
+        assert after < 0.04, method
+        calibrator = fit_calibrator(conf, right, method)
+        again = Calibrator.from_dict(json.loads(json.dumps(calibrator.as_dict())))
+        values = again.apply([0.3, 0.6, 0.9])
+        assert np.all(np.diff(values) >= 0)  # monotone
+        assert values == pytest.approx([0.3 ** 3, 0.6 ** 3, 0.9 ** 3], abs=0.08)
+
+
+def test_auto_threshold_reaches_the_target_precision_on_held_out_tracks():
+    rng = np.random.default_rng(1)
+    conf = rng.uniform(size=8000)
+    right = rng.uniform(size=conf.size) < conf  # calibrated: P(right | c) = c
+    fit, held = slice(0, 4000), slice(4000, None)
+    threshold, precision, coverage = choose_threshold(conf[fit], right[fit], 0.9)
+    # tracks above t are right (1 + t) / 2 of the time: t = 0.8 keeps a fifth of them
+    assert 0.75 < threshold < 0.85 and precision >= 0.9
+    assert coverage == pytest.approx(0.2, abs=0.04)
+    kept = conf[held] >= threshold
+    assert right[held][kept].mean() >= 0.9 - 0.02  # holds on tracks it never saw
+    assert kept.mean() == pytest.approx(coverage, abs=0.03)
+    # the lowest such threshold: one step lower misses the target
+    lower = np.sort(np.unique(conf[fit]))
+    below = lower[np.searchsorted(lower, threshold) - 1]
+    assert right[fit][conf[fit] >= below].mean() < 0.9
+    assert choose_threshold([0.9, 0.8], [False, False], 0.9) == (None, None, 0.0)
+
+
+def test_min_confidence_is_a_number_or_auto():
+    assert config_from_dict({"tags": {"min_confidence": "auto"}}).tags.min_confidence == "auto"
+    assert config_from_dict({"tags": {"min_confidence": 0.5}}).tags.min_confidence == 0.5
+    assert config_from_dict({}).tags.target_precision == 0.9
+    for bad in ({"min_confidence": "sometimes"}, {"min_confidence": 1.5},
+                {"target_precision": 0}, {"target_precision": 2}):
+        with pytest.raises(ConfigError, match="tags"):
+            config_from_dict({"tags": bad})
+
+
+# ---------------------------------------------------------------- a tiny real library
+
+
+def cut(clip: str, start: float | None, out: Path) -> Path:
+    exe = encoding_ffmpeg("flac")
+    if exe is None:
+        pytest.skip("no ffmpeg with a FLAC encoder")
+    window = [] if start is None else ["-ss", str(start), "-t", "10"]
+    ffmpeg_run(exe, *window, "-i", str(real_clip(clip)), "-map_metadata", "-1",
+               "-c:a", "flac", str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """(music root, config file, state dir): the tiny library, scanned once."""
+    base = tmp_path_factory.mktemp("learn")
+    root, state = base / "Music", base / "state"
+    for i, (clip, start, artist, album, genre) in enumerate(LIBRARY):
+        folder = root / artist
+        folder.mkdir(parents=True, exist_ok=True)
+        path = cut(clip, start, folder / f"{i:02d}-{Path(clip).stem[:16]}.flac")
+        audio = mutagen.File(path, easy=True)
+        audio["artist"], audio["album"] = [artist], [album]
+        if genre:
+            audio["genre"] = [genre]
+        audio.save()
+    config = base / "tagger.toml"
+    config.write_text(f'state_dir = "{state}"\n[library]\nroots = ["{root}"]\n'
+                      '[tags]\nmin_confidence = "auto"\n', encoding="utf-8")
+    assert main(["--config", str(config), "-q", "scan", "--workers", "1"]) == 0
+    return root, config, state
+
+
+def test_learn_adopts_a_head_from_the_library_labels(library, tmp_path, capsys):
+    root, config, state = library
+    report, plot = tmp_path / "learn.json", tmp_path / "reliability.png"
+    capsys.readouterr()
+    code = main(["--config", str(config), "learn", "--min-tracks", "3", "--folds", "2",
+                 "--map", "electronica=electronic", "--adopt", "--report", str(report),
+                 "--plot", str(plot)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    printed = out.out
+    assert "cannot learn (fewer than 3 tracks): Polka (1)" in printed
+    assert "by artist" in printed and "by track" in printed
+    # scan cached what a penultimate head reads: nothing to decode
+    assert "embeddings: 12 cached, 0 decoded" in printed
+    figures = json.loads(report.read_text())
+    # the user's own spellings, case unified; tagger's own writes (the bare files) are no label
+    assert figures["tracks_per_genre"] == {"Classical": 5, "Jazz": 3, "electronic": 4}
+    assert set(figures["folds"]) == {"artist", "track"}
+    for grouping in figures["folds"].values():
+        assert set(grouping["models"]) == {"head", "default"}
+        head = grouping["models"]["head"]
+        assert sum(r["tracks"] for r in head["per_genre"].values()) == 12
+    assert figures["embedding"] == "penultimate"
+    with open_catalogue(f"sqlite:///{state / 'catalogue.sqlite'}") as catalogue:
+        adopted = catalogue.adopted_model()
+        assert adopted is not None and adopted.name == "library"
+        bundle = Path(adopted.bundle_path)
+        assert bundle.parent == state / "models"
+        assert bundle.name == f"library-{adopted.sha256[:12]}" and (bundle / "head.pt").is_file()
+        assert sorted(adopted.labels) == ["Classical", "Jazz", "electronic"]
+        assert adopted.figures["folds"]["artist"]["models"]["head"]["track_accuracy"] >= 0
+    # 12 labelled tracks are too few to calibrate (MIN_TRACKS): said, and no plot
+    assert "none fitted" in printed
+    assert not plot.exists()
+    # with the baseline on the same folds: its features need one decode, then are cached
+    again = tmp_path / "again.json"
+    for decoded in (12, 0):
+        assert main(["--config", str(config), "learn", "--min-tracks", "3", "--folds", "2",
+                     "--baseline", "--report", str(again)]) == 0
+        printed = capsys.readouterr().out
+        assert "embeddings: 12 cached, 0 decoded" in printed
+        assert f"baseline features: {12 - decoded} cached, {decoded} decoded" in printed
+    assert (state / "baseline.sqlite").stat().st_mode & 0o077 == 0  # private, as the state dir
+    baseline = json.loads(again.read_text())["folds"]["artist"]["models"]["baseline"]
+    assert sum(r["tracks"] for r in baseline["per_genre"].values()) == 12
+    assert 0 <= baseline["track_accuracy"] <= 1
+
+
+def test_learn_records_both_calibrations_and_the_bundle_carries_its_own(library):
+    """The calibration path of learn --adopt (the tiny library is below MIN_TRACKS, so the
+    floor is lowered here): the default map's under the shipped pair's sha256, the head's
+    under the adopted bundle's, and in the bundle's card."""
+    from tagger.config import load_config
+    from tagger.learn.datasets import GenreMap
+    from tagger.learn.from_library import learn
+
+    _, config_path, state = library
+    config = load_config(str(config_path))
+    with open_catalogue(config.database_url) as catalogue:
+        outcome = learn(catalogue, config, genre_map=GenreMap.parse(["electronica=electronic"]),
+                        min_tracks=3, folds=2, adopt=True, name="calibrated",
+                        min_calibration_tracks=6)
+        default = catalogue.calibration_for(outcome.default_sha256)
+        head = catalogue.calibration_for(outcome.bundle.sha256)
+        adopted = catalogue.adopted_model()
+    assert default is not None and head is not None
+    assert adopted.sha256 == outcome.bundle.sha256 and adopted.name == "calibrated"
+    for record, report in ((default, outcome.calibrations["default"]),
+                           (head, outcome.calibrations["head"])):
+        assert record.tracks == 12
+        assert record.ece_before == pytest.approx(report.ece_before)
+        assert Calibrator(record.method.value, record.parameters).apply([0.2, 0.8]) == \
+            pytest.approx(report.calibrator.apply([0.2, 0.8]))
+        if report.threshold is not None:
+            assert record.precision >= record.target_precision == 0.9
+    assert outcome.bundle.calibrator == outcome.calibrations["head"].calibrator
+    assert outcome.bundle.path.parent == state / "models"
+
+
+def test_scan_applies_the_recorded_calibration_and_its_threshold(library, caplog):
+    root, config, state = library
+    db = f"sqlite:///{state / 'catalogue.sqlite'}"
+    path = str(sorted(root.rglob("*.flac"))[0])
+    with open_catalogue(db) as catalogue:
+        before = catalogue.track(path).prediction
+        raw, sha = before.confidence, before.model.sha256
+        calibrator = Calibrator("temperature", {"temperature": 3.0, "bias": 1.0})
+        catalogue.record_calibration(sha, "temperature", calibrator.parameters,
+                                     threshold=0.99, precision=0.9, coverage=0.0, tracks=40)
+    assert main(["--config", str(config), "-q", "scan", "--force", "--workers", "1",
+                 "--model", "musicnn", path]) == 0
+    with open_catalogue(db) as catalogue:
+        record = catalogue.track(path)
+        after = record.prediction
+    assert after.model.sha256 == sha
+    assert after.confidence == pytest.approx(calibrator(raw), abs=1e-4)
+    assert after.confidence != pytest.approx(raw, abs=1e-3)
+    assert record.not_written is not None and record.not_written.value in (
+        "below_threshold", "kept_user_genre")
+
+
+def test_auto_without_calibration_falls_back_and_says_so(tmp_path, caplog):
+    clip = tmp_path / "Music" / "trumpet.flac"
+    clip.parent.mkdir()
+    cut(TRUMPET, None, clip)
+    config = tmp_path / "tagger.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n[tags]\nmin_confidence = "auto"\n',
+                      encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        assert main(["--config", str(config), "scan", "--workers", "1", "--dry-run",
+                     str(clip.parent)]) == 0
+    said = [r.getMessage() for r in caplog.records if "min_confidence" in r.getMessage()]
+    assert len(said) == 1 and "using 0.35" in said[0]
