@@ -22,6 +22,7 @@ from tagger.cli.common import (
 )
 from tagger.cli.learning import cmd_eval, cmd_train
 from tagger.cli.library import cmd_db, cmd_list, cmd_prune, cmd_revert, cmd_show, cmd_stats
+from tagger.cli.reviewing import cmd_review
 from tagger.cli.scanning import cmd_classify, cmd_demo, cmd_scan, cmd_status, cmd_watch
 from tagger.config import Config, load_config, workers_option
 from tagger.errors import ConfigError, TaggerError
@@ -49,6 +50,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "prune": cmd_prune,
     "completion": cmd_completion,
     "demo": cmd_demo,
+    "review": cmd_review,
 }
 
 
@@ -78,9 +80,11 @@ examples:
   tagger scan --dry-run ~/Music     what would be written; writes nothing
   tagger list --low 0.35            the tracks to look at
   tagger revert ~/Music/Jazz        put back the genres tagger replaced
+  tagger review                     hear, judge and correct them in the browser
   eval "$(tagger completion bash)"  Tab completion
 
-documentation: README.md, docs/queries.md, docs/watch.md, docs/training.md"""
+documentation: README.md, docs/queries.md, docs/watch.md, docs/training.md,
+docs/review.md"""
 
 
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -156,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tagger.cli.listing import add_parsers
 
     add_parsers(sub, [db])
+    from tagger.cli.reviewing import add_parser as add_review
+
+    add_review(sub, [db])
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh", "fish"))
 
