@@ -92,3 +92,33 @@ class NotWritten(str, Enum):
     TIE_SKIPPED = "tie_skipped"  # a tie with tags.on_tie = skip
     POLICY_NEVER = "policy_never"  # tags.write = never
     OUTSIDE_LIBRARY = "outside_library"  # read through a symlink to outside the roots
+
+
+class CorrectionAction(str, Enum):
+    """What a user correction does: ``corrections.action``."""
+
+    SET_GENRE = "set_genre"  # the user names the track's genre
+    ACCEPT = "accept"  # the user confirms the predicted genre
+    NOT_MUSIC = "not_music"  # speech, noise, ...: no genre at all, and not a training label
+    UNDO = "undo"  # cancels the track's newest correction still in force
+
+
+class CorrectionSource(str, Enum):
+    """Where a correction came from: ``corrections.source``."""
+
+    CLI = "cli"  # tagger set-genre
+    REVIEW = "review"  # the review page
+
+
+class LabelSource(str, Enum):
+    """Where a training label comes from (``Catalogue.labelled_tracks``)."""
+
+    TAG = "tag"  # a genre the user put in the file (never one tagger wrote)
+    CORRECTION = "correction"  # the newest correction in force
+
+
+class CalibrationMethod(str, Enum):
+    """How a calibration maps raw confidence to probability: ``calibrations.method``."""
+
+    ISOTONIC = "isotonic"
+    TEMPERATURE = "temperature"

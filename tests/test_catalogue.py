@@ -30,9 +30,9 @@ GENRES = ("rock", "pop", "jazz", "blues")
 MODEL_A = ModelInfo("musicnn", "a" * 64, GENRES)
 MODEL_B = ModelInfo("trained", "b" * 64, GENRES)
 TABLES = {"tracks", "models", "predictions", "prediction_candidates", "prediction_segments",
-          "tag_writes"}
-VIEWS = {"track_genres", "genre_counts"}
-HEAD = "0004_journal"  # newest schema revision
+          "tag_writes", "corrections", "adoptions", "calibrations"}
+VIEWS = {"track_genres", "genre_counts", "genre_check"}
+HEAD = "0005_learning"  # newest schema revision
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,43 @@ def test_a_writer_whose_lock_was_taken_meanwhile_stops_before_writing(both):
         catalogue.forget(["/lock-test/a.mp3"])
 
 
+def test_labels_and_genre_check_agree_with_sqlite(both):
+    """The learning tables (migration 0005_learning): tags, corrections, labels, adoptions,
+    calibrations and the genre_check view (its JSON differs per dialect) on both databases."""
+    from tagger.library.catalogue import Catalogue
+
+    answers = []
+    for url, folder in ((URL, "pg"), (both["sqlite"], "sqlite")):
+        files = sorted(str(p) for p in (both["work"] / folder).iterdir())
+        with Catalogue(url) as catalogue:
+            catalogue.set_track_tags(files[0], "Ann", "Ä album", ["Jazz", "Blues"],
+                                     ["Jazz", "Blues"])
+            catalogue.set_track_tags(files[1], "Bob", None, ["Rock"], None)
+            catalogue.record_correction(files[1], "set_genre", "Reggae", source="cli",
+                                        previous=["Rock"], predicted="rock", confidence=0.5)
+            catalogue.record_correction(files[2], "not_music", source="review")
+            catalogue.record_correction(files[2], "undo", source="review")
+            catalogue.record_adoption("head", "1" * 64, "/state/m.tagger", ["jazz"], {"n": 1})
+            catalogue.record_adoption("head2", "2" * 64, "/state/m2.tagger", ["jazz"], {})
+            catalogue.record_calibration("2" * 64, "temperature", {"t": 1.5}, threshold=None)
+            labels = [(os.path.basename(r.path), r.genre, r.genres, r.artist, r.album, r.source)
+                      for r in catalogue.labelled_tracks()]
+            adopted = catalogue.adopted_model().name
+            calibration = catalogue.calibration_for("2" * 64).parameters
+            with catalogue.engine.connect() as conn:
+                check = [(os.path.basename(r.path), r.artist, r.album, r.user_genre,
+                          r.label_source, r.predicted, r.agrees) for r in conn.execute(sa.text(
+                              "SELECT * FROM genre_check ORDER BY path"))]
+            answers.append((labels, adopted, calibration, check))
+    assert answers[0] == answers[1]
+    labels, adopted, calibration, check = answers[0]
+    assert [(label[1], label[2]) for label in labels] == [("Jazz", ("Jazz", "Blues")),
+                                                          ("Reggae", ("Reggae",))]
+    assert (adopted, calibration) == ("head2", {"t": 1.5})
+    assert len(check) == len(both["originals"]) and check[0][1:5] == ("Ann", "Ä album", "Jazz",
+                                                                      "tag")
+
+
 def test_revert_all_restores_every_files_genres(both):
     code, _ = run("revert", "--db", URL, "--all")
     after = {p.name: tags.read_genres(p) for p in (both["work"] / "pg").iterdir()}

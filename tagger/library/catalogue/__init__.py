@@ -37,9 +37,26 @@ Tables (see ``docs/queries.md`` for SQL against them):
 ``tag_writes``
     every tag field tagger changed in a file: ``track_id``, ``path``, ``field``, ``old_value``
     and ``new_value`` (JSON lists, NULL for an absent field), ``written_at``, ``reverted_at``.
+``tracks`` also holds what the file's tags said at its last scan: ``artist``, ``album``,
+    ``file_genres`` (JSON list, normalised) and ``user_genres`` (those the user set, not
+    tagger; NULL when none).
+``corrections``
+    what the user said about a track's genre (append-only): ``track_id``, ``path``, ``action``
+    (set_genre, accept, not_music, undo), ``genre``, ``previous`` (JSON list), the prediction
+    it corrected (``predicted_genre``, ``predicted_confidence``, ``model_sha256``),
+    ``source`` (cli, review), ``created_at``, ``undone_at`` (set by a later undo).
+``adoptions``
+    trained models made the library's model: ``name``, ``sha256``, ``bundle_path``,
+    ``labels``, ``figures``, ``adopted_at``, ``retired_at`` (NULL: the current one).
+``calibrations``
+    confidence maps per model (``model_sha256``; the newest wins): ``method``, ``parameters``,
+    ``ece_before``, ``ece_after``, ``tracks``, ``target_precision``, ``threshold``,
+    ``precision``, ``coverage``, ``created_at``.
 
 Views: ``track_genres`` (``path``, ``genre``, ``confidence``, ``tie``, ``tied_genres``, ``model``:
-the newest prediction of every track that has one) and ``genre_counts`` (``genre``, ``tracks``).
+the newest prediction of every track that has one), ``genre_counts`` (``genre``, ``tracks``) and
+``genre_check`` (``path``, ``artist``, ``album``, ``user_genre``, ``label_source``,
+``predicted``, ``confidence``, ``model``, ``agrees``: the user's genre beside the prediction).
 """
 
 from tagger.library.catalogue.database import (
@@ -55,8 +72,12 @@ from tagger.library.catalogue.database import (
     upgrade,
 )
 from tagger.library.catalogue.records import (
+    Adoption,
+    Calibration,
     ConfidenceSpread,
+    Correction,
     Failure,
+    LabelRow,
     PredictionRecord,
     ReviewRow,
     Stats,
@@ -65,7 +86,10 @@ from tagger.library.catalogue.records import (
 )
 from tagger.library.catalogue.schema import (
     STATUSES,
+    AdoptionRow,
     Base,
+    CalibrationRow,
+    CorrectionRow,
     Model,
     Prediction,
     PredictionCandidate,
@@ -84,7 +108,14 @@ __all__ = [
     "PredictionCandidate",
     "PredictionSegment",
     "TagWrite",
+    "CorrectionRow",
+    "AdoptionRow",
+    "CalibrationRow",
     "TrackRecord",
+    "LabelRow",
+    "Correction",
+    "Adoption",
+    "Calibration",
     "PredictionRecord",
     "TagWriteRecord",
     "Failure",

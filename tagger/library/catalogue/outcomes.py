@@ -22,6 +22,9 @@ from tagger.library.catalogue.schema import (
     CANDIDATES as _C,
 )
 from tagger.library.catalogue.schema import (
+    CORRECTIONS as _UC,
+)
+from tagger.library.catalogue.schema import (
     PREDICTIONS as _P,
 )
 from tagger.library.catalogue.schema import (
@@ -230,6 +233,7 @@ class Outcomes:
                 values["mtime_ns"] = mtime_ns
             s.execute(update(_T).where(_T.c.id == tid).values(**values))
             s.execute(update(_W).where(_W.c.track_id == tid).values(path=new_path))
+            s.execute(update(_UC).where(_UC.c.track_id == tid).values(path=new_path))
             return True
 
     @staticmethod
@@ -238,6 +242,9 @@ class Outcomes:
         user's original values stay revertible at that path (the journal is append-only)."""
         conn.execute(
             update(_W).where(_W.c.track_id == from_id).values(track_id=to_id)
+        )
+        conn.execute(  # so do the user's corrections, older than the heir's own
+            update(_UC).where(_UC.c.track_id == from_id).values(track_id=to_id)
         )
 
     def move_prefix(self, old_dir: str, new_dir: str) -> int:
@@ -288,10 +295,11 @@ class Outcomes:
             conn.execute(
                 stmt, [dict(b_id=tid, b_path=p, b_folder=folder_of(p)) for tid, p in moves]
             )
-            conn.execute(
-                update(_W)
-                .where(_W.c.track_id == bindparam("b_id"))
-                .values(path=bindparam("b_path")),
-                [dict(b_id=tid, b_path=p) for tid, p in moves],
-            )
+            for journal in (_W, _UC):
+                conn.execute(
+                    update(journal)
+                    .where(journal.c.track_id == bindparam("b_id"))
+                    .values(path=bindparam("b_path")),
+                    [dict(b_id=tid, b_path=p) for tid, p in moves],
+                )
             return len(moves)

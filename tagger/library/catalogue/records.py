@@ -15,8 +15,12 @@ from tagger.library.catalogue.schema import (
     Prediction,
 )
 from tagger.results import (
+    CalibrationMethod,
     Candidate,
+    CorrectionAction,
+    CorrectionSource,
     FailureKind,
+    LabelSource,
     ModelInfo,
     NotWritten,
     SegmentResult,
@@ -70,6 +74,10 @@ class TrackRecord:
     tag_writes: tuple[TagWriteRecord, ...]  # oldest first
     failure_kind: FailureKind | None = None
     not_written: NotWritten | None = None
+    artist: str | None = None  # as the file said at its last scan
+    album: str | None = None
+    file_genres: tuple[str, ...] = ()  # the file's genres at its last scan, normalised
+    user_genres: tuple[str, ...] = ()  # those of them the user set (not tagger)
 
     @property
     def prediction(self) -> PredictionRecord | None:
@@ -126,12 +134,125 @@ class Stats:
     models: tuple[tuple[str, str, int], ...]  # (name, sha256, predictions), most first
 
 
+@dataclass(frozen=True)
+class LabelRow:
+    """One track with a genre the user gave it: a training label (``labelled_tracks``)."""
+
+    path: str
+    content_id: str | None
+    genre: str  # the label: the correction's genre, else the first of the user's genres
+    genres: tuple[str, ...]  # every genre of the label (a correction has one)
+    artist: str | None
+    album: str | None
+    source: LabelSource
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One row of ``corrections``."""
+
+    id: int
+    path: str
+    action: CorrectionAction
+    genre: str | None  # None for not_music and undo
+    previous: tuple[str, ...]  # the file's genres before
+    predicted_genre: str | None
+    predicted_confidence: float | None
+    model_sha256: str | None
+    source: CorrectionSource
+    created_at: dt.datetime
+    undone_at: dt.datetime | None  # when a later undo cancelled it
+
+    @property
+    def in_force(self) -> bool:
+        """Whether this correction says the track's genre now (not an undo, not undone)."""
+        return self.action is not CorrectionAction.UNDO and self.undone_at is None
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """A trained model made the library's model (``adoptions``)."""
+
+    id: int
+    name: str
+    sha256: str
+    bundle_path: str
+    labels: tuple[str, ...]
+    figures: dict[str, Any]
+    adopted_at: dt.datetime
+    retired_at: dt.datetime | None  # None while it is the current one
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A confidence map of one model (``calibrations``)."""
+
+    id: int
+    model_sha256: str
+    method: CalibrationMethod
+    parameters: dict[str, Any]
+    ece_before: float | None
+    ece_after: float | None
+    tracks: int | None
+    target_precision: float | None
+    threshold: float | None  # None when no threshold reaches target_precision
+    precision: float | None
+    coverage: float | None
+    created_at: dt.datetime
+
+
 class TagChange(Protocol):
     """What :meth:`Catalogue.record_tag_changes` needs from the tag writer's change objects."""
 
     field: str
     old: Sequence[str] | None
     new: Sequence[str] | None
+
+
+def correction_record(row: Any) -> Correction:
+    return Correction(
+        id=row.id,
+        path=row.path,
+        action=CorrectionAction(row.action),
+        genre=row.genre,
+        previous=load_list(row.previous) or (),
+        predicted_genre=row.predicted_genre,
+        predicted_confidence=row.predicted_confidence,
+        model_sha256=row.model_sha256,
+        source=CorrectionSource(row.source),
+        created_at=utc(row.created_at),
+        undone_at=utc(row.undone_at),
+    )
+
+
+def adoption_record(row: Any) -> Adoption:
+    return Adoption(
+        id=row.id,
+        name=row.name,
+        sha256=row.sha256,
+        bundle_path=row.bundle_path,
+        labels=load_list(row.labels) or (),
+        figures=json.loads(row.figures or "{}"),
+        adopted_at=utc(row.adopted_at),
+        retired_at=utc(row.retired_at),
+    )
+
+
+def calibration_record(row: Any) -> Calibration:
+    return Calibration(
+        id=row.id,
+        model_sha256=row.model_sha256,
+        method=CalibrationMethod(row.method),
+        parameters=json.loads(row.parameters or "{}"),
+        ece_before=row.ece_before,
+        ece_after=row.ece_after,
+        tracks=row.tracks,
+        target_precision=row.target_precision,
+        threshold=row.threshold,
+        precision=row.precision,
+        coverage=row.coverage,
+        created_at=utc(row.created_at),
+    )
 
 
 def tag_write_record(row: Any) -> TagWriteRecord:

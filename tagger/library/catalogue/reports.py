@@ -19,6 +19,7 @@ from tagger.library.catalogue.records import (
     tag_write_record,
 )
 from tagger.library.catalogue.rows import (
+    load_list,
     under_prefixes,
     utc,
 )
@@ -84,6 +85,10 @@ class Reports:
                 tag_writes=tuple(tag_write_record(w) for w in t.tag_writes),
                 failure_kind=FailureKind(t.failure_kind) if t.failure_kind else None,
                 not_written=NotWritten(t.not_written) if t.not_written else None,
+                artist=t.artist,
+                album=t.album,
+                file_genres=load_list(t.file_genres) or (),
+                user_genres=load_list(t.user_genres) or (),
             )
 
     def review(

@@ -13,6 +13,8 @@ from sqlalchemy.orm import (
     relationship,
 )
 
+from tagger.results import CalibrationMethod, CorrectionAction, CorrectionSource
+
 STATUSES = ("pending", "done", "failed", "skipped", "missing")
 
 
@@ -68,6 +70,10 @@ class Track(Base):
     first_seen: Mapped[dt.datetime] = mapped_column(_Stamp)
     updated_at: Mapped[dt.datetime] = mapped_column(_Stamp)
     last_scanned: Mapped[dt.datetime | None] = mapped_column(_Stamp)
+    artist: Mapped[str | None] = mapped_column(sa.Text)  # as the file says, at the last scan
+    album: Mapped[str | None] = mapped_column(sa.Text)
+    file_genres: Mapped[str | None] = mapped_column(sa.Text)  # JSON list, normalised
+    user_genres: Mapped[str | None] = mapped_column(sa.Text)  # JSON list; NULL: none the user set
 
     predictions: Mapped[list[Prediction]] = relationship(
         back_populates="track",
@@ -181,7 +187,83 @@ class TagWrite(Base):
     track: Mapped[Track] = relationship(back_populates="tag_writes")
 
 
+def _one_of(column: str, values) -> str:
+    return f"{column} IN (" + ", ".join(f"'{v.value}'" for v in values) + ")"
+
+
+class CorrectionRow(Base):
+    """One thing the user said about a track's genre (append-only)."""
+
+    __tablename__ = "corrections"
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("action", CorrectionAction), name="action"),
+        sa.CheckConstraint(_one_of("source", CorrectionSource), name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # NULL once the track's row is gone: the correction stays, found by its path
+    track_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("tracks.id", ondelete="SET NULL"), index=True
+    )
+    path: Mapped[str] = mapped_column(sa.Text, index=True)
+    action: Mapped[str] = mapped_column(sa.String(16))  # CorrectionAction
+    genre: Mapped[str | None] = mapped_column(sa.String(200))  # normalised; NULL: not_music, undo
+    previous: Mapped[str] = mapped_column(sa.Text, server_default="[]")  # JSON list
+    predicted_genre: Mapped[str | None] = mapped_column(sa.String(200))
+    predicted_confidence: Mapped[float | None] = mapped_column(sa.Float)
+    model_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    source: Mapped[str] = mapped_column(sa.String(16))  # CorrectionSource
+    created_at: Mapped[dt.datetime] = mapped_column(_Stamp)
+    undone_at: Mapped[dt.datetime | None] = mapped_column(_Stamp)  # set by a later undo
+
+
+class AdoptionRow(Base):
+    """A trained model made the library's model; ``retired_at`` NULL while it is current."""
+
+    __tablename__ = "adoptions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    sha256: Mapped[str] = mapped_column(sa.String(64))  # of the bundle
+    bundle_path: Mapped[str] = mapped_column(sa.Text)  # a file under the state directory
+    labels: Mapped[str] = mapped_column(sa.Text, server_default="[]")  # JSON list
+    figures: Mapped[str] = mapped_column(sa.Text, server_default="{}")  # JSON object
+    adopted_at: Mapped[dt.datetime] = mapped_column(_Stamp)
+    retired_at: Mapped[dt.datetime | None] = mapped_column(_Stamp)
+
+
+class CalibrationRow(Base):
+    """A map from one model's confidence to the probability of being right."""
+
+    __tablename__ = "calibrations"
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("method", CalibrationMethod), name="method"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
+    method: Mapped[str] = mapped_column(sa.String(16))  # CalibrationMethod
+    parameters: Mapped[str] = mapped_column(sa.Text, server_default="{}")  # JSON object
+    ece_before: Mapped[float | None] = mapped_column(sa.Float)
+    ece_after: Mapped[float | None] = mapped_column(sa.Float)
+    tracks: Mapped[int | None] = mapped_column(sa.Integer)
+    target_precision: Mapped[float | None] = mapped_column(sa.Float)
+    threshold: Mapped[float | None] = mapped_column(sa.Float)  # NULL: none reaches the target
+    precision: Mapped[float | None] = mapped_column(sa.Float)
+    coverage: Mapped[float | None] = mapped_column(sa.Float)
+    created_at: Mapped[dt.datetime] = mapped_column(_Stamp)
+
+
 TRACKS = Track.__table__
+
+
+CORRECTIONS = CorrectionRow.__table__
+
+
+ADOPTIONS = AdoptionRow.__table__
+
+
+CALIBRATIONS = CalibrationRow.__table__
 
 
 MODELS = Model.__table__
@@ -211,3 +293,17 @@ TRACK_GENRES = sa.table(
 
 
 GENRE_COUNTS = sa.table("genre_counts", sa.column("genre"), sa.column("tracks"))
+
+
+GENRE_CHECK = sa.table(
+    "genre_check",
+    sa.column("path"),
+    sa.column("artist"),
+    sa.column("album"),
+    sa.column("user_genre"),
+    sa.column("label_source"),
+    sa.column("predicted"),
+    sa.column("confidence"),
+    sa.column("model"),
+    sa.column("agrees"),
+)

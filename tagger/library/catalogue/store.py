@@ -32,6 +32,7 @@ from tagger.library.catalogue.database import (
     db_error_reason as _reason,
 )
 from tagger.library.catalogue.history import TagHistory
+from tagger.library.catalogue.labels import Labels
 from tagger.library.catalogue.outcomes import Outcomes
 from tagger.library.catalogue.reports import Reports
 from tagger.library.catalogue.rows import (
@@ -54,7 +55,7 @@ class CatalogueGoneError(WriteError):
     """The SQLite file was deleted or replaced under a running writer: it must stop."""
 
 
-class Catalogue(TrackStates, Outcomes, TagHistory, Reports):
+class Catalogue(TrackStates, Outcomes, TagHistory, Reports, Labels):
     """Access to the catalogue database; one per process, shareable between its threads.
 
     ``Catalogue(url)`` opens (creating it if needed) and upgrades the database; see
@@ -66,7 +67,8 @@ class Catalogue(TrackStates, Outcomes, TagHistory, Reports):
 
     The class is one object, its calls spread over mixins by what they touch: tracks.py
     (file states), outcomes.py (results, failures, moves), history.py (the journal's rows),
-    reports.py (show, review, stats).
+    reports.py (show, review, stats), labels.py (the file's own tags, corrections, labels,
+    adopted models, calibrations).
     """
 
     def __init__(self, url: str | URL, *, backup: bool = True, upgrade: bool = True):
