@@ -12,6 +12,7 @@ catalogued and inside the library (symlinks resolved). ``read_only`` refuses eve
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import secrets
@@ -34,7 +35,7 @@ from starlette.templating import Jinja2Templates
 from tagger.config import Config
 from tagger.errors import TaggerError
 from tagger.library import tags
-from tagger.library.catalogue.schema import TRACKS
+from tagger.library.catalogue.schema import CORRECTIONS, MODELS, STATUSES, TRACKS
 from tagger.library.paths import is_inside, private_dir, real_roots, special_file_reason
 from tagger.review import charts
 from tagger.review.actions import Action, perform
@@ -134,6 +135,18 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
             return None
         return row.path, row.mtime_ns
 
+    def known_genres() -> list[str]:
+        """Every model's vocabulary, then the genres users gave (the datalist, the filter):
+        a small query, not the stats' scan of every prediction."""
+        genres: dict[str, None] = {}
+        with catalogue.engine.connect() as conn:
+            for (vocabulary,) in conn.execute(sa.select(MODELS.c.vocabulary)):
+                genres.update(dict.fromkeys(json.loads(vocabulary or "[]")))
+            for (genre,) in conn.execute(sa.select(CORRECTIONS.c.genre).distinct()
+                                         .where(CORRECTIONS.c.genre.is_not(None)).limit(500)):
+                genres.setdefault(genre)
+        return list(genres)
+
     def readable(path: str) -> bool:
         """Only a regular file inside the library (symlinks resolved) is ever opened."""
         return (os.path.isfile(path) and is_inside(path, roots)
@@ -185,10 +198,9 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
                                              sort=sort, after=q.get("after"), **filters)
         except ValueError:
             return refused(request, 400, "Bad page cursor.")
-        stats = await run_in_threadpool(catalogue.stats)
+        genres = await run_in_threadpool(known_genres)
         return page(request, "queue.html", queue=queue, sort=sort, low=low, page=result,
-                    filters=filters, genres=[g for g, _ in stats.genres],
-                    statuses=list(stats.status_counts), sorts=list(Sort),
+                    filters=filters, genres=genres, statuses=STATUSES, sorts=list(Sort),
                     base_query={k: v for k, v in {"q": queue.value, "sort": sort.value,
                                                   "low": q.get("low"), **filters}.items() if v})
 
@@ -200,18 +212,21 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         record = await run_in_threadpool(catalogue.track, path)
         if record is None:
             return refused(request, 404, "No such track in the catalogue.")
-        try:
-            file_genres, file_error = await run_in_threadpool(tags.read_genres, path), None
-        except TaggerError as exc:
-            file_genres, file_error = [], str(exc)
+        file_genres, file_error = [], None
+        if readable(path):
+            try:
+                file_genres = await run_in_threadpool(tags.read_genres, path)
+            except TaggerError as exc:
+                file_error = str(exc)
+        else:
+            file_error = "not read: missing, or not inside the library"
         corrections = []
         if hasattr(catalogue, "corrections"):
             corrections = await run_in_threadpool(catalogue.corrections, path)
         view = timeline(record, config)
         prediction = record.prediction
         vocabulary = list(prediction.model.vocabulary) if prediction else []
-        stats = await run_in_threadpool(catalogue.stats)
-        known = list(dict.fromkeys(vocabulary + [g for g, _ in stats.genres]))
+        known = list(dict.fromkeys(vocabulary + await run_in_threadpool(known_genres)))
         svg = None
         if view is not None:
             svg = charts.taggram(view.genres, view.values, [s.winner for s in view.segments],

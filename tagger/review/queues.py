@@ -14,7 +14,7 @@ from enum import Enum
 import sqlalchemy as sa
 from sqlalchemy import select
 
-from tagger.library.catalogue.schema import PREDICTIONS, TRACKS
+from tagger.library.catalogue.schema import GENRE_CHECK, PREDICTIONS, TRACKS
 
 PAGE_SIZE = 50
 
@@ -79,14 +79,6 @@ def newest_predictions() -> sa.Subquery:
     return select(p).where(~later).subquery("np")
 
 
-def _user_genre_column(conn: sa.Connection):
-    """The user's own genre per track, where the catalogue knows it (schema 0005's
-    ``tracks.user_genres``); None on an older schema."""
-    if "user_genres" in {c["name"] for c in sa.inspect(conn).get_columns("tracks")}:
-        return sa.column("user_genres", sa.Text)
-    return None
-
-
 def _cursor_value(sort: Sort, row) -> object:
     value = row.sort_key
     if sort is Sort.RECENT:
@@ -101,16 +93,17 @@ def queue_page(engine: sa.Engine, queue: Queue, *, low: float, folder: str | Non
     """One page of ``queue``: ``low`` is the confidence under which a track is doubtful;
     ``folder`` keeps the tracks below a folder, ``genre`` those predicted as it, ``status``
     those in that status; ``after`` is the previous page's ``next_cursor``."""
-    t = TRACKS
+    t, gc = TRACKS, GENRE_CHECK
     with engine.connect() as conn:
-        user_col = _user_genre_column(conn)
         np_ = newest_predictions()
         predicted_at = np_.c.created
         columns = [t.c.id, t.c.path, t.c.folder, t.c.status, np_.c.genre, np_.c.confidence,
                    np_.c.tie, np_.c.tied_genres, t.c.error, predicted_at.label("predicted_at")]
-        if user_col is not None:
-            columns.append(t.c.user_genres)
-        stmt = select(*columns).select_from(t.outerjoin(np_, np_.c.track_id == t.c.id))
+        joined = t.outerjoin(np_, np_.c.track_id == t.c.id)
+        if queue is Queue.DISAGREE:  # the user's genre (a tag or a correction) vs the vote
+            columns.append(gc.c.user_genre)
+            joined = joined.join(gc, gc.c.path == t.c.path)
+        stmt = select(*columns).select_from(joined)
         stmt = stmt.where(t.c.status != "missing")
         if queue is Queue.LOW:
             stmt = stmt.where(np_.c.confidence < low)
@@ -121,10 +114,7 @@ def queue_page(engine: sa.Engine, queue: Queue, *, low: float, folder: str | Non
         elif queue is Queue.RECENT:
             stmt = stmt.where(np_.c.id.is_not(None))
         elif queue is Queue.DISAGREE:
-            if user_col is not None:
-                stmt = stmt.where(t.c.user_genres.is_not(None), np_.c.id.is_not(None))
-            else:  # before schema 0005: the tracks whose own genre was kept over the vote
-                stmt = stmt.where(t.c.not_written == "kept_user_genre")
+            stmt = stmt.where(gc.c.agrees == 0)
         if folder:
             prefix = folder.rstrip("/") + "/"
             stmt = stmt.where(sa.func.substr(t.c.path, 1, len(prefix)) == prefix)
@@ -149,22 +139,11 @@ def queue_page(engine: sa.Engine, queue: Queue, *, low: float, folder: str | Non
         order = (key.desc(), t.c.id.desc()) if descending else (key, t.c.id)
         # one row more than a page: whether a next page exists, without counting
         fetched = conn.execute(stmt.order_by(*order).limit(limit + 1)).fetchall()
-    rows = []
-    for r in fetched[:limit]:
-        user = None
-        if user_col is not None and r.user_genres:
-            try:
-                values = json.loads(r.user_genres)
-                user = values[0] if values else None
-            except (ValueError, TypeError, IndexError):
-                user = None
-        rows.append(QueueRow(r.id, r.path, r.folder, r.status, r.genre,
-                             None if r.confidence is None else float(r.confidence),
-                             bool(r.tie), r.tied_genres, r.error, _as_utc(r.predicted_at),
-                             user))
-    if queue is Queue.DISAGREE and user_col is not None:
-        rows = [r for r in rows if r.user_genre is None or r.genre is None
-                or r.user_genre.casefold() != r.genre.casefold()]
+    rows = [QueueRow(r.id, r.path, r.folder, r.status, r.genre,
+                     None if r.confidence is None else float(r.confidence), bool(r.tie),
+                     r.tied_genres, r.error, _as_utc(r.predicted_at),
+                     getattr(r, "user_genre", None))
+            for r in fetched[:limit]]
     next_cursor = None
     if len(fetched) > limit:
         last = fetched[limit - 1]
