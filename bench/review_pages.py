@@ -6,6 +6,7 @@ queue's first page and a deep page (following the keyset cursor), both the query
 the whole HTTP page through the app (Starlette's TestClient, template rendering included).
 
     .venv/bin/python bench/review_pages.py [--tracks 100000] [--db /tmp/review-bench.sqlite]
+                                           [--write]   (the figures into bench/RESULTS.md)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from results import write_section  # noqa: E402
 
 from tagger.config import Config  # noqa: E402
 from tagger.library.catalogue import open_catalogue  # noqa: E402
@@ -75,6 +78,7 @@ def main() -> int:
     parser.add_argument("--tracks", type=int, default=100_000)
     parser.add_argument("--db", default="/tmp/review-bench.sqlite")
     parser.add_argument("--deep", type=int, default=20, help="the deep page's number")
+    parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args()
     db = Path(args.db)
     if not db.exists():
@@ -91,7 +95,13 @@ def main() -> int:
                         base_url="http://127.0.0.1")
     client.get("/?token=bench")
     low = 0.35
-    print(f"{catalogue.stats().total} tracks; median of 5 runs, ms")
+    lines = [f"{catalogue.stats().total} tracks (synthetic, through the catalogue API), "
+             f"50 rows a page, median of 5 runs, ms; page {args.deep} follows the keyset "
+             "cursor (or the last page, when there are fewer). HTTP: the whole page through "
+             "the app, template included.", "",
+             f"| queue | sort | query, page 1 | query, page {args.deep} | HTTP, page 1 | "
+             f"HTTP, page {args.deep} |", "|---|---|---|---|---|---|"]
+    print(lines[0])
     print(f"{'queue':<10} {'sort':<11} {'rows':>5} {'query p1':>9} {f'p{args.deep}':>7} "
           f"{'HTTP p1':>8} {f'HTTP p{args.deep}':>9}")
     worst = 0.0
@@ -115,9 +125,19 @@ def main() -> int:
             worst = max(worst, q1, qd, h1, hd)
             print(f"{queue.value:<10} {sort.value:<11} {len(first.rows):>5} {q1:>9.1f} "
                   f"{qd:>7.1f} {h1:>8.1f} {hd:>9.1f}")
+            lines.append(f"| {queue.value} | {sort.value} | {q1:.1f} | {qd:.1f} | {h1:.1f} | "
+                         f"{hd:.1f} |")
     sample = random.Random(0).sample(range(1, 1000), 5)
     track = timed(lambda: [client.get(f"/track/{i}").raise_for_status() for i in sample], 3)
-    print(f"track page: {track / len(sample):.1f} ms; worst queue page: {worst:.1f} ms")
+    summary = (f"Track page: {track / len(sample):.1f} ms. Worst queue page: {worst:.1f} ms "
+               "(target: 200 ms).")
+    print(summary)
+    if args.write:
+        import os
+
+        load = os.getloadavg()[0]
+        write_section("review", "Review queues (`bench/review_pages.py`)", "\n".join(
+            lines + ["", summary + f" Machine: {os.cpu_count()} cores, load {load:.1f}."]))
     return 0
 
 

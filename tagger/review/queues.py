@@ -13,8 +13,9 @@ from enum import Enum
 
 import sqlalchemy as sa
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql
 
-from tagger.library.catalogue.schema import GENRE_CHECK, PREDICTIONS, TRACKS
+from tagger.library.catalogue.schema import CORRECTIONS, PREDICTIONS, TRACKS
 
 PAGE_SIZE = 50
 
@@ -66,24 +67,35 @@ class QueuePage:
     filters: dict = field(default_factory=dict)
 
 
-def newest_predictions() -> sa.Subquery:
-    """The newest prediction of every track (as the ``track_genres`` view picks it)."""
-    p, newer = PREDICTIONS.alias("p"), PREDICTIONS.alias("newer")
-    later = (
+def _newer_exists(p) -> sa.Exists:
+    """Whether a newer prediction of the same track exists (the ``track_genres`` rule)."""
+    newer = PREDICTIONS.alias("newer")
+    return (
         select(sa.literal(1))
         .where(newer.c.track_id == p.c.track_id,
                sa.or_(newer.c.created > p.c.created,
                       sa.and_(newer.c.created == p.c.created, newer.c.id > p.c.id)))
         .exists()
     )
-    return select(p).where(~later).subquery("np")
 
 
-def _cursor_value(sort: Sort, row) -> object:
-    value = row.sort_key
-    if sort is Sort.RECENT:
-        return _as_utc(value).isoformat()
-    return float(value) if sort is Sort.CONFIDENCE else value
+def _first_json_element(column, dialect: str):
+    """The first element of a JSON list column, as text (as the ``genre_check`` view has it)."""
+    if dialect == "postgresql":
+        return sa.cast(column, postgresql.JSON)[0].astext
+    return sa.func.json_extract(column, "$[0]")
+
+
+def _user_genre(t, dialect: str):
+    """The genre the user gave a track, as ``genre_check.user_genre``: the newest correction
+    in force, else the first of the file's own genres (tracks.user_genres)."""
+    c, named = CORRECTIONS.alias("c"), CORRECTIONS.alias("named")
+    newest = (select(c.c.id).where(c.c.track_id == t.c.id, c.c.action != "undo",
+                                   c.c.undone_at.is_(None))
+              .order_by(c.c.id.desc()).limit(1).correlate(t).scalar_subquery())
+    corrected = select(named.c.genre).where(named.c.id == newest).scalar_subquery()
+    return sa.case((newest.is_not(None), corrected),
+                   else_=_first_json_element(t.c.user_genres, dialect))
 
 
 def queue_page(engine: sa.Engine, queue: Queue, *, low: float, folder: str | None = None,
@@ -92,53 +104,70 @@ def queue_page(engine: sa.Engine, queue: Queue, *, low: float, folder: str | Non
                limit: int = PAGE_SIZE) -> QueuePage:
     """One page of ``queue``: ``low`` is the confidence under which a track is doubtful;
     ``folder`` keeps the tracks below a folder, ``genre`` those predicted as it, ``status``
-    those in that status; ``after`` is the previous page's ``next_cursor``."""
-    t, gc = TRACKS, GENRE_CHECK
-    with engine.connect() as conn:
-        np_ = newest_predictions()
-        predicted_at = np_.c.created
-        columns = [t.c.id, t.c.path, t.c.folder, t.c.status, np_.c.genre, np_.c.confidence,
-                   np_.c.tie, np_.c.tied_genres, t.c.error, predicted_at.label("predicted_at")]
-        joined = t.outerjoin(np_, np_.c.track_id == t.c.id)
-        if queue is Queue.DISAGREE:  # the user's genre (a tag or a correction) vs the vote
-            columns.append(gc.c.user_genre)
-            joined = joined.join(gc, gc.c.path == t.c.path)
+    those in that status; ``after`` is the previous page's ``next_cursor``.
+
+    Two plans, each walking an index in the page's order so that a page reads about its own
+    rows: by confidence or recency, from ``predictions`` (indexes of migration 0006_review;
+    tracks without a prediction have neither, so those sorts list the predicted ones, except
+    in the failed queue); by path, from ``tracks`` (its unique path index).
+    """
+    t, p = TRACKS, PREDICTIONS.alias("p")
+    dialect = engine.dialect.name
+    user = _user_genre(t, dialect)
+    columns = [t.c.id, t.c.path, t.c.folder, t.c.status, p.c.genre, p.c.confidence, p.c.tie,
+               p.c.tied_genres, t.c.error, p.c.created.label("predicted_at")]
+    if queue is Queue.DISAGREE:
+        columns.append(user.label("user_genre"))
+    by_prediction = sort is not Sort.PATH and queue is not Queue.FAILED
+    if by_prediction:
+        stmt = select(*columns).select_from(p.join(t, t.c.id == p.c.track_id)).where(
+            ~_newer_exists(p))
+    else:
+        joined = t.outerjoin(p, sa.and_(p.c.track_id == t.c.id, ~_newer_exists(p)))
         stmt = select(*columns).select_from(joined)
-        stmt = stmt.where(t.c.status != "missing")
-        if queue is Queue.LOW:
-            stmt = stmt.where(np_.c.confidence < low)
-        elif queue is Queue.TIES:
-            stmt = stmt.where(np_.c.tie == sa.true())
-        elif queue is Queue.FAILED:
-            stmt = stmt.where(t.c.status == "failed")
-        elif queue is Queue.RECENT:
-            stmt = stmt.where(np_.c.id.is_not(None))
-        elif queue is Queue.DISAGREE:
-            stmt = stmt.where(gc.c.agrees == 0)
-        if folder:
-            prefix = folder.rstrip("/") + "/"
-            stmt = stmt.where(sa.func.substr(t.c.path, 1, len(prefix)) == prefix)
-        if genre:
-            stmt = stmt.where(np_.c.genre == genre)
-        if status:
-            stmt = stmt.where(t.c.status == status)
-        if sort is Sort.CONFIDENCE:
-            key, descending = sa.func.coalesce(np_.c.confidence, -1.0), False
-        elif sort is Sort.PATH:
-            key, descending = t.c.path, False
-        else:  # never NULL, or the keyset would lose rows: unpredicted tracks by first sight
-            key = sa.func.coalesce(predicted_at, t.c.first_seen, type_=t.c.first_seen.type)
-            descending = True
-        stmt = stmt.add_columns(key.label("sort_key"))
-        if after:
-            value, last_id = _parse_cursor(after, sort)
-            if descending:
-                stmt = stmt.where(sa.or_(key < value, sa.and_(key == value, t.c.id < last_id)))
-            else:
-                stmt = stmt.where(sa.or_(key > value, sa.and_(key == value, t.c.id > last_id)))
-        order = (key.desc(), t.c.id.desc()) if descending else (key, t.c.id)
+    stmt = stmt.where(t.c.status != "missing")
+    if queue is Queue.LOW:
+        # by path, "+ 0" keeps SQLite off the confidence index: walking the path index and
+        # stopping after a page beats collecting every low track and sorting them all
+        confidence = p.c.confidence if by_prediction else p.c.confidence + 0.0
+        stmt = stmt.where(confidence < low)
+    elif queue is Queue.TIES:
+        stmt = stmt.where(p.c.tie == sa.true())
+    elif queue is Queue.FAILED:
+        stmt = stmt.where(t.c.status == "failed")
+    elif queue is Queue.RECENT:
+        stmt = stmt.where(p.c.id.is_not(None))
+    elif queue is Queue.DISAGREE:  # the genre_check view's agrees = 0, row by row
+        stmt = stmt.where(p.c.id.is_not(None), user.is_not(None),
+                          sa.func.lower(user) != sa.func.lower(p.c.genre))
+    if folder:
+        prefix = folder.rstrip("/") + "/"
+        stmt = stmt.where(sa.func.substr(t.c.path, 1, len(prefix)) == prefix)
+    if genre:
+        stmt = stmt.where(p.c.genre == genre)
+    if status:
+        stmt = stmt.where(t.c.status == status)
+    if sort is Sort.PATH:
+        keys, descending = (t.c.path,), False
+    elif by_prediction:
+        keys = (p.c.confidence, p.c.track_id) if sort is Sort.CONFIDENCE else (
+            p.c.created, p.c.track_id)
+        descending = sort is Sort.RECENT
+    else:  # the failed queue by confidence or recency: a small set, sorted as it is
+        key = (sa.func.coalesce(p.c.confidence, -1.0) if sort is Sort.CONFIDENCE else
+               sa.func.coalesce(p.c.created, t.c.first_seen, type_=t.c.first_seen.type))
+        keys, descending = (key, t.c.id), sort is Sort.RECENT
+    stmt = stmt.add_columns(*(k.label(f"k{i}") for i, k in enumerate(keys)))
+    if after:
+        values = _parse_cursor(after, sort, len(keys))
+        row_value = sa.tuple_(*keys) if len(keys) > 1 else keys[0]
+        bound = sa.tuple_(*(sa.literal(v, type_=k.type) for v, k in zip(values, keys))) \
+            if len(keys) > 1 else sa.literal(values[0], type_=keys[0].type)
+        stmt = stmt.where(row_value < bound if descending else row_value > bound)
+    stmt = stmt.order_by(*(k.desc() if descending else k for k in keys))
+    with engine.connect() as conn:
         # one row more than a page: whether a next page exists, without counting
-        fetched = conn.execute(stmt.order_by(*order).limit(limit + 1)).fetchall()
+        fetched = conn.execute(stmt.limit(limit + 1)).fetchall()
     rows = [QueueRow(r.id, r.path, r.folder, r.status, r.genre,
                      None if r.confidence is None else float(r.confidence), bool(r.tie),
                      r.tied_genres, r.error, _as_utc(r.predicted_at),
@@ -147,8 +176,12 @@ def queue_page(engine: sa.Engine, queue: Queue, *, low: float, folder: str | Non
     next_cursor = None
     if len(fetched) > limit:
         last = fetched[limit - 1]
-        next_cursor = json.dumps([_cursor_value(sort, last), last.id])
+        next_cursor = json.dumps([_jsonable(getattr(last, f"k{i}")) for i in range(len(keys))])
     return QueuePage(rows, next_cursor)
+
+
+def _jsonable(value):
+    return _as_utc(value).isoformat() if isinstance(value, dt.datetime) else value
 
 
 def _as_utc(value):
@@ -159,16 +192,19 @@ def _as_utc(value):
     return value
 
 
-def _parse_cursor(text: str, sort: Sort) -> tuple[object, int]:
+def _parse_cursor(text: str, sort: Sort, count: int) -> list:
     try:
-        value, last_id = json.loads(text)
-        last_id = int(last_id)
+        values = json.loads(text)
+        if not isinstance(values, list) or len(values) != count:
+            raise ValueError
+        if count > 1:
+            values[-1] = int(values[-1])  # the id
+        if sort is Sort.CONFIDENCE:
+            values[0] = float(values[0])
+        elif sort is Sort.RECENT:
+            values[0] = dt.datetime.fromisoformat(str(values[0]))
+        else:
+            values[0] = str(values[0])
     except (ValueError, TypeError):
         raise ValueError("bad page cursor") from None
-    if sort is Sort.CONFIDENCE:
-        value = float(value)
-    elif sort is Sort.RECENT:
-        value = dt.datetime.fromisoformat(str(value))
-    else:
-        value = str(value)
-    return value, last_id
+    return values
