@@ -92,6 +92,7 @@ class NotWritten(str, Enum):
     TIE_SKIPPED = "tie_skipped"  # a tie with tags.on_tie = skip
     POLICY_NEVER = "policy_never"  # tags.write = never
     OUTSIDE_LIBRARY = "outside_library"  # read through a symlink to outside the roots
+    NOT_MUSIC = "not_music"  # the user's correction in force says it is not music
 
 
 class CorrectionAction(str, Enum):

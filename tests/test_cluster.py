@@ -85,7 +85,8 @@ def predictions(database: Path | str, root: Path) -> dict[str, tuple]:
             p = record.prediction
             out[os.path.relpath(path, root)] = (
                 record.status, len(record.predictions),
-                (p.genre, round(p.confidence, 5), p.tie, p.tied) if p else None)
+                (p.genre, round(p.confidence, 5), p.tie, p.tied) if p else None,
+                (record.artist, record.album, record.file_genres, record.user_genres))
         return out
 
 
@@ -144,8 +145,11 @@ def test_ray_scan_matches_the_local_engine(mixed_library, ray_catalogue, tmp_pat
     mine = predictions(tmp_path / "local.sqlite", local_lib)
     theirs = predictions(ray_catalogue, ray_lib)
     assert mine.keys() == theirs.keys() and len(mine) == files
+    # the file's own tags are recorded by the same Recorder: the same columns either way
+    assert {n: v[3] for n, v in mine.items()} == {n: v[3] for n, v in theirs.items()}
+    assert any(v[3][2] for v in mine.values())  # file_genres: the genres written
     for name in mine:
-        (status_a, count_a, pred_a), (status_b, count_b, pred_b) = mine[name], theirs[name]
+        (status_a, count_a, pred_a, _), (status_b, count_b, pred_b, _) = mine[name], theirs[name]
         assert (status_a, count_a) == (status_b, count_b), name
         if pred_a is None:
             assert pred_b is None, name

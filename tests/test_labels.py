@@ -3,6 +3,8 @@ labelled tracks, adoptions, calibrations and the ``genre_check`` view, on real S
 
 from __future__ import annotations
 
+from dataclasses import dataclass as dataclass_change
+
 import pytest
 import sqlalchemy as sa
 from test_catalogue import CLEAR_POP, CLEAR_ROCK, MODEL_A, result_for
@@ -201,3 +203,77 @@ def test_migration_0005_upgrades_a_0004_catalogue_and_back(tmp_path):
         columns = {c["name"] for c in sa.inspect(conn).get_columns("tracks")}
     assert "corrections" not in names and "artist" not in columns
     assert Catalogue(url).revision == head()
+
+
+def test_doc_queries_on_labels_return_the_expected_rows(cat, music):
+    from test_catalogue import doc_queries, query
+
+    a, b, c = music
+    cat.record_result(result_for(a, CLEAR_ROCK), size=1, mtime_ns=1)  # rock, ~0.65
+    cat.record_result(result_for(b, CLEAR_POP), size=1, mtime_ns=1)  # pop, 0.85
+    cat.record_result(result_for(c, CLEAR_ROCK), size=1, mtime_ns=1)
+    cat.set_track_tags(a, "Ann", None, ["Rock"], ["Rock"])
+    cat.set_track_tags(b, "Ann", None, ["Pop"], ["Jazz"])  # tagger overwrote the user's Jazz
+    cat.record_correction(c, "set_genre", "Jazz", source="cli", predicted="rock",
+                          confidence=0.7)
+    cat.record_correction(c, "set_genre", "Blues", source="review", predicted="rock",
+                          confidence=0.7)
+    cat.record_adoption("head", "h" * 64, "/state/models/head.tagger", ["rock"], {})
+    cat.record_calibration("h" * 64, "temperature", {"t": 2.0}, threshold=0.4)
+    cat.record_calibration("h" * 64, "isotonic", {}, threshold=0.5, precision=0.9)
+    q = doc_queries()
+
+    def run(start):
+        with cat.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(query(q, start)))]
+
+    assert [(r[0], r[2], r[3], r[5]) for r in run("My genre vs the prediction")] == [
+        (b, "Jazz", "pop", 0), (c, "Blues", "rock", 0), (a, "Rock", "rock", 1)]
+    assert run("Agreement per genre") == [("Blues", 1, 0, 1), ("Jazz", 1, 0, 1),
+                                          ("Rock", 1, 1, 0)]
+    assert [r[:3] for r in run("Confusions")] == [("Blues", "rock", 1), ("Jazz", "pop", 1)]
+    assert [r[0] for r in run("Confident mistakes")] == [b, c]
+    assert [(r[1], r[3], r[7]) for r in run("Corrections, newest first")] == [
+        (c, "Blues", "review"), (c, "Jazz", "cli")]
+    assert run("Corrections in force") == [("Blues", 1)]
+    assert run("Corrected predictions") == [("rock", "Blues", 1), ("rock", "Jazz", 1)]
+    assert run("Labelled tracks per artist") == [("Ann", 2, 2), ("(no artist)", 1, 1)]
+    assert [r[0] for r in run("Your genres that tagger overwrote")] == [b]
+    (adopted,) = run("The adopted model")
+    assert (adopted[0], adopted[3], adopted[6]) == ("head", "isotonic", 0.5)
+
+
+def test_written_genres_and_user_genres_know_corrections(cat, music):
+    from tagger.library.journal import user_genres, written_genres
+
+    a, b, _ = music
+
+    @dataclass_change
+    class Change:
+        field: str
+        old: tuple | None
+        new: tuple | None
+
+    cat.record_tag_changes(a, [Change("GENRE", None, ("Rock",))])  # tagger's own guess
+    cat.record_tag_changes(b, [Change("GENRE", ("Pop",), ("Jazz",))])  # the user's set-genre
+    cat.record_correction(b, "set_genre", "Jazz", source="cli")
+    assert written_genres(cat) == {a: ("Rock",)}
+    assert user_genres(cat, a, ["Rock"]) == [] and user_genres(cat, b, ["Jazz"]) == ["Jazz"]
+    cat.record_correction(b, "undo", source="cli")
+    assert written_genres(cat) == {a: ("Rock",), b: ("Jazz",)}
+    assert user_genres(cat, b, ["Jazz"]) == []
+
+
+def test_correction_veto(cat, music):
+    from tagger.library.corrections import correction_veto
+    from tagger.results import NotWritten
+
+    a, b, c = music
+    cat.record_correction(a, "set_genre", "Jazz", source="cli")
+    cat.record_correction(b, "not_music", source="review")
+    assert correction_veto(cat, a, ["jazz"]) is None  # says the same: may be written
+    assert correction_veto(cat, a, ["Rock"]) == (NotWritten.KEPT_USER_GENRE, "corrected: Jazz")
+    assert correction_veto(cat, b, ["Rock"]) == (NotWritten.NOT_MUSIC, "")
+    assert correction_veto(cat, c, ["Rock"]) is None
+    cat.record_correction(b, "undo", source="review")
+    assert correction_veto(cat, b, ["Rock"]) is None

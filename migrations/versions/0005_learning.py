@@ -8,7 +8,9 @@ Create Date: 2026-12-01
   the file at its last scan) and ``user_genres`` (JSON list: those the user set, i.e. not
   written by tagger per the journal; NULL when none).
 - ``corrections``: what the user said a track's genre is (``tagger set-genre``, the review
-  page); append-only. An ``undo`` row sets ``undone_at`` on the correction it cancels.
+  page); append-only. An ``undo`` row sets ``undone_at`` on the correction it cancels;
+  ``tag_write_ids`` (JSON list) names the ``tag_writes`` rows the correction made, which an
+  undo restores.
 - ``adoptions``: the trained models made the library's model (``retired_at`` NULL: current).
 - ``calibrations``: confidence maps per model (newest row per ``model_sha256`` wins).
 - view ``genre_check``: "my genre vs the prediction" for every predicted track.
@@ -91,6 +93,7 @@ def upgrade() -> None:
         sa.Column("source", sa.String(length=16), nullable=False),
         sa.Column("created_at", **_stamp()),
         sa.Column("undone_at", **_stamp(nullable=True)),
+        sa.Column("tag_write_ids", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_corrections")),
         sa.ForeignKeyConstraint(
             ["track_id"], ["tracks.id"], name=op.f("fk_corrections_track_id_tracks"),

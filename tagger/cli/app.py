@@ -21,7 +21,15 @@ from tagger.cli.common import (
     UsageError,
 )
 from tagger.cli.learning import cmd_eval, cmd_train
-from tagger.cli.library import cmd_db, cmd_list, cmd_prune, cmd_revert, cmd_show, cmd_stats
+from tagger.cli.library import (
+    cmd_db,
+    cmd_list,
+    cmd_prune,
+    cmd_revert,
+    cmd_set_genre,
+    cmd_show,
+    cmd_stats,
+)
 from tagger.cli.reviewing import cmd_review
 from tagger.cli.scanning import cmd_classify, cmd_demo, cmd_scan, cmd_status, cmd_watch
 from tagger.config import Config, load_config, workers_option
@@ -41,6 +49,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "show": cmd_show,
     "stats": cmd_stats,
     "revert": cmd_revert,
+    "set-genre": cmd_set_genre,
     "db": cmd_db,
     "watch": cmd_watch,
     "status": cmd_status,
@@ -80,6 +89,7 @@ examples:
   tagger scan --dry-run ~/Music     what would be written; writes nothing
   tagger list --low 0.35            the tracks to look at
   tagger revert ~/Music/Jazz        put back the genres tagger replaced
+  tagger set-genre FILE Jazz        correct a genre (a label for learning; revertible)
   tagger review                     hear, judge and correct them in the browser
   eval "$(tagger completion bash)"  Tab completion
 
@@ -177,6 +187,26 @@ def build_parser() -> argparse.ArgumentParser:
     revert.add_argument("--all", action="store_true", help="every file tagger ever wrote")
     revert.add_argument("--force", action="store_true",
                         help="also revert files whose genre was edited after tagger wrote it")
+
+    set_genre = sub.add_parser(
+        "set-genre", parents=[db],
+        help="correct a track's genre: in the file (journalled, revertible) and the catalogue, "
+             "as a label for learning",
+        description="Write GENRE into a catalogued file (journalled: 'tagger revert' restores "
+                    "the original tags) and record it as a correction: a training label that "
+                    "later scans never overwrite. PATH may be a folder: every catalogued track "
+                    "below it.")
+    set_genre.add_argument("path", metavar="PATH", help="a catalogued file, or a folder")
+    set_genre.add_argument("genre", nargs="?", metavar="GENRE",
+                           help="the genre (one; 'R&B/Soul' stays one genre)")
+    mode = set_genre.add_mutually_exclusive_group()
+    mode.add_argument("--not-music", action="store_true",
+                      help="no genre fits (speech, noise): no label, and the genre tagger wrote "
+                           "is removed (yours is kept)")
+    mode.add_argument("--accept", action="store_true",
+                      help="the predicted genre is right: keep it as the label")
+    mode.add_argument("--undo", action="store_true",
+                      help="cancel the track's last correction (its tag write is reverted)")
 
     dbcmd = sub.add_parser("db", parents=[db], help="catalogue schema: upgrade, current")
     dbcmd.add_argument("db_command", choices=("upgrade", "current"))

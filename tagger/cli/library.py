@@ -1,4 +1,5 @@
-"""Commands on the catalogue: ``show``, ``stats``, ``revert``, ``db``, ``list``, ``prune``."""
+"""Commands on the catalogue: ``show``, ``stats``, ``revert``, ``set-genre``, ``db``, ``list``,
+``prune``."""
 
 from __future__ import annotations
 
@@ -79,6 +80,59 @@ def cmd_revert(args: argparse.Namespace, config: Config) -> int:
     failed = len(report.refused)
     print(f"restored the original tags of {report.restored} files"
           + (f", {failed} failed" if failed else ""))
+    return EXIT_FAILURES if failed else EXIT_OK
+
+
+def _correction_line(result) -> str:
+    before = "; ".join(result.previous) or "(no genre)"
+    after = "; ".join(result.genres) or "(no genre)"
+    what = {"set_genre": f"genre {result.genre}", "accept": f"accepted {result.genre}",
+            "not_music": "not music", "undo": "last correction undone"}[result.action.value]
+    change = f"{before} -> {after}" if result.written else f"file unchanged ({after})"
+    return f"{result.path}: {what}; {change}"
+
+
+def cmd_set_genre(args: argparse.Namespace, config: Config) -> int:
+    from tagger.errors import ReadError, WriteError
+    from tagger.library.corrections import CorrectionRefused, apply_correction
+    from tagger.library.lock import WriterLock
+    from tagger.results import CorrectionAction
+
+    action = (CorrectionAction.NOT_MUSIC if args.not_music else
+              CorrectionAction.ACCEPT if args.accept else
+              CorrectionAction.UNDO if args.undo else CorrectionAction.SET_GENRE)
+    prog = "tagger set-genre"
+    if action is CorrectionAction.SET_GENRE and not (args.genre or "").strip():
+        raise UsageError("give a GENRE (or --not-music, --accept, --undo)", prog=prog)
+    if action in (CorrectionAction.NOT_MUSIC, CorrectionAction.UNDO) and args.genre:
+        raise UsageError(f"--{action.value.replace('_', '-')} takes no GENRE", prog=prog)
+    target = os.path.abspath(os.path.expanduser(args.path))
+    failed = 0
+    with WriterLock(config.state_path, config.database_url, prog) as lock, \
+            catalogue_of(config) as catalogue:
+        lock.guard(catalogue)
+        if os.path.isdir(target):  # a folder: every catalogued track below it, as revert
+            paths = sorted(p for p, (_, _, status) in catalogue.known_files([target]).items()
+                           if status != "missing")
+            if not paths:
+                raise UsageError(f"{target}: no catalogued tracks below it", prog=prog)
+        else:
+            paths = [target]
+        for path in paths:
+            try:
+                result = apply_correction(config, catalogue, path, action, args.genre,
+                                          source="cli")
+            except (CorrectionRefused, ReadError) as exc:
+                log.error("%s", exc)
+                failed += 1
+                continue
+            except WriteError as exc:
+                if exc.path != path:  # the catalogue, not the file: stop
+                    raise
+                log.error("%s", exc)
+                failed += 1
+                continue
+            print(_correction_line(result))
     return EXIT_FAILURES if failed else EXIT_OK
 
 

@@ -53,6 +53,11 @@ def format_track(record) -> str:
              + (f", {record.duration_s:.1f} s" if record.duration_s else ""),
              f"  content id: {record.content_id or '-'}",
              f"  last scanned: {record.last_scanned or '-'}"]
+    if record.artist or record.album or record.file_genres:
+        lines.append(f"  tags: artist {record.artist or '-'}, album {record.album or '-'}, "
+                     f"genres {'; '.join(record.file_genres) or '-'}"
+                     + (f" (set by you: {'; '.join(record.user_genres)})"
+                        if record.user_genres else ""))
     for prediction in record.predictions:
         tie = f", tie between {', '.join(prediction.tied)}" if prediction.tie else ""
         lines.append(f"  prediction ({prediction.model.name} {prediction.model.sha256[:12]}, "

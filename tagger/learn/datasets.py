@@ -15,20 +15,19 @@ common way.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from tagger.config import Config, LibraryConfig
 from tagger.errors import ConfigError, ReadError, TaggerError
 from tagger.library.discover import is_ignored, walk
+from tagger.library.genres import GenreMap  # moved to the library (scan uses it); kept here
 from tagger.model.embeddings import (
     BackboneOutput,
     Backbones,
@@ -71,39 +70,6 @@ class Dataset:
 
 
 # ---------------------------------------------------------------- genre maps
-
-
-class GenreMap:
-    """Case-insensitive relabelling: ``{source: target}``, target ``""`` drops the label."""
-
-    def __init__(self, mapping: Mapping[str, str] | None = None):
-        self.mapping = {k.strip().casefold(): v.strip() for k, v in (mapping or {}).items()}
-
-    @classmethod
-    def parse(cls, pairs: Sequence[str] = (), file: str | None = None) -> GenreMap:
-        """From ``SRC=DST`` pairs (command line) and a TOML or JSON table file."""
-        mapping: dict[str, str] = {}
-        if file:
-            try:
-                text = Path(file).expanduser().read_text(encoding="utf-8")
-                data = json.loads(text) if file.endswith(".json") else tomllib.loads(text)
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"cannot read the genre map: {exc}", file) from None
-            if not isinstance(data, dict) or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-                raise ConfigError("the genre map must be a table of strings", file)
-            mapping.update(data)
-        for pair in pairs:
-            source, sep, target = pair.partition("=")
-            if not sep or not source.strip():
-                raise ConfigError(f"genre map entry {pair!r} is not SRC=DST")
-            mapping[source] = target
-        return cls(mapping)
-
-    def __call__(self, value: str) -> str | None:
-        value = value.strip()
-        target = self.mapping.get(value.casefold(), value)
-        return target or None
 
 
 def _unify_case(values: Sequence[str]) -> dict[str, str]:

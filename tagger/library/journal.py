@@ -39,22 +39,69 @@ def last_written(changes: Sequence) -> tuple[str, ...] | None:
     return tuple(written[-1].new) if written else None
 
 
+def _corrected(catalogue, path: str, genres: Sequence[str]) -> bool:
+    """Whether the user's correction in force (``tagger set-genre``, the review page) names
+    exactly these genres: tagger wrote them, but on the user's word."""
+    correction = catalogue.correction_in_force(path)
+    return (correction is not None and correction.genre is not None
+            and same_genres([correction.genre], genres))
+
+
 def user_genres(catalogue, path: str, existing: list[str]) -> list[str]:
     """The file's genres, or [] when they are just what tagger itself wrote last (a genre
-    from an older model or genre map is not one the user set: it may be replaced)."""
+    from an older model or genre map is not one the user set: it may be replaced). A genre
+    written for the user's correction in force is the user's."""
     if not existing or catalogue is None:
         return existing
     written = last_written(catalogue.tag_changes([path]))
-    return [] if written is not None and same_genres(written, existing) else existing
+    if written is None or not same_genres(written, existing):
+        return existing
+    return existing if _corrected(catalogue, path, existing) else []
+
+
+def original_genres(changes: Sequence) -> tuple[str, ...] | None:
+    """The genre values a file held before tagger first wrote one (``changes`` oldest first,
+    not reverted), or None when it had none: what the user had set, even after tagger
+    replaced it (``tags.write = always``)."""
+    first = next((c for c in changes if is_genre_write(c)), None)
+    if first is None:
+        return None
+    for change in changes:  # the genre field, or the MP4 legacy gnre atom removed with it
+        if (change.written_at == first.written_at and change.old
+                and "CONFIDENCE" not in change.field.upper()):
+            return tuple(change.old)
+    return None
+
+
+def label_genres(catalogue, path: str, existing: list[str],
+                 user: list[str] | None = None) -> list[str]:
+    """The genres the user set on this file, for ``tracks.user_genres``: the file's own when
+    they are the user's (``user``, if the caller has :func:`user_genres` already), else those
+    tagger replaced (:func:`original_genres`) while the file still holds tagger's; [] when
+    the file has no genre or the user set none."""
+    if not existing:
+        return []  # the user cleared it, or never set one
+    user = user_genres(catalogue, path, existing) if user is None else user
+    if user or catalogue is None:
+        return list(user)
+    return list(original_genres(catalogue.tag_changes([path])) or ())
 
 
 def written_genres(catalogue, under: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:
-    """For each file (below ``under``), the genre tagger wrote last and did not revert."""
+    """For each file (below ``under``), the genre tagger wrote last and did not revert; not
+    the files whose last write was the user's correction in force (their genre is the
+    user's)."""
     by_path: dict[str, list] = {}
     for change in catalogue.tag_changes(under=under):
         by_path.setdefault(change.path, []).append(change)
-    return {path: written for path, group in by_path.items()
-            if (written := last_written(group)) is not None}
+    written = {path: genres for path, group in by_path.items()
+               if (genres := last_written(group)) is not None}
+    corrected: dict[str, str | None] = {}
+    for correction in catalogue.corrections():  # oldest first: the last in force wins
+        if correction.path in written and correction.in_force:
+            corrected[correction.path] = correction.genre
+    return {path: genres for path, genres in written.items()
+            if not (corrected.get(path) and same_genres([corrected[path]], genres))}
 
 
 def edited_since(path: str, changes: Sequence) -> bool:
@@ -80,6 +127,8 @@ def revert(catalogue, paths: Sequence[str] | None, *, roots: Sequence[str] = (),
     (``paths`` None). Oldest first: the user's own values win. A file whose genre was edited
     since tagger wrote it is left alone unless ``force``; so is any path that leads outside
     ``roots`` (without roots: outside the file's own folder), a symlink swapped in included.
+    The user's corrections whose writes are reverted are withdrawn with them (no longer
+    labels; see tagger.library.corrections).
     """
     if paths is None:
         changes = catalogue.tag_changes()
@@ -109,6 +158,7 @@ def revert(catalogue, paths: Sequence[str] | None, *, roots: Sequence[str] = (),
             continue
         with catalogue.batch():
             catalogue.mark_reverted(c.id for c in group)
+            catalogue.withdraw_corrections(path, (c.id for c in group))
             st = os.stat(path)
             catalogue.update_stat(path, st.st_size, st.st_mtime_ns)
         report.restored += 1

@@ -13,7 +13,6 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
-import re
 import signal
 import sys
 import time
@@ -31,8 +30,16 @@ from tagger.audio.identity import content_id
 from tagger.config import Config, TagsConfig
 from tagger.errors import ReadError, TaggerError, TooShortError, WriteError
 from tagger.library import tags
+from tagger.library.corrections import correction_veto
 from tagger.library.discover import FoundFile, WalkReport, walk
-from tagger.library.journal import recover_interrupted_writes, same_genres, user_genres
+from tagger.library.genres import display_genre as library_display_genre
+from tagger.library.genres import normalise_genres
+from tagger.library.journal import (
+    label_genres,
+    recover_interrupted_writes,
+    same_genres,
+    user_genres,
+)
 from tagger.library.paths import (
     is_inside,
     outside_reason,
@@ -40,7 +47,13 @@ from tagger.library.paths import (
     real_roots,
     special_file_reason,
 )
-from tagger.results import FailureKind, ModelInfo, NotWritten, TrackResult, Vote
+from tagger.results import (
+    FailureKind,
+    ModelInfo,
+    NotWritten,
+    TrackResult,
+    Vote,
+)
 from tagger.service.lifetime import (
     die_with_parent,
     kill_workers,
@@ -81,15 +94,15 @@ REASON_TEXT = {
     NotWritten.TIE_SKIPPED: "tie skipped (tags.on_tie = skip)",
     NotWritten.KEPT_USER_GENRE: "kept the genre already set",
     NotWritten.OUTSIDE_LIBRARY: "not written through a symlink to outside the library",
+    NotWritten.NOT_MUSIC: "the user said it is not music (tagger set-genre --not-music)",
 }
 
 
 def display_genre(genre: str, policy: TagsConfig) -> str:
-    """The form written into files: title case (``Hip-Hop``, ``R&B/Soul``) by default, as
-    beets' lastgenre does; a genre renamed with capitals in ``[genres]`` is kept as given."""
-    if policy.genre_case != "title" or genre != genre.lower():
-        return genre
-    return re.sub(r"(^|[\s\-/&(])([a-z])", lambda m: m.group(1) + m.group(2).upper(), genre)
+    """The form written into files (``tags.genre_case``; see
+    :func:`tagger.library.genres.display_genre`): a genre renamed with capitals in
+    ``[genres]`` is kept as given."""
+    return library_display_genre(genre, policy.genre_case)
 
 
 def decide_tags(outcome: Vote, existing: list[str], policy: TagsConfig) -> TagDecision:
@@ -443,6 +456,8 @@ class Recorder:
             self._propose(path=item.path, error=f"cannot read tags: {exc.message}")
             return
         decision = decide_tags(result.vote, existing, self.config.tags)
+        if decision.genres:
+            decision = self._respect_correction(item.path, decision)
         self._count_decision(decision, summary)
         summary.tagged += bool(decision.genres)
         self._propose(path=item.path, existing=list(existing), proposed=list(decision.genres),
@@ -459,11 +474,14 @@ class Recorder:
         path, outcome = item.path, result.vote
         summary.classified += 1
         summary.ties += outcome.tie
-        stat, tag_error, decision = (item.size, item.mtime_ns), None, None
+        stat, tag_error, decision, info = (item.size, item.mtime_ns), None, None, None
         kind = FailureKind.TAG_WRITE
         try:
-            existing = user_genres(self.catalogue, path, tags.read_genres(path))
+            info = tags.read_info(path)  # the one tag read: genres, artist, album
+            existing = user_genres(self.catalogue, path, info.genres)
             decision = decide_tags(outcome, existing, self.config.tags)
+            if decision.genres:
+                decision = self._respect_correction(path, decision)
             if decision.genres and not is_inside(path, self.roots):
                 # library.follow_symlinks: read through a link to outside, never written
                 log.info("%s: not writing tags: %s", path, outside_reason(path))
@@ -480,6 +498,12 @@ class Recorder:
             self.catalogue.record_result(
                 result, size=stat[0], mtime_ns=stat[1], content_id=item.content_id,
                 format=item.format, not_written=decision.not_written if decision else None)
+            if info is not None:
+                held = decision.genres if decision and decision.genres and not tag_error \
+                    else info.genres
+                self.catalogue.set_track_tags(
+                    path, info.artist, info.album, normalise_genres(held),
+                    normalise_genres(label_genres(self.catalogue, path, info.genres, existing)))
             if tag_error:
                 self.catalogue.record_failure(path, tag_error, size=stat[0], mtime_ns=stat[1],
                                               kind=kind)
@@ -496,6 +520,13 @@ class Recorder:
                     decision.reason or "the file already says it")
         if self.hooks.recorded is not None:
             self.hooks.recorded(path)
+
+    def _respect_correction(self, path: str, decision: TagDecision) -> TagDecision:
+        """The user's correction in force outranks the policy (even ``tags.write = always``):
+        nothing is written over the genre the user gave, nor into a file they said is not
+        music. Asked only when something would be written."""
+        veto = correction_veto(self.catalogue, path, decision.genres)
+        return decision if veto is None else TagDecision((), *veto)
 
     def _write_tags(self, path: str, genres: tuple[str, ...], confidence: float,
                     summary: Summary) -> tuple[int, int]:

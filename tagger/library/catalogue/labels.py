@@ -95,13 +95,15 @@ class Labels:
         predicted: str | None = None,
         confidence: float | None = None,
         model_sha256: str | None = None,
+        tag_write_ids: Sequence[int] = (),
     ) -> int:
         """Append a correction of ``path`` (catalogued or not) and return its id.
 
         ``set_genre`` and ``accept`` need the (normalised) ``genre``; ``not_music`` and
         ``undo`` store none. ``undo`` cancels the newest correction of the track still in
         force (its ``undone_at`` is set); with none to cancel it raises :class:`WriteError`.
-        ``previous`` are the file's genres before the correction."""
+        ``previous`` are the file's genres before the correction; ``tag_write_ids`` the
+        journal rows (:meth:`record_tag_changes`) of the file write it made, if any."""
         action = CorrectionAction(action)
         source = CorrectionSource(source)
         if action in _LABEL_ACTIONS:
@@ -138,8 +140,29 @@ class Labels:
                     model_sha256=model_sha256,
                     source=source.value,
                     created_at=now,
+                    tag_write_ids=json.dumps([int(i) for i in tag_write_ids])
+                    if tag_write_ids else None,
                 )
             ).inserted_primary_key[0]
+
+    def withdraw_corrections(self, path: str, tag_write_ids: Iterable[int]) -> int:
+        """The tag writes ``tag_write_ids`` of ``path`` were reverted (``tagger revert``): the
+        corrections in force that made them no longer are (``undone_at`` set; no undo row).
+        Returns how many."""
+        reverted = {int(i) for i in tag_write_ids}
+        now = _now()
+        with self._write(f"withdraw the corrections of {path}") as s:
+            rows = s.execute(
+                select(_C.c.id, _C.c.tag_write_ids).where(
+                    _C.c.path == path,
+                    _C.c.undone_at.is_(None),
+                    _C.c.tag_write_ids.is_not(None),
+                )
+            ).fetchall()
+            ids = [r.id for r in rows if reverted & set(json.loads(r.tag_write_ids))]
+            if ids:
+                s.execute(update(_C).where(_C.c.id.in_(ids)).values(undone_at=now))
+            return len(ids)
 
     def corrections(self, path: str | None = None) -> list[Correction]:
         """Every correction (of ``path``), oldest first, undos and undone ones included."""

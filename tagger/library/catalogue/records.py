@@ -162,6 +162,7 @@ class Correction:
     source: CorrectionSource
     created_at: dt.datetime
     undone_at: dt.datetime | None  # when a later undo cancelled it
+    tag_write_ids: tuple[int, ...] = ()  # the tag_writes rows it made (what an undo restores)
 
     @property
     def in_force(self) -> bool:
@@ -222,6 +223,7 @@ def correction_record(row: Any) -> Correction:
         source=CorrectionSource(row.source),
         created_at=utc(row.created_at),
         undone_at=utc(row.undone_at),
+        tag_write_ids=tuple(json.loads(row.tag_write_ids)) if row.tag_write_ids else (),
     )
 
 

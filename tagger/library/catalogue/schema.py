@@ -220,6 +220,7 @@ class CorrectionRow(Base):
     source: Mapped[str] = mapped_column(sa.String(16))  # CorrectionSource
     created_at: Mapped[dt.datetime] = mapped_column(_Stamp)
     undone_at: Mapped[dt.datetime | None] = mapped_column(_Stamp)  # set by a later undo
+    tag_write_ids: Mapped[str | None] = mapped_column(sa.Text)  # JSON list: its tag_writes
 
 
 class AdoptionRow(Base):

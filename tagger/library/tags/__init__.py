@@ -63,7 +63,9 @@ from tagger.library.tags.safe_write import (
 
 __all__ = [
     "TagChange",
+    "TagInfo",
     "read_genres",
+    "read_info",
     "write_genres",
     "restore",
     "supported",
@@ -92,6 +94,15 @@ class TagChange:
     new: tuple[str, ...] | None
 
 
+@dataclass(frozen=True)
+class TagInfo:
+    """What a file's tags say about it, as :func:`read_info` reads them in one open."""
+
+    artist: str | None  # the track artist (the album artist when there is none)
+    album: str | None
+    genres: list[str]  # as :func:`read_genres` returns them (raw, not normalised)
+
+
 def supported(path: str | os.PathLike[str]) -> bool:
     """Whether tagger can tag a file of this name (by extension; no I/O).
 
@@ -112,6 +123,21 @@ def read_genres(path: str | os.PathLike[str]) -> list[str]:
     try:
         with identity.open_regular(spath) as f:  # never blocks on a FIFO
             return open_editor(f, spath).existing_genres()
+    except ReadError:
+        raise
+    except OSError as exc:
+        raise ReadError(describe_oserror(exc, reading=True), spath) from None
+
+
+def read_info(path: str | os.PathLike[str]) -> TagInfo:
+    """Artist, album and the genres (as :func:`read_genres`) of a file, in one open; the
+    scan's one tag read per track. Raises ReadError as :func:`read_genres` does."""
+    spath = os.fspath(path)
+    try:
+        with identity.open_regular(spath) as f:  # never blocks on a FIFO
+            editor = open_editor(f, spath)
+            return TagInfo(editor.first_text(editor.ARTIST), editor.first_text(editor.ALBUM),
+                           editor.existing_genres())
     except ReadError:
         raise
     except OSError as exc:

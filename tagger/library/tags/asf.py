@@ -26,6 +26,8 @@ class Editor(BaseEditor):
     GENRE = GENRE
     CONFIDENCE = CONFIDENCE
     FIELDS = FIELDS
+    ARTIST = ("Author", "WM/AlbumArtist")
+    ALBUM = ("WM/AlbumTitle",)
 
     def __init__(self, fileobj: BinaryIO, kind: str = "asf"):
         self._audio = mutagen.asf.ASF(fileobj)

@@ -18,6 +18,8 @@ class BaseEditor:
 
     GENRE: str
     CONFIDENCE: str
+    ARTIST: tuple[str, ...] = ()  # fields naming the artist, best first (album artist last)
+    ALBUM: tuple[str, ...] = ()
     _audio: object
 
     def get(self, field: str) -> tuple[str, ...] | None:
@@ -25,6 +27,18 @@ class BaseEditor:
 
     def existing_genres(self) -> list[str]:
         return [g for g in (self.get(self.GENRE) or ()) if g]
+
+    def first_text(self, fields: tuple[str, ...]) -> str | None:
+        """The first non-blank value of the first of ``fields`` that has one (read only)."""
+        for name in fields:
+            try:
+                values = self.get(name)
+            except (KeyError, ValueError, TypeError):  # a field of an unexpected shape
+                continue
+            for value in values or ():
+                if value and value.strip():
+                    return value.strip()
+        return None
 
     def desired(self, genres: tuple[str, ...] | None, confidence: str | None) -> dict:
         """The value each field should end with (None: absent); confidence None: untouched."""

@@ -47,6 +47,8 @@ class Editor(BaseEditor):
     GENRE = GENRE
     CONFIDENCE = CONFIDENCE
     FIELDS = FIELDS
+    ARTIST = ("TPE1", "TPE2")
+    ALBUM = ("TALB",)
 
     def __init__(self, fileobj: BinaryIO, container: str):
         self.container = container
@@ -100,10 +102,11 @@ class Editor(BaseEditor):
     # ---------------------------------------------------------------- writing
 
     def set(self, field: str, values: tuple[str, ...] | None) -> None:
+        old = self.tags.get(field)
         self.tags.delall(field)
         if values is None:
             return
-        encoding = self._encoding(values)
+        encoding = self._encoding(values, getattr(old, "encoding", None))
         if field == GENRE:
             self.tags.add(TCON(encoding=encoding, text=list(values)))
         elif field.startswith("TXXX:"):
@@ -111,7 +114,18 @@ class Editor(BaseEditor):
         else:  # pragma: no cover - guarded by FIELDS
             raise ValueError(field)
 
-    def _encoding(self, values: tuple[str, ...]) -> Encoding:
+    def _encoding(self, values: tuple[str, ...], keep: Encoding | None = None) -> Encoding:
+        """UTF-8 in v2.4, else Latin-1 when it can hold the values, else UTF-16; but the
+        encoding of the frame being replaced when it can hold them (so that a restore puts
+        the user's frame back byte for byte)."""
+        if keep is not None and (self.version == 4 or keep != Encoding.UTF8):
+            try:
+                if keep == Encoding.LATIN1:
+                    for v in values:
+                        v.encode("latin-1")
+                return keep
+            except UnicodeEncodeError:
+                pass
         if self.version == 4:
             return Encoding.UTF8
         try:

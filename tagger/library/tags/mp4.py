@@ -41,6 +41,8 @@ class Editor(BaseEditor):
     GENRE = GENRE
     CONFIDENCE = CONFIDENCE
     FIELDS = FIELDS
+    ARTIST = ("\xa9ART", "aART")
+    ALBUM = ("\xa9alb",)
 
     def __init__(self, fileobj: BinaryIO, kind: str = "mp4"):
         self._audio = mutagen.mp4.MP4(fileobj)

@@ -37,6 +37,8 @@ class Editor(BaseEditor):
     GENRE = GENRE
     CONFIDENCE = CONFIDENCE
     FIELDS = FIELDS
+    ARTIST = ("ARTIST", "ALBUMARTIST")
+    ALBUM = ("ALBUM",)
 
     def __init__(self, fileobj: BinaryIO, kind: str):
         self._audio = _CLASSES[kind](fileobj)
