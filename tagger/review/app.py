@@ -37,8 +37,9 @@ from tagger.errors import TaggerError
 from tagger.library import tags
 from tagger.library.catalogue.schema import CORRECTIONS, MODELS, STATUSES, TRACKS
 from tagger.library.paths import is_inside, private_dir, real_roots, special_file_reason
+from tagger.results import CorrectionAction
 from tagger.review import charts
-from tagger.review.actions import Action, perform
+from tagger.review.actions import perform
 from tagger.review.media import Clips, byte_range
 from tagger.review.queues import QUEUE_TITLES, Queue, Sort, queue_page
 from tagger.review.track import timeline
@@ -272,7 +273,7 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
             return refused(request, 404, "No such track in the catalogue.")
         form = await request.form()
         try:
-            action = Action(form.get("action"))
+            action = CorrectionAction(form.get("action"))
         except ValueError:
             return refused(request, 400, "Unknown action.")
         genre = form.get("genre") if isinstance(form.get("genre"), str) else None
