@@ -45,6 +45,8 @@ def main() -> int:
         work = Path(tmp)
         lib = work / "Music"
         shutil.copytree(args.music, lib, ignore=shutil.ignore_patterns("*.txt", "*.md"))
+        for copied in lib.rglob("*"):  # the originals may be read-only; the copies are ours
+            copied.chmod(0o755 if copied.is_dir() else 0o644)
         config = work / "tagger.toml"
         config.write_text(f'state_dir = "{work / "state"}"\n[library]\nroots = ["{lib}"]\n',
                           encoding="utf-8")

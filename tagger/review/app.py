@@ -317,8 +317,9 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
     async def stats_view(request: Request) -> Response:
         stats = await run_in_threadpool(catalogue.stats)
         buckets = stats.confidence.buckets if stats.confidence else ()
+        genres = await run_in_threadpool(known_genres)
         return page(request, "stats.html", stats=stats,
-                    genre_chart=charts.bars(list(stats.genres)),
+                    genre_chart=charts.bars(list(stats.genres), genres),
                     confidence_chart=charts.histogram(buckets, threshold), threshold=threshold)
 
     # ------------------------------------------------------------------ the gate

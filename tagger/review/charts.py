@@ -21,11 +21,13 @@ def colour(genre: str, vocabulary: Sequence[str]) -> str:
 
 def taggram(rows: Sequence[str], values: Sequence[Sequence[float]],
             winners: Sequence[str], vocabulary: Sequence[str]) -> Markup:
-    """A heat map: one column per segment, one row per genre (or tag), darker = higher score;
-    a strip on top in the colour of each segment's winner. ``values[row][segment]``."""
+    """A heat map: one column per segment, one row per genre (or tag), darker = higher score
+    (the darkest is the highest score of the map, said under it); a strip on top in the
+    colour of each segment's winner. ``values[row][segment]``."""
     n = len(winners)
+    top = max((float(v) for row in values for v in row), default=0.0) or 1.0
     label_w, cell_w, cell_h, strip = 130, 52, 18, 22
-    width, height = label_w + n * cell_w, strip + 4 + len(rows) * cell_h + 18
+    width, height = label_w + n * cell_w, strip + 4 + len(rows) * cell_h + 34
     parts = [f'<svg class="taggram" xmlns="http://www.w3.org/2000/svg" width="{width}" '
              f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
              'aria-label="scores per segment">']
@@ -45,12 +47,15 @@ def taggram(rows: Sequence[str], values: Sequence[Sequence[float]],
             v = max(0.0, min(1.0, float(values[r][i])))
             parts.append(f'<rect x="{label_w + i * cell_w + 1}" y="{y + 1}" '
                          f'width="{cell_w - 2}" height="{cell_h - 2}" '
-                         f'fill="rgba(30,60,140,{0.06 + 0.94 * v:.3f})">'
+                         f'fill="rgba(30,60,140,{0.04 + 0.96 * v / top:.3f})">'
                          f'<title>{escape(name)}, segment {i + 1}: {v:.3f}</title></rect>')
     y = strip + 4 + len(rows) * cell_h + 13
     for i in range(n):
         parts.append(f'<text x="{label_w + i * cell_w + cell_w / 2}" y="{y}" '
                      f'text-anchor="middle" class="axis">{i + 1}</text>')
+    parts.append(f'<text x="{label_w - 6}" y="{y}" text-anchor="end" class="axis">segment'
+                 f'</text><text x="{label_w}" y="{y + 15}" class="axis">darkest: score '
+                 f'{top:.2f}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -91,8 +96,10 @@ def histogram(buckets: Sequence[tuple[float, float, int]], threshold: float | No
         x = left + i * step
         parts.append(f'<rect x="{x + 1:.1f}" y="{10 + plot_h - h:.1f}" width="{step - 2:.1f}" '
                      f'height="{h:.1f}" fill="#4e79a7"><title>{low:.1f}–{high:.1f}: {n}'
-                     f'</title></rect><text x="{x + step / 2:.1f}" y="{plot_h + 24}" '
+                     f'</title></rect><text x="{x:.1f}" y="{plot_h + 24}" '
                      f'text-anchor="middle" class="axis">{low:.1f}</text>')
+    parts.append(f'<text x="{left + plot_w:.1f}" y="{plot_h + 24}" text-anchor="middle" '
+                 f'class="axis">{buckets[-1][1]:.1f}</text>')
     parts.append(f'<text x="{left - 4}" y="18" text-anchor="end" class="axis">{top}</text>')
     parts.append(f'<line x1="{left}" y1="{10 + plot_h}" x2="{left + plot_w}" '
                  f'y2="{10 + plot_h}" stroke="#333"/>')
