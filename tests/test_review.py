@@ -524,6 +524,35 @@ def test_browser_keyboard_j_k_and_a(browser, server, library):
     assert [g.casefold() for g in tags.read_genres(library["lib"] / VIBE)] == ["jazz"]
 
 
+def test_browser_number_keys_pick_a_candidate(browser, server, library):
+    from selenium.webdriver.common.by import By
+
+    track, path = library["id"][NEXUIZ], library["lib"] / NEXUIZ
+    browser.get(f"{server['base']}/track/{track}")
+    first = browser.find_element(By.CSS_SELECTOR, "#candidates tbody tr td:nth-child(2)").text
+    count = len(sql(library["db"], "select id from corrections where path = ?", str(path)))
+    browser.find_element(By.TAG_NAME, "body").send_keys("1")
+    wait_for(lambda: browser.find_elements(By.ID, "flash"), what="the pick")
+    rows = sql(library["db"], "select action, genre from corrections where path = ? "
+                              "order by id", str(path))
+    assert len(rows) == count + 1
+    assert (rows[-1][0], rows[-1][1].casefold()) == ("set_genre", first.casefold())
+    assert [g.casefold() for g in tags.read_genres(path)] == [first.casefold()]
+
+
+def test_browser_classify_a_picked_file(browser, server, library):
+    from selenium.webdriver.common.by import By
+
+    tracks = sql(library["db"], "select count(*) from tracks")
+    browser.get(server["base"] + "/classify")
+    browser.find_element(By.ID, "upload").send_keys(str(real_clip(BRAHMS)))
+    result = wait_for(lambda: browser.find_elements(By.ID, "classified"), timeout=180,
+                      what="the classification")
+    assert BRAHMS in result[0].text and "classical" in result[0].text
+    assert len(result[0].find_elements(By.CSS_SELECTOR, "svg.taggram g.segment")) == 10
+    assert sql(library["db"], "select count(*) from tracks") == tracks
+
+
 def test_browser_stats_page(browser, server):
     from selenium.webdriver.common.by import By
 
