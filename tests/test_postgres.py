@@ -225,8 +225,11 @@ def test_labels_and_genre_check_agree_with_sqlite(both):
             answers.append((labels, adopted, calibration, check))
     assert answers[0] == answers[1]
     labels, adopted, calibration, check = answers[0]
-    assert [(label[1], label[2]) for label in labels] == [("Jazz", ("Jazz", "Blues")),
-                                                          ("Reggae", ("Reggae",))]
+    first, second = (sorted(p.name for p in (both["work"] / "pg").iterdir()))[:2]
+    by_name = {label[0]: (label[1], label[2]) for label in labels}
+    assert by_name[first] == ("Jazz", ("Jazz", "Blues"))
+    assert by_name[second] == ("Reggae", ("Reggae",))
+    assert len(labels) >= 2  # and the genres the clips' own tags carry (the scan read them)
     assert (adopted, calibration) == ("head2", {"t": 1.5})
     assert len(check) == len(both["originals"]) and check[0][1:5] == ("Ann", "Ä album", "Jazz",
                                                                       "tag")
