@@ -256,11 +256,14 @@ def test_review_queues_page_as_on_sqlite(both):
                         if page.next_cursor is None:
                             break
                         after = page.next_cursor
-                    walked[queue, sort] = sorted(names) if sort is not Sort.PATH else names
                     assert len(names) == len(set(names)), (url, queue, sort)
+                    # the library's files (another test adds a row of its own); the order
+                    # by path follows each database's collation
+                    walked[queue, sort] = sorted(n for n in names if n in both["originals"])
             with catalogue.engine.connect() as conn:
-                disagree = sorted(os.path.basename(p) for (p,) in conn.execute(sa.text(
-                    "SELECT path FROM genre_check WHERE agrees = 0")))
+                disagree = sorted(n for (p,) in conn.execute(sa.text(
+                    "SELECT path FROM genre_check WHERE agrees = 0"))
+                    if (n := os.path.basename(p)) in both["originals"])
             assert sorted(walked[Queue.DISAGREE, Sort.PATH]) == disagree
             answers.append(walked)
     assert answers[0] == answers[1]

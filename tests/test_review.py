@@ -344,6 +344,10 @@ def test_classify_an_upload_without_cataloguing_it(library):
     assert uploads.is_dir() and not any(uploads.iterdir())  # deleted after
     refused = client.post("/classify", content=b"x", headers={"x-csrf-token": "forged"})
     assert refused.status_code == 403
+    junk = client.post("/classify", content=b"not audio at all" * 100,
+                       headers={"x-csrf-token": csrf, "x-filename": "notes.mp3"})
+    assert junk.status_code == 200 and "Not classified" in junk.text
+    assert not any(uploads.iterdir())
 
 
 # ---------------------------------------------------------------- command line, config

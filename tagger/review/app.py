@@ -36,7 +36,13 @@ from tagger.config import Config
 from tagger.errors import TaggerError
 from tagger.library import tags
 from tagger.library.catalogue.schema import CORRECTIONS, MODELS, STATUSES, TRACKS
-from tagger.library.paths import is_inside, private_dir, real_roots, special_file_reason
+from tagger.library.paths import (
+    PRIVATE_FILE_MODE,
+    is_inside,
+    private_dir,
+    real_roots,
+    special_file_reason,
+)
 from tagger.results import CorrectionAction
 from tagger.review import charts
 from tagger.review.actions import perform
@@ -296,7 +302,9 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         target = uploads / f"{uuid.uuid4().hex}{suffix}"
         size = 0
         try:
-            with open(target, "xb") as out:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         PRIVATE_FILE_MODE)
+            with os.fdopen(fd, "wb") as out:
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > MAX_UPLOAD_BYTES:
