@@ -138,6 +138,17 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class ReviewConfig:
+    """``tagger review`` (docs/review.md)."""
+
+    host: str = "127.0.0.1"  # loopback; anything else also needs --allow-remote
+    port: int = 8765  # 0: any free port
+    # empty: only the random token of the printed start URL opens a session; set, the
+    # password opens one too (typed into the page's login form)
+    password: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     database: str = ""  # SQLAlchemy URL; empty: sqlite file in state_dir
     state_dir: str = ""
@@ -151,6 +162,7 @@ class Config:
     service: ServiceConfig = ServiceConfig()
     watch: WatchConfig = WatchConfig()
     cluster: ClusterConfig = ClusterConfig()
+    review: ReviewConfig = ReviewConfig()
     source: str | None = None  # the file this was loaded from, None for built-in defaults
 
     @property
@@ -183,7 +195,7 @@ _POSITIVE = {
 }
 _NON_NEGATIVE = {
     "model.threads", "scan.workers", "watch.settle_seconds", "watch.retry_max_attempts",
-    "model.max_descriptors", "cluster.actors", "cluster.in_flight",
+    "model.max_descriptors", "cluster.actors", "cluster.in_flight", "review.port",
 }
 _UNIT_INTERVAL = {"tags.min_confidence", "model.descriptor_threshold", "tags.target_precision"}
 #: Upper bounds: past them a value is a typo, and taking it literally crashes or starves the
@@ -199,6 +211,7 @@ _MAXIMUM = {
     "model.min_track_seconds": 3600.0, "decode.timeout_seconds": _DAY,
     "watch.settle_seconds": _DAY, "watch.poll_interval_seconds": _DAY,
     "watch.retry_base_seconds": 7 * _DAY, "watch.rescan_interval_minutes": 366 * 24 * 60.0,
+    "review.port": 65535,
 }
 
 
@@ -364,6 +377,10 @@ def _validate_values(config: Config, source: str | None) -> None:
             raise ConfigError(f"'{key}' must be at most {most:g}", source)
     if config.tags.target_precision <= 0.0:
         raise ConfigError("'tags.target_precision' must be greater than 0", source)
+    if not config.review.host.strip():
+        raise ConfigError("'review.host' must not be empty", source)
+    if config.review.password and len(config.review.password) < 8:
+        raise ConfigError("'review.password' must be at least 8 characters (or empty)", source)
     model = config.model
     if model.segments * model.segment_seconds > model.window_seconds + 1e-9:
         raise ConfigError(

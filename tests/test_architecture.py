@@ -28,7 +28,9 @@ ALLOWED = {
     "library": {"audio", "base"},
     "service": {"library", "model", "audio", "base"},
     "learn": {"library", "model", "audio", "base"},
-    "cli": {"service", "learn", "library", "model", "audio", "base"},
+    # the web app (tagger review) sits beside service and learn
+    "review": {"library", "model", "audio", "base"},
+    "cli": {"service", "learn", "review", "library", "model", "audio", "base"},
 }
 
 

@@ -32,7 +32,7 @@ MODEL_B = ModelInfo("trained", "b" * 64, GENRES)
 TABLES = {"tracks", "models", "predictions", "prediction_candidates", "prediction_segments",
           "tag_writes", "corrections", "adoptions", "calibrations"}
 VIEWS = {"track_genres", "genre_counts", "genre_check"}
-HEAD = "0005_learning"  # newest schema revision
+HEAD = "0006_review"  # newest schema revision
 
 
 @dataclass(frozen=True)

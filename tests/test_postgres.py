@@ -235,6 +235,41 @@ def test_labels_and_genre_check_agree_with_sqlite(both):
                                                                       "tag")
 
 
+def test_review_queues_page_as_on_sqlite(both):
+    """tagger review's queues (row-value keysets, the user genre's JSON per dialect): every
+    queue and sort, walked a few rows a page, lists the same tracks in both databases, and
+    genre_check's disagreements are the disagree queue."""
+    from tagger.library.catalogue import Catalogue
+    from tagger.review.queues import Queue, Sort, queue_page
+
+    answers = []
+    for url in (URL, both["sqlite"]):
+        with Catalogue(url) as catalogue:
+            walked = {}
+            for queue in Queue:
+                for sort in Sort:
+                    names, after = [], None
+                    while True:
+                        page = queue_page(catalogue.engine, queue, low=0.5, sort=sort,
+                                          after=after, limit=3)
+                        names += [os.path.basename(r.path) for r in page.rows]
+                        if page.next_cursor is None:
+                            break
+                        after = page.next_cursor
+                    assert len(names) == len(set(names)), (url, queue, sort)
+                    # the library's files (another test adds a row of its own); the order
+                    # by path follows each database's collation
+                    walked[queue, sort] = sorted(n for n in names if n in both["originals"])
+            with catalogue.engine.connect() as conn:
+                disagree = sorted(n for (p,) in conn.execute(sa.text(
+                    "SELECT path FROM genre_check WHERE agrees = 0"))
+                    if (n := os.path.basename(p)) in both["originals"])
+            assert sorted(walked[Queue.DISAGREE, Sort.PATH]) == disagree
+            answers.append(walked)
+    assert answers[0] == answers[1]
+    assert answers[0][Queue.ALL, Sort.PATH] and answers[0][Queue.DISAGREE, Sort.CONFIDENCE]
+
+
 def test_revert_all_restores_every_files_genres(both):
     code, _ = run("revert", "--db", URL, "--all")
     after = {p.name: tags.read_genres(p) for p in (both["work"] / "pg").iterdir()}

@@ -31,6 +31,7 @@ from tagger.cli.library import (
     cmd_stats,
 )
 from tagger.cli.retag import cmd_retag
+from tagger.cli.reviewing import cmd_review
 from tagger.cli.scanning import cmd_classify, cmd_demo, cmd_scan, cmd_status, cmd_watch
 from tagger.config import Config, load_config, workers_option
 from tagger.errors import ConfigError, TaggerError
@@ -61,6 +62,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "completion": cmd_completion,
     "demo": cmd_demo,
     "retag": cmd_retag,
+    "review": cmd_review,
 }
 
 #: the commands that classify: their model is resolved once, here (tagger.service.models)
@@ -94,9 +96,11 @@ examples:
   tagger list --low 0.35            the tracks to look at
   tagger revert ~/Music/Jazz        put back the genres tagger replaced
   tagger set-genre FILE Jazz        correct a genre (a label for learning; revertible)
+  tagger review                     hear, judge and correct them in the browser
   eval "$(tagger completion bash)"  Tab completion
 
-documentation: README.md, docs/queries.md, docs/watch.md, docs/training.md"""
+documentation: README.md, docs/queries.md, docs/watch.md, docs/training.md,
+docs/review.md"""
 
 
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -174,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub, [db])
     add_retag(sub, [db, model])
+    from tagger.cli.reviewing import add_parser as add_review
+
+    add_review(sub, [db])
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh", "fish"))
 

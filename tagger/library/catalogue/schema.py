@@ -107,7 +107,12 @@ class Prediction(Base):
     """The vote of one model over one track; a newer one for the same pair replaces it."""
 
     __tablename__ = "predictions"
-    __table_args__ = (sa.UniqueConstraint("track_id", "model_id"),)
+    __table_args__ = (
+        sa.UniqueConstraint("track_id", "model_id"),
+        # the review queues' keyset pages (migration 0006_review)
+        sa.Index("ix_predictions_confidence_track_id", "confidence", "track_id"),
+        sa.Index("ix_predictions_created_track_id", "created", "track_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     track_id: Mapped[int] = mapped_column(sa.ForeignKey("tracks.id", ondelete="CASCADE"))

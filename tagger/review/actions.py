@@ -1,0 +1,53 @@
+"""What the review page's buttons do: accept, set another genre, not music, undo.
+
+Each goes through the library's corrections API (the same one ``tagger set-genre`` uses:
+the genre written with the tag policy and the journal, the correction recorded), under the
+writer lock, so the review page never races a running scan or daemon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tagger.config import Config
+from tagger.errors import TaggerError
+from tagger.results import CorrectionAction, CorrectionSource
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    ok: bool
+    message: str
+
+
+def perform(config: Config, path: str, action: CorrectionAction,
+            genre: str | None = None) -> ActionOutcome:
+    """Run one correction on one catalogued file; never raises for a refused or failed one."""
+    from tagger.library.catalogue import open_catalogue
+    from tagger.library.corrections import apply_correction
+    from tagger.library.lock import WriterLock
+
+    if action is CorrectionAction.SET_GENRE and not (genre or "").strip():
+        return ActionOutcome(False, "no genre given")
+    try:
+        with WriterLock(config.state_path, config.database_url, "tagger review") as lock, \
+                open_catalogue(config.database_url, upgrade=False) as catalogue:
+            lock.guard(catalogue)
+            result = apply_correction(config, catalogue, path, action,
+                                      genre.strip() if genre else None,
+                                      source=CorrectionSource.REVIEW)
+    except TaggerError as exc:
+        return ActionOutcome(False, str(exc))
+    return ActionOutcome(True, _describe(action, result))
+
+
+def _describe(action: CorrectionAction, result) -> str:
+    """One line for the page: what was recorded, and what the file says now."""
+    now = "; ".join(result.genres) if result.genres else "no genre"
+    done = {
+        CorrectionAction.ACCEPT: f"accepted {result.genre}",
+        CorrectionAction.SET_GENRE: f"genre set to {result.genre}",
+        CorrectionAction.NOT_MUSIC: "marked as not music",
+        CorrectionAction.UNDO: "your last correction is undone",
+    }[action]
+    return f"{done}; the file says {now}" + ("" if result.written else " (unchanged)")

@@ -1,0 +1,379 @@
+"""The review web app: queues of doubtful tracks, a track page to hear and judge one, the
+corrections, classifying a dropped file, the stats. Starlette with Jinja2 templates, pages
+rendered on the server, one small script of ours (static/review.js); nothing from the internet.
+
+Security (docs/review.md): every page needs a session, got by opening the start URL with its
+random token (or with the configured password); the session is an HttpOnly, SameSite=Strict
+cookie. Every POST also needs the session's CSRF token. Tracks are addressed by their
+catalogue id, never by a path from the client, and a file is only read when it is
+catalogued and inside the library (symlinks resolved). ``read_only`` refuses every write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import threading
+import uuid
+from pathlib import Path
+from urllib.parse import unquote, urlencode
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from tagger.config import Config
+from tagger.errors import TaggerError
+from tagger.library import tags
+from tagger.library.catalogue.schema import CORRECTIONS, MODELS, STATUSES, TRACKS
+from tagger.library.paths import (
+    PRIVATE_FILE_MODE,
+    is_inside,
+    private_dir,
+    real_roots,
+    special_file_reason,
+)
+from tagger.results import CorrectionAction
+from tagger.review import charts
+from tagger.review.actions import perform
+from tagger.review.media import Clips, byte_range
+from tagger.review.queues import QUEUE_TITLES, Queue, Sort, queue_page
+from tagger.review.track import timeline
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+COOKIE = "tagger_review"
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "x-csrf-token"
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+PUBLIC = ("/", "/login", "/static/")
+
+
+@dataclasses.dataclass
+class ReviewSession:
+    csrf: str
+
+
+class Sessions:
+    """Sessions in memory: they end with the server (a restart prints a new token)."""
+
+    def __init__(self):
+        self._by_id: dict[str, ReviewSession] = {}
+        self._lock = threading.Lock()
+
+    def new(self) -> tuple[str, ReviewSession]:
+        sid, session = secrets.token_urlsafe(32), ReviewSession(secrets.token_urlsafe(32))
+        with self._lock:
+            self._by_id[sid] = session
+        return sid, session
+
+    def get(self, sid: str | None) -> ReviewSession | None:
+        if not sid:
+            return None
+        with self._lock:
+            return self._by_id.get(sid)
+
+
+class ClassifierHolder:
+    """The shipped model, loaded on the first upload (seconds), then kept."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._classifier = None
+        self._lock = threading.Lock()
+
+    def classify(self, path: str):
+        from tagger.model.classify import Classifier
+
+        with self._lock:
+            if self._classifier is None:
+                self._classifier = Classifier(self.config)
+            return next(iter(self._classifier.classify([path], prepare_threads=1)))
+
+
+def create_app(config: Config, catalogue, *, token: str, read_only: bool = False,
+               password: str | None = None, allowed_hosts: list[str] | None = None) -> Starlette:
+    """The ASGI app over ``catalogue``; ``token`` is the secret of the start URL."""
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals.update(read_only=read_only, queues=QUEUE_TITLES,
+                                 colour=charts.colour)
+    sessions = Sessions()
+    clips = Clips(config)
+    model = ClassifierHolder(config)
+    roots = real_roots(config.library.roots)
+    threshold = config.tags.min_confidence
+
+    def session_of(request: Request) -> ReviewSession | None:
+        return sessions.get(request.cookies.get(COOKIE))
+
+    def page(request: Request, template: str, status_code: int = 200, **context) -> Response:
+        session = session_of(request)
+        context.setdefault("csrf", session.csrf if session else "")
+        return templates.TemplateResponse(request, template, context, status_code=status_code)
+
+    def refused(request: Request, status_code: int, message: str) -> Response:
+        return page(request, "error.html", status_code, message=message,
+                    login=password is not None and status_code == 403 and
+                    session_of(request) is None)
+
+    def start_session(target: str) -> Response:
+        sid, _ = sessions.new()
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(COOKIE, sid, httponly=True, samesite="strict", path="/")
+        return response
+
+    def track_path(track_id: int) -> tuple[str, int | None] | None:
+        """The catalogued path of a track id (and its mtime), None when there is none."""
+        with catalogue.engine.connect() as conn:
+            row = conn.execute(sa.select(TRACKS.c.path, TRACKS.c.mtime_ns, TRACKS.c.status)
+                               .where(TRACKS.c.id == track_id)).first()
+        if row is None or row.status == "missing":
+            return None
+        return row.path, row.mtime_ns
+
+    def known_genres() -> list[str]:
+        """Every model's vocabulary, then the genres users gave (the datalist, the filter):
+        a small query, not the stats' scan of every prediction."""
+        genres: dict[str, None] = {}
+        with catalogue.engine.connect() as conn:
+            for (vocabulary,) in conn.execute(sa.select(MODELS.c.vocabulary)):
+                genres.update(dict.fromkeys(json.loads(vocabulary or "[]")))
+            for (genre,) in conn.execute(sa.select(CORRECTIONS.c.genre).distinct()
+                                         .where(CORRECTIONS.c.genre.is_not(None)).limit(500)):
+                genres.setdefault(genre)
+        return list(genres)
+
+    def readable(path: str) -> bool:
+        """Only a regular file inside the library (symlinks resolved) is ever opened."""
+        return (os.path.isfile(path) and is_inside(path, roots)
+                and special_file_reason(path) is None)
+
+    async def check_csrf(request: Request) -> bool:
+        session = session_of(request)
+        if session is None:
+            return False
+        sent = request.headers.get(CSRF_HEADER)
+        if sent is None and request.headers.get("content-type", "").startswith(
+                ("application/x-www-form-urlencoded", "multipart/form-data")):
+            sent = (await request.form()).get(CSRF_FIELD)
+        return isinstance(sent, str) and secrets.compare_digest(sent, session.csrf)
+
+    # ------------------------------------------------------------------ pages
+
+    async def home(request: Request) -> Response:
+        given = request.query_params.get("token")
+        if given is not None:
+            if secrets.compare_digest(given, token):
+                return start_session("/queue")
+            return refused(request, 403, "That token is not this server's.")
+        if session_of(request) is None:
+            return refused(request, 403, "Open the address 'tagger review' printed "
+                                         "(with its ?token=...).")
+        return RedirectResponse("/queue", status_code=303)
+
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        given = form.get("password")
+        if password is None or not isinstance(given, str) or not secrets.compare_digest(
+                given.encode(), password.encode()):
+            return refused(request, 403, "Wrong password.")
+        return start_session("/queue")
+
+    async def queue_view(request: Request) -> Response:
+        q = request.query_params
+        try:
+            queue = Queue(q.get("q", Queue.LOW.value))
+            sort = Sort(q.get("sort", Sort.RECENT.value if queue is Queue.RECENT
+                              else Sort.CONFIDENCE.value))
+            low = float(q.get("low", threshold))
+        except ValueError:
+            return refused(request, 400, "Unknown queue, sort or threshold.")
+        filters = {k: q.get(k) or None for k in ("folder", "genre", "status")}
+        try:
+            result = await run_in_threadpool(queue_page, catalogue.engine, queue, low=low,
+                                             sort=sort, after=q.get("after"), **filters)
+        except ValueError:
+            return refused(request, 400, "Bad page cursor.")
+        genres = await run_in_threadpool(known_genres)
+        return page(request, "queue.html", queue=queue, sort=sort, low=low, page=result,
+                    filters=filters, genres=genres, statuses=STATUSES, sorts=list(Sort),
+                    base_query={k: v for k, v in {"q": queue.value, "sort": sort.value,
+                                                  "low": q.get("low"), **filters}.items() if v})
+
+    async def track_view(request: Request) -> Response:
+        found = track_path(request.path_params["track_id"])
+        if found is None:
+            return refused(request, 404, "No such track in the catalogue.")
+        path = found[0]
+        record = await run_in_threadpool(catalogue.track, path)
+        if record is None:
+            return refused(request, 404, "No such track in the catalogue.")
+        file_genres, file_error = [], None
+        if readable(path):
+            try:
+                file_genres = await run_in_threadpool(tags.read_genres, path)
+            except TaggerError as exc:
+                file_error = str(exc)
+        else:
+            file_error = "not read: missing, or not inside the library"
+        corrections = []
+        if hasattr(catalogue, "corrections"):
+            corrections = await run_in_threadpool(catalogue.corrections, path)
+        view = timeline(record, config)
+        prediction = record.prediction
+        vocabulary = list(prediction.model.vocabulary) if prediction else []
+        known = list(dict.fromkeys(vocabulary + await run_in_threadpool(known_genres)))
+        svg = None
+        if view is not None:
+            svg = charts.taggram(view.genres, view.values, [s.winner for s in view.segments],
+                                 vocabulary)
+        return page(request, "track.html", record=record, prediction=prediction,
+                    timeline=view, taggram=svg, file_genres=file_genres,
+                    file_error=file_error, corrections=corrections, known_genres=known,
+                    playable=readable(path), message=request.query_params.get("done"),
+                    failed=request.query_params.get("failed"), vocabulary=vocabulary,
+                    name=os.path.basename(path))
+
+    async def audio(request: Request) -> Response:
+        track_id = request.path_params["track_id"]
+        found = track_path(track_id)
+        if found is None or not readable(found[0]):
+            return Response("not found", status_code=404)
+        try:
+            data, _ = await run_in_threadpool(clips.window, track_id, *found)
+        except TaggerError as exc:
+            return Response(f"cannot decode: {exc}", status_code=422)
+        size = len(data)
+        headers = {"Accept-Ranges": "bytes", "Content-Type": "audio/wav",
+                   "Cache-Control": "private, max-age=300"}
+        try:
+            wanted = byte_range(request.headers.get("range"), size)
+        except ValueError:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        if wanted is None:
+            return Response(data, headers=headers)
+        first, last = wanted
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        return Response(data[first:last + 1], status_code=206, headers=headers)
+
+    async def act(request: Request) -> Response:
+        if read_only:
+            return refused(request, 403, "This review server is read-only (--read-only).")
+        if not await check_csrf(request):
+            return refused(request, 403, "The form is stale or forged (CSRF check failed); "
+                                         "reload the page.")
+        track_id = request.path_params["track_id"]
+        found = track_path(track_id)
+        if found is None:
+            return refused(request, 404, "No such track in the catalogue.")
+        form = await request.form()
+        try:
+            action = CorrectionAction(form.get("action"))
+        except ValueError:
+            return refused(request, 400, "Unknown action.")
+        genre = form.get("genre") if isinstance(form.get("genre"), str) else None
+        if not is_inside(found[0], roots):
+            return refused(request, 403, "That file is not inside the library.")
+        outcome = await run_in_threadpool(perform, config, found[0], action, genre)
+        key = "done" if outcome.ok else "failed"
+        return RedirectResponse(f"/track/{track_id}?{urlencode({key: outcome.message})}",
+                                status_code=303)
+
+    async def classify_page(request: Request) -> Response:
+        return page(request, "classify.html")
+
+    async def classify_upload(request: Request) -> Response:
+        if not await check_csrf(request):
+            return refused(request, 403, "CSRF check failed; reload the page.")
+        name = os.path.basename(unquote(request.headers.get("x-filename", "upload"))) or "upload"
+        suffix = os.path.splitext(name)[1].lower()[:10]
+        uploads = private_dir(config.state_path / "review-uploads", "upload folder")
+        target = uploads / f"{uuid.uuid4().hex}{suffix}"
+        size = 0
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         PRIVATE_FILE_MODE)
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > MAX_UPLOAD_BYTES:
+                        return Response("too large", status_code=413)
+                    out.write(chunk)
+            result = await run_in_threadpool(model.classify, str(target))
+        finally:
+            target.unlink(missing_ok=True)
+        svg = None
+        if result.ok and result.segments:
+            genres = list(result.model.vocabulary)
+            values = [[seg.genre_scores.get(g, 0.0) for seg in result.segments] for g in genres]
+            order = sorted(range(len(genres)), key=lambda j: -sum(values[j]))[:8]
+            svg = charts.taggram([genres[j] for j in order], [values[j] for j in order],
+                                 [s.genre for s in result.segments], genres)
+        return page(request, "classified.html", result=result, name=name, taggram=svg)
+
+    async def stats_view(request: Request) -> Response:
+        stats = await run_in_threadpool(catalogue.stats)
+        buckets = stats.confidence.buckets if stats.confidence else ()
+        genres = await run_in_threadpool(known_genres)
+        return page(request, "stats.html", stats=stats,
+                    genre_chart=charts.bars(list(stats.genres), genres),
+                    confidence_chart=charts.histogram(buckets, threshold), threshold=threshold)
+
+    # ------------------------------------------------------------------ the gate
+
+    def gate(request: Request) -> Response | None:
+        """Every request but the start URL, the login and the static files needs a session;
+        read-only refuses every POST that could write (classifying an upload writes nothing
+        but its own temporary file)."""
+        path = request.url.path
+        public = path in PUBLIC[:2] or path.startswith(PUBLIC[2])
+        if not public and session_of(request) is None:
+            return refused(request, 403, "Open the address 'tagger review' printed "
+                                         "(with its ?token=...).")
+        if request.method not in ("GET", "HEAD") and read_only and path not in (
+                "/login", "/classify"):
+            return refused(request, 403, "This review server is read-only (--read-only).")
+        return None
+
+    routes = [
+        Route("/", home),
+        Route("/login", login, methods=["POST"]),
+        Route("/queue", queue_view),
+        Route("/track/{track_id:int}", track_view),
+        Route("/track/{track_id:int}/audio.wav", audio),
+        Route("/track/{track_id:int}/act", act, methods=["POST"]),
+        Route("/classify", classify_page),
+        Route("/classify", classify_upload, methods=["POST"]),
+        Route("/stats", stats_view),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[
+        Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["*"]),
+        Middleware(Gate, check=gate)])
+
+
+class Gate:
+    """ASGI middleware: ``check(request)`` returns a response to send instead of the
+    route's, or None to let the request through."""
+
+    def __init__(self, app, check):
+        self.app, self.check = app, check
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            response = self.check(Request(scope, receive))
+            if response is not None:
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

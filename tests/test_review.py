@@ -1,0 +1,566 @@
+"""tagger review: the web app on a really scanned library of real clips.
+
+HTTP-level tests (Starlette's TestClient) for the security rules, the queues, ranges and the
+actions; then a real browser (Debian's chromium + chromedriver, driven by selenium, headless)
+against ``tagger review`` started as a user starts it. The browser tests skip only where
+chromium is not installed, and never in CI (``.ci/run`` sets TAGGER_CI and installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from helpers.audio import real_clip
+
+from tagger.cli import main
+from tagger.config import config_from_dict, load_config
+from tagger.errors import ConfigError
+from tagger.library import tags
+from tagger.library.catalogue import open_catalogue
+from tagger.review import create_app
+from tagger.review.media import PLAYBACK_RATE, byte_range
+from tagger.review.queues import Queue, Sort, queue_page
+
+warnings.filterwarnings("ignore", message=".*httpx.*")  # TestClient runs on httpx: fine
+from starlette.testclient import TestClient  # noqa: E402
+
+VIBE = "Kevin_MacLeod_-_Vibe_Ace.ogg"  # jazz at 0.379: under the threshold below
+BRAHMS = "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg"
+NEXUIZ = "nexuiz_brainsukker_excerpt.ogg"  # electronic at 0.68
+THRESHOLD = 0.5
+TOKEN = "test-token-0123456789"
+BASE = "http://127.0.0.1"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+SCREENSHOTS = os.environ.get("TAGGER_REVIEW_SCREENSHOTS")  # a folder: save them there
+
+pytestmark = pytest.mark.slow  # the library is scanned with the model
+
+
+def sql(db: Path, query: str, *params):
+    with sqlite3.connect(db) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """Three real clips, scanned by ``tagger scan`` with tags.min_confidence = 0.5."""
+    root = tmp_path_factory.mktemp("review")
+    lib = root / "lib"
+    lib.mkdir()
+    for name in (VIBE, BRAHMS, NEXUIZ):
+        shutil.copy(real_clip(name), lib / name)
+        (lib / name).chmod(0o644)
+    outside = root / "outside"
+    outside.mkdir()
+    shutil.copy(real_clip(NEXUIZ), outside / "private.ogg")
+    config_file = root / "tagger.toml"
+    config_file.write_text(
+        f'state_dir = "{root / "state"}"\ndatabase = "sqlite:///{root / "c.sqlite"}"\n'
+        f'[library]\nroots = ["{lib}"]\n[tags]\nmin_confidence = {THRESHOLD}\n'
+        '[scan]\nworkers = 1\n', encoding="utf-8")
+    assert main(["scan", "--config", str(config_file)]) == 0
+    db = root / "c.sqlite"
+    ids = dict(sql(db, "select path, id from tracks"))
+    # a catalogued path that is a symlink to a file outside the library must never be read
+    link = lib / "link.ogg"
+    link.symlink_to(outside / "private.ogg")
+    with open_catalogue(f"sqlite:///{db}") as catalogue:
+        catalogue.mark_pending(str(link), 1, 1)
+    ids.update(sql(db, "select path, id from tracks where path = ?", str(link)))
+    return {"root": root, "lib": lib, "db": db, "config_file": config_file,
+            "config": load_config(str(config_file)), "ids": ids,
+            "id": {name: ids[str(lib / name)] for name in (VIBE, BRAHMS, NEXUIZ)},
+            "link_id": ids[str(link)]}
+
+
+def client_for(library, *, read_only=False, password=None, log_in=True) -> TestClient:
+    catalogue = open_catalogue(library["config"].database_url)
+    app = create_app(library["config"], catalogue, token=TOKEN, read_only=read_only,
+                     password=password, allowed_hosts=["127.0.0.1", "localhost"])
+    client = TestClient(app, base_url=BASE, follow_redirects=False)
+    if log_in:
+        assert client.get(f"/?token={TOKEN}").status_code == 303
+    return client
+
+
+def csrf_of(client: TestClient, track_id: int) -> str:
+    page = client.get(f"/track/{track_id}")
+    assert page.status_code == 200
+    return re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+
+
+# ---------------------------------------------------------------- the gate
+
+
+def test_without_the_token_everything_is_refused(library):
+    client = client_for(library, log_in=False)
+    track = library["id"][BRAHMS]
+    for url in ("/queue", f"/track/{track}", f"/track/{track}/audio.wav", "/stats",
+                "/classify"):
+        response = client.get(url)
+        assert response.status_code == 403, url
+        assert "tagger review" in response.text
+    assert client.post(f"/track/{track}/act", data={"action": "accept"}).status_code == 403
+    wrong = client.get("/?token=not-the-token")
+    assert wrong.status_code == 403 and "set-cookie" not in wrong.headers
+    assert client.get("/queue").status_code == 403
+
+
+def test_the_token_becomes_a_strict_http_only_cookie(library):
+    client = client_for(library, log_in=False)
+    response = client.get(f"/?token={TOKEN}")
+    assert response.status_code == 303 and response.headers["location"] == "/queue"
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and TOKEN.lower() not in cookie
+    assert client.get("/queue").status_code == 200
+
+
+def test_another_host_name_is_refused(library):
+    client = client_for(library)
+    response = client.get("/queue", headers={"host": "attacker.example"})
+    assert response.status_code == 400  # a DNS-rebinding page does not reach the app
+
+
+def test_a_configured_password_opens_a_session(library):
+    client = client_for(library, password="correct horse", log_in=False)
+    assert client.post("/login", data={"password": "wrong"}).status_code == 403
+    assert client.get("/queue").status_code == 403
+    assert client.post("/login", data={"password": "correct horse"}).status_code == 303
+    assert client.get("/queue").status_code == 200
+
+
+def test_a_bad_csrf_token_is_refused_and_changes_nothing(library):
+    client = client_for(library)
+    track = library["id"][NEXUIZ]
+    path = library["lib"] / NEXUIZ
+    before = path.read_bytes()
+    for data in ({"action": "set_genre", "genre": "Rock"},
+                 {"action": "set_genre", "genre": "Rock", "csrf": "forged"}):
+        assert client.post(f"/track/{track}/act", data=data).status_code == 403
+    headers = {"x-csrf-token": "forged"}
+    assert client.post(f"/track/{track}/act", data={"action": "not_music"},
+                       headers=headers).status_code == 403
+    assert path.read_bytes() == before
+    assert sql(library["db"], "select count(*) from corrections") == [(0,)]
+
+
+def test_read_only_refuses_every_write(library):
+    client = client_for(library, read_only=True)
+    track = library["id"][NEXUIZ]
+    path = library["lib"] / NEXUIZ
+    before = path.read_bytes()
+    csrf = csrf_of(client, track)
+    for action in ("accept", "set_genre", "not_music", "undo"):
+        response = client.post(f"/track/{track}/act",
+                               data={"action": action, "genre": "Rock", "csrf": csrf})
+        assert response.status_code == 403 and "read-only" in response.text
+    assert path.read_bytes() == before
+    assert sql(library["db"], "select count(*) from corrections") == [(0,)]
+    assert 'id="accept"' not in client.get(f"/track/{track}").text  # no buttons either
+
+
+def test_only_catalogued_tracks_inside_the_library_are_served(library):
+    client = client_for(library)
+    assert client.get("/track/99999").status_code == 404
+    assert client.get("/track/99999/audio.wav").status_code == 404
+    assert client.post("/track/99999/act", data={"action": "accept"},
+                       headers={"x-csrf-token": csrf_of(client, library["id"][VIBE])}
+                       ).status_code == 404
+    for url in ("/track/..%2F..%2Fetc%2Fpasswd", "/track/1/../../../etc/passwd",
+                "/static/..%2F..%2Fapp.py", "/static/../app.py", "/track/-1/audio.wav"):
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert "import" not in response.text and "root:" not in response.text
+    # catalogued, but a symlink to outside the library: never read
+    link = library["link_id"]
+    assert client.get(f"/track/{link}/audio.wav").status_code == 404
+    assert "cannot be played" in client.get(f"/track/{link}").text
+
+
+# ---------------------------------------------------------------- audio
+
+
+def test_audio_is_the_middle_window_as_wav_with_ranges(library):
+    client = client_for(library)
+    url = f"/track/{library['id'][BRAHMS]}/audio.wav"
+    whole = client.get(url)
+    assert whole.status_code == 200 and whole.headers["content-type"] == "audio/wav"
+    assert whole.headers["accept-ranges"] == "bytes"
+    body = whole.content
+    assert body[:4] == b"RIFF" and body[8:12] == b"WAVE"
+    seconds = (len(body) - 44) / (2 * PLAYBACK_RATE)
+    assert 29.9 <= seconds <= 30.1  # the window the model heard, not the whole track
+    part = client.get(url, headers={"range": "bytes=100-199"})
+    assert part.status_code == 206
+    assert part.headers["content-range"] == f"bytes 100-199/{len(body)}"
+    assert part.content == body[100:200]
+    tail = client.get(url, headers={"range": "bytes=-10"})
+    assert tail.status_code == 206 and tail.content == body[-10:]
+    open_ended = client.get(url, headers={"range": f"bytes={len(body) - 5}-"})
+    assert open_ended.status_code == 206 and open_ended.content == body[-5:]
+    beyond = client.get(url, headers={"range": f"bytes={len(body)}-"})
+    assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(body)}"
+
+
+def test_byte_range_parsing():
+    assert byte_range(None, 10) is None
+    assert byte_range("bytes=0-", 10) == (0, 9)
+    assert byte_range("bytes=2-100", 10) == (2, 9)
+    assert byte_range("bytes=-3", 10) == (7, 9)
+    for bad in ("bytes=5-2", "bytes=10-", "bytes=-0", "items=0-1", "bytes=-", "bytes=0-1,3-4"):
+        with pytest.raises(ValueError):
+            byte_range(bad, 10)
+
+
+# ---------------------------------------------------------------- queues and pages
+
+
+def test_the_low_confidence_queue_lists_the_doubtful_track(library):
+    client = client_for(library)
+    page = client.get("/queue?q=low")
+    assert page.status_code == 200
+    assert VIBE in page.text and BRAHMS not in page.text and NEXUIZ not in page.text
+    assert "0.379" in page.text
+    every = client.get("/queue?q=all&sort=path").text
+    assert all(name in every for name in (VIBE, BRAHMS, NEXUIZ))
+    assert client.get("/queue?q=nonsense").status_code == 400
+    assert client.get("/queue?q=all&after=garbage").status_code == 400
+    folder = client.get("/queue", params={"q": "all", "folder": "/nowhere"}).text
+    assert VIBE not in folder
+    genre = client.get("/queue", params={"q": "all", "genre": "classical"}).text
+    assert BRAHMS in genre and VIBE not in genre
+
+
+def test_keyset_pages_walk_every_track_once(library):
+    engine = open_catalogue(library["config"].database_url).engine
+    for sort in Sort:
+        seen, after = [], None
+        while True:
+            page = queue_page(engine, Queue.ALL, low=THRESHOLD, sort=sort, after=after, limit=1)
+            seen += [r.id for r in page.rows]
+            if page.next_cursor is None:
+                break
+            after = page.next_cursor
+        # by confidence or recency: the tracks that have a prediction (not the pending link)
+        want = set(library["ids"].values()) - (set() if sort is Sort.PATH
+                                                 else {library["link_id"]})
+        assert sorted(seen) == sorted(want), sort
+        assert len(seen) == len(set(seen))
+    failed = queue_page(engine, Queue.FAILED, low=THRESHOLD, sort=Sort.CONFIDENCE)
+    assert failed.rows == [] and failed.next_cursor is None
+    by_confidence = queue_page(engine, Queue.LOW, low=1.0, sort=Sort.CONFIDENCE).rows
+    assert [r.confidence for r in by_confidence] == sorted(r.confidence for r in by_confidence)
+
+
+def test_the_track_page_shows_the_vote(library):
+    client = client_for(library)
+    page = client.get(f"/track/{library['id'][VIBE]}").text
+    assert page.count('<li class="segment"') == 10
+    assert page.count('<g class="segment"') == 10  # the taggram's columns
+    assert 'id="candidates"' in page and "jazz" in page
+    assert "In the file now: <strong id=\"file-genres\">Jazz</strong>" in page
+    assert 'src="/track/' in page and "/audio.wav" in page
+    brahms = client.get(f"/track/{library['id'][BRAHMS]}").text
+    assert 'id="journal"' in brahms and "Classical" in brahms  # what tagger wrote
+
+
+def test_stats_page_draws_both_charts(library):
+    page = client_for(library).get("/stats").text
+    assert 'id="genre-chart"><svg' in page and 'id="confidence-chart"><svg' in page
+    assert "classical" in page
+
+
+# ---------------------------------------------------------------- acting
+
+
+def test_a_correction_is_saved_in_sql_and_the_file_and_undo_puts_it_back(library):
+    client = client_for(library)
+    track, path = library["id"][NEXUIZ], library["lib"] / NEXUIZ
+    before = tags.read_genres(path)
+    assert before == ["Electronic"]
+    csrf = csrf_of(client, track)
+    response = client.post(f"/track/{track}/act",
+                           data={"action": "set_genre", "genre": "Rock", "csrf": csrf})
+    assert response.status_code == 303 and "done=" in response.headers["location"]
+    assert [g.casefold() for g in tags.read_genres(path)] == ["rock"]
+    rows = sql(library["db"], "select action, genre, source, previous from corrections "
+                              "where path = ?", str(path))
+    assert [(a, g.casefold(), s) for a, g, s, _ in rows] == [("set_genre", "rock", "review")]
+    assert json.loads(rows[0][3]) == before
+    # now "your genre" (the correction) disagrees with the prediction (electronic)
+    disagree = client.get("/queue?q=disagree").text
+    assert NEXUIZ in disagree and VIBE not in disagree
+    response = client.post(f"/track/{track}/act", data={"action": "undo", "csrf": csrf})
+    assert response.status_code == 303
+    assert tags.read_genres(path) == before
+    assert [a for (a,) in sql(library["db"], "select action from corrections where path = ?"
+                              " order by id", str(path))] == ["set_genre", "undo"]
+    assert NEXUIZ not in client.get("/queue?q=disagree").text
+    assert client.post(f"/track/{track}/act", data={"action": "fly", "csrf": csrf}
+                       ).status_code == 400
+
+
+def test_an_action_waits_for_no_other_writer_and_changes_nothing(library):
+    from tagger.library.lock import WriterLock
+
+    config = library["config"]
+    client = client_for(library)
+    track, path = library["id"][NEXUIZ], library["lib"] / NEXUIZ
+    before = path.read_bytes()
+    csrf = csrf_of(client, track)
+    count = sql(library["db"], "select count(*) from corrections")
+    with WriterLock(config.state_path, config.database_url, "tagger watch"):
+        response = client.post(f"/track/{track}/act",
+                               data={"action": "not_music", "csrf": csrf})
+    assert response.status_code == 303 and "failed=" in response.headers["location"]
+    page = client.get(response.headers["location"]).text
+    assert "being written by" in page and "tagger watch" in page
+    assert path.read_bytes() == before
+    assert sql(library["db"], "select count(*) from corrections") == count
+
+
+def test_classify_an_upload_without_cataloguing_it(library):
+    client = client_for(library)
+    csrf = csrf_of(client, library["id"][VIBE])
+    tracks_before = sql(library["db"], "select count(*) from tracks")
+    response = client.post("/classify", content=real_clip(BRAHMS).read_bytes(),
+                           headers={"x-csrf-token": csrf, "x-filename": "my%20song.ogg",
+                                    "content-type": "application/octet-stream"})
+    assert response.status_code == 200
+    assert "my song.ogg" in response.text and "classical" in response.text
+    assert '<g class="segment"' in response.text
+    assert sql(library["db"], "select count(*) from tracks") == tracks_before
+    uploads = library["config"].state_path / "review-uploads"
+    assert uploads.is_dir() and not any(uploads.iterdir())  # deleted after
+    refused = client.post("/classify", content=b"x", headers={"x-csrf-token": "forged"})
+    assert refused.status_code == 403
+    junk = client.post("/classify", content=b"not audio at all" * 100,
+                       headers={"x-csrf-token": csrf, "x-filename": "notes.mp3"})
+    assert junk.status_code == 200 and "Not classified" in junk.text
+    assert not any(uploads.iterdir())
+
+
+# ---------------------------------------------------------------- command line, config
+
+
+def test_review_config_is_validated_at_load():
+    assert config_from_dict({"review": {"port": 0, "password": "long enough"}}).review.port == 0
+    for bad in ({"port": 70000}, {"port": -1}, {"host": ""}, {"password": "short"},
+                {"port": "80"}, {"colour": "red"}):
+        with pytest.raises(ConfigError, match="review"):
+            config_from_dict({"review": bad})
+
+
+def test_review_refuses_a_non_loopback_address_unless_asked(library, capsys):
+    assert main(["review", "--config", str(library["config_file"]), "--host", "0.0.0.0"]) == 2
+    assert "--allow-remote" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- a real browser
+
+
+def chromium_or_skip():
+    if CHROMIUM.exists() and CHROMEDRIVER.exists():
+        return
+    if os.environ.get("TAGGER_CI"):
+        pytest.fail("CI must run the browser tests: chromium and chromium-driver are missing")
+    pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium "
+                "chromium-driver)")
+
+
+@pytest.fixture(scope="module")
+def server(library):
+    """``tagger review`` as a user runs it: its first line is the start URL."""
+    chromium_or_skip()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tagger", "review", "--config", str(library["config_file"]),
+         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        match = re.fullmatch(r"Review at (http://127\.0\.0\.1:\d+)/\?token=(\S+)\n", line)
+        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+        yield {"base": match.group(1), "url": line.split()[-1]}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    """Headless chromium, logged in (each test may also run alone)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--autoplay-policy=no-user-gesture-required", "--window-size=1100,900",
+                 "--mute-audio"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)),
+                              options=options)
+    driver.set_page_load_timeout(60)
+    driver.get(server["url"])
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(condition, timeout=30.0, what="condition"):
+    """Poll ``condition`` until it is true; a page being replaced meanwhile is no error."""
+    from selenium.common.exceptions import WebDriverException
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except WebDriverException:
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def screenshot(driver, name: str) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(SCREENSHOTS) / f"{name}.png"))
+
+
+def test_browser_queue_lists_the_doubtful_tracks(browser, server, library):
+    from selenium.webdriver.common.by import By
+
+    browser.delete_all_cookies()
+    browser.get(server["base"] + "/queue")
+    assert "tagger review" in browser.page_source and not browser.find_elements(By.ID, "queue")
+    browser.get(server["url"])
+    assert browser.current_url == server["base"] + "/queue"  # the token left the address bar
+    rows = browser.find_elements(By.CSS_SELECTOR, "#queue tbody tr")
+    names = [r.find_element(By.TAG_NAME, "a").text for r in rows]
+    assert names == [VIBE]
+    cookies = {c["name"]: c for c in browser.get_cookies()}
+    assert cookies["tagger_review"]["httpOnly"] and cookies["tagger_review"]["sameSite"] == "Strict"
+    assert browser.execute_script("return document.cookie") == ""  # not readable by scripts
+    browser.get(server["base"] + "/queue?q=all&sort=confidence")
+    screenshot(browser, "queue")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#queue tbody tr")) == 3  # predicted
+
+
+def test_browser_track_page_plays_and_follows_the_segments(browser, server, library):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server['base']}/track/{library['id'][VIBE]}")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#segments li.segment")) == 10
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.taggram g.segment")) == 10
+    player = browser.find_element(By.ID, "player")
+    browser.execute_script("arguments[0].currentTime = 7.5; arguments[0].play();", player)
+    wait_for(lambda: browser.execute_script("return arguments[0].readyState", player) >= 2,
+             what="the audio to load")
+    wait_for(lambda: browser.execute_script("return arguments[0].currentTime", player) > 8.0,
+             what="currentTime to advance")
+    assert browser.execute_script("return arguments[0].duration", player) == pytest.approx(
+        30.0, abs=0.1)
+    playing = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#segments li.playing"),
+                       what="a highlighted segment")
+    assert playing[0].get_attribute("data-index") in ("2", "3")  # 8-9 s: the third segment
+    browser.execute_script("arguments[0].pause()", player)
+    screenshot(browser, "track")
+
+
+def test_browser_correction_shows_in_sql_and_the_file_and_revert_undoes_it(
+        browser, server, library):
+    from selenium.webdriver.common.by import By
+
+    track, path = library["id"][BRAHMS], library["lib"] / BRAHMS
+    assert tags.read_genres(path) == ["Classical"]
+    browser.get(f"{server['base']}/track/{track}")
+    field = browser.find_element(By.ID, "genre-input")
+    field.send_keys("Folk")
+    browser.find_element(By.ID, "set-genre").click()
+    wait_for(lambda: browser.find_elements(By.ID, "flash"), what="the result")
+    assert [g.casefold() for g in tags.read_genres(path)] == ["folk"]
+    assert browser.find_element(By.ID, "file-genres").text.casefold() == "folk"
+    rows = sql(library["db"], "select action, genre, source from corrections where path = ?",
+               str(path))
+    assert [(a, g.casefold(), s) for a, g, s in rows] == [("set_genre", "folk", "review")]
+    browser.find_element(By.ID, "revert").click()
+    wait_for(lambda: browser.find_element(By.ID, "file-genres").text == "Classical",
+             what="the revert")
+    assert tags.read_genres(path) == ["Classical"]
+    assert [a for (a,) in sql(library["db"], "select action from corrections where path = ? "
+                              "order by id", str(path))] == ["set_genre", "undo"]
+
+
+def test_browser_keyboard_j_k_and_a(browser, server, library):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server["base"] + "/queue?q=all&sort=path")
+    ids = [int(r.get_attribute("data-track"))
+           for r in browser.find_elements(By.CSS_SELECTOR, "#queue tbody tr")]
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys("j")
+    assert browser.find_elements(By.CSS_SELECTOR, "#queue tr.selected")[0].get_attribute(
+        "data-track") == str(ids[1])
+    body.send_keys("\n")
+    wait_for(lambda: browser.current_url.endswith(f"/track/{ids[1]}"), what="Enter")
+    browser.find_element(By.TAG_NAME, "body").send_keys("j")
+    wait_for(lambda: browser.current_url.endswith(f"/track/{ids[2]}"), what="j")
+    browser.find_element(By.TAG_NAME, "body").send_keys("k")
+    wait_for(lambda: browser.current_url.endswith(f"/track/{ids[1]}"), what="k")
+    browser.get(f"{server['base']}/track/{library['id'][VIBE]}")
+    browser.find_element(By.TAG_NAME, "body").send_keys("a")
+    wait_for(lambda: browser.find_elements(By.ID, "flash"), what="accept")
+    rows = sql(library["db"], "select action, genre from corrections where path = ?",
+               str(library["lib"] / VIBE))
+    assert [(a, g.casefold()) for a, g in rows] == [("accept", "jazz")]
+    assert [g.casefold() for g in tags.read_genres(library["lib"] / VIBE)] == ["jazz"]
+
+
+def test_browser_number_keys_pick_a_candidate(browser, server, library):
+    from selenium.webdriver.common.by import By
+
+    track, path = library["id"][NEXUIZ], library["lib"] / NEXUIZ
+    browser.get(f"{server['base']}/track/{track}")
+    first = browser.find_element(By.CSS_SELECTOR, "#candidates tbody tr td:nth-child(2)").text
+    count = len(sql(library["db"], "select id from corrections where path = ?", str(path)))
+    browser.find_element(By.TAG_NAME, "body").send_keys("1")
+    wait_for(lambda: browser.find_elements(By.ID, "flash"), what="the pick")
+    rows = sql(library["db"], "select action, genre from corrections where path = ? "
+                              "order by id", str(path))
+    assert len(rows) == count + 1
+    assert (rows[-1][0], rows[-1][1].casefold()) == ("set_genre", first.casefold())
+    assert [g.casefold() for g in tags.read_genres(path)] == [first.casefold()]
+
+
+def test_browser_classify_a_picked_file(browser, server, library):
+    from selenium.webdriver.common.by import By
+
+    tracks = sql(library["db"], "select count(*) from tracks")
+    browser.get(server["base"] + "/classify")
+    browser.find_element(By.ID, "upload").send_keys(str(real_clip(BRAHMS)))
+    result = wait_for(lambda: browser.find_elements(By.ID, "classified"), timeout=180,
+                      what="the classification")
+    assert BRAHMS in result[0].text and "classical" in result[0].text
+    assert len(result[0].find_elements(By.CSS_SELECTOR, "svg.taggram g.segment")) == 10
+    assert sql(library["db"], "select count(*) from tracks") == tracks
+
+
+def test_browser_stats_page(browser, server):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server["base"] + "/stats")
+    assert browser.find_elements(By.CSS_SELECTOR, "#genre-chart svg rect")
+    assert browser.find_elements(By.CSS_SELECTOR, "#confidence-chart svg rect")
+    screenshot(browser, "stats")
