@@ -395,7 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging("debug" if args.verbose else "warning" if args.quiet else config.log_level)
         from tagger.cli.progress import use_state_caches
 
-        use_state_caches(config.state_path)  # before anything imports librosa (and numba)
+        # before anything imports librosa (and numba)
+        use_state_caches(config.state_path, create=not getattr(args, "dry_run", False))
         code = COMMANDS[args.command](args, config)
         sys.stdout.flush()  # here, so that a closed pipe is caught below
         return code

@@ -8,9 +8,12 @@ few seconds loading the model: both are said before they start, so nothing looks
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TextIO
@@ -20,14 +23,19 @@ log = logging.getLogger("tagger")
 NUMBA_CACHE = "numba-cache"
 
 
-def use_state_caches(state_dir: Path) -> bool:
+def use_state_caches(state_dir: Path, *, create: bool = True) -> bool:
     """Point numba's cache under the state directory, before librosa is imported anywhere
     (the fork server inherits the variable). Returns True when the cache is still empty: the
-    first run compiles it. A cache dir the user set themselves is left alone."""
+    first run compiles it. A cache dir the user set themselves is left alone. ``create``
+    False (a dry run) and no state directory yet: a private temporary cache, removed at exit,
+    so that a dry run on a fresh machine leaves nothing behind."""
     if "NUMBA_CACHE_DIR" in os.environ:
         folder = Path(os.environ["NUMBA_CACHE_DIR"])
     else:
         folder = state_dir / NUMBA_CACHE
+        if not create and not state_dir.exists():
+            folder = Path(tempfile.mkdtemp(prefix="tagger-numba-"))
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
         os.environ["NUMBA_CACHE_DIR"] = str(folder)
     try:
         return not any(folder.rglob("*.nbi"))

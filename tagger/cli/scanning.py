@@ -49,7 +49,8 @@ def cmd_scan(args: argparse.Namespace, config: Config) -> int:
     from tagger.service.scan import scan
 
     roots = scan_roots(args, config)
-    display = ScanDisplay(quiet=args.quiet, first_run=use_state_caches(config.state_path))
+    display = ScanDisplay(quiet=args.quiet, first_run=use_state_caches(config.state_path,
+                                                                      create=not args.dry_run))
     display.say(f"{'dry run: ' if args.dry_run else ''}scanning {', '.join(roots)}; catalogue "
                 f"{catalogue_location(config)}")
     proposals: list[dict] = []

@@ -45,6 +45,21 @@ from tagger.results import CalibrationMethod, CorrectionAction, CorrectionSource
 _LABEL_ACTIONS = (CorrectionAction.SET_GENRE, CorrectionAction.ACCEPT)
 
 
+def _newest_in_force(path: str, *columns):
+    """SELECT ``columns`` of the newest correction of ``path`` that is not an undo and was not
+    undone: the one in force."""
+    return (
+        select(*columns)
+        .where(
+            _C.c.path == path,
+            _C.c.action != CorrectionAction.UNDO.value,
+            _C.c.undone_at.is_(None),
+        )
+        .order_by(_C.c.id.desc())
+        .limit(1)
+    )
+
+
 def _genres_json(values: Sequence[str] | None) -> str | None:
     """A JSON list, or NULL for no genres at all."""
     return dump_list(tuple(values)) if values else None
@@ -115,16 +130,7 @@ class Labels:
         now = _now()
         with self._write(f"record a correction of {path}") as s:
             if action is CorrectionAction.UNDO:
-                target = s.scalar(
-                    select(_C.c.id)
-                    .where(
-                        _C.c.path == path,
-                        _C.c.action != CorrectionAction.UNDO.value,
-                        _C.c.undone_at.is_(None),
-                    )
-                    .order_by(_C.c.id.desc())
-                    .limit(1)
-                )
+                target = s.scalar(_newest_in_force(path, _C.c.id))
                 if target is None:
                     raise WriteError("no correction to undo", path)
                 s.execute(update(_C).where(_C.c.id == target).values(undone_at=now))
@@ -175,18 +181,8 @@ class Labels:
     def correction_in_force(self, path: str) -> Correction | None:
         """The newest correction of ``path`` that is not an undo and was not undone: what the
         user says the track's genre is now (``not_music`` included), or None."""
-        stmt = (
-            select(_C)
-            .where(
-                _C.c.path == path,
-                _C.c.action != CorrectionAction.UNDO.value,
-                _C.c.undone_at.is_(None),
-            )
-            .order_by(_C.c.id.desc())
-            .limit(1)
-        )
         with self._read() as s:
-            row = s.execute(stmt).first()
+            row = s.execute(_newest_in_force(path, _C)).first()
         return correction_record(row) if row is not None else None
 
     # -- labels -------------------------------------------------------------------------------
