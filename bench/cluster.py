@@ -45,7 +45,9 @@ from results import write_section  # noqa: E402
 from scan import build_library, fresh_copy  # noqa: E402
 
 from tagger.config import Config  # noqa: E402
-from tagger.service.scan import Engine, Summary, scan  # noqa: E402
+from tagger.service.engine import Engine  # noqa: E402
+from tagger.service.recorder import Summary  # noqa: E402
+from tagger.service.scan import scan  # noqa: E402
 
 
 def timed_scan(engine, files: list[Path], work: Path, config: Config, catalogue_url) -> float:
@@ -99,7 +101,8 @@ def stage_costs(work: Path, files: list[Path]) -> dict:
     from tagger.library.catalogue import open_catalogue
     from tagger.library.discover import FoundFile
     from tagger.model.classify import Classifier
-    from tagger.service.scan import Recorder, prepare_file
+    from tagger.service.recorder import Recorder
+    from tagger.service.workers import prepare_file
 
     config = Config(state_dir=str(work / "state"))
     found = [FoundFile(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]

@@ -32,7 +32,9 @@ from tagger.audio.decode import find_ffmpeg
 # they start, and the `tagger` command's workers load neither (they are imported where used).
 from tagger.config import Config
 from tagger.library.discover import WalkReport
-from tagger.service.scan import Engine, Summary, plan_scan, scan
+from tagger.service.engine import Engine
+from tagger.service.recorder import Summary
+from tagger.service.scan import plan_scan, scan
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,7 +96,7 @@ def rss_mb(pid: int | str = "self") -> float:
 
 
 class RssProgress:
-    """A progress sink (``tagger.service.scan.ProgressSink``) that samples resident memory
+    """A progress sink (``tagger.service.recorder.ProgressSink``) that samples resident memory
     as tracks complete: the scanning process, and its workers."""
 
     def __init__(self, total: int, engine: Engine, every: int = 50):
@@ -156,7 +158,7 @@ def bench_pool(work: Path, tracks: int, rounds: int) -> dict:
 STARTUP_SNIPPET = """
 import time
 from tagger.config import Config
-from tagger.service.scan import Engine
+from tagger.service.engine import Engine
 start = time.perf_counter()
 engine = Engine(Config(), None)  # loads the model; the fork server starts meanwhile
 loaded = time.perf_counter()

@@ -102,7 +102,7 @@ def test_the_import_reader_sees_function_level_imports(tmp_path):
     fake = PACKAGE_DIR / "library" / "discover.py"
     found = tagger_imports(fake)
     assert "tagger.config" in found
-    lazy = PACKAGE_DIR / "service" / "scan.py"
+    lazy = PACKAGE_DIR / "service" / "engine.py"
     source = lazy.read_text(encoding="utf-8")
     assert "    from tagger.model.classify import" in source  # imported inside a function
     assert "tagger.model.classify" in tagger_imports(lazy)

@@ -152,7 +152,8 @@ PRIORITY_PROBE = """
 import os, sys, tempfile, threading
 from tagger.config import config_from_dict
 from tagger.model.classify import Classifier
-from tagger.service.scan import io_priority_class, make_engine
+from tagger.service.engine import make_engine
+from tagger.service.workers import io_priority_class
 from tagger.service.watch import Watcher
 
 def state():

@@ -24,7 +24,7 @@ from tagger.errors import ConfigError
 from tagger.library import tags
 from tagger.library.catalogue import Catalogue
 from tagger.results import FailureKind
-from tagger.service.scan import display_genre
+from tagger.service.policy import display_genre
 
 REPO = Path(__file__).resolve().parent.parent
 TAGGER = Path(sys.executable).with_name("tagger")  # the console script, as a user runs it

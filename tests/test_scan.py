@@ -341,7 +341,8 @@ def test_a_worker_process_killed_mid_scan_does_not_stop_the_scan(tmp_path):
     from tagger.config import Config
     from tagger.library.catalogue import open_catalogue
     from tagger.library.discover import walk
-    from tagger.service.scan import Engine, Summary
+    from tagger.service.engine import Engine
+    from tagger.service.recorder import Summary
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -376,7 +377,7 @@ def test_workers_start_with_the_decode_stack_loaded_and_warm():
     librosa's lazy imports (1.5-2.5 s of CPU) on its first file; and each runs BLAS on one
     thread, the pool being the parallelism."""
     from tagger.config import Config
-    from tagger.service.scan import Engine
+    from tagger.service.engine import Engine
 
     engine = Engine(Config(), None, workers=1)
     try:

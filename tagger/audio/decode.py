@@ -13,6 +13,9 @@ kept for one case only: a stream whose codec PyAV's FFmpeg build has no decoder 
 the formats tagger lists; a codec that only a fuller or newer system ffmpeg has). It is then
 decoded by a subprocess, with an input-side seek, as before.
 
+One module, on purpose (~680 lines): probe, seek, decode, downmix and resample are one
+pipeline over one PyAV container and share its state and its error handling.
+
 Every failure is a :class:`tagger.errors.ReadError` with a one-line message. The messages
 start with one of these stable phrases: ``file not found``, ``permission denied``,
 ``not a regular file``, ``empty file``, ``not an audio file``, ``no audio stream``,

@@ -95,7 +95,7 @@ def format_proposal(proposal: dict) -> str:
 
 
 def summary_lines(summary) -> list[str]:
-    """A scan's :class:`~tagger.service.scan.Summary` for people."""
+    """A scan's :class:`~tagger.service.recorder.Summary` for people."""
     rate = summary.classified / summary.elapsed_s if summary.elapsed_s else 0.0
     tagged = "would be tagged" if summary.dry_run else "tagged"
     out = [

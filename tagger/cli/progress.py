@@ -45,7 +45,7 @@ def use_state_caches(state_dir: Path, *, create: bool = True) -> bool:
 
 class ScanDisplay:
     """The scan's voice: phases ("loading", "classifying") and per-file progress. Called
-    with the total, it is the engine's progress sink (``tagger.service.scan.ProgressSink``):
+    with the total, it is the engine's progress sink (``tagger.service.recorder.ProgressSink``):
     the service never prints, the CLI decides what a person sees."""
 
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False,

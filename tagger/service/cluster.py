@@ -1,8 +1,8 @@
 """The scan on a Ray cluster: decode on the nodes, inference in an actor pool, one writer here.
 
 ``RayEngine`` is the second implementation of the engine seam
-(:class:`~tagger.service.scan.ScanEngine`): the driver (this process) walks, diffs and plans
-as the local engine does, and keeps the one :class:`~tagger.service.scan.Recorder`, so every
+(:class:`~tagger.service.engine.ScanEngine`): the driver (this process) walks, diffs and plans
+as the local engine does, and keeps the one :class:`~tagger.service.recorder.Recorder`, so every
 tag write and catalogue row still comes from exactly one process. What moves to the cluster:
 
 - **decode + features** run as Ray tasks (one CPU each) on any node. A task returns two
@@ -31,15 +31,9 @@ from tagger.config import Config
 from tagger.errors import ConfigError, TaggerError
 from tagger.library.discover import FoundFile
 from tagger.results import ModelInfo
-from tagger.service.scan import (
-    EngineHooks,
-    ProgressSink,
-    Recorder,
-    Summary,
-    WorkItem,
-    prepare_file,
-    resolve_calibration,
-)
+from tagger.service.policy import resolve_calibration
+from tagger.service.recorder import EngineHooks, ProgressSink, Recorder, Summary
+from tagger.service.workers import WorkItem, prepare_file
 
 if TYPE_CHECKING:
     from tagger.audio.features import PreparedTrack

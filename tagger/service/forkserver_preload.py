@@ -8,13 +8,13 @@ first file, competing with the model for the same cores.
 
 from threadpoolctl import threadpool_limits
 
-import tagger.service.scan  # noqa: F401  (the workers' entry points)
+import tagger.service.workers  # noqa: F401  (the workers' entry points)
 from tagger.audio.features import warm_up
 from tagger.service.lifetime import die_with_parent
 
 die_with_parent()  # the server (and so each worker it forks) dies with the scan, even on kill -9
 
-threadpool_limits(1)  # as in each worker (scan._worker_init); the model loads on the other core
+threadpool_limits(1)  # as in each worker (workers.worker_init); the model loads on the other core
 try:
     warm_up()
 except Exception:  # noqa: BLE001 - never stop the server: a worker then warms on its first file

@@ -1,7 +1,7 @@
 """``tagger retag``: every catalogued track predicted again under the current model, from the
 embeddings its scan cached, with no decode, and the tag policy applied to the new vote.
 
-The policy is the scan's (:class:`~tagger.service.scan.Recorder`, journal first), held to
+The policy is the scan's (:class:`~tagger.service.recorder.Recorder`, journal first), held to
 "if empty" whatever ``tags.write`` says: a genre tagger wrote itself (per the journal) may be
 replaced, a file without a genre is filled, a genre the user set — or corrected with
 ``set-genre`` or the review page (``tagger.library.corrections.correction_veto``, which the
@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from tagger.config import Config
 from tagger.results import CorrectionAction, ModelInfo
-from tagger.service.scan import EngineHooks, Recorder, Summary, WorkItem, use_calibration
+from tagger.service.policy import use_calibration
+from tagger.service.recorder import EngineHooks, Recorder, Summary
+from tagger.service.workers import WorkItem
 
 if TYPE_CHECKING:
     from tagger.model.classify import Classifier
@@ -99,7 +101,7 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
     """Re-predict the catalogued tracks (below ``paths``: files or folders; default all) from
     their cached embeddings under ``classifier``'s model, record the predictions and apply
     the tag policy (see the module). A dry run changes nothing and hands each track's
-    ``existing -> proposed`` to ``on_proposal`` (see :class:`~tagger.service.scan.EngineHooks`).
+    ``existing -> proposed`` to ``on_proposal`` (see :class:`~tagger.service.recorder.EngineHooks`).
     """
     from tagger.model.cache import CACHE_FILE, EmbeddingCache, segment_settings
 

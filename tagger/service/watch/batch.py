@@ -18,9 +18,11 @@ from typing import Callable
 from tagger.config import Config
 from tagger.errors import TaggerError
 from tagger.library.discover import FoundFile
-from tagger.service.scan import EngineHooks, ScanEngine, Summary, WorkItem, make_engine
+from tagger.service.engine import ScanEngine, make_engine
+from tagger.service.recorder import EngineHooks, Summary
 from tagger.service.watch.roots import Roots
 from tagger.service.watch.settle import SettleQueue, Taken
+from tagger.service.workers import WorkItem
 
 log = logging.getLogger(__name__)
 

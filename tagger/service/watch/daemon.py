@@ -16,8 +16,9 @@ from tagger.errors import ConfigError, TaggerError
 from tagger.library.catalogue import CatalogueGoneError, open_catalogue, safe_url
 from tagger.library.journal import recover_interrupted_writes
 from tagger.library.lock import WriterLock
+from tagger.service.engine import ScanEngine
+from tagger.service.recorder import Summary
 from tagger.service.retag import retag
-from tagger.service.scan import ScanEngine, Summary, lower_priority
 from tagger.service.watch.adoption import ADOPTION_CHECK_S, AdoptionWatch
 from tagger.service.watch.batch import BatchRunner
 from tagger.service.watch.events import EventRouter
@@ -27,6 +28,7 @@ from tagger.service.watch.roots import Roots, outermost
 from tagger.service.watch.scheduler import Rescans
 from tagger.service.watch.settle import SettleQueue
 from tagger.service.watch.status import LastError, StatusFile, iso, status_path
+from tagger.service.workers import lower_priority
 
 log = logging.getLogger(__name__)
 

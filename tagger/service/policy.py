@@ -1,0 +1,104 @@
+"""The tag policy: what a vote may write into a file (``[tags]``), and the calibrated
+confidence and threshold each engine resolves once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+from tagger.config import AUTO, DEFAULT_MIN_CONFIDENCE, Config, TagsConfig
+from tagger.library.genres import display_genre as library_display_genre
+from tagger.library.journal import same_genres
+from tagger.results import NotWritten, Vote
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- tag policy
+
+
+@dataclass(frozen=True)
+class TagDecision:
+    genres: tuple[str, ...]  # what to write; empty: write nothing
+    not_written: NotWritten | None = None  # why nothing is written (None when something is)
+    detail: str = ""  # for people: the figures behind not_written
+
+    @property
+    def reason(self) -> str:
+        """One line for people: why nothing is written ("" when something is)."""
+        if self.not_written is None:
+            return ""
+        return REASON_TEXT[self.not_written] + (f" ({self.detail})" if self.detail else "")
+
+
+REASON_TEXT = {
+    NotWritten.POLICY_NEVER: "tag writing is off (tags.write = never)",
+    NotWritten.BELOW_THRESHOLD: "below threshold",
+    NotWritten.TIE_SKIPPED: "tie skipped (tags.on_tie = skip)",
+    NotWritten.KEPT_USER_GENRE: "kept the genre already set",
+    NotWritten.OUTSIDE_LIBRARY: "not written through a symlink to outside the library",
+    NotWritten.NOT_MUSIC: "the user said it is not music (tagger set-genre --not-music)",
+}
+
+
+def display_genre(genre: str, policy: TagsConfig) -> str:
+    """The form written into files (``tags.genre_case``; see
+    :func:`tagger.library.genres.display_genre`): a genre renamed with capitals in
+    ``[genres]`` is kept as given."""
+    return library_display_genre(genre, policy.genre_case)
+
+
+def decide_tags(outcome: Vote, existing: list[str], policy: TagsConfig) -> TagDecision:
+    """Apply ``[tags]`` (write, min_confidence, on_tie, genre_case) to one vote."""
+    if policy.write == "never":
+        return TagDecision((), NotWritten.POLICY_NEVER)
+    if outcome.confidence < policy.min_confidence:
+        return TagDecision((), NotWritten.BELOW_THRESHOLD,
+                           f"{outcome.confidence:.2f} < {policy.min_confidence:g}")
+    if outcome.tie and policy.on_tie == "skip":
+        return TagDecision((), NotWritten.TIE_SKIPPED, ", ".join(outcome.tied))
+    genres = outcome.tied if outcome.tie and policy.on_tie == "all" else (outcome.genre,)
+    genres = tuple(display_genre(g, policy) for g in genres)
+    if policy.write == "if_empty" and existing:
+        if same_genres(existing, genres):
+            return TagDecision(())  # the file already says it: nothing to write, nothing kept
+        return TagDecision((), NotWritten.KEPT_USER_GENRE, "; ".join(existing))
+    return TagDecision(genres)
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def resolve_calibration(config: Config, catalogue, model_sha256: str,
+                        fallback=None) -> tuple[object | None, Config]:
+    """(calibrator, config): the calibration ``tagger learn`` recorded for the model (else
+    ``fallback``: a bundle's own card), and the config with ``tags.min_confidence`` as a
+    number ("auto": that calibration's threshold; without one, the fixed default, said once:
+    each engine resolves it once)."""
+    from tagger.model.calibration import Calibrator
+
+    record = catalogue.calibration_for(model_sha256) if catalogue is not None else None
+    calibrator = fallback
+    if record is not None:
+        calibrator = Calibrator(getattr(record.method, "value", record.method),
+                                dict(record.parameters))
+    tags_config = config.tags
+    if tags_config.min_confidence != AUTO:
+        return calibrator, config
+    threshold = record.threshold if record is not None else None
+    if threshold is None:
+        why = ("no calibration for this model yet (run 'tagger learn')" if record is None
+               else "no threshold reaches tags.target_precision on the labelled tracks")
+        log.warning("tags.min_confidence = \"auto\": %s; using %g", why,
+                    DEFAULT_MIN_CONFIDENCE)
+        threshold = DEFAULT_MIN_CONFIDENCE
+    return calibrator, replace(config, tags=replace(tags_config, min_confidence=float(threshold)))
+
+
+def use_calibration(config: Config, catalogue, classifier) -> Config:
+    """:func:`resolve_calibration` for a local classifier: it gets the calibrator."""
+    bundle = getattr(getattr(classifier, "head", None), "bundle", None)
+    card = getattr(bundle, "calibrator", None)
+    classifier.calibrator, config = resolve_calibration(config, catalogue,
+                                                        classifier.info.sha256, card)
+    return config

@@ -1,0 +1,318 @@
+"""The one writer: a scan's counts, the progress seam, and the Recorder that applies the tag
+policy, writes the tags (journal first) and commits the catalogue for every engine."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol
+
+from tagger.config import Config
+from tagger.errors import ReadError, TaggerError, WriteError
+from tagger.library import tags
+from tagger.library.corrections import correction_veto
+from tagger.library.genres import normalise_genres
+from tagger.library.journal import label_genres, user_genres
+from tagger.library.paths import is_inside, outside_reason, real_roots
+from tagger.results import FailureKind, NotWritten, TrackResult
+from tagger.service.policy import TagDecision, decide_tags
+from tagger.service.workers import WorkItem
+
+if TYPE_CHECKING:  # torch loads only where a classifier is built
+    from tagger.model.cache import EmbeddingCache, TrackEmbeddings
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- summary and progress seam
+
+
+@dataclass
+class Summary:
+    seen: int = 0
+    unchanged: int = 0
+    classified: int = 0
+    tagged: int = 0
+    kept: int = 0  # classified, tags left alone by policy
+    below_threshold: int = 0
+    ties: int = 0
+    moved: int = 0
+    skipped: int = 0
+    missing: int = 0
+    failures: Counter = field(default_factory=Counter)
+    failure_kinds: Counter = field(default_factory=Counter)  # FailureKind value -> files
+    # failed in an earlier run, unchanged since, not retried now (failed for their content)
+    left_failed: int = 0
+    not_written: Counter = field(default_factory=Counter)  # NotWritten value -> files
+    dry_run: bool = False
+    interrupted: bool = False
+    elapsed_s: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        """Files that failed in this run."""
+        return sum(self.failures.values())
+
+    @property
+    def still_failed(self) -> int:
+        """Files under the roots whose last attempt failed: this run's and the ones left."""
+        return self.failed + self.left_failed
+
+    def as_dict(self) -> dict:
+        """The ``scan --json`` summary."""
+        return {
+            "seen": self.seen, "unchanged": self.unchanged, "classified": self.classified,
+            "tagged": self.tagged, "kept": self.kept, "below_threshold": self.below_threshold,
+            "ties": self.ties, "moved": self.moved, "skipped": self.skipped,
+            "missing": self.missing, "failed": self.failed, "still_failed": self.still_failed,
+            "failures": dict(self.failures), "failure_kinds": dict(self.failure_kinds),
+            "not_written": dict(self.not_written), "dry_run": self.dry_run,
+            "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+class ProgressSink(Protocol):
+    """What an engine tells of each finished file: a display (the CLI's), a bench's sampler,
+    the daemon's batch countdown. The service itself never prints."""
+
+    def advance(self, count: int = 1) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NoProgress:
+    """A progress sink that shows nothing: what ``scan()`` uses when the caller gives none."""
+
+    def __init__(self, total: int = 0):
+        self.total = total
+
+    def advance(self, count: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- the writer
+
+
+@dataclass(frozen=True)
+class EngineHooks:
+    """What a caller (the watch daemon, the CLI, a bench) may plug into an engine."""
+
+    # a file that failed to decode: return True to take it back (it is not recorded now,
+    # the caller retries it later), False to record the failure
+    defer_failure: Callable[[WorkItem], bool] | None = None
+    # called with each classified file's path once its result is committed
+    recorded: Callable[[str], None] | None = None
+    # in a dry run, each file's ``existing -> proposed`` as a dict (path, existing, proposed,
+    # genre, confidence, tie, not_written, reason, error); the caller shows it (the CLI)
+    on_proposal: Callable[[dict], None] | None = None
+    tagged_log_level: int = logging.DEBUG  # how loudly each tag written is logged
+
+
+class Recorder:
+    """The single writer: applies the tag policy, writes tags (journal first) and records
+    every outcome in the catalogue and each classified track's embeddings in the embedding
+    cache (:mod:`tagger.model.cache`: what ``learn`` and ``retag`` read instead of decoding
+    again). Each engine (local pool, Ray cluster) feeds one. A dry run stores nothing."""
+
+    def __init__(self, config: Config, catalogue, *, dry_run: bool = False,
+                 hooks: EngineHooks | None = None):
+        self.config = config
+        self.catalogue = catalogue
+        self.roots = real_roots(config.library.roots)  # tags are written only inside them
+        self.dry_run = dry_run
+        self.hooks = hooks or EngineHooks()
+        self._cache: EmbeddingCache | None = None
+        self._cache_failed = False
+
+    def keep_embeddings(self, item: WorkItem, embeddings: TrackEmbeddings | None) -> None:
+        """Store a classified track's embeddings under its audio identity (its content id:
+        moves and retags keep the row). Only a cache: a failure is logged once, never fatal."""
+        if (self.dry_run or embeddings is None or not item.content_id
+                or self._cache_failed):
+            return
+        from tagger.model.cache import EmbeddingCache, segment_settings
+
+        try:
+            if self._cache is None:
+                self._cache = EmbeddingCache.for_config(self.config)
+            self._cache.put_many([(item.content_id, embeddings)], embeddings.backbone,
+                                 segment_settings(self.config))
+        except TaggerError as exc:
+            self._cache_failed = True
+            log.warning("%s; the scan goes on without it (retag and learn decode these "
+                        "tracks again)", exc)
+
+    def close(self) -> None:
+        """Close the embedding cache (the catalogue is the caller's)."""
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+    def use_roots(self, roots: Iterable[str]) -> None:
+        """The library roots: tags are written only to files inside them (symlinks resolved)."""
+        self.roots = real_roots(roots)
+
+    def moved_from(self, item: WorkItem) -> str | None:
+        """A catalogued track with the same audio whose old path is gone: a rename."""
+        if self.dry_run or not item.content_id:
+            return None
+        for old in self.catalogue.find_by_content_id(item.content_id):
+            if old != item.path and not os.path.exists(old):
+                return old
+        return None
+
+    def record_move(self, old: str, item: WorkItem, summary: Summary) -> None:
+        with self.catalogue.batch():
+            self.catalogue.move(old, item.path, size=item.size, mtime_ns=item.mtime_ns)
+        summary.moved += 1
+        log.info("moved: %s -> %s (no new inference)", old, item.path)
+
+    def record_error(self, item: WorkItem, summary: Summary) -> None:
+        """Record a file that could not be classified (unless the caller defers it)."""
+        if self.hooks.defer_failure is not None and self.hooks.defer_failure(item):
+            return
+        if item.status == "skipped":
+            summary.skipped += 1
+        else:
+            summary.failures[item.error] += 1
+            summary.failure_kinds[item.kind.value] += 1
+        log.log(logging.INFO if item.status == "skipped" else logging.ERROR,
+                "%s: %s", item.path, item.error)
+        if self.dry_run:
+            self._propose(path=item.path, error=f"{item.status}: {item.error}")
+            return
+        with self.catalogue.batch():
+            self.catalogue.record_failure(item.path, item.error, size=item.size,
+                                          mtime_ns=item.mtime_ns, status=item.status,
+                                          format=item.format, content_id=item.content_id,
+                                          kind=item.kind)
+
+    def _propose(self, **proposal) -> None:
+        if self.hooks.on_proposal is not None:
+            self.hooks.on_proposal(proposal)
+
+    def _count_decision(self, decision: TagDecision, summary: Summary) -> None:
+        if decision.not_written is NotWritten.BELOW_THRESHOLD:
+            summary.below_threshold += 1
+        elif not decision.genres:
+            summary.kept += 1
+        if decision.not_written is not None:
+            summary.not_written[decision.not_written.value] += 1
+
+    def _dry_run_line(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
+        summary.classified += 1
+        summary.ties += result.vote.tie
+        try:
+            existing = user_genres(self.catalogue, item.path, tags.read_genres(item.path))
+        except TaggerError as exc:
+            summary.failures[f"cannot read tags: {exc.message}"] += 1
+            summary.failure_kinds[FailureKind.TAG_WRITE.value] += 1
+            self._propose(path=item.path, error=f"cannot read tags: {exc.message}")
+            return
+        decision = decide_tags(result.vote, existing, self.config.tags)
+        if decision.genres:
+            decision = self._respect_correction(item.path, decision)
+        self._count_decision(decision, summary)
+        summary.tagged += bool(decision.genres)
+        self._propose(path=item.path, existing=list(existing), proposed=list(decision.genres),
+                      genre=result.vote.genre, confidence=round(result.vote.confidence, 4),
+                      tie=result.vote.tie,
+                      not_written=decision.not_written.value if decision.not_written else None,
+                      reason=decision.reason, error=None)
+
+    def record(self, item: WorkItem, result: TrackResult, summary: Summary,
+               embeddings: TrackEmbeddings | None = None) -> None:
+        """Decide and write the tags of one classified file, then catalogue its result (and
+        keep its ``embeddings``)."""
+        if self.dry_run:
+            self._dry_run_line(item, result, summary)
+            return
+        path, outcome = item.path, result.vote
+        summary.classified += 1
+        summary.ties += outcome.tie
+        stat, tag_error, decision, info = (item.size, item.mtime_ns), None, None, None
+        kind = FailureKind.TAG_WRITE
+        try:
+            info = tags.read_info(path)  # the one tag read: genres, artist, album
+            existing = user_genres(self.catalogue, path, info.genres)
+            decision = decide_tags(outcome, existing, self.config.tags)
+            if decision.genres:
+                decision = self._respect_correction(path, decision)
+            if decision.genres and not is_inside(path, self.roots):
+                # library.follow_symlinks: read through a link to outside, never written
+                log.info("%s: not writing tags: %s", path, outside_reason(path))
+                decision = TagDecision((), NotWritten.OUTSIDE_LIBRARY, os.path.realpath(path))
+            if decision.genres:
+                stat = self._write_tags(path, decision.genres, outcome.confidence, summary)
+            self._count_decision(decision, summary)
+        except (ReadError, WriteError, OSError) as exc:
+            tag_error = f"tag write failed: {getattr(exc, 'message', None) or exc}"
+            cause = exc if isinstance(exc, OSError) else exc.__cause__
+            if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM):
+                kind = FailureKind.PERMISSION
+        with self.catalogue.batch():
+            self.catalogue.record_result(
+                result, size=stat[0], mtime_ns=stat[1], content_id=item.content_id,
+                format=item.format, not_written=decision.not_written if decision else None)
+            if info is not None:
+                held = decision.genres if decision and decision.genres and not tag_error \
+                    else info.genres
+                self.catalogue.set_track_tags(
+                    path, info.artist, info.album, normalise_genres(held),
+                    normalise_genres(label_genres(self.catalogue, path, info.genres, existing)))
+            if tag_error:
+                self.catalogue.record_failure(path, tag_error, size=stat[0], mtime_ns=stat[1],
+                                              kind=kind)
+        if result.ok:
+            self.keep_embeddings(item, embeddings)
+        if tag_error:
+            summary.failures[tag_error] += 1
+            summary.failure_kinds[kind.value] += 1
+            log.error("%s: %s", path, tag_error)
+        elif decision.genres:
+            log.log(self.hooks.tagged_log_level, "%s: tagged %s (%.2f%s)", path,
+                    "; ".join(decision.genres), outcome.confidence, ", tie" if outcome.tie else "")
+        else:
+            log.log(self.hooks.tagged_log_level, "%s: %s %.2f, not written: %s", path,
+                    outcome.genre, outcome.confidence,
+                    decision.reason or "the file already says it")
+        if self.hooks.recorded is not None:
+            self.hooks.recorded(path)
+
+    def _respect_correction(self, path: str, decision: TagDecision) -> TagDecision:
+        """The user's correction in force outranks the policy (even ``tags.write = always``):
+        nothing is written over the genre the user gave, nor into a file they said is not
+        music. Asked only when something would be written."""
+        veto = correction_veto(self.catalogue, path, decision.genres)
+        return decision if veto is None else TagDecision((), *veto)
+
+    def _write_tags(self, path: str, genres: tuple[str, ...], confidence: float,
+                    summary: Summary) -> tuple[int, int]:
+        """Write the genre, recording the old values *before* the file changes.
+
+        The planned change is committed first, so a kill at any instant can lose neither the
+        user's old value nor the file; a write that then fails marks its record reverted.
+        Returns the file's (size, mtime_ns) afterwards.
+        """
+        confidence = confidence if self.config.tags.write_confidence else None
+        if not is_inside(path, self.roots):  # checked again at the last moment
+            raise WriteError(outside_reason(path), path)
+        planned = tags.write_genres(path, genres, confidence, dry_run=True)
+        if planned:
+            with self.catalogue.batch():
+                ids = self.catalogue.record_tag_changes(path, planned)
+            try:
+                tags.write_genres(path, genres, confidence)
+            except TaggerError:
+                with self.catalogue.batch():
+                    self.catalogue.mark_reverted(ids)
+                raise
+            summary.tagged += 1
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
