@@ -346,3 +346,26 @@ def test_the_model_is_resolved_in_one_place(bundle, tmp_path, capsys):
         assert "adopt it again" in capsys.readouterr().err
         catalogue.retire_adoption()
         assert resolve_model(config, catalogue=catalogue).source is ModelSource.DEFAULT
+
+
+def test_retag_takes_back_a_genre_of_its_own_the_model_no_longer_backs(tmp_path, capsys):
+    # tagger wrote a genre under one model; under the current one the vote is below the
+    # threshold: the file must not keep saying what no model stands behind any more
+    root, state = tmp_path / "Music", tmp_path / "state"
+    written = copy_bare(NEXUIZ, root / "nexuiz.ogg")
+    user = copy_bare(HUNGARIAN, root / "hungarian.ogg")
+    tags.write_genres(user, ["Folk"], None)
+    eager = write_config(tmp_path / "eager.toml", state, tags={"min_confidence": 0.0})
+    assert main(["--config", str(eager), "scan", str(root)]) == 0
+    assert tags.read_genres(written)  # tagger's own genre
+    users_bytes = user.read_bytes()
+    strict = write_config(tmp_path / "strict.toml", state, tags={"min_confidence": 0.999})
+    capsys.readouterr()
+    assert main(["--config", str(strict), "retag", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["withdrawn"] == 1 and summary["decoded"] == 0
+    assert tags.read_genres(written) == []  # the original (no genre) is back
+    assert user.read_bytes() == users_bytes  # the user's genre is never taken back
+    with open_catalogue(load_config(str(strict)).database_url) as catalogue:
+        assert catalogue.tag_changes([str(written)]) == []  # nothing of tagger's in force
+        assert catalogue.track(str(written)).prediction.genre  # the vote is still recorded

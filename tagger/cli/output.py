@@ -127,7 +127,8 @@ def retag_lines(summary, listed: int = 20) -> list[str]:
         f"re-predicted from cached embeddings ({summary.rate:.0f} tracks/s), "
         f"{summary.decoded} decoded; {summary.changed} changed genre",
         f"{t.tagged} {tagged}, {t.kept} kept as they were, {t.below_threshold} below "
-        f"threshold, {t.failed} failed; {summary.corrected} corrected by you (files left alone), "
+        f"threshold ({t.withdrawn} of them: tagger's earlier genre taken back), {t.failed} "
+        f"failed; {summary.corrected} corrected by you (files left alone), "
         f"{summary.missing} missing",
     ]
     for reason, count in t.failures.most_common(5):

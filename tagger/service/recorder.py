@@ -15,7 +15,7 @@ from tagger.errors import ReadError, TaggerError, WriteError
 from tagger.library import tags
 from tagger.library.corrections import correction_veto
 from tagger.library.genres import normalise_genres
-from tagger.library.journal import label_genres, user_genres
+from tagger.library.journal import label_genres, revert, user_genres
 from tagger.library.paths import is_inside, outside_reason, real_roots
 from tagger.results import FailureKind, NotWritten, TrackResult
 from tagger.service.policy import TagDecision, decide_tags
@@ -47,6 +47,8 @@ class Summary:
     # failed in an earlier run, unchanged since, not retried now (failed for their content)
     left_failed: int = 0
     not_written: Counter = field(default_factory=Counter)  # NotWritten value -> files
+    # tagger's own genre taken back: the current model's vote no longer reaches the policy
+    withdrawn: int = 0
     dry_run: bool = False
     interrupted: bool = False
     elapsed_s: float = 0.0
@@ -69,7 +71,8 @@ class Summary:
             "ties": self.ties, "moved": self.moved, "skipped": self.skipped,
             "missing": self.missing, "failed": self.failed, "still_failed": self.still_failed,
             "failures": dict(self.failures), "failure_kinds": dict(self.failure_kinds),
-            "not_written": dict(self.not_written), "dry_run": self.dry_run,
+            "not_written": dict(self.not_written), "withdrawn": self.withdrawn,
+            "dry_run": self.dry_run,
             "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -121,8 +124,11 @@ class Recorder:
     again). Each engine (local pool, Ray cluster) feeds one. A dry run stores nothing."""
 
     def __init__(self, config: Config, catalogue, *, dry_run: bool = False,
-                 hooks: EngineHooks | None = None):
+                 hooks: EngineHooks | None = None, withdraw_unbacked: bool = False):
         self.config = config
+        # retag: a genre tagger wrote that the current model's vote no longer backs (below
+        # the threshold, a skipped tie) is taken back, the file's original values restored
+        self.withdraw_unbacked = withdraw_unbacked
         self.catalogue = catalogue
         self.roots = real_roots(config.library.roots)  # tags are written only inside them
         self.dry_run = dry_run
@@ -250,6 +256,8 @@ class Recorder:
                 decision = TagDecision((), NotWritten.OUTSIDE_LIBRARY, os.path.realpath(path))
             if decision.genres:
                 stat = self._write_tags(path, decision.genres, outcome.confidence, summary)
+            elif self._unbacked(decision, existing, info.genres):
+                stat, info = self._withdraw(path, summary) or (stat, info)
             self._count_decision(decision, summary)
         except (ReadError, WriteError, OSError) as exc:
             tag_error = f"tag write failed: {getattr(exc, 'message', None) or exc}"
@@ -284,6 +292,25 @@ class Recorder:
                     decision.reason or "the file already says it")
         if self.hooks.recorded is not None:
             self.hooks.recorded(path)
+
+    def _unbacked(self, decision: TagDecision, existing: list[str], held: list[str]) -> bool:
+        """Whether the file holds only tagger's own genre (``existing``, the user's, is empty)
+        and the current vote would not write one."""
+        return (self.withdraw_unbacked and bool(held) and not existing
+                and decision.not_written in (NotWritten.BELOW_THRESHOLD, NotWritten.TIE_SKIPPED))
+
+    def _withdraw(self, path: str, summary: Summary):
+        """Restore the values tagger overwrote in ``path`` (the journal's revert, inside the
+        roots only); (new stat, new tags) when it did, else None."""
+        report = revert(self.catalogue, [path], roots=self.roots)
+        if not report.restored:
+            for _, why in report.refused:
+                log.info("%s: tagger's genre not taken back: %s", path, why)
+            return None
+        summary.withdrawn += 1
+        log.log(self.hooks.tagged_log_level, "%s: took back tagger's genre", path)
+        st = os.stat(path)
+        return (st.st_size, st.st_mtime_ns), tags.read_info(path)
 
     def _respect_correction(self, path: str, decision: TagDecision) -> TagDecision:
         """The user's correction in force outranks the policy (even ``tags.write = always``):

@@ -3,7 +3,8 @@ embeddings its scan cached, with no decode, and the tag policy applied to the ne
 
 The policy is the scan's (:class:`~tagger.service.recorder.Recorder`, journal first), held to
 "if empty" whatever ``tags.write`` says: a genre tagger wrote itself (per the journal) may be
-replaced, a file without a genre is filled, a genre the user set — or corrected with
+replaced, or taken back (the original restored) when the new vote falls below the threshold,
+a file without a genre is filled, a genre the user set — or corrected with
 ``set-genre`` or the review page (``tagger.library.corrections.correction_veto``, which the
 Recorder asks) — is never touched; those tracks get the new prediction in the catalogue.
 A track whose file changed since its scan, or whose embeddings are not cached (scanned
@@ -66,7 +67,8 @@ class RetagSummary:
             "missing": self.missing, "need_scan": list(self.need_scan),
             "tracks_per_s": round(self.rate, 1), "elapsed_s": round(self.seconds, 3),
             "tagged": self.tags.tagged, "kept": self.tags.kept,
-            "below_threshold": self.tags.below_threshold, "failed": self.tags.failed,
+            "below_threshold": self.tags.below_threshold, "withdrawn": self.tags.withdrawn,
+            "failed": self.tags.failed,
             "not_written": dict(self.tags.not_written), "dry_run": self.dry_run,
             "interrupted": self.interrupted,
         }
@@ -114,7 +116,7 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
     # the calibrated confidence and tags.min_confidence = "auto" resolved, as scan has them
     config = use_calibration(config, catalogue, classifier)
     recorder = Recorder(retag_policy(config), catalogue, dry_run=dry_run,
-                        hooks=EngineHooks(on_proposal=on_proposal))
+                        hooks=EngineHooks(on_proposal=on_proposal), withdraw_unbacked=True)
     # tags are written only inside the roots (symlinks resolved): the paths given, else the
     # library's roots, else each track's own folder
     recorder.use_roots(paths or config.library.roots
