@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
+from helpers.configs import write_config
 
 from tagger.audio.features import prepare_track
 from tagger.cli import main
@@ -54,14 +55,6 @@ def copy_bare(clip: str, out: Path) -> Path:
     tags.write_genres(out, [], None)  # no genre: a file the user never tagged
     return out
 
-
-def write_config(path: Path, state: Path, **sections) -> Path:
-    lines = [f'state_dir = "{state}"', f'database = "sqlite:///{state / "catalogue.sqlite"}"']
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def cache_rows(state: Path) -> dict[str, tuple]:

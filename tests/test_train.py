@@ -19,6 +19,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
+from helpers.configs import write_config
 
 from tagger.cli import main
 from tagger.config import config_from_dict, load_config
@@ -101,14 +102,6 @@ def held_out(tmp_path_factory) -> dict[Path, str]:
 def state(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("state")
 
-
-def write_config(path: Path, state: Path, **sections) -> Path:
-    lines = [f'state_dir = "{state}"', f'database = "sqlite:///{state / "catalogue.sqlite"}"']
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
