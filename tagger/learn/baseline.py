@@ -16,11 +16,9 @@ embedding cache, keyed the same way: the audio identity and the window; 244 byte
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -30,7 +28,8 @@ from tagger.config import Config
 from tagger.errors import ReadError, TaggerError, WriteError
 from tagger.learn.datasets import EmbeddedSet
 from tagger.learn.evaluate import HeldOut
-from tagger.model.embeddings import audio_key
+from tagger.library.paths import create_private_file
+from tagger.model.embeddings import ExtractStats, audio_key
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +78,7 @@ class FeatureCache:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists():  # private, like everything in the state directory
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            create_private_file(self.path)  # like everything in the state directory
             self._db = sqlite3.connect(self.path, timeout=60)
             self._db.execute(self.SCHEMA)
             self._db.commit()
@@ -118,31 +116,23 @@ def settings_key(config: Config) -> str:
     return f"v{FEATURES_VERSION}:{config.model.window_seconds:g}s@{SAMPLE_RATE}"
 
 
-@dataclass
-class FeatureStats:
-    cached: int = 0
-    decoded: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    failures: dict[str, str] = field(default_factory=dict)
-
-
 def features_for(paths: Sequence[str], config: Config, *, threads: int = 2,
                  progress: Callable[[int, int], None] | None = None,
-                 ) -> tuple[list[np.ndarray | None], FeatureStats]:
+                 ) -> tuple[list[np.ndarray | None], ExtractStats]:
     """Baseline features of every file (cached ones read, the rest decoded and cached)."""
     from tagger.audio.decode import decode_window
 
     started = time.perf_counter()
-    stats = FeatureStats()
+    stats = ExtractStats()
     settings = settings_key(config)
     cache = FeatureCache.for_config(config)
     results: list[np.ndarray | None] = [None] * len(paths)
     try:
-        todo = []
+        todo, keys = [], {}
         for i, path in enumerate(paths):
             try:
-                hit = cache.get(audio_key(path), settings)
+                keys[i] = audio_key(path)  # reads the file: once, for the lookup and the put
+                hit = cache.get(keys[i], settings)
             except TaggerError as exc:
                 stats.failed += 1
                 stats.failures[path] = str(exc)
@@ -164,7 +154,7 @@ def features_for(paths: Sequence[str], config: Config, *, threads: int = 2,
             for i, future in zip(todo, [pool.submit(compute, i) for i in todo]):
                 try:
                     results[i] = future.result()
-                    cache.put(audio_key(paths[i]), settings, results[i])
+                    cache.put(keys[i], settings, results[i])
                     stats.decoded += 1
                 except TaggerError as exc:
                     stats.failed += 1

@@ -225,7 +225,7 @@ class Backbones:
 
 @dataclass
 class ExtractStats:
-    """What one :func:`extract` call did."""
+    """What one extraction did (:func:`extract`, and the baseline's features in learn)."""
 
     cached: int = 0  # read from the cache: nothing decoded
     decoded: int = 0  # decoded, embedded and cached
