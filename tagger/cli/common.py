@@ -50,6 +50,27 @@ def catalogue_of(config: Config):
     return catalogue
 
 
+@contextlib.contextmanager
+def run_catalogue(config: Config, command: str, *, dry_run: bool) -> Iterator:
+    """The catalogue a scan or retag works on. A real run holds the writer lock (``command``
+    names it for whoever finds it taken); a dry run writes nothing at all, not even a new or
+    upgraded catalogue: it reads the catalogue when it is current, else gets None."""
+    from tagger.library.catalogue import current, head
+    from tagger.library.lock import WriterLock
+
+    if dry_run:
+        if current(config.database_url) != head():
+            yield None
+        else:
+            with catalogue_of(config) as catalogue:
+                yield catalogue
+        return
+    with WriterLock(config.state_path, config.database_url, command) as lock, \
+            catalogue_of(config) as catalogue:
+        lock.guard(catalogue)
+        yield catalogue
+
+
 def scan_roots(args: argparse.Namespace, config: Config) -> list[str]:
     """The folders (or single files) to scan: given, or ``library.roots``."""
     roots = [os.path.abspath(os.path.expanduser(p)) for p in (args.paths or config.library.roots)]

@@ -11,8 +11,8 @@ from tagger.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     catalogue_location,
-    catalogue_of,
     graceful_stop,
+    run_catalogue,
 )
 from tagger.config import Config
 
@@ -41,14 +41,11 @@ def cmd_retag(args: argparse.Namespace, config: Config) -> int:
     import os
     import sys
 
-    from tagger.library.catalogue import current, head
-    from tagger.library.lock import WriterLock
+    from tagger.cli.output import format_proposal, retag_lines
     from tagger.model.classify import Classifier
     from tagger.service.retag import RetagSummary, retag
 
     paths = [os.path.abspath(os.path.expanduser(p)) for p in args.paths] or None
-    from tagger.cli.output import format_proposal, retag_lines
-
     proposals: list[dict] = []
 
     def propose(proposal: dict) -> None:
@@ -56,23 +53,18 @@ def cmd_retag(args: argparse.Namespace, config: Config) -> int:
             proposals.append(proposal)
         else:
             print(format_proposal(proposal), flush=True)
+
     if not args.quiet:
         print(f"{'dry run: ' if args.dry_run else ''}retag; catalogue "
               f"{catalogue_location(config)}", file=sys.stderr)
-    with graceful_stop() as should_stop:
-        if args.dry_run:
-            if current(config.database_url) != head():  # nothing catalogued to retag
-                summary = RetagSummary(dry_run=True)
-            else:
-                with catalogue_of(config) as catalogue:
-                    summary = retag(config, catalogue, Classifier(config), paths, dry_run=True,
-                                    on_proposal=propose, should_stop=should_stop)
+    with graceful_stop() as should_stop, \
+            run_catalogue(config, "tagger retag", dry_run=args.dry_run) as catalogue:
+        if catalogue is None:  # a dry run before the first scan: nothing catalogued to retag
+            summary = RetagSummary(dry_run=True)
         else:
-            with WriterLock(config.state_path, config.database_url, "tagger retag") as lock, \
-                    catalogue_of(config) as catalogue:
-                lock.guard(catalogue)
-                summary = retag(config, catalogue, Classifier(config), paths,
-                                should_stop=should_stop)
+            summary = retag(config, catalogue, Classifier(config), paths, dry_run=args.dry_run,
+                            on_proposal=propose if args.dry_run else None,
+                            should_stop=should_stop)
     if args.json:
         out = summary.as_dict()
         if args.dry_run:

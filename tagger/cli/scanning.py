@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -14,9 +13,9 @@ from tagger.cli.common import (
     EXIT_OK,
     UsageError,
     catalogue_location,
-    catalogue_of,
     graceful_stop,
     log,
+    run_catalogue,
     scan_roots,
 )
 from tagger.cli.output import format_proposal, format_row, result_to_json, summary_lines
@@ -44,8 +43,6 @@ def cmd_classify(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_scan(args: argparse.Namespace, config: Config) -> int:
     from tagger.cli.progress import ScanDisplay, use_state_caches
-    from tagger.library.catalogue import current, head
-    from tagger.library.lock import WriterLock
     from tagger.service.scan import scan
 
     roots = scan_roots(args, config)
@@ -58,18 +55,12 @@ def cmd_scan(args: argparse.Namespace, config: Config) -> int:
                    progress=display, on_phase=display.phase)
     with graceful_stop() as should_stop:
         try:
-            if args.dry_run:  # writes nothing at all: not even a new or upgraded catalogue
-                exists = current(config.database_url) == head()
-                with (catalogue_of(config) if exists else contextlib.nullcontext()) as cat:
-                    summary = scan(roots, config, cat, dry_run=True, should_stop=should_stop,
-                                   on_proposal=proposals.append if args.json else
-                                   lambda p: print(format_proposal(p), flush=True),
-                                   **options)
-            else:
-                with WriterLock(config.state_path, config.database_url, "tagger scan") as lock, \
-                        catalogue_of(config) as catalogue:
-                    lock.guard(catalogue)
-                    summary = scan(roots, config, catalogue, should_stop=should_stop, **options)
+            with run_catalogue(config, "tagger scan", dry_run=args.dry_run) as catalogue:
+                if args.dry_run:
+                    options["on_proposal"] = (proposals.append if args.json else
+                                              lambda p: print(format_proposal(p), flush=True))
+                summary = scan(roots, config, catalogue, dry_run=args.dry_run,
+                               should_stop=should_stop, **options)
         finally:
             display.close()
     if args.json:
