@@ -88,7 +88,7 @@ def library_labels(catalogue, *, prefixes: Sequence[str] | None = None,
         genre = canonical[label.casefold()]
         if counts[genre] >= min_tracks:
             tracks.append(LabelledTrack(row.path, genre, row.artist, row.album))
-            sources[getattr(row.source, "value", str(row.source))] += 1
+            sources[row.source.value] += 1
         else:
             too_few[genre] = counts[genre]
     dataset = Dataset(name="library", source="library", location=catalogue.url,

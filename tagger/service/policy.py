@@ -80,8 +80,7 @@ def resolve_calibration(config: Config, catalogue, model_sha256: str,
     record = catalogue.calibration_for(model_sha256) if catalogue is not None else None
     calibrator = fallback
     if record is not None:
-        calibrator = Calibrator(getattr(record.method, "value", record.method),
-                                dict(record.parameters))
+        calibrator = Calibrator(record.method.value, dict(record.parameters))
     tags_config = config.tags
     if tags_config.min_confidence != AUTO:
         return calibrator, config
