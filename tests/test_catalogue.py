@@ -249,23 +249,24 @@ def test_errors_name_the_url_without_password(tmp_path):
         Catalogue(f"sqlite:///{garbage}")
 
 
-def test_newer_schema_is_refused(url, db_path):
-    upgrade(url)
+@pytest.mark.parametrize(
+    ("upgraded", "sql", "refusal"),
+    [
+        (True, "UPDATE alembic_version SET version_num = '9999'", "9999"),
+        (False, "CREATE TABLE something (x)", "no tagger schema revision"),
+    ],
+    ids=["newer schema", "foreign database"],
+)
+def test_database_of_another_schema_is_refused(url, db_path, upgraded, sql, refusal):
+    if upgraded:
+        upgrade(url)
+    else:
+        db_path.parent.mkdir(parents=True)
     con = sqlite3.connect(db_path)
-    con.execute("UPDATE alembic_version SET version_num = '9999'")
+    con.execute(sql)
     con.commit()
     con.close()
-    with pytest.raises(WriteError, match="9999"):
-        Catalogue(url)
-
-
-def test_foreign_database_is_refused(url, db_path):
-    db_path.parent.mkdir(parents=True)
-    con = sqlite3.connect(db_path)
-    con.execute("CREATE TABLE something (x)")
-    con.commit()
-    con.close()
-    with pytest.raises(WriteError, match="no tagger schema revision"):
+    with pytest.raises(WriteError, match=refusal):
         Catalogue(url)
 
 

@@ -10,7 +10,8 @@ import shutil
 import sqlite3
 
 import pytest
-from mutagen.id3 import ID3, TALB, TCON, TPE1
+from helpers.library import user_library
+from mutagen.id3 import ID3
 
 from tagger.cli import main
 from tagger.config import Config, LibraryConfig
@@ -33,18 +34,7 @@ def scanned(tmp_path_factory, format_files):
     and a FLAC with no genre (tagger tags them)."""
     base = tmp_path_factory.mktemp("corrections")
     root = base / "Music"
-    root.mkdir()
-    files = {}
-    for name in ("mp3", "ogg", "flac"):
-        files[name] = root / f"{name}{format_files[name].suffix}"
-        shutil.copy(format_files[name], files[name])
-        files[name].chmod(0o644)
-        tags.write_genres(files[name], [], None)
-    tag = ID3()
-    tag.add(TPE1(encoding=1, text=["Kevin MacLeod"]))
-    tag.add(TALB(encoding=1, text=["Jazz Sampler"]))
-    tag.add(TCON(encoding=1, text=["Rock"]))
-    tag.save(files["mp3"], v2_version=3)
+    files = user_library(root, format_files, ("mp3", "ogg", "flac"), mp3_genre="Rock")
     originals = {name: path.read_bytes() for name, path in files.items()}
     db = f"sqlite:///{base / 'catalogue.sqlite'}"
     with pytest.MonkeyPatch.context() as patch:

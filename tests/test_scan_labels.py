@@ -4,12 +4,11 @@ files, with the real model."""
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 
 import mutagen
 import pytest
-from mutagen.id3 import ID3, TALB, TCON, TPE1
+from helpers.library import user_library
 
 from tagger.cli import main
 from tagger.library import tags
@@ -25,18 +24,8 @@ def library(tmp_path, format_files, monkeypatch):
     monkeypatch.delenv("TAGGER_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "Music"
-    root.mkdir()
-    files = {}
-    for name in ("mp3", "flac", "ogg"):
-        files[name] = root / f"{name}{format_files[name].suffix}"
-        shutil.copy(format_files[name], files[name])
-        files[name].chmod(0o644)
-        tags.write_genres(files[name], [], None)
-    tag = ID3()  # the user's ID3v2.3 tag, two genres joined with "/"
-    tag.add(TPE1(encoding=1, text=["Kevin MacLeod"]))
-    tag.add(TALB(encoding=1, text=["Jazz Sampler"]))
-    tag.add(TCON(encoding=1, text=["Rock/Pop"]))
-    tag.save(files["mp3"], v2_version=3)
+    # the user's ID3v2.3 tag on the MP3: two genres joined with "/"
+    files = user_library(root, format_files, ("mp3", "flac", "ogg"), mp3_genre="Rock/Pop")
     flac = mutagen.File(files["flac"])
     flac["GENRE"] = ["Jazz", "jazz"]
     flac["ALBUMARTIST"] = ["Someone Else"]

@@ -16,13 +16,11 @@ from tagger.library.catalogue.records import (
     Calibration,
     Correction,
     LabelRow,
-    adoption_record,
-    calibration_record,
-    correction_record,
 )
 from tagger.library.catalogue.rows import (
     dump_list,
     load_list,
+    record_from_row,
     under_prefixes,
 )
 from tagger.library.catalogue.rows import (
@@ -176,14 +174,14 @@ class Labels:
         if path is not None:
             stmt = stmt.where(_C.c.path == path)
         with self._read() as s:
-            return [correction_record(r) for r in s.execute(stmt)]
+            return [record_from_row(Correction, r) for r in s.execute(stmt)]
 
     def correction_in_force(self, path: str) -> Correction | None:
         """The newest correction of ``path`` that is not an undo and was not undone: what the
         user says the track's genre is now (``not_music`` included), or None."""
         with self._read() as s:
             row = s.execute(_newest_in_force(path, _C)).first()
-        return correction_record(row) if row is not None else None
+        return record_from_row(Correction, row) if row is not None else None
 
     # -- labels -------------------------------------------------------------------------------
 
@@ -264,12 +262,12 @@ class Labels:
         stmt = select(_A).where(_A.c.retired_at.is_(None)).order_by(_A.c.id.desc()).limit(1)
         with self._read() as s:
             row = s.execute(stmt).first()
-        return adoption_record(row) if row is not None else None
+        return record_from_row(Adoption, row) if row is not None else None
 
     def adoptions(self) -> list[Adoption]:
         """Every adoption, oldest first (the retired ones included)."""
         with self._read() as s:
-            return [adoption_record(r) for r in s.execute(select(_A).order_by(_A.c.id))]
+            return [record_from_row(Adoption, r) for r in s.execute(select(_A).order_by(_A.c.id))]
 
     def retire_adoption(self) -> bool:
         """Go back to the shipped model: the current adoption is retired. False if none was."""
@@ -326,7 +324,7 @@ class Labels:
         )
         with self._read() as s:
             row = s.execute(stmt).first()
-        return calibration_record(row) if row is not None else None
+        return record_from_row(Calibration, row) if row is not None else None
 
 
 def _float(value: float | None) -> float | None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tagger.library.catalogue.rows import load_list, utc
+from tagger.library.catalogue.rows import load_list, record_from_row
 from tagger.library.catalogue.schema import (
     Prediction,
 )
@@ -210,62 +210,9 @@ class TagChange(Protocol):
     new: Sequence[str] | None
 
 
-def correction_record(row: Any) -> Correction:
-    return Correction(
-        id=row.id,
-        path=row.path,
-        action=CorrectionAction(row.action),
-        genre=row.genre,
-        previous=load_list(row.previous) or (),
-        predicted_genre=row.predicted_genre,
-        predicted_confidence=row.predicted_confidence,
-        model_sha256=row.model_sha256,
-        source=CorrectionSource(row.source),
-        created_at=utc(row.created_at),
-        undone_at=utc(row.undone_at),
-        tag_write_ids=tuple(json.loads(row.tag_write_ids)) if row.tag_write_ids else (),
-    )
-
-
-def adoption_record(row: Any) -> Adoption:
-    return Adoption(
-        id=row.id,
-        name=row.name,
-        sha256=row.sha256,
-        bundle_path=row.bundle_path,
-        labels=load_list(row.labels) or (),
-        figures=json.loads(row.figures or "{}"),
-        adopted_at=utc(row.adopted_at),
-        retired_at=utc(row.retired_at),
-    )
-
-
-def calibration_record(row: Any) -> Calibration:
-    return Calibration(
-        id=row.id,
-        model_sha256=row.model_sha256,
-        method=CalibrationMethod(row.method),
-        parameters=json.loads(row.parameters or "{}"),
-        ece_before=row.ece_before,
-        ece_after=row.ece_after,
-        tracks=row.tracks,
-        target_precision=row.target_precision,
-        threshold=row.threshold,
-        precision=row.precision,
-        coverage=row.coverage,
-        created_at=utc(row.created_at),
-    )
-
-
 def tag_write_record(row: Any) -> TagWriteRecord:
-    return TagWriteRecord(
-        id=row.id,
-        path=row.path,
-        field=row.field,
-        old=load_list(row.old_value),
-        new=load_list(row.new_value),
-        written_at=utc(row.written_at),
-        reverted_at=utc(row.reverted_at),
+    return record_from_row(
+        TagWriteRecord, row, old=load_list(row.old_value), new=load_list(row.new_value)
     )
 
 
@@ -276,19 +223,13 @@ def prediction_record(p: Prediction) -> PredictionRecord:
         tied = tuple(c.genre for c in candidates if c.votes == top)
     else:
         tied = (p.genre,)
-    return PredictionRecord(
-        id=p.id,
+    return record_from_row(
+        PredictionRecord,
+        p,
         model=ModelInfo(
             p.model.name, p.model.sha256, tuple(json.loads(p.model.vocabulary or "[]"))
         ),
-        genre=p.genre,
-        confidence=p.confidence,
-        votes=p.votes,
-        segment_count=p.segment_count,
-        tie=bool(p.tie),
         tied=tied,
-        descriptors=json.loads(p.descriptors) if p.descriptors else {},
-        created=utc(p.created),
         candidates=candidates,
         segments=tuple(
             SegmentResult(seg.start_s, seg.genre, {}, json.loads(seg.scores) if seg.scores else {})

@@ -19,9 +19,8 @@ from tagger.library.catalogue.records import (
     tag_write_record,
 )
 from tagger.library.catalogue.rows import (
-    load_list,
+    record_from_row,
     under_prefixes,
-    utc,
 )
 from tagger.library.catalogue.schema import (
     GENRE_COUNTS,
@@ -40,7 +39,6 @@ from tagger.library.catalogue.schema import (
     TRACKS as _T,
 )
 from tagger.results import (
-    FailureKind,
     NotWritten,
 )
 
@@ -66,29 +64,11 @@ class Reports:
             t = s.scalars(stmt).first()
             if t is None:
                 return None
-            return TrackRecord(
-                id=t.id,
-                path=t.path,
-                folder=t.folder,
-                size=t.size,
-                mtime_ns=t.mtime_ns,
-                content_id=t.content_id,
-                format=t.format,
-                duration_s=t.duration_s,
-                status=t.status,
-                error=t.error,
-                attempts=t.attempts,
-                first_seen=utc(t.first_seen),
-                updated_at=utc(t.updated_at),
-                last_scanned=utc(t.last_scanned),
+            return record_from_row(
+                TrackRecord,
+                t,
                 predictions=tuple(prediction_record(p) for p in t.predictions),
                 tag_writes=tuple(tag_write_record(w) for w in t.tag_writes),
-                failure_kind=FailureKind(t.failure_kind) if t.failure_kind else None,
-                not_written=NotWritten(t.not_written) if t.not_written else None,
-                artist=t.artist,
-                album=t.album,
-                file_genres=load_list(t.file_genres) or (),
-                user_genres=load_list(t.user_genres) or (),
             )
 
     def review(
@@ -144,20 +124,7 @@ class Reports:
         if under is not None:
             stmt = stmt.where(under_prefixes(_T.c.path, list(under)))
         with self._read() as s:
-            return [
-                ReviewRow(
-                    r.path,
-                    r.status,
-                    r.genre,
-                    float(r.confidence) if r.confidence is not None else None,
-                    bool(r.tie),
-                    r.tied_genres,
-                    NotWritten(r.not_written) if r.not_written else None,
-                    r.error,
-                    FailureKind(r.failure_kind) if r.failure_kind else None,
-                )
-                for r in s.execute(stmt)
-            ]
+            return [record_from_row(ReviewRow, r) for r in s.execute(stmt)]
 
     def stats(self) -> Stats:
         """Catalogue-wide figures for ``tagger stats``."""

@@ -1,13 +1,18 @@
 """Small helpers for reading and writing catalogue rows: timestamps, folders, JSON columns,
-chunked IN lists."""
+chunked IN lists, records built from rows."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import enum
+import functools
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import func
@@ -79,6 +84,49 @@ def dump_list(values: Sequence[str] | None) -> str | None:
 
 def load_list(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(json.loads(text))
+
+
+R = TypeVar("R")
+
+
+def record_from_row(record: type[R], row: Any, **given: Any) -> R:
+    """The dataclass ``record`` built from ``row`` (an ORM object or a result row): each field
+    but the ``given`` ones is the row's column of the same name, read as the field's type says
+    (:func:`column_reader`)."""
+    values = dict(given)
+    for name, read in _field_readers(record).items():
+        if name not in values:
+            values[name] = read(getattr(row, name))
+    return record(**values)
+
+
+@functools.cache
+def _field_readers(record: type) -> dict[str, Callable[[Any], Any]]:
+    hints = typing.get_type_hints(record)
+    return {f.name: column_reader(hints[f.name]) for f in dataclasses.fields(record)}
+
+
+def column_reader(hint: Any) -> Callable[[Any], Any]:
+    """How a column's value becomes a field of type ``hint``: a timestamp in UTC (:func:`utc`),
+    an enum from its value, a tuple from a JSON list and a dict from a JSON object (empty when
+    NULL, or None where the type allows it), a bool or a float from what the driver gives (a
+    view's untyped column may come back as an int or a Decimal); anything else as it is."""
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+    kind = next(a for a in args if a is not type(None)) if optional else hint
+    kind = typing.get_origin(kind) or kind
+    if kind is dt.datetime:
+        return utc
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return (lambda v: kind(v) if v else None) if optional else kind
+    if kind in (tuple, dict):
+        empty = None if optional else kind()
+        return lambda v: kind(json.loads(v)) if v else empty
+    if kind is float:
+        return lambda v: None if v is None else float(v)
+    if kind is bool and not optional:
+        return bool
+    return lambda v: v
 
 
 def dump_scores(scores: dict[str, float] | None) -> str | None:

@@ -142,30 +142,32 @@ class Prediction(Base):
     )
 
 
-class PredictionCandidate(Base):
+class _PredictionPart:
+    """The key columns of a row that is part of one prediction (deleted with it); first, as
+    in the migrations."""
+
+    id: Mapped[int] = mapped_column(primary_key=True, sort_order=-1)
+    prediction_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("predictions.id", ondelete="CASCADE"), index=True, sort_order=-1
+    )
+
+
+class PredictionCandidate(_PredictionPart, Base):
     """A genre that won at least one segment; place 1 is the written genre."""
 
     __tablename__ = "prediction_candidates"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    prediction_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("predictions.id", ondelete="CASCADE"), index=True
-    )
     place: Mapped[int] = mapped_column(sa.Integer)
     genre: Mapped[str] = mapped_column(sa.String(200))
     votes: Mapped[int] = mapped_column(sa.Integer)
     mean_score: Mapped[float] = mapped_column(sa.Float)
 
 
-class PredictionSegment(Base):
+class PredictionSegment(_PredictionPart, Base):
     """One analysed segment: the genre it voted for and every raw model output."""
 
     __tablename__ = "prediction_segments"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    prediction_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("predictions.id", ondelete="CASCADE"), index=True
-    )
     segment_index: Mapped[int] = mapped_column(sa.Integer)
     start_s: Mapped[float | None] = mapped_column(sa.Float)
     genre: Mapped[str] = mapped_column(sa.String(200))

@@ -17,8 +17,8 @@ from tagger.library.catalogue.rows import (
     dump_list,
     fetch_raw,
     folder_of,
+    record_from_row,
     under_prefixes,
-    utc,
 )
 from tagger.library.catalogue.rows import (
     utcnow as _now,
@@ -31,9 +31,6 @@ from tagger.library.catalogue.schema import (
 )
 from tagger.library.catalogue.schema import (
     TRACKS as _T,
-)
-from tagger.results import (
-    FailureKind,
 )
 
 
@@ -183,7 +180,7 @@ class TrackStates:
                 _T.c.error,
                 _T.c.attempts,
                 _T.c.last_scanned,
-                _T.c.failure_kind,
+                _T.c.failure_kind.label("kind"),
             )
             .where(_T.c.status == "failed")
             .order_by(_T.c.last_scanned, _T.c.path)
@@ -191,17 +188,7 @@ class TrackStates:
         if max_attempts is not None:
             stmt = stmt.where(_T.c.attempts < max_attempts)
         with self._read() as s:
-            return [
-                Failure(
-                    r.path,
-                    r.status,
-                    r.error,
-                    r.attempts,
-                    utc(r.last_scanned),
-                    FailureKind(r.failure_kind) if r.failure_kind else None,
-                )
-                for r in s.execute(stmt)
-            ]
+            return [record_from_row(Failure, r) for r in s.execute(stmt)]
 
     def file_states(self, paths: Iterable[str]) -> dict[str, tuple[int | None, int | None, str]]:
         """:meth:`known_files` for the given paths only (those not catalogued are left out)."""

@@ -1,0 +1,35 @@
+"""A small real music library for the scan tests: copies of the real format files, untagged
+but for the user's own ID3v2.3 tag on the MP3."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from mutagen.id3 import ID3, TALB, TCON, TPE1
+
+from tagger.library import tags
+
+ARTIST = "Kevin MacLeod"
+ALBUM = "Jazz Sampler"
+
+
+def user_library(root: Path, format_files: Mapping[str, Path], names: Iterable[str],
+                 mp3_genre: str) -> dict[str, Path]:
+    """``{name: path}``: a writable copy under ``root`` (made) of each of the ``format_files``
+    ``names``, with no genre; the MP3 (``mp3`` must be one of them) gets the user's own ID3v2.3
+    tag: :data:`ARTIST`, :data:`ALBUM` and the genre text ``mp3_genre``."""
+    root.mkdir()
+    files = {}
+    for name in names:
+        files[name] = root / f"{name}{format_files[name].suffix}"
+        shutil.copy(format_files[name], files[name])
+        files[name].chmod(0o644)
+        tags.write_genres(files[name], [], None)
+    tag = ID3()
+    tag.add(TPE1(encoding=1, text=[ARTIST]))
+    tag.add(TALB(encoding=1, text=[ALBUM]))
+    tag.add(TCON(encoding=1, text=[mp3_genre]))
+    tag.save(files["mp3"], v2_version=3)
+    return files
