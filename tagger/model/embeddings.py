@@ -300,7 +300,7 @@ def extract(paths: Sequence[str], config: Config, backbones: Backbones,
         pending: list[tuple[int, PreparedTrack]] = []
         queued = 0
         prepared = prepare_in_order([paths[i] for i in todo], config, pool, max(1, threads) * 2)
-        for i, (_, track) in zip(todo, prepared):  # in order: the i-th of todo is its path
+        for i, (_, track) in zip(todo, prepared, strict=True):  # in todo's order
             if isinstance(track, PreparedTrack):
                 pending.append((i, track))
                 queued += len(track.patches)
