@@ -317,7 +317,7 @@ def test_confidence_format_and_validation(media, tmp_path):
 def test_restore_rejects_foreign_fields(media, tmp_path):
     p = media.copy("flac", "full", tmp_path)
     before = p.read_bytes()
-    with pytest.raises(WriteError, match="TCON"):
+    with pytest.raises(WriteError, match="'TCON': not a Vorbis comment field"):
         restore(p, [TagChange(str(p), "TCON", None, ("Rock",))])
     assert p.read_bytes() == before
     restore(p, [])  # nothing to do
@@ -501,9 +501,10 @@ def test_unrecognised_content_is_a_write_error(tmp_path):
 # --------------------------------------------------------------------------- failures mid-write
 
 
-def _edit_genre(tmp):
-    editor = tags.open_editor(tmp, "x.flac")
-    editor.set(editor.GENRE, ("Rock",))
+def _edit_genre(tmp, name="x.flac"):
+    """An edit for safe_rewrite that sets the genre of the temp copy of a file called name."""
+    editor = tags.open_editor(tmp, name)
+    editor.set(editor.KEYS.genre, ("Rock",))
     tmp.seek(0)
     editor.save(tmp)
     return "done", True
@@ -634,16 +635,9 @@ def test_sweep_stale_temp_files(tmp_path):
 def test_temp_file_name_matches_the_sweep_pattern(media, tmp_path):
     p = media.copy("ogg", "full", tmp_path)
     seen = []
-    safe_write.safe_rewrite(str(p), _edit_genre_ogg, before_replace=seen.append)
+    safe_write.safe_rewrite(str(p), lambda tmp: _edit_genre(tmp, "x.ogg"),
+                            before_replace=seen.append)
     assert len(seen) == 1
     name = Path(seen[0]).name
     assert safe_write.TEMP_RE.match(name) and name.startswith(".")
     assert read_genres(p) == ["Rock"]
-
-
-def _edit_genre_ogg(tmp):
-    editor = tags.open_editor(tmp, "x.ogg")
-    editor.set(editor.GENRE, ("Rock",))
-    tmp.seek(0)
-    editor.save(tmp)
-    return "done", True

@@ -136,8 +136,8 @@ def read_info(path: str | os.PathLike[str]) -> TagInfo:
     try:
         with identity.open_regular(spath) as f:  # never blocks on a FIFO
             editor = open_editor(f, spath)
-            return TagInfo(editor.first_text(editor.ARTIST), editor.first_text(editor.ALBUM),
-                           editor.existing_genres())
+            return TagInfo(editor.first_text(editor.KEYS.artist),
+                           editor.first_text(editor.KEYS.album), editor.existing_genres())
     except ReadError:
         raise
     except OSError as exc:
@@ -193,10 +193,11 @@ def restore(path: str | os.PathLike[str], changes: Sequence[TagChange]) -> None:
         return
 
     def plan(editor) -> list[TagChange]:
-        unknown = [f for f in want if f not in editor.FIELDS]
+        keys = editor.KEYS
+        unknown = [f for f in want if f not in keys.fields]
         if unknown:
             raise WriteError(
-                f"cannot restore field {unknown[0]!r}: not a {editor.FORMAT} field tagger writes",
+                f"cannot restore field {unknown[0]!r}: not a {keys.format} field tagger writes",
                 spath,
             )
         return _plan(spath, editor, want)

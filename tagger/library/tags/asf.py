@@ -12,37 +12,21 @@ from typing import BinaryIO
 
 import mutagen.asf
 
-from tagger.library.tags.base import BaseEditor
-
-GENRE = "WM/Genre"
-CONFIDENCE = "TAGGER_GENRE_CONFIDENCE"
-FIELDS = (GENRE, CONFIDENCE)
+from tagger.library.tags.base import BaseEditor, FieldKeys
 
 
 class Editor(BaseEditor):
     """The ASF attributes of one open WMA file."""
 
-    FORMAT = "ASF"
-    GENRE = GENRE
-    CONFIDENCE = CONFIDENCE
-    FIELDS = FIELDS
-    ARTIST = ("Author", "WM/AlbumArtist")
-    ALBUM = ("WM/AlbumTitle",)
+    KEYS = FieldKeys("ASF", genre="WM/Genre", confidence="TAGGER_GENRE_CONFIDENCE",
+                     artist=("Author", "WM/AlbumArtist"), album=("WM/AlbumTitle",))
 
     def __init__(self, fileobj: BinaryIO, kind: str = "asf"):
-        self._audio = mutagen.asf.ASF(fileobj)
-        if self._audio.tags is None:  # pragma: no cover - mutagen always creates ASFTags
-            self._audio.add_tags()
-        self.tags = self._audio.tags
+        self._attach(mutagen.asf.ASF(fileobj))
 
-    def get(self, field: str) -> tuple[str, ...] | None:
-        if field not in self.tags:
-            return None
-        return tuple(str(attr.value) for attr in self.tags[field])
+    def _decode(self, field: str, stored: list) -> tuple[str, ...]:
+        return tuple(str(attr.value) for attr in stored)
 
-    def set(self, field: str, values: tuple[str, ...] | None) -> None:
-        if field in self.tags:
-            del self.tags[field]
-        if values is not None:
-            self.tags[field] = [mutagen.asf.ASFUnicodeAttribute(v) for v in values]
+    def _encode(self, field: str, values: tuple[str, ...]) -> list:
+        return [mutagen.asf.ASFUnicodeAttribute(v) for v in values]
 

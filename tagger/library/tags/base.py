@@ -1,9 +1,11 @@
-"""What every format's tag editor shares: the genre and confidence fields and how they are
-asked for."""
+"""What every format's tag editor shares: the table of the fields it reads and writes, how
+they are read, replaced and asked for. A format module gives its keys and the few
+conversions between its stored values and plain strings."""
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from tagger.errors import TaggerError
 
@@ -13,20 +15,59 @@ class TagFormatError(TaggerError):
     written); the caller turns it into a ReadError or WriteError naming the file."""
 
 
-class BaseEditor:
-    """A format module's ``Editor`` names its fields and implements ``get``/``set``."""
+@dataclass(frozen=True)
+class FieldKeys:
+    """One tag format's names for the fields tagger reads and writes."""
 
-    GENRE: str
-    CONFIDENCE: str
-    ARTIST: tuple[str, ...] = ()  # fields naming the artist, best first (album artist last)
-    ALBUM: tuple[str, ...] = ()
-    _audio: object
+    format: str  # the tag format's name, for messages ("ID3v2")
+    genre: str
+    confidence: str
+    # older genre fields (MP4's numeric ``gnre``): read when ``genre`` has no value, removed
+    # when the genre is written
+    legacy: tuple[str, ...] = ()
+    artist: tuple[str, ...] = ()  # fields naming the artist, best first (album artist last)
+    album: tuple[str, ...] = ()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields tagger writes, and so may restore."""
+        return (self.genre, *self.legacy, self.confidence)
+
+
+class BaseEditor:
+    """The tag of one open file; a format module's ``Editor`` sets ``KEYS``, opens the file
+    (usually with :meth:`_attach`) and converts values where its tag does not store plain
+    lists of strings (:meth:`_decode`, :meth:`_encode`, or ``get``/``set`` themselves)."""
+
+    KEYS: FieldKeys
+    tags: Any  # the mutagen tag object the fields live in
+    _audio: Any  # the mutagen file object that saves them
+
+    def _attach(self, audio: Any) -> None:
+        """Edit ``audio``'s tag, giving it an empty one when it has none."""
+        self._audio = audio
+        if audio.tags is None:
+            audio.add_tags()
+        self.tags = audio.tags
+
+    # ---------------------------------------------------------------- reading
 
     def get(self, field: str) -> tuple[str, ...] | None:
-        raise NotImplementedError
+        """The field's values; None when the tag does not have it."""
+        if field not in self.tags:
+            return None
+        return self._decode(field, self.tags[field])
+
+    def _decode(self, field: str, stored: Any) -> tuple[str, ...] | None:
+        """The values of what the tag stores for a field it has."""
+        return tuple(stored)
 
     def existing_genres(self) -> list[str]:
-        return [g for g in (self.get(self.GENRE) or ()) if g]
+        for field in (self.KEYS.genre, *self.KEYS.legacy):
+            genres = [g for g in (self.get(field) or ()) if g]
+            if genres:
+                return genres
+        return []
 
     def first_text(self, fields: tuple[str, ...]) -> str | None:
         """The first non-blank value of the first of ``fields`` that has one (read only)."""
@@ -40,12 +81,27 @@ class BaseEditor:
                     return value.strip()
         return None
 
+    # ---------------------------------------------------------------- writing
+
     def desired(self, genres: tuple[str, ...] | None, confidence: str | None) -> dict:
         """The value each field should end with (None: absent); confidence None: untouched."""
-        want: dict[str, tuple[str, ...] | None] = {self.GENRE: genres}
+        want: dict[str, tuple[str, ...] | None] = {self.KEYS.genre: genres}
+        for field in self.KEYS.legacy:
+            want[field] = None  # two genre fields that disagree confuse players
         if confidence is not None:
-            want[self.CONFIDENCE] = (confidence,)
+            want[self.KEYS.confidence] = (confidence,)
         return want
+
+    def set(self, field: str, values: tuple[str, ...] | None) -> None:
+        """Replace the field's values; None removes the field."""
+        if field in self.tags:
+            del self.tags[field]
+        if values is not None:
+            self.tags[field] = self._encode(field, values)
+
+    def _encode(self, field: str, values: tuple[str, ...]) -> Any:
+        """What the tag stores for a field of these values."""
+        return list(values)
 
     def save(self, fileobj: BinaryIO) -> None:
         self._audio.save(fileobj)

@@ -27,15 +27,12 @@ from typing import BinaryIO
 import mutagen.aiff
 import mutagen.mp3
 import mutagen.wave
-from mutagen.id3 import ID3, TCON, TXXX, Encoding, ID3NoHeaderError, ID3v1SaveOptions
+from mutagen.id3 import ID3, TCON, TXXX, Encoding, Frame, ID3NoHeaderError, ID3v1SaveOptions
 
 from tagger.audio.identity import AIFF, MP3, WAV
-from tagger.library.tags.base import BaseEditor, TagFormatError
+from tagger.library.tags.base import BaseEditor, FieldKeys, TagFormatError
 
 GENRE = "TCON"
-CONFIDENCE_DESC = "TAGGER_GENRE_CONFIDENCE"
-CONFIDENCE = f"TXXX:{CONFIDENCE_DESC}"
-FIELDS = (GENRE, CONFIDENCE)
 
 _TAIL_CHECK = 4096  # bytes at the end of an MP3 verified unchanged by the save
 
@@ -43,12 +40,8 @@ _TAIL_CHECK = 4096  # bytes at the end of an MP3 verified unchanged by the save
 class Editor(BaseEditor):
     """The ID3v2 tag of one open file (MP3, WAV or AIFF)."""
 
-    FORMAT = "ID3v2"
-    GENRE = GENRE
-    CONFIDENCE = CONFIDENCE
-    FIELDS = FIELDS
-    ARTIST = ("TPE1", "TPE2")
-    ALBUM = ("TALB",)
+    KEYS = FieldKeys("ID3v2", genre=GENRE, confidence="TXXX:TAGGER_GENRE_CONFIDENCE",
+                     artist=("TPE1", "TPE2"), album=("TALB",))
 
     def __init__(self, fileobj: BinaryIO, container: str):
         self.container = container
@@ -64,10 +57,7 @@ class Editor(BaseEditor):
             self.v1_genre = _id3v1_genre(fileobj)
         elif container in (WAV, AIFF):
             cls = mutagen.wave.WAVE if container == WAV else mutagen.aiff.AIFF
-            self._audio = cls(fileobj, translate=False, load_v1=False)
-            if self._audio.tags is None:
-                self._audio.add_tags()
-            self.tags = self._audio.tags
+            self._attach(cls(fileobj, translate=False, load_v1=False))
             if container == WAV:  # a genre set by a WAV tool counts as the user's (if_empty)
                 self.v1_genre = _riff_info_genre(fileobj)
         else:  # pragma: no cover - dispatch guarantees the container
@@ -93,11 +83,8 @@ class Editor(BaseEditor):
             return [self.v1_genre]
         return []
 
-    def get(self, field: str) -> tuple[str, ...] | None:
-        frame = self.tags.get(field)
-        if frame is None:
-            return None
-        return tuple(str(t) for t in frame.text)
+    def _decode(self, field: str, stored: Frame) -> tuple[str, ...]:
+        return tuple(str(t) for t in stored.text)
 
     # ---------------------------------------------------------------- writing
 
@@ -111,7 +98,7 @@ class Editor(BaseEditor):
             self.tags.add(TCON(encoding=encoding, text=list(values)))
         elif field.startswith("TXXX:"):
             self.tags.add(TXXX(encoding=encoding, desc=field[5:], text=list(values)))
-        else:  # pragma: no cover - guarded by FIELDS
+        else:  # pragma: no cover - guarded by KEYS.fields
             raise ValueError(field)
 
     def _encoding(self, values: tuple[str, ...], keep: Encoding | None = None) -> Encoding:

@@ -24,12 +24,11 @@ import mutagen.mp4
 from mutagen.id3 import TCON
 from mutagen.mp4 import Atom, AtomDataType, Atoms, MP4FreeForm
 
-from tagger.library.tags.base import BaseEditor, TagFormatError
+from tagger.library.tags.base import BaseEditor, FieldKeys, TagFormatError
 
 GENRE = "\xa9gen"
 LEGACY_GENRE = "gnre"
 CONFIDENCE = "----:com.apple.iTunes:TAGGER_GENRE_CONFIDENCE"
-FIELDS = (GENRE, LEGACY_GENRE, CONFIDENCE)
 
 _GENRES = TCON.GENRES
 
@@ -37,18 +36,11 @@ _GENRES = TCON.GENRES
 class Editor(BaseEditor):
     """The iTunes metadata (``moov.udta.meta.ilst``) of one open MP4 file."""
 
-    FORMAT = "MP4"
-    GENRE = GENRE
-    CONFIDENCE = CONFIDENCE
-    FIELDS = FIELDS
-    ARTIST = ("\xa9ART", "aART")
-    ALBUM = ("\xa9alb",)
+    KEYS = FieldKeys("MP4", genre=GENRE, confidence=CONFIDENCE, legacy=(LEGACY_GENRE,),
+                     artist=("\xa9ART", "aART"), album=("\xa9alb",))
 
     def __init__(self, fileobj: BinaryIO, kind: str = "mp4"):
-        self._audio = mutagen.mp4.MP4(fileobj)
-        if self._audio.tags is None:
-            self._audio.add_tags()
-        self.tags = self._audio.tags
+        self._attach(mutagen.mp4.MP4(fileobj))
         if not hasattr(self.tags, "_failed_atoms"):  # pragma: no cover - mutagen internals
             raise TagFormatError("this mutagen version cannot preserve the gnre atom")
         gen, gnre_raw = _read_raw_genres(fileobj)
@@ -61,26 +53,16 @@ class Editor(BaseEditor):
         if gnre_raw is not None:
             self.tags._failed_atoms[LEGACY_GENRE] = [gnre_raw]  # written back unchanged
 
-    def existing_genres(self) -> list[str]:
-        genres = [g for g in (self.get(GENRE) or ()) if g]
-        return genres or [g for g in (self.get(LEGACY_GENRE) or ()) if g]
-
     def get(self, field: str) -> tuple[str, ...] | None:
         if field == LEGACY_GENRE:
             raw = self.tags._failed_atoms.get(LEGACY_GENRE)
             return _decode_gnre(b"".join(raw)) if raw else None
-        if field not in self.tags:
-            return None
-        values = self.tags[field]
-        if field.startswith("----:"):
-            return tuple(bytes(v).decode("utf-8", "replace") for v in values) or None
-        return tuple(str(v) for v in values) or None
+        return super().get(field)
 
-    def desired(self, genres: tuple[str, ...] | None, confidence: str | None) -> dict:
-        want: dict[str, tuple[str, ...] | None] = {GENRE: genres, LEGACY_GENRE: None}
-        if confidence is not None:
-            want[CONFIDENCE] = (confidence,)
-        return want
+    def _decode(self, field: str, stored: list) -> tuple[str, ...] | None:
+        if field.startswith("----:"):
+            return tuple(bytes(v).decode("utf-8", "replace") for v in stored) or None
+        return tuple(str(v) for v in stored) or None
 
     def set(self, field: str, values: tuple[str, ...] | None) -> None:
         if field == LEGACY_GENRE:
@@ -88,15 +70,12 @@ class Editor(BaseEditor):
             if values is not None:
                 self.tags._failed_atoms[LEGACY_GENRE] = [_encode_gnre(values)]
             return
-        self.tags.pop(field, None)
-        if values is None:
-            return
+        super().set(field, values)
+
+    def _encode(self, field: str, values: tuple[str, ...]) -> list:
         if field.startswith("----:"):
-            self.tags[field] = [
-                MP4FreeForm(v.encode("utf-8"), dataformat=AtomDataType.UTF8) for v in values
-            ]
-        else:
-            self.tags[field] = list(values)
+            return [MP4FreeForm(v.encode("utf-8"), dataformat=AtomDataType.UTF8) for v in values]
+        return list(values)
 
 
 

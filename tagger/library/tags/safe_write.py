@@ -264,21 +264,26 @@ def find_oserror(exc: BaseException) -> OSError | None:
     return None
 
 
+# the reason given for an OSError of this errno ({name}: the errno's symbol, e.g. EDQUOT)
+_OSERROR_REASONS = {
+    errno.ENOSPC: "disk full ({name}); file left unchanged",
+    errno.EDQUOT: "disk full ({name}); file left unchanged",
+    errno.EFBIG: "file size limit reached (EFBIG); file left unchanged",
+    errno.ENOENT: "file vanished (no such file)",
+    errno.EACCES: "permission denied ({name})",
+    errno.EPERM: "permission denied ({name})",
+    errno.EROFS: "read-only file system",
+    errno.EISDIR: "is a directory",
+}
+
+
 def describe_oserror(exc: OSError, *, reading: bool = False) -> str:
+    """One line saying why an OSError stopped a read (``reading``) or a tag write."""
     code = exc.errno
     name = errno.errorcode.get(code, str(code)) if code is not None else ""
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        return f"disk full ({name}); file left unchanged"
-    if code == errno.EFBIG:
-        return "file size limit reached (EFBIG); file left unchanged"
-    if code == errno.ENOENT:
-        return "file vanished (no such file)"
-    if code in (errno.EACCES, errno.EPERM):
-        return f"permission denied ({name})"
-    if code == errno.EROFS:
-        return "read-only file system"
-    if code == errno.EISDIR:
-        return "is a directory"
+    reason = _OSERROR_REASONS.get(code)
+    if reason is not None:
+        return reason.format(name=name)
     text = exc.strerror or str(exc)
     verb = "cannot read" if reading else "cannot write tags"
     return f"{verb}: {text} ({name})" if name else f"{verb}: {text}"

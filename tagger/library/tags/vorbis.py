@@ -16,11 +16,7 @@ import mutagen.oggflac
 import mutagen.oggopus
 import mutagen.oggvorbis
 
-from tagger.library.tags.base import BaseEditor
-
-GENRE = "GENRE"
-CONFIDENCE = "TAGGER_GENRE_CONFIDENCE"
-FIELDS = (GENRE, CONFIDENCE)
+from tagger.library.tags.base import BaseEditor, FieldKeys
 
 _CLASSES = {
     "flac": mutagen.flac.FLAC,
@@ -31,28 +27,11 @@ _CLASSES = {
 
 
 class Editor(BaseEditor):
-    """The Vorbis comment of one open file."""
+    """The Vorbis comment of one open file (values are stored as plain lists of strings)."""
 
-    FORMAT = "Vorbis comment"
-    GENRE = GENRE
-    CONFIDENCE = CONFIDENCE
-    FIELDS = FIELDS
-    ARTIST = ("ARTIST", "ALBUMARTIST")
-    ALBUM = ("ALBUM",)
+    KEYS = FieldKeys("Vorbis comment", genre="GENRE", confidence="TAGGER_GENRE_CONFIDENCE",
+                     artist=("ARTIST", "ALBUMARTIST"), album=("ALBUM",))
 
     def __init__(self, fileobj: BinaryIO, kind: str):
-        self._audio = _CLASSES[kind](fileobj)
-        if self._audio.tags is None:
-            self._audio.add_tags()
-        self.tags = self._audio.tags
-
-    def get(self, field: str) -> tuple[str, ...] | None:
-        values = self.tags.get(field)
-        return tuple(values) if values else None
-
-    def set(self, field: str, values: tuple[str, ...] | None) -> None:
-        if field in self.tags:
-            del self.tags[field]
-        if values is not None:
-            self.tags[field] = list(values)
+        self._attach(_CLASSES[kind](fileobj))
 
