@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# containers: the kinds tagger.audio.identity.detect_format() returns
+# containers: the kinds tagger.audio.containers.detect_format() returns
 MP3, FLAC, OGG, MP4, WAV, AIFF, ASF = "mp3", "flac", "ogg", "mp4", "wav", "aiff", "asf"
 
 

@@ -1,9 +1,24 @@
 """Log-mel features and segmenting (synthetic signals are fine for these unit checks)."""
 
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from tagger.audio.features import FRAMES_PER_SEGMENT, SAMPLE_RATE, frames_for, log_mel, segment
+from tagger.audio.features import (
+    FRAMES_PER_SEGMENT,
+    SAMPLE_RATE,
+    PreparedTrack,
+    frames_for,
+    log_mel,
+    prepare_in_order,
+    segment,
+)
+from tagger.config import Config
+from tagger.errors import ReadError
+
+DATA = Path(__file__).parent / "data"
 
 
 def tone(seconds, amplitude=0.5, freq=440.0):
@@ -53,3 +68,32 @@ def test_short_audio_is_repeat_padded():
     assert energy.min() > 0.5 * np.median(energy)
     silent = segment(np.concatenate([short, np.zeros(40000, np.float32)])).patches[0]
     assert silent.mean(axis=1).min() < 0.01  # the check above would see a silent tail
+
+
+class CountingPool(ThreadPoolExecutor):
+    """A real thread pool that counts what it was given."""
+
+    def __init__(self):
+        super().__init__(max_workers=2)
+        self.submitted = 0
+
+    def submit(self, *args, **kwargs):
+        self.submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+def test_prepare_in_order_yields_every_file_in_order_within_a_bounded_window(tmp_path):
+    clips = [DATA / "nexuiz_brainsukker_excerpt.ogg", tmp_path / "gone.ogg",
+             DATA / "Kevin_MacLeod_-_Vibe_Ace.ogg", DATA / "sorohanro_-_solo-trumpet-06.ogg"]
+    paths = [str(p) for p in clips]
+    outcomes = []
+    with CountingPool() as pool:
+        for path, outcome in prepare_in_order(iter(paths), Config(), pool, ahead=2):
+            outcomes.append((path, outcome))
+            assert pool.submitted <= len(outcomes) + 2  # never more than 2 decoding ahead
+    assert [path for path, _ in outcomes] == paths
+    gone = outcomes[1][1]
+    assert isinstance(gone, ReadError) and gone.path == paths[1]  # in its place; the rest go on
+    for path, track in outcomes[:1] + outcomes[2:]:
+        assert isinstance(track, PreparedTrack) and track.path == path
+        assert track.patches.shape[1:] == (187, 96) and len(track.patches) >= 1

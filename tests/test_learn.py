@@ -36,21 +36,23 @@ NEXUIZ = "nexuiz_brainsukker_excerpt.ogg"
 VIBE_ACE = "Kevin_MacLeod_-_Vibe_Ace.ogg"
 TRUMPET = "sorohanro_-_solo-trumpet-06.ogg"
 
-# (clip, start, artist, album, genre as the user spelled it; None: left bare)
+
+def _excerpts(clip, artist, album, genres, starts=(0, 12, 24, 36)):
+    """Excerpts of one clip as one album's tracks: ``(clip, start, artist, album, genre)``, a
+    genre (as the user spelled it; None: left bare) for each start."""
+    return [(clip, start, artist, album, genre) for start, genre in zip(starts, genres)]
+
+
+# (clip, start, artist, album, genre); start None: the whole clip
 LIBRARY = [
-    (HUNGARIAN, 0, "Johannes Brahms", "Hungarian Dances", "Classical"),
-    (HUNGARIAN, 12, "Johannes Brahms", "Hungarian Dances", "classical"),
-    (HUNGARIAN, 24, "Johannes Brahms", "Hungarian Dances", "Classical"),
-    (TCHAIKOVSKY, 5, "Tchaikovsky", "Nutcracker", "Classical"),
-    (TCHAIKOVSKY, 35, "Tchaikovsky", "Nutcracker", "Classical"),
-    (TCHAIKOVSKY, 65, "Tchaikovsky", "Nutcracker", None),
-    (NEXUIZ, 0, "Parapraxis", "Nexuiz", "Electronica"),
-    (NEXUIZ, 12, "Parapraxis", "Nexuiz", "Electronica"),
-    (NEXUIZ, 24, "Nexuiz Crew", "Nexuiz Remixes", "Electronica"),
-    (NEXUIZ, 36, "Nexuiz Crew", "Nexuiz Remixes", "Electronica"),
-    (VIBE_ACE, 0, "Kevin MacLeod", "Jazz Sampler", "Jazz"),
-    (VIBE_ACE, 12, "Kevin MacLeod", "Jazz Sampler", "Jazz"),
-    (VIBE_ACE, 24, "Kevin MacLeod", "Jazz Sampler", None),
+    *_excerpts(HUNGARIAN, "Johannes Brahms", "Hungarian Dances",
+               ["Classical", "classical", "Classical"]),
+    *_excerpts(TCHAIKOVSKY, "Tchaikovsky", "Nutcracker", ["Classical", "Classical", None],
+               starts=(5, 35, 65)),
+    *_excerpts(NEXUIZ, "Parapraxis", "Nexuiz", ["Electronica", "Electronica"]),
+    *_excerpts(NEXUIZ, "Nexuiz Crew", "Nexuiz Remixes", ["Electronica", "Electronica"],
+               starts=(24, 36)),
+    *_excerpts(VIBE_ACE, "Kevin MacLeod", "Jazz Sampler", ["Jazz", "Jazz", None]),
     (TRUMPET, None, "sorohanro", "Solo Trumpet", "Jazz"),
     (TRUMPET, None, "sorohanro", "Solo Trumpet", "Polka"),  # same audio, another file
 ]

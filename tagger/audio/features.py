@@ -7,13 +7,15 @@ musicnn's own extractor casts the mel power to float16 before the log, which ove
 from __future__ import annotations
 
 import math
+from collections import deque
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import librosa
 import numpy as np
 
-from tagger.errors import TooShortError
+from tagger.errors import ReadError, TaggerError, TooShortError
 
 if TYPE_CHECKING:
     from tagger.config import Config
@@ -118,3 +120,31 @@ def prepare_track(path: str, config: Config) -> PreparedTrack:
         starts_s=tuple(round(audio.offset_s + s, 3) for s in segments.starts_s),
         duration_s=audio.duration_s,
     )
+
+
+def prepare_in_order(paths: Iterable[str], config: Config, pool: Executor, ahead: int,
+                     ) -> Iterator[tuple[str, PreparedTrack | TaggerError]]:
+    """:func:`prepare_track` of each path in ``pool``, yielded in order as ``(path, track or
+    its error)``, with ``ahead`` of them decoding at a time: the next tracks decode while the
+    caller runs the model on this one, and decoded tracks never pile up. A decoder bug is a
+    ReadError of its file; the other files go on."""
+    remaining = iter(paths)
+    in_flight: deque = deque()
+
+    def submit_next() -> None:
+        path = next(remaining, None)
+        if path is not None:
+            in_flight.append((path, pool.submit(prepare_track, path, config)))
+
+    for _ in range(max(1, ahead)):
+        submit_next()
+    while in_flight:
+        path, future = in_flight.popleft()
+        submit_next()
+        try:
+            outcome: PreparedTrack | TaggerError = future.result()
+        except TaggerError as exc:
+            outcome = exc
+        except Exception as exc:  # a decoder bug must not stop the other files
+            outcome = ReadError(f"unexpected {type(exc).__name__}: {exc}", path)
+        yield path, outcome

@@ -19,6 +19,7 @@ from tagger.cli.common import (
     EXIT_USAGE,
     Parser,
     UsageError,
+    add_path_command,
 )
 from tagger.cli.learning import cmd_eval, cmd_learn, cmd_train
 from tagger.cli.library import (
@@ -114,6 +115,25 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
                         help="only warnings and errors (and a summary when files failed)")
 
 
+def _label_options(parser: argparse.ArgumentParser, *, min_tracks: str) -> None:
+    """train, eval and learn: which genres the labels keep, and under which names."""
+    parser.add_argument("--min-tracks", type=int, default=5, metavar="N",
+                        help=f"{min_tracks} (default 5)")
+    parser.add_argument("--map", action="append", metavar="SRC=DST",
+                        help="rename a genre before use (repeatable; DST empty: drop it)")
+    parser.add_argument("--genre-map", metavar="FILE", help="TOML/JSON table of SRC = DST")
+
+
+def _head_options(parser: argparse.ArgumentParser, *, embedding: str) -> None:
+    """train, eval and learn: the head trained on the backbones (``embedding``: the default
+    features, as its help says it)."""
+    parser.add_argument("--embedding", choices=("penultimate", "pooled", "both", "tags"),
+                        help=f"backbone features the head reads (default: {embedding})")
+    parser.add_argument("--head", choices=("linear", "mlp"), help="head shape (default: mlp)")
+    parser.add_argument("--epochs", type=int, metavar="N")
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="tagger", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"tagger {__version__}")
@@ -142,9 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     db = Parser(add_help=False)
     db.add_argument("--db", metavar="URL", help="catalogue URL (overrides tagger.toml)")
 
-    scanning = Parser(add_help=False)
-    scanning.add_argument("--dry-run", action="store_true",
-                          help="print existing -> proposed genre; write nothing")
+    proposals = Parser(add_help=False)  # scan and retag: what a run would change, or did
+    proposals.add_argument("--dry-run", action="store_true",
+                           help="print existing -> proposed genre; change nothing")
+    proposals.add_argument("--json", action="store_true",
+                           help="print the summary as one JSON object (with --dry-run: and "
+                                "every proposal in it)")
+
+    scanning = Parser(add_help=False, parents=[proposals])
     scanning.add_argument("--force", action="store_true", help="also redo unchanged files")
     scanning.add_argument("--retry-failed", action="store_true",
                           help="also retry files that failed for their content and did not "
@@ -156,17 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "docs/cluster.md)")
     scanning.add_argument("--address", metavar="ADDR",
                           help="Ray head node HOST:PORT, or 'auto' (cluster.address)")
-    scanning.add_argument("--json", action="store_true",
-                          help="print the summary as one JSON object (with --dry-run: and "
-                               "every proposal in it)")
-    scan = sub.add_parser(
-        "scan", parents=[db, model, scanning], help="classify, tag and catalogue a library",
+    add_path_command(
+        sub, "scan", paths="folders or files (default: library.roots)",
+        parents=[db, model, scanning], help="classify, tag and catalogue a library",
         description="Classify what is new or changed under PATHs (folders or files), write "
                     "the genres, update the catalogue. Unchanged files are skipped; files that "
                     "failed for a transient reason (worker died, timeout, permission) are "
                     "retried, the others when they change or with --retry-failed.")
-    scan.add_argument("paths", nargs="*", metavar="PATH",
-                      help="folders or files (default: library.roots)")
 
     demo = sub.add_parser("demo", parents=[db, model, scanning],
                           help="copy the shipped demo clips to FOLDER and scan them")
@@ -177,21 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
     from tagger.cli.retag import add_parser as add_retag
 
     add_parsers(sub, [db])
-    add_retag(sub, [db, model])
+    add_retag(sub, [db, model, proposals])
     from tagger.cli.reviewing import add_parser as add_review
 
     add_review(sub, [db])
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh", "fish"))
 
-    show = sub.add_parser("show", parents=[db], help="everything known about tracks")
-    show.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    add_path_command(sub, "show", paths="files or folders", nargs="+", parents=[db],
+                     help="everything known about tracks")
 
     stats = sub.add_parser("stats", parents=[db], help="genre distribution, confidence, failures")
     stats.add_argument("--json", action="store_true")
 
-    revert = sub.add_parser("revert", parents=[db], help="restore the tags tagger overwrote")
-    revert.add_argument("paths", nargs="*", metavar="PATH", help="files or folders")
+    revert = add_path_command(sub, "revert", paths="files or folders", parents=[db],
+                              help="restore the tags tagger overwrote")
     revert.add_argument("--all", action="store_true", help="every file tagger ever wrote")
     revert.add_argument("--force", action="store_true",
                         help="also revert files whose genre was edited after tagger wrote it")
@@ -219,10 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     dbcmd = sub.add_parser("db", parents=[db], help="catalogue schema: upgrade, current")
     dbcmd.add_argument("db_command", choices=("upgrade", "current"))
 
-    watch = sub.add_parser("watch", parents=[db, model],
-                           help="the daemon: reconcile, then tag new and changed files as they "
-                                "arrive (docs/watch.md)")
-    watch.add_argument("paths", nargs="*", metavar="PATH", help="default: library.roots")
+    watch = add_path_command(sub, "watch", paths="default: library.roots", parents=[db, model],
+                             help="the daemon: reconcile, then tag new and changed files as "
+                                  "they arrive (docs/watch.md)")
     watch.add_argument("--workers", type=workers_option, metavar="N",
                        help="decode worker processes")
 
@@ -238,16 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--from-tags", action="store_true",
                        help="label catalogued tracks by the genre tags you set ('tagger scan' "
                             "first)")
-    learn.add_argument("--min-tracks", type=int, default=5, metavar="N",
-                       help="--from-tags: leave out genres with fewer tracks (default 5)")
-    learn.add_argument("--map", action="append", metavar="SRC=DST",
-                       help="rename a genre before use (repeatable; DST empty: drop it)")
-    learn.add_argument("--genre-map", metavar="FILE", help="TOML/JSON table of SRC = DST")
-    learn.add_argument("--embedding", choices=("penultimate", "pooled", "both", "tags"),
-                       help="backbone features the head reads (default: pooled)")
-    learn.add_argument("--head", choices=("linear", "mlp"), help="head shape (default: mlp)")
-    learn.add_argument("--epochs", type=int, metavar="N")
-    learn.add_argument("--seed", type=int, default=0)
+    _label_options(learn, min_tracks="--from-tags: leave out genres with fewer tracks")
+    _head_options(learn, embedding="pooled")
     learn.add_argument("--folds", type=int, default=5, metavar="K",
                        help="k-fold cross-validation by track (train: 0 skips it)")
 
@@ -272,20 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--reliability", metavar="FILE.png",
                           help="draw the reliability diagram (held-out confidence)")
 
-    learning = sub.add_parser(
-        "learn", parents=[db],
+    learning = add_path_command(
+        sub, "learn", paths="library folders to learn from (default: the whole catalogue)",
+        parents=[db],
         help="learn a genre head from your library's own genres; compare, calibrate, adopt",
         description="Train a head on the genres you set in your files (and your corrections; "
                     "never the genres tagger wrote), report it against the default genre "
                     "map on the same folds, grouped by artist, calibrate the confidence, "
                     "and with --adopt make it the library's model (docs/training.md).")
-    learning.add_argument("paths", nargs="*", metavar="PATH",
-                          help="library folders to learn from (default: the whole catalogue)")
-    learning.add_argument("--min-tracks", type=int, default=5, metavar="N",
-                          help="leave out genres with fewer labelled tracks (default 5)")
-    learning.add_argument("--map", action="append", metavar="SRC=DST",
-                          help="rename a genre before use (repeatable; DST empty: drop it)")
-    learning.add_argument("--genre-map", metavar="FILE", help="TOML/JSON table of SRC = DST")
+    _label_options(learning, min_tracks="leave out genres with fewer labelled tracks")
     learning.add_argument("--folds", type=int, default=5, metavar="K",
                           help="k-fold cross-validation (default 5)")
     learning.add_argument("--group-by", choices=("artist", "album", "track"), default="artist",
@@ -298,12 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how confidence is calibrated (default: temperature)")
     learning.add_argument("--target-precision", type=float, metavar="P",
                           help="for the auto threshold (default: tags.target_precision)")
-    learning.add_argument("--embedding", choices=("penultimate", "pooled", "both", "tags"),
-                          help="backbone features the head reads (default: penultimate, "
-                               "what scan caches)")
-    learning.add_argument("--head", choices=("linear", "mlp"), help="head shape (default: mlp)")
-    learning.add_argument("--epochs", type=int, metavar="N")
-    learning.add_argument("--seed", type=int, default=0)
+    _head_options(learning, embedding="penultimate, what scan caches")
     learning.add_argument("--adopt", action="store_true",
                           help="write the head under the state directory and make it the "
                                "library's model")

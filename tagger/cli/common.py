@@ -40,6 +40,15 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message, self.format_usage(), self.prog)
 
 
+def add_path_command(sub, name: str, *, paths: str, nargs: str = "*",
+                     **kwargs) -> argparse.ArgumentParser:
+    """The parser of a command that works on PATHs, files or folders (``args.paths``;
+    ``paths`` is their help); the rest as ``sub.add_parser`` takes it."""
+    parser = sub.add_parser(name, **kwargs)
+    parser.add_argument("paths", nargs=nargs, metavar="PATH", help=paths)
+    return parser
+
+
 def catalogue_of(config: Config):
     from tagger.library.catalogue import open_catalogue
 

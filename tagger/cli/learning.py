@@ -113,7 +113,8 @@ def cmd_train(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_eval(args: argparse.Namespace, config: Config) -> int:
     from tagger.learn.calibrate import calibrate, plot_reliability
-    from tagger.learn.evaluate import evaluate_on_folds, format_report, plot_confusion
+    from tagger.learn.eval_report import format_report, plot_confusion
+    from tagger.learn.evaluate import evaluate_on_folds
 
     embedded, backbones = _embedded(args, config)
     head = None

@@ -94,19 +94,27 @@ def format_proposal(proposal: dict) -> str:
             f"{proposal['confidence']:.2f}]")
 
 
+def _tagged(dry_run: bool) -> str:
+    return "would be tagged" if dry_run else "tagged"
+
+
+def _commonest_failures(failures) -> list[str]:
+    """The five commonest reasons in a Counter of failures, with their counts."""
+    return [f"  failed x{count}: {reason}" for reason, count in failures.most_common(5)]
+
+
 def summary_lines(summary) -> list[str]:
     """A scan's :class:`~tagger.service.recorder.Summary` for people."""
     rate = summary.classified / summary.elapsed_s if summary.elapsed_s else 0.0
-    tagged = "would be tagged" if summary.dry_run else "tagged"
+    tagged = _tagged(summary.dry_run)
     out = [
         f"{summary.seen} files: {summary.classified} classified ({rate:.2f}/s), "
         f"{summary.tagged} {tagged}, {summary.unchanged} unchanged, {summary.failed} failed, "
         f"{summary.skipped} skipped, {summary.missing} missing, {summary.moved} moved",
         f"ties: {summary.ties}; below threshold: {summary.below_threshold}; "
         f"tags left as they were: {summary.kept}",
+        *_commonest_failures(summary.failures),
     ]
-    for reason, count in summary.failures.most_common(5):
-        out.append(f"  failed x{count}: {reason}")
     if summary.left_failed:
         out.append(f"still failed: {summary.still_failed} files ({summary.left_failed} from "
                    "earlier runs, unchanged since: 'tagger scan --retry-failed' tries them "
@@ -119,7 +127,7 @@ def summary_lines(summary) -> list[str]:
 def retag_lines(summary, listed: int = 20) -> list[str]:
     """A :class:`~tagger.service.retag.RetagSummary` for people (the first ``listed`` tracks
     that need a scan by name)."""
-    tagged = "would be tagged" if summary.dry_run else "tagged"
+    tagged = _tagged(summary.dry_run)
     t = summary.tags
     model = f"{summary.model.name} ({summary.model.sha256[:12]})" if summary.model else "?"
     out = [
@@ -130,9 +138,8 @@ def retag_lines(summary, listed: int = 20) -> list[str]:
         f"threshold ({t.withdrawn} of them: tagger's earlier genre taken back), {t.failed} "
         f"failed; {summary.corrected} corrected by you (files left alone), "
         f"{summary.missing} missing",
+        *_commonest_failures(t.failures),
     ]
-    for reason, count in t.failures.most_common(5):
-        out.append(f"  failed x{count}: {reason}")
     if summary.need_scan:
         out.append(f"need a scan ({len(summary.need_scan)}: changed since, or no cached "
                    "embeddings): 'tagger scan --force PATH' embeds them")

@@ -10,6 +10,7 @@ from tagger.cli.common import (
     EXIT_FAILURES,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    add_path_command,
     catalogue_location,
     graceful_stop,
     run_catalogue,
@@ -18,8 +19,8 @@ from tagger.config import Config
 
 
 def add_parser(sub, parents) -> None:
-    retag = sub.add_parser(
-        "retag", parents=parents,
+    add_path_command(
+        sub, "retag", paths="files or folders (default: all)", parents=parents,
         help="predict the catalogued tracks again under the current model and retag them "
              "(no decode)",
         description="Re-predict every catalogued track (below PATHs: files or folders; "
@@ -29,12 +30,6 @@ def add_parser(sub, parents) -> None:
                     "be replaced, an untagged file is filled, a genre you set or corrected "
                     "is never touched. Nothing is decoded: tracks without cached embeddings "
                     "are listed as needing a scan.")
-    retag.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: all)")
-    retag.add_argument("--dry-run", action="store_true",
-                       help="print existing -> proposed genre; change nothing")
-    retag.add_argument("--json", action="store_true",
-                       help="print the summary as one JSON object (with --dry-run: and every "
-                            "proposal in it)")
 
 
 def cmd_retag(args: argparse.Namespace, config: Config) -> int:

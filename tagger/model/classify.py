@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from tagger.audio.features import PreparedTrack, prepare_track
+from tagger.audio.features import PreparedTrack, prepare_in_order
 from tagger.config import Config
-from tagger.errors import ConfigError, ReadError, TaggerError
+from tagger.errors import ConfigError, TaggerError
 from tagger.model.bundle import DEFAULT_BUNDLE, TrainedHead, load_bundle, resolve_bundle_path
 from tagger.model.calibration import Calibrator
 from tagger.model.embeddings import (
@@ -290,38 +289,21 @@ class Classifier:
 
         A file that cannot be read yields a result with ``error`` set; the rest go on.
         """
-        target = self.config.model.batch_segments
+        model = self.config.model
+        # a batch and a bit ahead: the next batch decodes while the model runs this one
+        ahead = max(prepare_threads * 2,
+                    -(-model.batch_segments // model.segments) + prepare_threads)
         with ThreadPoolExecutor(max_workers=max(1, prepare_threads)) as pool:
-            in_flight: deque = deque()
             pending: list[tuple[str, PreparedTrack | TaggerError]] = []
             queued = 0
-            paths = iter(paths)
-
-            def submit_next() -> None:
-                path = next(paths, None)
-                if path is not None:
-                    in_flight.append((path, pool.submit(prepare_track, path, self.config)))
-
-            # a batch and a bit ahead: the next batch decodes while the model runs this one
-            model = self.config.model
-            ahead = -(-model.batch_segments // model.segments) + prepare_threads
-            for _ in range(max(prepare_threads * 2, ahead)):
-                submit_next()
-            while in_flight:
-                path, future = in_flight.popleft()
-                submit_next()
-                try:
-                    prepared = future.result()
+            for path, prepared in prepare_in_order(paths, self.config, pool, ahead):
+                pending.append((path, prepared))
+                if isinstance(prepared, PreparedTrack):
                     queued += len(prepared.patches)
-                    pending.append((path, prepared))
-                except TaggerError as exc:
-                    pending.append((path, exc))
-                except Exception as exc:  # a decoder bug must not stop the other files
-                    error = ReadError(f"unexpected {type(exc).__name__}: {exc}", path)
-                    pending.append((path, error))
-                if queued >= target or not in_flight:
+                if queued >= model.batch_segments:
                     yield from self._flush(pending)
                     pending, queued = [], 0
+            yield from self._flush(pending)
 
     def _flush(self, pending: list[tuple[str, PreparedTrack | TaggerError]]) -> list[TrackResult]:
         prepared = [item for _, item in pending if isinstance(item, PreparedTrack)]

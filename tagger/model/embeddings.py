@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -28,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from tagger.audio.features import PreparedTrack, prepare_track
+from tagger.audio.features import PreparedTrack, prepare_in_order
 from tagger.audio.identity import content_id
 from tagger.config import Config
 from tagger.errors import ReadError, TaggerError
@@ -300,33 +299,21 @@ def extract(paths: Sequence[str], config: Config, backbones: Backbones,
 
         pending: list[tuple[int, PreparedTrack]] = []
         queued = 0
-        remaining = iter(todo)
-        in_flight: deque = deque()
-
-        def submit_next() -> None:
-            i = next(remaining, None)
-            if i is not None:
-                in_flight.append((i, pool.submit(prepare_track, paths[i], config)))
-
-        for _ in range(max(1, threads) * 2):  # a bounded window: decoded tracks never pile up
-            submit_next()
-        while in_flight:
-            i, future = in_flight.popleft()
-            submit_next()
-            try:
-                track = future.result()
+        prepared = prepare_in_order([paths[i] for i in todo], config, pool, max(1, threads) * 2)
+        for i, (_, track) in zip(todo, prepared, strict=True):  # in todo's order
+            if isinstance(track, PreparedTrack):
                 pending.append((i, track))
                 queued += len(track.patches)
-            except TaggerError as exc:
-                fail(i, str(exc))
+            else:
+                fail(i, str(track))
                 report(1)
-            except Exception as exc:  # a decoder bug must not stop the others
-                fail(i, f"{paths[i]}: unexpected {type(exc).__name__}: {exc}")
-                report(1)
-            if queued >= backbones.batch or not in_flight:
+            if queued >= backbones.batch:
                 _embed_batch(pending, keys, results, backbones, cache, settings, stats)
                 report(len(pending))
                 pending, queued = [], 0
+        if pending:
+            _embed_batch(pending, keys, results, backbones, cache, settings, stats)
+            report(len(pending))
     stats.seconds = time.perf_counter() - started
     return results, stats
 

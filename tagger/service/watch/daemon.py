@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from operator import attrgetter
 from typing import Callable, Iterable
 
 from watchdog.events import FileSystemEvent
@@ -107,25 +108,13 @@ class Watcher:
         """``{root: (native | polling, reason)}``."""
         return self._observers.chosen
 
-    @property
-    def moved(self) -> int:
-        return self._reconciler.moved
-
-    @property
-    def missing(self) -> int:
-        return self._reconciler.missing
-
-    @property
-    def found(self) -> int:
-        return self._batches.found
-
-    @property
-    def unchanged(self) -> int:
-        return self._batches.unchanged
-
-    @property
-    def deferred(self) -> int:
-        return self._batches.deferred
+    # the counts (int) its parts keep, read-only here: tracks moved and gone (the reconcile),
+    # files found again, unchanged or deferred (the batches)
+    moved = property(attrgetter("_reconciler.moved"))
+    missing = property(attrgetter("_reconciler.missing"))
+    found = property(attrgetter("_batches.found"))
+    unchanged = property(attrgetter("_batches.unchanged"))
+    deferred = property(attrgetter("_batches.deferred"))
 
     def is_watched(self, root: str) -> bool:
         """Whether an observer watches ``root`` now (a root not there at the start is
