@@ -11,6 +11,7 @@ from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from tagger.audio.features import PreparedTrack, prepare_track
 from tagger.config import Config
@@ -40,11 +41,15 @@ def configure_threads(threads: int) -> int:
 
     torch itself is set to one intra-op thread: the parallelism is across chunks of the batch
     (:class:`Backbones`), which keeps its pace when other processes compete for the cores.
+    numpy's BLAS goes to one thread as well: the decode threads beside the model (classify,
+    learn) would otherwise each wake a BLAS team for the log-mel product, whose threads then
+    spin-wait on the cores the model streams need (measured: 2x the decode's CPU time).
     Returns the number of streams.
     """
     count = threads or os.cpu_count() or 1
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
+    threadpool_limits(1, user_api="blas")
     return count
 
 
