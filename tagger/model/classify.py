@@ -108,6 +108,7 @@ class GenreHead(Protocol):
     needs_embeddings: bool  # whether genre_scores reads the embeddings (else tag scores only)
     needs_pooled: bool  # whether it reads the pooled features (not in a scan's cache rows)
     score_keys: tuple[str, ...]  # keys of the genre scores in each segment's scores; () none
+    calibrator: Calibrator | None  # the head's own calibration (a trained bundle's card)
 
     def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
         """(segments, genres) scores."""
@@ -120,6 +121,7 @@ class VocabularyHead:
     needs_embeddings = False
     needs_pooled = False
     score_keys: tuple[str, ...] = ()
+    calibrator = None  # the genre map's calibration lives in the catalogue only
 
     def __init__(self, vocabulary: Vocabulary, backbones_sha256: str):
         self.vocabulary = vocabulary
