@@ -20,13 +20,14 @@ embedding per track — in ms per track, wall and CPU, of the fastest of 7 round
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results import write_section
 
 from tagger.audio.features import prepare_track
 from tagger.config import AUDIO_EXTENSIONS, Config, LibraryConfig, TagsConfig
@@ -143,9 +144,6 @@ def main(argv: list[str]) -> int:
     ]
     print("\n".join(lines))
     if args.write:
-        sys.path.insert(0, os.path.dirname(__file__))
-        from results import write_section
-
         write_section("embedding_cache", "Embedding cache: bytes per track", "\n".join(
             ["`python bench/embedding_cache.py FOLDER --limit 50`", "", "```", *lines, "```"]))
     return 0

@@ -20,16 +20,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from results import write_section
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from results import write_section  # noqa: E402
-
-from tagger.config import Config  # noqa: E402
-from tagger.library.catalogue import open_catalogue  # noqa: E402
-from tagger.model.vote import vote  # noqa: E402
-from tagger.results import ModelInfo, SegmentResult, TrackResult  # noqa: E402
-from tagger.review.queues import Queue, Sort, queue_page  # noqa: E402
+from tagger.config import Config
+from tagger.library.catalogue import open_catalogue
+from tagger.model.vote import vote
+from tagger.results import ModelInfo, SegmentResult, TrackResult
+from tagger.review.queues import Queue, Sort, queue_page
 
 GENRES = ("rock", "pop", "electronic", "jazz", "classical", "hip-hop", "folk", "metal")
 MODEL = ModelInfo("musicnn", "f" * 64, GENRES)

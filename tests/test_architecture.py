@@ -18,7 +18,8 @@ from tagger.errors import TaggerError
 PACKAGE_DIR = Path(tagger.__file__).resolve().parent
 
 #: The base: plain data and the errors, importable from anywhere.
-BASE = {"tagger", "tagger.errors", "tagger.config", "tagger.results", "tagger.formats"}
+BASE = {"tagger", "tagger.errors", "tagger.config", "tagger.results", "tagger.formats",
+        "tagger.private"}
 
 #: room -> the rooms it may import (itself always allowed).
 ALLOWED = {
@@ -189,3 +190,33 @@ def test_the_private_use_reader_sees_each_kind_of_reach(tmp_path):
                     "probe.py:3 reads identity._read_logical",
                     "probe.py:4 reads watcher._on_event", "probe.py:5 passes _hook=",
                     "probe.py:6 setattr(..., '_pool')"], uses
+
+
+def path_tricks(path: Path, base: Path = PACKAGE_DIR.parent) -> list[str]:
+    """Imports of conftest and edits of sys.path in ``path``: tests import their helpers
+    from tests/helpers/, bench and tools the installed package and their own folder."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        where = f"{path.relative_to(base)}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.ImportFrom) and node.module == "conftest":
+            found.append(f"{where} imports from conftest")
+        elif isinstance(node, ast.Import) and any(a.name == "conftest" for a in node.names):
+            found.append(f"{where} imports conftest")
+        elif (isinstance(node, ast.Attribute) and node.attr == "path"
+              and isinstance(node.value, ast.Name) and node.value.id == "sys"):
+            found.append(f"{where} touches sys.path")
+    return found
+
+
+def test_tests_benches_and_tools_import_without_path_tricks(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from conftest import real_clip\nimport conftest\n"
+                     "import sys\nsys.path.insert(0, '.')\n", encoding="utf-8")
+    assert sorted(path_tricks(probe, tmp_path)) == [
+        "probe.py:1 imports from conftest", "probe.py:2 imports conftest",
+        "probe.py:4 touches sys.path"]
+    root = PACKAGE_DIR.parent
+    sources = sorted(p for folder in ("tests", "bench", "tools") if (root / folder).is_dir()
+                     for p in (root / folder).rglob("*.py"))
+    found = [trick for path in sources for trick in path_tricks(path)]
+    assert not found, "\n".join(found)

@@ -129,6 +129,17 @@ def test_new_model_keys_are_validated():
 # --- threads ------------------------------------------------------------------------------
 
 
+def test_the_model_process_keeps_numpy_blas_on_one_thread():
+    """Decode threads beside the model streams must not wake BLAS teams that spin-wait on the
+    model's cores (the log-mel product is numpy's): configure_threads sets one thread."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    with threadpool_limits(2, user_api="blas"):
+        configure_threads(0)
+        blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        assert blas and set(blas) == {1}
+
+
 def test_streams_split_the_batch_and_give_the_same_scores():
     """Two single-threaded streams over chunks of the batch: the same numbers as one pass."""
     assert configure_threads(0) == (os.cpu_count() or 1)

@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import real_clip
+from helpers.audio import real_clip
 
 from tagger.cli import main
 from tagger.library import tags
@@ -118,6 +118,18 @@ def test_state_dir_catalogue_lock_and_status_are_private(env):
     for p in made:  # (numba's compiled-kernel cache holds no data of the user's)
         if p.name != "numba-cache":
             assert p.stat().st_mode & 0o077 == 0, f"{p.name} is {p.stat().st_mode & 0o777:o}"
+
+
+def test_an_embedding_cache_left_readable_by_all_is_made_private(env):
+    lib, _, tmp = env
+    add_track(lib / "a.ogg")
+    state = tmp / "state" / "tagger"
+    state.mkdir(parents=True, mode=0o700)
+    cache = state / "embeddings.sqlite"
+    sqlite3.connect(cache).close()  # as an older tagger left it: the umask's mode
+    cache.chmod(0o644)
+    assert main(["scan", str(lib)]) == 0
+    assert cache.stat().st_mode & 0o777 == 0o600
 
 
 def test_an_existing_open_state_dir_is_made_private(env):
@@ -455,7 +467,7 @@ def test_a_scan_marks_a_write_interrupted_before_it_happened_reverted(env):
 
 
 def wav_of_clip(out: Path, *metadata: str) -> Path:
-    from conftest import encoding_ffmpeg, ffmpeg_run
+    from helpers.audio import encoding_ffmpeg, ffmpeg_run
 
     exe = encoding_ffmpeg("pcm_s16le")
     if exe is None:
@@ -476,12 +488,12 @@ def test_a_wav_genre_in_riff_info_counts_as_the_users(env):
 
 
 def test_a_sparse_file_is_not_made_dense_by_a_tag_write(env):
-    from conftest import MASTER_CLIP
+    from helpers.audio import MASTER_CLIP
 
     lib, db, tmp = env
     sparse = lib / "sparse.wav"
     shutil.copy(real_clip(MASTER_CLIP), tmp / "master.ogg")
-    from conftest import encoding_ffmpeg, ffmpeg_run
+    from helpers.audio import encoding_ffmpeg, ffmpeg_run
 
     ffmpeg_run(encoding_ffmpeg("pcm_s16le"), "-t", "40", "-i", str(tmp / "master.ogg"),
                "-ar", "44100", "-ac", "2", "-c:a", "pcm_s16le", str(tmp / "plain.wav"))

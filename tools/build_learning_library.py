@@ -27,10 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import build_game_music_dataset as games
 import mutagen
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import build_game_music_dataset as games  # noqa: E402
 
 #: album -> (genre as the user writes it or None: leave the file's own / untagged, composer)
 ALBUMS = {

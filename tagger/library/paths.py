@@ -9,11 +9,11 @@ import stat
 from pathlib import Path
 
 from tagger.errors import WriteError
-
-#: The state directory and everything tagger creates in it are the user's alone: the catalogue
-#: holds every path and the tag history.
-PRIVATE_DIR_MODE = 0o700
-PRIVATE_FILE_MODE = 0o600
+from tagger.private import (  # noqa: F401  (the library's names for them, as always)
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    create_private_file,
+)
 
 
 def _why(exc: OSError) -> str:
@@ -58,17 +58,6 @@ def private_dir(path: str | os.PathLike[str], what: str = "state directory") -> 
     except OSError as exc:
         raise WriteError(f"cannot use the {what} {path}: {_why(exc)}") from None
     return path
-
-
-def create_private_file(path: str | os.PathLike[str]) -> None:
-    """Create ``path`` empty with mode 0600 when it does not exist (SQLite gives its -wal and
-    -shm files the database's mode, so the catalogue stays private as it grows)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                     PRIVATE_FILE_MODE)
-    except FileExistsError:
-        return
-    os.close(fd)
 
 
 # ------------------------------------------------------------------ symlinks and file types

@@ -203,6 +203,7 @@ class TrainedHead:
         self.info = ModelInfo(name=bundle.name, sha256=bundle.sha256, vocabulary=bundle.labels)
         self.score_keys = tuple(f"head:{label}" for label in bundle.labels)
         self.needs_pooled = needs_pooled(bundle.embedding)
+        self.calibrator = bundle.calibrator
 
     def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
         # embeddings are cached at half precision: give the head what it was trained on, the

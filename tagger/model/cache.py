@@ -16,9 +16,7 @@ needs the track decoded once more. docs/training.md has the measurements behind 
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 
 from tagger.config import Config
 from tagger.errors import ReadError, WriteError
+from tagger.private import PRIVATE_DIR_MODE, create_private_file
 
 if TYPE_CHECKING:
     from tagger.model.embeddings import BackboneOutput
@@ -121,14 +120,9 @@ class EmbeddingCache:
     def _make_private(self) -> None:
         """The folder 0700 and the file 0600, like the catalogue (what was listened to is
         nobody else's business); SQLite gives its -wal and -shm files the file's mode."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
-        except FileExistsError:  # one an older tagger made readable by all is tightened
-            st = os.stat(self.path)
-            if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
-                os.chmod(self.path, stat.S_IMODE(st.st_mode) & 0o700)
+        self.path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        # one an older tagger made readable by all is tightened
+        create_private_file(self.path, tighten=True)
 
     def _convert_version_1(self) -> None:
         """Rows of the first layout (penultimate float32) move into this one, rounded."""

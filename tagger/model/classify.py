@@ -10,6 +10,7 @@ from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from tagger.audio.features import PreparedTrack, prepare_in_order
 from tagger.config import Config
@@ -39,11 +40,15 @@ def configure_threads(threads: int) -> int:
 
     torch itself is set to one intra-op thread: the parallelism is across chunks of the batch
     (:class:`Backbones`), which keeps its pace when other processes compete for the cores.
+    numpy's BLAS goes to one thread as well: the decode threads beside the model (classify,
+    learn) would otherwise each wake a BLAS team for the log-mel product, whose threads then
+    spin-wait on the cores the model streams need (measured: 2x the decode's CPU time).
     Returns the number of streams.
     """
     count = threads or os.cpu_count() or 1
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
+    threadpool_limits(1, user_api="blas")
     return count
 
 
@@ -102,6 +107,7 @@ class GenreHead(Protocol):
     needs_embeddings: bool  # whether genre_scores reads the embeddings (else tag scores only)
     needs_pooled: bool  # whether it reads the pooled features (not in a scan's cache rows)
     score_keys: tuple[str, ...]  # keys of the genre scores in each segment's scores; () none
+    calibrator: Calibrator | None  # the head's own calibration (a trained bundle's card)
 
     def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
         """(segments, genres) scores."""
@@ -114,6 +120,7 @@ class VocabularyHead:
     needs_embeddings = False
     needs_pooled = False
     score_keys: tuple[str, ...] = ()
+    calibrator = None  # the genre map's calibration lives in the catalogue only
 
     def __init__(self, vocabulary: Vocabulary, backbones_sha256: str):
         self.vocabulary = vocabulary

@@ -73,7 +73,7 @@ class Engine:
 
     def worker_pids(self) -> list[int]:
         """Process ids of the decode workers running now (none before the first file)."""
-        return list(getattr(self._pool, "_processes", None) or {})
+        return pool_pids(self._pool) if self._pool is not None else []
 
     def submit(self, fn: Callable, *args) -> Future:
         """Run ``fn(*args)`` in one of the decode worker processes."""

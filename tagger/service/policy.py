@@ -96,8 +96,6 @@ def resolve_calibration(config: Config, catalogue, model_sha256: str,
 
 def use_calibration(config: Config, catalogue, classifier) -> Config:
     """:func:`resolve_calibration` for a local classifier: it gets the calibrator."""
-    bundle = getattr(getattr(classifier, "head", None), "bundle", None)
-    card = getattr(bundle, "calibrator", None)
-    classifier.calibrator, config = resolve_calibration(config, catalogue,
-                                                        classifier.info.sha256, card)
+    classifier.calibrator, config = resolve_calibration(
+        config, catalogue, classifier.info.sha256, classifier.head.calibrator)
     return config
