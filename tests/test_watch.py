@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
@@ -234,6 +235,8 @@ class BrokenClassifier:
     """Fault injection: a model step that raises, to show the daemon outlives it."""
 
     info = ModelInfo("broken", "b" * 64, ("jazz",))
+
+    head = SimpleNamespace(calibrator=None)  # what the engine asks of a classifier's head
 
     def __init__(self):
         self.counts: Counter[str] = Counter()
