@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tagger.audio.containers import detect_format
 from tagger.audio.ffmpeg_cli import (
     MAX_MESSAGE,
     decode_with_binary,
@@ -39,6 +40,7 @@ from tagger.audio.ffmpeg_cli import (
     find_ffmpeg,
 )
 from tagger.errors import ReadError
+from tagger.formats import AIFF, WAV
 
 __all__ = ["DecodedAudio", "find_ffmpeg", "probe_duration", "decode_window", "resample",
            "BACKENDS"]
@@ -173,8 +175,9 @@ def decode_window(
             log.info("%s: %s; decoding with the ffmpeg binary", path, exc.message)
         else:
             return _finish(samples, source_rate, offset, duration, window_s, sample_rate, path)
-    samples, source_rate, offset, duration = decode_with_binary(
+    frames, source_rate, offset, duration = decode_with_binary(
         path, window_s, find_ffmpeg(ffmpeg), timeout_s)
+    samples = _to_mono(frames.reshape(1, -1), "flt", False, frames.shape[1])  # interleaved
     return _finish(samples, source_rate, offset, duration, window_s, sample_rate, path)
 
 
@@ -212,10 +215,11 @@ class _NoDecoder(ReadError):
 _INT_SCALE = {"s16": 1 / 32768, "s32": 1 / 2147483648, "s64": 1 / 9223372036854775808}
 
 
-# FFmpeg reads up to 5 MB of a file to find its streams' facts. For PCM (WAV, AIFF) the header
-# already holds them all, and reading 5 MB of samples costs ~45 ms a file (as much as decoding
-# the window): a first open reads 64 KiB, and a file whose audio is not PCM is opened again
-# with FFmpeg's defaults, so that its stream facts and duration estimate stay the binary's.
+# FFmpeg reads up to 5 MB of a file to find its streams' facts. For PCM in WAV or AIFF the
+# header already holds them all, and reading 5 MB of samples costs ~45 ms a file (as much as
+# decoding the window): such a file is opened with a 64 KiB probe. Any other file, and a WAV
+# or AIFF whose audio turns out not to be PCM, gets FFmpeg's defaults, so that its stream
+# facts and duration estimate stay the binary's.
 _QUICK_PROBE = {"probesize": "65536"}
 
 
@@ -223,16 +227,10 @@ def _open_container(path: str):
     """The file opened by FFmpeg's libraries (format found by content), or a ReadError."""
     import av
 
-    try:
-        container = _open_av(path, _QUICK_PROBE)
-    except av.error.FFmpegError:
-        container = None  # the full open below gives the error in FFmpeg's words
-    if container is not None:
-        audio = container.streams.audio
-        codec = audio[0].codec_context if audio else None
-        if codec is not None and codec.name.startswith("pcm_"):
+    if _sniff(path) in (WAV, AIFF):
+        container = _open_pcm(path)
+        if container is not None:
             return container
-        container.close()
     try:
         return _open_av(path, {})
     except FileNotFoundError:  # av.error.FileNotFoundError is one too
@@ -244,10 +242,35 @@ def _open_container(path: str):
                         path) from None
 
 
+def _sniff(path: str) -> str | None:
+    """The container by its first bytes (:func:`~tagger.audio.containers.detect_format`)."""
+    try:
+        with open(path, "rb") as f:
+            return detect_format(f, path)
+    except OSError:
+        return None  # FFmpeg's own open says why
+
+
+def _open_pcm(path: str):
+    """A WAV or AIFF file opened with the short probe when its audio is PCM, else None."""
+    import av
+
+    try:
+        container = _open_av(path, _QUICK_PROBE)
+    except av.error.FFmpegError:
+        return None  # the full open gives the error in FFmpeg's words
+    audio = container.streams.audio
+    codec = audio[0].codec_context if audio else None
+    if codec is not None and codec.name.startswith("pcm_"):
+        return container
+    container.close()
+    return None
+
+
 def _open_av(path: str, options: dict):
     import av
 
-    # an absolute file: URL and the file protocol only, as for the binary (see _url)
+    # an absolute file: URL and the file protocol only, as for the binary (see file_url)
     return av.open(file_url(path), options={"protocol_whitelist": "file", **options})
 
 
@@ -283,26 +306,24 @@ def _to_mono(data: np.ndarray, name: str, planar: bool, channels: int) -> np.nda
     if not planar:  # interleaved: (1, samples * channels)
         data = data.reshape(-1, channels).T
     base = name.rstrip("p")
-    if base in _INT_SCALE:
-        scale = np.float32(_INT_SCALE[base])
-
-        def as_float(row):
-            return row.astype(np.float32) * scale
-    elif base == "u8":
-        def as_float(row):
-            return (row.astype(np.float32) - 128.0) / 128.0
-    else:
-        def as_float(row):
-            return row.astype(np.float32)
     # Channel by channel, in the order and float32 arithmetic of ``mean(axis=0)``: numpy's
     # reduction over the few strided channels of interleaved audio is its slowest case (20 ms
     # for 30 s of stereo), adding whole rows is fast.
-    mono = as_float(data[0])
+    mono = _as_float(data[0], base)
     for channel in range(1, channels):
-        mono += as_float(data[channel])
+        mono += _as_float(data[channel], base)
     if channels > 1:
         mono /= channels
     return mono
+
+
+def _as_float(samples: np.ndarray, base: str) -> np.ndarray:
+    """One channel of FFmpeg sample format ``base`` (packed name) as a new float32 array."""
+    if base in _INT_SCALE:
+        return samples.astype(np.float32) * np.float32(_INT_SCALE[base])
+    if base == "u8":
+        return (samples.astype(np.float32) - 128.0) / 128.0
+    return samples.astype(np.float32)
 
 
 def _drain(queue, lead: int) -> np.ndarray:

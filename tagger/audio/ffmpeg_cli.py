@@ -95,8 +95,9 @@ def find_ffmpeg(configured: str = "") -> str:
 
 def decode_with_binary(path: str, window_s: float, exe: str,
                        timeout_s: float) -> tuple[np.ndarray, int, float, float]:
-    """Mono samples, their rate, the window's offset and the duration, by an ffmpeg run
-    (``path`` already checked by the caller)."""
+    """Float32 frames ``(samples, channels)``, their rate, the window's offset and the
+    duration, by an ffmpeg run (``path`` already checked by the caller; the caller downmixes,
+    as it does what PyAV decodes)."""
     duration = _probe_duration(path, exe, timeout_s)
     offset = max(0.0, (duration - window_s) / 2.0)
 
@@ -137,10 +138,7 @@ def decode_with_binary(path: str, window_s: float, exe: str,
         )
     if proc.returncode != 0 or stderr:
         log.debug("%s: decoded with ffmpeg errors: %s", path, _relevant_line(stderr))
-    samples = samples[: int(round(window_s * source_rate))]
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-    return samples, source_rate, offset, duration
+    return samples[: int(round(window_s * source_rate))], source_rate, offset, duration
 
 
 def file_url(path: str) -> str:
