@@ -22,7 +22,7 @@ from tagger.model.classify import (
     resolve_device,
     resolve_precision,
 )
-from tagger.model.embeddings import Backbones
+from tagger.model.embeddings import Backbones, audio_key
 from tagger.model.musicnn import load_musicnn
 
 PARITY = np.load(DATA_DIR / "parity.npz")
@@ -203,3 +203,17 @@ def test_the_daemon_runs_at_low_priority(level):
         return
     assert watch[0] >= 10 and watch[1] == os.SCHED_BATCH and watch[2] == 3  # idle I/O class
     assert later == watch  # threads started afterwards inherit all three
+
+
+def test_a_file_of_unknown_layout_is_keyed_by_the_hash_of_its_bytes(tmp_path):
+    """The cache key falls back to the whole file's sha256 where no audio payload can be
+    found (and says why, as a ReadError, when the file cannot be read at all)."""
+    import hashlib
+
+    from tagger.errors import ReadError
+
+    odd = tmp_path / "odd.bin"
+    odd.write_bytes(b"not a container we know" * 1000)
+    assert audio_key(str(odd)) == "file:" + hashlib.sha256(odd.read_bytes()).hexdigest()
+    with pytest.raises(ReadError):
+        audio_key(str(tmp_path / "missing.mp3"))

@@ -39,7 +39,7 @@ from tagger.model.cache import (  # noqa: F401  (the cache's names, as they alwa
     TrackEmbeddings,
     segment_settings,
 )
-from tagger.model.musicnn import LoadedModel
+from tagger.model.musicnn import LoadedModel, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -238,14 +238,10 @@ def audio_key(path: str) -> str:
     try:
         return content_id(path)
     except ReadError:
-        digest = hashlib.sha256()
         try:
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+            return "file:" + file_sha256(path)
         except OSError as exc:
             raise ReadError(f"cannot read: {exc.strerror or exc}", path) from None
-        return "file:" + digest.hexdigest()
 
 
 def extract(paths: Sequence[str], config: Config, backbones: Backbones,

@@ -154,7 +154,7 @@ def models_dir() -> Path:
                      + ", ".join(str(c) for c in candidates) + ")")
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
