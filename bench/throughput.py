@@ -12,7 +12,11 @@ When TensorFlow is importable and the musicnn 0.1.0 checkpoints are at --musicnn
   * the whole-track approach of musicnn's own tagger (``musicnn.extractor``): the whole file
     decoded with librosa, the whole log-mel, every 3 s patch run through the graph one at a
     time, graph and checkpoint loaded per call; and a kinder variant with the graph loaded
-    once and all patches in one batch, to show where the gain comes from.
+    once and all patches in one batch, to show where the gain comes from;
+  * issue #12's baseline, "the TF graph the musicnn way" (each file decoded whole by librosa,
+    then tagger's own 10 segments through both graphs), quiet and contended, in the same
+    rounds as tagger's end-to-end runs. librosa reads M4A through audioread, which needs an
+    ``ffmpeg`` on PATH.
 ``--agreement DIR...`` instead compares bf16 with fp32 inference on every track under the
 folders (decoded once, the same segments through both): the share of tracks with the same
 winning genre, and the largest and mean differences of the scores.
@@ -115,7 +119,8 @@ def bench_tagger(paths: list[str], config: Config) -> dict:
 def _prepare(path: str, config: Config) -> tuple[PreparedTrack, tuple[float, float]]:
     audio, decode_s = timed(lambda: decode_window(path, window_s=config.model.window_seconds))
     segments, features_s = timed(segment, audio.samples, config.model.segments)
-    track = PreparedTrack(path, segments.patches, segments.starts_s, audio.duration_s)
+    starts = tuple(round(audio.offset_s + start, 3) for start in segments.starts_s)
+    track = PreparedTrack(path, segments.patches, starts, audio.duration_s)
     return track, (decode_s, features_s)
 
 
@@ -171,15 +176,9 @@ class TFGraphs:
 
     def whole_track(self, path: str, faithful: bool) -> float:
         """Seconds for musicnn's whole-track tagging of one file with both models."""
-        import librosa
-
         start = time.perf_counter()
         for name in self.graph_defs:
-            # musicnn.extractor.batch_data: whole file, float16 mel as in the original
-            audio, sr = librosa.load(path, sr=16000)
-            mel = librosa.feature.melspectrogram(y=audio, sr=sr, hop_length=256, n_fft=512,
-                                                 n_mels=96).T.astype(np.float16)
-            mel = np.log10(10000 * mel + 1)
+            mel = musicnn_mel(path)
             n = FRAMES_PER_SEGMENT
             patches = np.stack([mel[i:i + n] for i in range(0, mel.shape[0] - n + 1, n)])
             if faithful:  # graph built and restored per call, BATCH_SIZE = 1
@@ -190,6 +189,30 @@ class TFGraphs:
             else:
                 self.run(name, patches)
         return time.perf_counter() - start
+
+    def musicnn_way(self, tracks: list[PreparedTrack]) -> float:
+        """Seconds for the graphs "the musicnn way" over ``tracks``: each file decoded whole and
+        its log-mel made as musicnn does, then tagger's own segments of it (the middle 30 s)
+        through both graphs, loaded once, one batch per track. Issue #12's baseline."""
+        start = time.perf_counter()
+        n = FRAMES_PER_SEGMENT
+        for track in tracks:
+            mel = musicnn_mel(track.path)
+            first = [min(round(s * 16000 / 256), len(mel) - n) for s in track.starts_s]
+            patches = np.stack([mel[i:i + n] for i in first])
+            for name in self.graph_defs:
+                self.run(name, patches)
+        return time.perf_counter() - start
+
+
+def musicnn_mel(path: str) -> np.ndarray:
+    """The whole file's log-mel as musicnn.extractor.batch_data makes it (float16 mel)."""
+    import librosa
+
+    audio, sr = librosa.load(path, sr=16000)
+    mel = librosa.feature.melspectrogram(y=audio, sr=sr, hop_length=256, n_fft=512,
+                                         n_mels=96).T.astype(np.float16)
+    return np.log10(10000 * mel + 1)
 
 
 def median(values) -> float:
@@ -302,19 +325,31 @@ def agreement_report(folders: list[Path]) -> str:
 
 
 def contention_report(args, paths: list[str], classifier: Classifier, tf_figures) -> str:
-    """End-to-end ms/track quiet and with ``args.contend`` competitors, interleaved rounds."""
-    quiet, contended = [], []
+    """End-to-end ms/track quiet and with ``args.contend`` competitors, interleaved rounds;
+    the TF graph the musicnn way in the same rounds when TensorFlow is importable."""
+    graphs = tf_figures["graphs"] if tf_figures else None
+    quiet, contended, tf_quiet, tf_contended = [], [], [], []
     for _ in range(args.rounds):
         quiet.append(end_to_end(classifier, paths) * 1000 / len(paths))
+        if graphs:
+            tf_quiet.append(graphs.musicnn_way(tf_figures["tracks"]) * 1000 / len(paths))
         with competitors(args.contend):
             contended.append(end_to_end(classifier, paths) * 1000 / len(paths))
+            if graphs:
+                tf_contended.append(graphs.musicnn_way(tf_figures["tracks"]) * 1000
+                                    / len(paths))
     q, c = median(quiet), median(contended)
-    if tf_figures and "contended_ms" in tf_figures:
-        tf_q, tf_c, tf_note = tf_figures["quiet_ms"], tf_figures["contended_ms"], "this run"
+    if graphs:
+        tf_q, tf_c, tf_note = median(tf_quiet), median(tf_contended), "this run"
     else:
         tf_q, tf_c = RECORDED_TF_MS["quiet"], RECORDED_TF_MS["contended"]
         tf_note = "recorded in issue #12 (TensorFlow not importable in this run)"
     load = os.getloadavg()[0]
+    rounds = ("rounds (ms/track): quiet " + ", ".join(f"{v:.0f}" for v in quiet)
+              + "; contended " + ", ".join(f"{v:.0f}" for v in contended))
+    if graphs:
+        rounds += ("; TF quiet " + ", ".join(f"{v:.0f}" for v in tf_quiet)
+                   + "; TF contended " + ", ".join(f"{v:.0f}" for v in tf_contended))
     return "\n".join([
         f"End to end (`Classifier.classify`, as `tagger classify` runs it), {len(paths)} tracks, "
         f"median of {args.rounds} interleaved round(s); contended: {args.contend} CPU-bound "
@@ -329,8 +364,7 @@ def contention_report(args, paths: list[str], classifier: Classifier, tf_figures
         f"{tf_q / tf_c:.0%} |",
         f"| tagger faster than TF by | {tf_q / q:.1f}x | {tf_c / c:.1f}x | |",
         "",
-        "rounds (ms/track): quiet " + ", ".join(f"{v:.0f}" for v in quiet)
-        + "; contended " + ", ".join(f"{v:.0f}" for v in contended),
+        rounds,
     ])
 
 
@@ -380,6 +414,7 @@ def main(argv=None) -> int:
             "whole_n": len(whole),
             "faithful_ms": 1000 * median([graphs.whole_track(p, True) for p in whole]),
             "batched_ms": 1000 * median([graphs.whole_track(p, False) for p in whole]),
+            "graphs": graphs, "tracks": ours["prepared"],
         }
     text = report(args, paths, ours, tf_figures)
     if args.contend:
