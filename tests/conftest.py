@@ -87,7 +87,8 @@ def hostile_files(format_files, tmp_path_factory) -> dict[str, Path]:
     ``short_2s``: a real 2 s clip (Vorbis); ``silent_wav``: 40 s of digital silence in a real
     WAV container; ``png_as_ogg``: a PNG image named .ogg; ``random_as_ogg``: random bytes
     named .ogg; ``video_only_m4a``: an MP4 holding only a video stream;
-    ``mp3_as_flac``: a real MP3 named .flac (must decode).
+    ``mp3_as_flac``: a real MP3 named .flac (must decode); ``truncated_flac``: a real FLAC
+    with cover art, cut inside the picture (a download that stopped in the tags).
     Entries whose encoder is unavailable are left out.
     """
     folder = tmp_path_factory.mktemp("hostile")
@@ -100,6 +101,20 @@ def hostile_files(format_files, tmp_path_factory) -> dict[str, Path]:
         files["truncated_mid_mp3"].write_bytes(mp3[: int(len(mp3) * 0.4)])
         files["mp3_as_flac"] = folder / "really_an_mp3.flac"
         files["mp3_as_flac"].write_bytes(mp3)
+    if "flac" in format_files:
+        import mutagen.flac
+
+        with_cover = folder / "with_cover.flac"
+        with_cover.write_bytes(format_files["flac"].read_bytes())
+        flac = mutagen.flac.FLAC(with_cover)
+        cover = mutagen.flac.Picture()
+        cover.type, cover.mime = 3, "image/png"  # front cover
+        cover.data = np.random.default_rng(7).bytes(60_000)
+        flac.add_picture(cover)
+        flac.save()
+        files["truncated_flac"] = folder / "truncated.flac"
+        files["truncated_flac"].write_bytes(with_cover.read_bytes()[:20_000])
+        with_cover.unlink()
     files["empty_flac"] = folder / "empty.flac"
     files["empty_flac"].write_bytes(b"")
     files["text_as_mp3"] = folder / "notes.mp3"

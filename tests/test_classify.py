@@ -78,6 +78,7 @@ def test_every_format_classifies_alike(classifier, format_files):
 
 EXPECTED_ERRORS = {
     "truncated_mp3": "",
+    "truncated_flac": "truncated or undecodable",
     "empty_flac": "empty",
     "text_as_mp3": "not an audio file",
     "short_2s": "too short",

@@ -196,6 +196,8 @@ def _assert_read_error(excinfo, path, *phrases):
 
 HOSTILE = {
     "truncated_mp3": ("truncated or undecodable", "no audio decoded"),
+    # FFmpeg cannot open it, but its first bytes say FLAC: damaged, not "not audio"
+    "truncated_flac": ("truncated or undecodable", "FLAC file by its first bytes"),
     "empty_flac": ("empty file",),
     "text_as_mp3": ("not an audio file",),
     "silent_wav": ("audio is silent",),

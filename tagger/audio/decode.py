@@ -35,6 +35,7 @@ import numpy as np
 from tagger.audio.containers import detect_format
 from tagger.audio.ffmpeg_cli import (
     MAX_MESSAGE,
+    cannot_open_message,
     decode_with_binary,
     file_url,
     find_ffmpeg,
@@ -238,8 +239,7 @@ def _open_container(path: str):
     except PermissionError:
         raise ReadError("permission denied", path) from None
     except av.error.FFmpegError as exc:
-        raise ReadError(f"not an audio file (ffmpeg cannot read it: {_av_reason(exc)})",
-                        path) from None
+        raise ReadError(cannot_open_message(path, _av_reason(exc)), path) from None
 
 
 def _sniff(path: str) -> str | None:

@@ -18,6 +18,7 @@ import subprocess
 
 import numpy as np
 
+from tagger.audio.containers import detect_format
 from tagger.errors import ConfigError, ReadError
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def decode_with_binary(path: str, window_s: float, exe: str,
         if proc.returncode == 0:  # ffmpeg was happy but the pipe makes no sense
             raise ReadError(f"ffmpeg failed: unreadable output ({exc})", path) from None
     if proc.returncode != 0 and not (samples is not None and samples.size):
-        raise ReadError(_failure_message(stderr, proc.returncode), path)
+        raise ReadError(_failure_message(stderr, proc.returncode, path), path)
     if samples is None or samples.size == 0:
         where = f"at {offset:.1f} s of {duration:.1f} s" if offset > 0 else f"in {duration:.1f} s"
         why = _relevant_line(stderr)
@@ -182,7 +183,7 @@ def _ffmpeg_duration(path: str, exe: str, timeout_s: float) -> float:
     if not kinds and any(line.startswith("Input #") for line in lines):
         raise ReadError("no audio stream (the container holds no streams at all)", path)
     if not kinds:
-        raise ReadError(_failure_message(lines, proc.returncode), path)
+        raise ReadError(_failure_message(lines, proc.returncode, path), path)
     if "Audio" not in kinds:
         raise ReadError(f"no audio stream (only {', '.join(sorted(set(kinds))).lower()})", path)
     for line in lines:
@@ -236,7 +237,22 @@ def _relevant_line(lines: list[str]) -> str:
     return best
 
 
-def _failure_message(lines: list[str], returncode: int) -> str:
+def cannot_open_message(path: str, reason: str) -> str:
+    """Why FFmpeg cannot open ``path`` (``reason``: its words), in the stable phrases. A file
+    whose first bytes name an audio container is damaged ("truncated or undecodable": a FLAC
+    cut inside its cover art, say); anything else is "not an audio file"."""
+    try:
+        with open(path, "rb") as f:
+            kind = detect_format(f)  # no name given: by content only, never the extension
+    except OSError:
+        kind = None
+    if kind is None:
+        return f"not an audio file (ffmpeg cannot read it: {reason})"
+    return (f"truncated or undecodable (a {kind.upper()} file by its first bytes, but ffmpeg "
+            f"cannot read it: {reason})")
+
+
+def _failure_message(lines: list[str], returncode: int, path: str) -> str:
     joined = "\n".join(lines).lower()
     if "matches no streams" in joined:
         return "no audio stream"
@@ -254,7 +270,7 @@ def _failure_message(lines: list[str], returncode: int) -> str:
             [line for line in lines if line.startswith(("the file: ", "Error opening input"))]
             or lines
         )
-        return f"not an audio file (ffmpeg cannot read it: {reason})"
+        return cannot_open_message(path, reason)
     why = _relevant_line(lines)
     return f"ffmpeg failed (exit status {returncode})" + (f": {why}" if why else "")
 
