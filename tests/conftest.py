@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mutagen.flac
 import numpy as np
 import pytest
 from helpers.audio import (
@@ -102,8 +103,6 @@ def hostile_files(format_files, tmp_path_factory) -> dict[str, Path]:
         files["mp3_as_flac"] = folder / "really_an_mp3.flac"
         files["mp3_as_flac"].write_bytes(mp3)
     if "flac" in format_files:
-        import mutagen.flac
-
         with_cover = folder / "with_cover.flac"
         with_cover.write_bytes(format_files["flac"].read_bytes())
         flac = mutagen.flac.FLAC(with_cover)
