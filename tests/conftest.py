@@ -87,7 +87,8 @@ def hostile_files(format_files, tmp_path_factory) -> dict[str, Path]:
     ``empty_flac``: 0 bytes; ``text_as_mp3``: a text file named .mp3;
     ``short_2s``: a real 2 s clip (Vorbis); ``silent_wav``: 40 s of digital silence in a real
     WAV container; ``png_as_ogg``: a PNG image named .ogg; ``random_as_ogg``: random bytes
-    named .ogg; ``video_only_m4a``: an MP4 holding only a video stream;
+    named .ogg, and ``random_as_flac`` named .flac; ``video_only_m4a``: an MP4 holding only
+    a video stream;
     ``mp3_as_flac``: a real MP3 named .flac (must decode); ``truncated_flac``: a real FLAC
     with cover art, cut inside the picture (a download that stopped in the tags).
     Entries whose encoder is unavailable are left out.
@@ -123,6 +124,8 @@ def hostile_files(format_files, tmp_path_factory) -> dict[str, Path]:
     )
     files["random_as_ogg"] = folder / "random.ogg"
     files["random_as_ogg"].write_bytes(np.random.default_rng(1234).bytes(64 * 1024))
+    files["random_as_flac"] = folder / "random.flac"
+    files["random_as_flac"].write_bytes(np.random.default_rng(4321).bytes(100 * 1024))
 
     if exe := encoding_ffmpeg("libvorbis"):
         files["short_2s"] = folder / "short_2s.ogg"

@@ -85,6 +85,7 @@ EXPECTED_ERRORS = {
     "silent_wav": "silent",
     "png_as_ogg": "",
     "random_as_ogg": "",
+    "random_as_flac": "not an audio file",
     "video_only_m4a": "no audio",
 }
 

@@ -203,6 +203,8 @@ HOSTILE = {
     "silent_wav": ("audio is silent",),
     "png_as_ogg": ("no audio stream",),
     "random_as_ogg": ("not an audio file",),
+    # FFmpeg's probe takes it for FLAC by its name, then finds no duration in it
+    "random_as_flac": ("not an audio file",),
     "video_only_m4a": ("no audio stream",),
     "empty_m4a": ("no audio stream",),
 }
@@ -217,7 +219,8 @@ def test_hostile_file_gives_one_line_read_error(hostile_files, name, decoder):
     _assert_read_error(excinfo, path, *HOSTILE[name])
 
 
-@pytest.mark.parametrize("name", ["empty_flac", "text_as_mp3", "png_as_ogg", "random_as_ogg"])
+@pytest.mark.parametrize("name", ["empty_flac", "text_as_mp3", "png_as_ogg", "random_as_ogg",
+                                  "random_as_flac"])
 def test_probe_duration_rejects_what_is_not_audio(hostile_files, name):
     path = _hostile(hostile_files, name)
     with pytest.raises(ReadError) as excinfo:

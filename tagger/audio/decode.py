@@ -39,6 +39,7 @@ from tagger.audio.ffmpeg_cli import (
     decode_with_binary,
     file_url,
     find_ffmpeg,
+    no_duration_message,
 )
 from tagger.errors import ReadError
 from tagger.formats import AIFF, WAV
@@ -298,7 +299,7 @@ def _container_duration(container, stream, path: str) -> float:
         return container.duration / 1_000_000  # AV_TIME_BASE
     if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
         return float(stream.duration * stream.time_base)
-    raise ReadError("unknown duration (the container gives none)", path)
+    raise ReadError(no_duration_message(path, "the container gives none"), path)
 
 
 def _to_mono(data: np.ndarray, name: str, planar: bool, channels: int) -> np.ndarray:
