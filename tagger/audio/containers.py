@@ -57,6 +57,16 @@ def payload_extents(f: BinaryIO, kind: str, size: int) -> list[Extent]:
     return _EXTENT_READERS[kind](f, size)
 
 
+def content_format(path: str) -> str | None:
+    """The container ``path``'s first bytes name (:func:`detect_format` by content only, never
+    the extension); None when they name none or the file cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return detect_format(f)  # no name given: no fallback to the extension
+    except OSError:
+        return None
+
+
 def detect_format(f: BinaryIO, path: str = "") -> str | None:
     """Sniff the container of an open binary file (content first, extension as a fallback).
 

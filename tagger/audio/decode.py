@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tagger.audio.containers import detect_format
+from tagger.audio.containers import content_format
 from tagger.audio.ffmpeg_cli import (
     MAX_MESSAGE,
     cannot_open_message,
@@ -229,7 +229,8 @@ def _open_container(path: str):
     """The file opened by FFmpeg's libraries (format found by content), or a ReadError."""
     import av
 
-    if _sniff(path) in (WAV, AIFF):
+    kind = content_format(path)
+    if kind in (WAV, AIFF):
         container = _open_pcm(path)
         if container is not None:
             return container
@@ -240,16 +241,7 @@ def _open_container(path: str):
     except PermissionError:
         raise ReadError("permission denied", path) from None
     except av.error.FFmpegError as exc:
-        raise ReadError(cannot_open_message(path, _av_reason(exc)), path) from None
-
-
-def _sniff(path: str) -> str | None:
-    """The container by its first bytes (:func:`~tagger.audio.containers.detect_format`)."""
-    try:
-        with open(path, "rb") as f:
-            return detect_format(f, path)
-    except OSError:
-        return None  # FFmpeg's own open says why
+        raise ReadError(cannot_open_message(kind, _av_reason(exc)), path) from None
 
 
 def _open_pcm(path: str):
@@ -299,7 +291,8 @@ def _container_duration(container, stream, path: str) -> float:
         return container.duration / 1_000_000  # AV_TIME_BASE
     if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
         return float(stream.duration * stream.time_base)
-    raise ReadError(no_duration_message(path, "the container gives none"), path)
+    raise ReadError(no_duration_message(content_format(path), "the container gives none"),
+                    path)
 
 
 def _to_mono(data: np.ndarray, name: str, planar: bool, channels: int) -> np.ndarray:

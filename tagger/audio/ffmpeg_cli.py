@@ -18,7 +18,7 @@ import subprocess
 
 import numpy as np
 
-from tagger.audio.containers import detect_format
+from tagger.audio.containers import content_format
 from tagger.errors import ConfigError, ReadError
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,8 @@ def _ffmpeg_duration(path: str, exe: str, timeout_s: float) -> float:
             duration = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
             if duration > 0:
                 return duration
-    raise ReadError(no_duration_message(path, "neither the headers nor ffmpeg give one"), path)
+    raise ReadError(no_duration_message(content_format(path),
+                                          "neither the headers nor ffmpeg give one"), path)
 
 
 def _run(cmd: list[str], path: str, timeout_s: float) -> subprocess.CompletedProcess:
@@ -237,33 +238,24 @@ def _relevant_line(lines: list[str]) -> str:
     return best
 
 
-def cannot_open_message(path: str, reason: str) -> str:
-    """Why FFmpeg cannot open ``path`` (``reason``: its words), in the stable phrases. A file
-    whose first bytes name an audio container is damaged ("truncated or undecodable": a FLAC
-    cut inside its cover art, say); anything else is "not an audio file"."""
-    kind = _content_format(path)
+def cannot_open_message(kind: str | None, reason: str) -> str:
+    """Why FFmpeg cannot open a file (``reason``: its words), in the stable phrases, given the
+    container its first bytes name (:func:`~tagger.audio.containers.content_format`). A file
+    of a known container is damaged ("truncated or undecodable": a FLAC cut inside its cover
+    art, say); anything else is "not an audio file"."""
     if kind is None:
         return f"not an audio file (ffmpeg cannot read it: {reason})"
     return (f"truncated or undecodable (a {kind.upper()} file by its first bytes, but ffmpeg "
             f"cannot read it: {reason})")
 
 
-def no_duration_message(path: str, reason: str) -> str:
-    """Why ``path`` has no duration, in the stable phrases: "unknown duration" for a file of a
-    known container (by its first bytes), else "not an audio file" (FFmpeg's probe may take
-    random bytes for the format their name says, and then finds no duration in them)."""
-    if _content_format(path) is None:
+def no_duration_message(kind: str | None, reason: str) -> str:
+    """Why a file has no duration, in the stable phrases, given the container its first bytes
+    name: "unknown duration" for a known one, else "not an audio file" (FFmpeg's probe may
+    take random bytes for the format their name says, and then finds no duration in them)."""
+    if kind is None:
         return "not an audio file (no known audio header in its first bytes, and no duration)"
     return f"unknown duration ({reason})"
-
-
-def _content_format(path: str) -> str | None:
-    """The container ``path``'s first bytes name, by content only (never the extension)."""
-    try:
-        with open(path, "rb") as f:
-            return detect_format(f)  # no name given: no fallback to the extension
-    except OSError:
-        return None
 
 
 def _failure_message(lines: list[str], returncode: int, path: str) -> str:
@@ -284,7 +276,7 @@ def _failure_message(lines: list[str], returncode: int, path: str) -> str:
             [line for line in lines if line.startswith(("the file: ", "Error opening input"))]
             or lines
         )
-        return cannot_open_message(path, reason)
+        return cannot_open_message(content_format(path), reason)
     why = _relevant_line(lines)
     return f"ffmpeg failed (exit status {returncode})" + (f": {why}" if why else "")
 
