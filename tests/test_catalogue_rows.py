@@ -53,6 +53,20 @@ def test_given_fields_and_optional_values():
     assert (got.not_written, got.confidence, got.tie) == (NotWritten.BELOW_THRESHOLD, 0.0, True)
 
 
+def test_a_computed_timestamp_given_as_text():
+    """SQLite gives a computed column (the review queue's coalesce of prediction and first
+    seen) as ISO text, not as a datetime."""
+    from tagger.review.queues import QueueRow
+
+    row = SimpleNamespace(id=3, path="/music/d.mp3", folder="/music", status="classified",
+                          genre="rock", confidence=0.75, tie=0, tied_genres=None, error=None,
+                          predicted_at="2024-05-01 12:30:00.000000")
+    got = record_from_row(QueueRow, row, user_genre=None)
+    assert (got.predicted_at, got.tie, got.user_genre) == (UTC, False, None)
+    row.predicted_at = None
+    assert record_from_row(QueueRow, row, user_genre="jazz").predicted_at is None
+
+
 def test_a_value_outside_its_enum_is_refused():
     row = SimpleNamespace(id=1, model_sha256="a" * 64, method="voodoo", parameters="{}",
                           ece_before=None, ece_after=None, tracks=None, target_precision=None,

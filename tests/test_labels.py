@@ -264,6 +264,29 @@ def test_written_genres_and_user_genres_know_corrections(cat, music):
     assert user_genres(cat, b, ["Jazz"]) == []
 
 
+def test_genre_owners_reads_the_journal_once(cat, music, monkeypatch):
+    from tagger.library.journal import genre_owners
+
+    a, b, c = music
+
+    @dataclass_change
+    class Change:
+        field: str
+        old: tuple | None
+        new: tuple | None
+
+    cat.record_tag_changes(a, [Change("GENRE", ("Blues",), ("Rock",))])  # over the user's
+    cat.record_tag_changes(b, [Change("GENRE", None, ("Jazz",))])  # into an empty field
+    reads = []
+    real = cat.tag_changes
+    monkeypatch.setattr(cat, "tag_changes", lambda *a, **k: reads.append(a) or real(*a, **k))
+    assert genre_owners(cat, a, ["Rock"]) == ([], ["Blues"])  # tagger's; the user had Blues
+    assert genre_owners(cat, b, ["Jazz"]) == ([], [])  # tagger's; the user had none
+    assert genre_owners(cat, c, ["Folk"]) == (["Folk"], ["Folk"])  # never touched: the user's
+    assert genre_owners(cat, a, []) == ([], [])  # cleared: nothing to read
+    assert len(reads) == 3
+
+
 def test_correction_veto(cat, music):
     from tagger.library.corrections import correction_veto
     from tagger.results import NotWritten

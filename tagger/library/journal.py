@@ -53,7 +53,11 @@ def user_genres(catalogue, path: str, existing: list[str]) -> list[str]:
     written for the user's correction in force is the user's."""
     if not existing or catalogue is None:
         return existing
-    written = last_written(catalogue.tag_changes([path]))
+    return _user_genres(catalogue, path, existing, catalogue.tag_changes([path]))
+
+
+def _user_genres(catalogue, path: str, existing: list[str], changes: Sequence) -> list[str]:
+    written = last_written(changes)
     if written is None or not same_genres(written, existing):
         return existing
     return existing if _corrected(catalogue, path, existing) else []
@@ -73,18 +77,16 @@ def original_genres(changes: Sequence) -> tuple[str, ...] | None:
     return None
 
 
-def label_genres(catalogue, path: str, existing: list[str],
-                 user: list[str] | None = None) -> list[str]:
-    """The genres the user set on this file, for ``tracks.user_genres``: the file's own when
-    they are the user's (``user``, if the caller has :func:`user_genres` already), else those
-    tagger replaced (:func:`original_genres`) while the file still holds tagger's; [] when
-    the file has no genre or the user set none."""
-    if not existing:
-        return []  # the user cleared it, or never set one
-    user = user_genres(catalogue, path, existing) if user is None else user
-    if user or catalogue is None:
-        return list(user)
-    return list(original_genres(catalogue.tag_changes([path])) or ())
+def genre_owners(catalogue, path: str, existing: list[str]) -> tuple[list[str], list[str]]:
+    """(:func:`user_genres`, the genres the user set on this file) from one read of the
+    journal. The second, for ``tracks.user_genres``, is the file's own genres when they are
+    the user's, else those tagger replaced (:func:`original_genres`) while the file still
+    holds tagger's; [] when the file has no genre or the user set none."""
+    if not existing or catalogue is None:
+        return existing, list(existing)
+    changes = catalogue.tag_changes([path])
+    user = _user_genres(catalogue, path, existing, changes)
+    return user, list(user or original_genres(changes) or ())
 
 
 def written_genres(catalogue, under: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql
 
+from tagger.library.catalogue.rows import record_from_row, utc
 from tagger.library.catalogue.schema import CORRECTIONS, PREDICTIONS, TRACKS
 
 PAGE_SIZE = 50
@@ -168,10 +169,7 @@ def queue_page(engine: sa.Engine, queue: Queue, *, low: float, folder: str | Non
     with engine.connect() as conn:
         # one row more than a page: whether a next page exists, without counting
         fetched = conn.execute(stmt.limit(limit + 1)).fetchall()
-    rows = [QueueRow(r.id, r.path, r.folder, r.status, r.genre,
-                     None if r.confidence is None else float(r.confidence), bool(r.tie),
-                     r.tied_genres, r.error, _as_utc(r.predicted_at),
-                     getattr(r, "user_genre", None))
+    rows = [record_from_row(QueueRow, r, user_genre=getattr(r, "user_genre", None))
             for r in fetched[:limit]]
     next_cursor = None
     if len(fetched) > limit:
@@ -181,15 +179,7 @@ def queue_page(engine: sa.Engine, queue: Queue, *, low: float, folder: str | Non
 
 
 def _jsonable(value):
-    return _as_utc(value).isoformat() if isinstance(value, dt.datetime) else value
-
-
-def _as_utc(value):
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    if value is not None and value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value
+    return utc(value).isoformat() if isinstance(value, dt.datetime) else value
 
 
 def _parse_cursor(text: str, sort: Sort, count: int) -> list:

@@ -15,7 +15,7 @@ from tagger.errors import ReadError, TaggerError, WriteError
 from tagger.library import tags
 from tagger.library.corrections import correction_veto
 from tagger.library.genres import normalise_genres
-from tagger.library.journal import label_genres, revert, user_genres
+from tagger.library.journal import genre_owners, revert, user_genres
 from tagger.library.paths import is_inside, outside_reason, real_roots
 from tagger.results import FailureKind, NotWritten, TrackResult
 from tagger.service.policy import TagDecision, decide_tags
@@ -243,10 +243,10 @@ class Recorder:
         summary.classified += 1
         summary.ties += outcome.tie
         stat, tag_error, decision, info = (item.size, item.mtime_ns), None, None, None
-        kind = FailureKind.TAG_WRITE
+        kind, labelled = FailureKind.TAG_WRITE, []
         try:
             info = tags.read_info(path)  # the one tag read: genres, artist, album
-            existing = user_genres(self.catalogue, path, info.genres)
+            existing, labelled = genre_owners(self.catalogue, path, info.genres)
             decision = decide_tags(outcome, existing, self.config.tags)
             if decision.genres:
                 decision = self._respect_correction(path, decision)
@@ -257,7 +257,10 @@ class Recorder:
             if decision.genres:
                 stat = self._write_tags(path, decision.genres, outcome.confidence, summary)
             elif self._unbacked(decision, existing, info.genres):
-                stat, info = self._withdraw(path, summary) or (stat, info)
+                withdrawn = self._withdraw(path, summary)
+                if withdrawn:
+                    stat, info = withdrawn
+                    labelled = genre_owners(self.catalogue, path, info.genres)[1]
             self._count_decision(decision, summary)
         except (ReadError, WriteError, OSError) as exc:
             tag_error = f"tag write failed: {getattr(exc, 'message', None) or exc}"
@@ -273,7 +276,7 @@ class Recorder:
                     else info.genres
                 self.catalogue.set_track_tags(
                     path, info.artist, info.album, normalise_genres(held),
-                    normalise_genres(label_genres(self.catalogue, path, info.genres, existing)))
+                    normalise_genres(labelled))
             if tag_error:
                 self.catalogue.record_failure(path, tag_error, size=stat[0], mtime_ns=stat[1],
                                               kind=kind)

@@ -29,8 +29,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite hands datetimes back naive; they were stored in UTC."""
+def utc(value: dt.datetime | str | None) -> dt.datetime | None:
+    """SQLite hands datetimes back naive, and as ISO text from an untyped (computed) column;
+    they were stored in UTC."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=dt.timezone.utc)
     return value
