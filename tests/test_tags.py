@@ -1,112 +1,29 @@
-"""Genre tags: reading, writing the exact fields, restoring, and the safety of the write.
+"""Genre tags: reading, writing the exact fields, restoring, and each format's details.
 
-Real files in every format (see tests/helpers/tagfiles.py); no mocks.
+Real files in every format (see tests/helpers/tagfiles.py); no mocks. The safety of the write
+(refusals, failures mid-write, a full disk, stale temporary files) is in test_safe_write.py.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import mutagen
-import mutagen.aiff
-import mutagen.asf
-import mutagen.mp4
-import mutagen.wave
 import pytest
 from helpers import tagfiles
+from helpers.rawtags import id3_tags, others, raw_field, raw_mp4_gen, temp_files
 from helpers.tagfiles import ALL, CONF_FIELD, FAMILY, GENRE_FIELD
-from mutagen.id3 import ID3, ID3NoHeaderError
 
 from tagger.audio.identity import content_id
 from tagger.errors import ReadError, WriteError
-from tagger.library import tags
-from tagger.library.tags import TagChange, read_genres, restore, safe_write, supported, write_genres
-
-ROOT = Path(__file__).resolve().parents[1]
+from tagger.library.tags import TagChange, read_genres, restore, supported, write_genres
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     return tagfiles.media(tmp_path_factory)
-
-
-# --------------------------------------------------------------------------- raw access
-# (straight through mutagen / the atom tree, independent of tagger.library.tags)
-
-
-def _id3_tags(path: Path):
-    if path.suffix == ".mp3":
-        try:
-            return ID3(path, translate=False, load_v1=False)
-        except ID3NoHeaderError:
-            return None
-    cls = mutagen.wave.WAVE if path.suffix == ".wav" else mutagen.aiff.AIFF
-    return cls(path, translate=False, load_v1=False).tags
-
-
-def _raw_mp4_gen(path: Path) -> tuple[str, ...] | None:
-    values = []
-    for data in tagfiles.mp4_item_payloads(path, b"\xa9gen") or []:
-        pos = 0
-        while pos < len(data):  # one "data" atom per value
-            n = int.from_bytes(data[pos:pos + 4], "big")
-            values.append(data[pos + 16:pos + n].decode("utf-8"))
-            pos += n
-    return tuple(values) or None
-
-
-def raw_field(path: Path, fmt: str, field: str) -> tuple[str, ...] | None:
-    family = FAMILY[fmt]
-    if family == "id3":
-        t = _id3_tags(path)
-        frame = t.get(field) if t is not None else None
-        return tuple(frame.text) if frame is not None else None
-    if family == "vorbis":
-        values = (mutagen.File(path).tags or {}).get(field)
-        return tuple(values) if values else None
-    if family == "mp4":
-        if field == "\xa9gen":
-            return _raw_mp4_gen(path)
-        t = mutagen.mp4.MP4(path).tags
-        if t is None or field not in t:
-            return None
-        return tuple(bytes(v).decode() for v in t[field])
-    t = mutagen.asf.ASF(path).tags
-    return tuple(str(a.value) for a in t[field]) if field in t else None
-
-
-def others(path: Path, fmt: str):
-    """Every tag value except the two fields tagger owns (and ©gen/gnre for MP4)."""
-    family = FAMILY[fmt]
-    skip_upper = {GENRE_FIELD[family].upper(), CONF_FIELD[family].upper()}
-    if family == "id3":
-        t = _id3_tags(path)
-        out = sorted((k, repr(v)) for k, v in (t.items() if t is not None else [])
-                     if k.upper() not in skip_upper)
-        if path.suffix == ".mp3":
-            data = path.read_bytes()
-            out.append(("ID3v1", data[-128:] if data[-128:-125] == b"TAG" else None))
-        return out
-    f = mutagen.File(path)
-    if family == "vorbis":
-        out = [(k, v) for k, v in (f.tags or []) if k.upper() not in skip_upper]
-        if fmt == "flac":
-            out.append(("pictures", [(p.type, p.mime, p.data) for p in f.pictures]))
-        return out
-    if family == "mp4":
-        return sorted((k, repr(v)) for k, v in (f.tags or {}).items()
-                      if k.upper() not in skip_upper)
-    return [(k, repr(v)) for k, v in f.tags if k.upper() not in skip_upper]
-
-
-def temp_files(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.startswith(".tagger-"))
 
 
 # --------------------------------------------------------------------------- reading
@@ -244,7 +161,7 @@ def test_multi_value_round_trip(media, fmt, tmp_path):
     if FAMILY[fmt] == "vorbis":  # one GENRE comment per value
         assert [v for k, v in mutagen.File(p).tags if k.upper() == "GENRE"] == genres
     if FAMILY[fmt] == "id3":  # one TCON frame holding several values
-        assert len(_id3_tags(p).getall("TCON")) == 1
+        assert len(id3_tags(p).getall("TCON")) == 1
 
 
 @pytest.mark.parametrize("fmt", ALL)
@@ -338,7 +255,7 @@ def test_restore_first_occurrence_wins(media, tmp_path):
 
 def test_mp3_id3v23_stays_v23(media, tmp_path):
     p = media.copy("mp3", "v23", tmp_path)
-    t = _id3_tags(p)
+    t = id3_tags(p)
     assert t.version[:2] == (2, 3)
     before_others = others(p, "mp3")
     before_v1 = p.read_bytes()[-128:]
@@ -349,7 +266,7 @@ def test_mp3_id3v23_stays_v23(media, tmp_path):
     assert changes[0] == TagChange(str(p), "TCON", ("Rock",), ("Jazz", "Swing"))
     data = p.read_bytes()
     assert data[:4] == b"ID3\x03"  # still ID3v2.3
-    t = _id3_tags(p)
+    t = id3_tags(p)
     assert "TYER" in t and "TDRC" not in t  # the user's v2.3 frames were not upgraded
     assert others(p, "mp3") == before_others  # includes the ID3v1 bytes
     assert read_genres(p) == ["Jazz", "Swing"]  # multi-value survives v2.3 (NUL separated)
@@ -381,7 +298,7 @@ def test_mp3_id3v1_genre_counts_and_is_left_alone(media, tmp_path):
 @pytest.mark.parametrize("fmt", ["m4a", "alac"])
 def test_mp4_legacy_gnre(media, fmt, tmp_path):
     p = media.copy(fmt, "gnre", tmp_path)
-    assert tagfiles.raw_gnre(p) == [9] and _raw_mp4_gen(p) is None
+    assert tagfiles.raw_gnre(p) == [9] and raw_mp4_gen(p) is None
     assert read_genres(p) == ["Jazz"]
     before_others = others(p, fmt)
 
@@ -393,12 +310,12 @@ def test_mp4_legacy_gnre(media, fmt, tmp_path):
         TagChange(str(p), "----:com.apple.iTunes:TAGGER_GENRE_CONFIDENCE", None, ("0.500",)),
     ]
     assert tagfiles.raw_gnre(p) is None
-    assert _raw_mp4_gen(p) == ("Rock",)
+    assert raw_mp4_gen(p) == ("Rock",)
     assert others(p, fmt) == before_others
 
     restore(p, changes)
     assert tagfiles.raw_gnre(p) == [9]
-    assert _raw_mp4_gen(p) is None
+    assert raw_mp4_gen(p) is None
     assert read_genres(p) == ["Jazz"]
     assert others(p, fmt) == before_others
 
@@ -408,7 +325,7 @@ def test_mp4_gnre_survives_unrelated_restore(media, tmp_path):
     # a restore that touches only the confidence must not drop the gnre atom
     restore(p, [TagChange(str(p), "----:com.apple.iTunes:TAGGER_GENRE_CONFIDENCE", ("0.1",), None)])
     assert tagfiles.raw_gnre(p) == [9]
-    assert _raw_mp4_gen(p) is None
+    assert raw_mp4_gen(p) is None
 
 
 def test_vorbis_genre_key_is_case_insensitive(media, tmp_path):
@@ -419,225 +336,3 @@ def test_vorbis_genre_key_is_case_insensitive(media, tmp_path):
     assert read_genres(p) == ["Jazz"]
     write_genres(p, ["Rock"], None)
     assert [v for k, v in mutagen.File(p).tags if k.upper() == "GENRE"] == ["Rock"]
-
-
-# --------------------------------------------------------------------------- refusals
-
-
-@pytest.mark.parametrize("fmt", ALL)
-def test_refuses_read_only_file(media, fmt, tmp_path):
-    p = media.copy(fmt, "full", tmp_path)
-    os.chmod(p, 0o444)
-    before = p.read_bytes()
-    with pytest.raises(WriteError, match="read-only") as err:
-        write_genres(p, ["Rock"], 0.5)
-    assert "\n" not in str(err.value) and err.value.path == str(p)
-    with pytest.raises(WriteError, match="read-only"):
-        write_genres(p, ["Rock"], 0.5, dry_run=True)
-    with pytest.raises(WriteError, match="read-only"):
-        restore(p, [TagChange(str(p), GENRE_FIELD[FAMILY[fmt]], None, ("Rock",))])
-    assert p.read_bytes() == before
-    assert temp_files(tmp_path) == []
-
-
-@pytest.mark.parametrize("fmt", ALL)
-def test_refuses_hard_linked_file(media, fmt, tmp_path):
-    p = media.copy(fmt, "full", tmp_path)
-    other = tmp_path / ("other" + p.suffix)
-    os.link(p, other)
-    before = p.read_bytes()
-    with pytest.raises(WriteError, match="hard link") as err:
-        write_genres(p, ["Rock"], 0.5)
-    assert "\n" not in str(err.value)
-    assert p.read_bytes() == before and other.read_bytes() == before
-    assert os.stat(p).st_ino == os.stat(other).st_ino  # still one file
-    assert temp_files(tmp_path) == []
-
-
-@pytest.mark.parametrize("fmt", ALL)
-def test_vanished_file(media, fmt, tmp_path):
-    p = tmp_path / f"gone{media.path(fmt, 'full').suffix}"
-    with pytest.raises(WriteError, match="vanished"):
-        write_genres(p, ["Rock"], 0.5)
-    with pytest.raises(WriteError, match="vanished"):
-        restore(p, [TagChange(str(p), GENRE_FIELD[FAMILY[fmt]], None, ("Rock",))])
-    with pytest.raises(ReadError, match="vanished"):
-        read_genres(p)
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("fmt", ALL)
-def test_unparseable_file_is_not_written(media, fmt, tmp_path):
-    p = media.copy(fmt, "corrupt", tmp_path)
-    before = p.read_bytes()
-    with pytest.raises(WriteError) as err:
-        write_genres(p, ["Rock"], 0.5)
-    assert "\n" not in str(err.value) and err.value.path == str(p)
-    with pytest.raises(WriteError):
-        write_genres(p, ["Rock"], 0.5, dry_run=True)
-    assert p.read_bytes() == before
-    assert temp_files(tmp_path) == []
-
-
-def test_refuses_non_regular_files(tmp_path):
-    d = tmp_path / "album.mp3"
-    d.mkdir()
-    with pytest.raises(WriteError, match="not a regular file"):
-        write_genres(d, ["Rock"], None)
-    fifo = tmp_path / "pipe.flac"
-    os.mkfifo(fifo)
-    with pytest.raises(WriteError, match="not a regular file"):
-        write_genres(fifo, ["Rock"], None)
-
-
-def test_unrecognised_content_is_a_write_error(tmp_path):
-    p = tmp_path / "fake.ogg"
-    p.write_bytes(b"\x00" * 4096)
-    with pytest.raises(WriteError, match="not a supported"):
-        write_genres(p, ["Rock"], None)
-    assert p.read_bytes() == b"\x00" * 4096
-
-
-# --------------------------------------------------------------------------- failures mid-write
-
-
-def _edit_genre(tmp, name="x.flac"):
-    """An edit for safe_rewrite that sets the genre of the temp copy of a file called name."""
-    editor = tags.open_editor(tmp, name)
-    editor.set(editor.KEYS.genre, ("Rock",))
-    tmp.seek(0)
-    editor.save(tmp)
-    return "done", True
-
-
-def test_original_changed_during_write_aborts(media, tmp_path):
-    p = media.copy("flac", "full", tmp_path)
-
-    def meddle(tmp_name):
-        assert Path(tmp_name).parent == tmp_path and Path(tmp_name).name.startswith(".tagger-")
-        with open(p, "ab") as fh:
-            fh.write(b"appended by someone else")
-
-    with pytest.raises(WriteError, match="changed on disk"):
-        safe_write.safe_rewrite(str(p), _edit_genre, before_replace=meddle)
-    assert p.read_bytes().endswith(b"appended by someone else")  # their change, not ours
-    assert temp_files(tmp_path) == []
-
-
-def test_original_vanished_during_write_aborts(media, tmp_path):
-    p = media.copy("flac", "full", tmp_path)
-    with pytest.raises(WriteError, match="vanished"):
-        safe_write.safe_rewrite(str(p), _edit_genre, before_replace=lambda _t: os.unlink(p))
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_edit_that_alters_audio_is_refused(media, tmp_path):
-    p = media.copy("flac", "full", tmp_path)
-    before = p.read_bytes()
-
-    def clobber(tmp):
-        tmp.seek(-1000, os.SEEK_END)
-        tmp.write(b"\x55" * 10)
-        return None, True
-
-    with pytest.raises(WriteError, match="altered the audio"):
-        safe_write.safe_rewrite(str(p), clobber)
-    assert p.read_bytes() == before
-    assert temp_files(tmp_path) == []
-
-
-def test_exception_inside_edit_cleans_up(media, tmp_path):
-    p = media.copy("wav", "full", tmp_path)
-    before = p.read_bytes()
-
-    def boom(tmp):
-        raise RuntimeError("simulated failure\nwith two lines")
-
-    with pytest.raises(WriteError) as err:
-        safe_write.safe_rewrite(str(p), boom)
-    assert "\n" not in str(err.value) and "simulated failure" in str(err.value)
-    assert p.read_bytes() == before
-    assert temp_files(tmp_path) == []
-
-
-_FSIZE_CHILD = r"""
-import json, resource, signal, sys
-from tagger.errors import WriteError
-from tagger.library.tags import write_genres
-path, limit, genres = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-try:
-    write_genres(path, genres, 0.5)
-    print(json.dumps({"ok": True}))
-except WriteError as exc:
-    print(json.dumps({"error": "WriteError", "message": str(exc)}))
-except BaseException as exc:
-    print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
-"""
-
-BIG_GENRES = [f"Genre number {i:05d} with a long descriptive name" for i in range(2000)]
-
-
-@pytest.mark.parametrize("when", ["copy", "edit"])
-@pytest.mark.parametrize("fmt", ALL)
-def test_full_disk_leaves_original_intact(media, fmt, when, tmp_path):
-    """RLIMIT_FSIZE in a child process stands in for a full disk (EFBIG like ENOSPC)."""
-    p = media.copy(fmt, "full", tmp_path)
-    before = p.read_bytes()
-    # 'copy': the temp copy itself cannot be made; 'edit': the copy fits, the grown tag does not
-    limit = len(before) // 2 if when == "copy" else len(before) + 1024
-    out = subprocess.run(
-        [sys.executable, "-c", _FSIZE_CHILD, str(p), str(limit), json.dumps(BIG_GENRES)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},  # the child imports this checkout's tagger
-        capture_output=True, text=True, timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result.get("error") == "WriteError", result
-    assert "file size limit" in result["message"] or "disk full" in result["message"], result
-    assert "\n" not in result["message"]
-    assert p.read_bytes() == before
-    assert temp_files(tmp_path) == []
-    assert read_genres(p) == ["Jazz"]
-
-
-# --------------------------------------------------------------------------- stale temp files
-
-
-def test_sweep_stale_temp_files(tmp_path):
-    ours = [tmp_path / ".tagger-0123456789abcdef.tmp", tmp_path / ".tagger-fedcba9876543210.tmp"]
-    keep = [
-        tmp_path / ".tagger-0123456789ABCDEF.tmp",
-        tmp_path / ".tagger-xyz.tmp",
-        tmp_path / ".tagger-0123456789abcdef.tmp.bak",
-        tmp_path / "tagger-0123456789abcdef.tmp",
-        tmp_path / "song.tmp",
-        tmp_path / "song.mp3",
-    ]
-    for p in ours + keep:
-        p.write_bytes(b"x")
-    d = tmp_path / ".tagger-00000000000000aa.tmp"
-    d.mkdir()
-    link = tmp_path / ".tagger-00000000000000bb.tmp"
-    link.symlink_to(tmp_path / "song.mp3")
-
-    young = tags.sweep_stale_temp_files(tmp_path, min_age_seconds=3600)
-    assert young == [] and all(p.exists() for p in ours)
-
-    removed = tags.sweep_stale_temp_files(tmp_path)
-    assert sorted(removed) == sorted(str(p) for p in ours)
-    assert not any(p.exists() for p in ours)
-    assert all(p.exists() for p in keep) and d.is_dir() and link.is_symlink()
-    assert tags.sweep_stale_temp_files(tmp_path / "missing") == []
-
-
-def test_temp_file_name_matches_the_sweep_pattern(media, tmp_path):
-    p = media.copy("ogg", "full", tmp_path)
-    seen = []
-    safe_write.safe_rewrite(str(p), lambda tmp: _edit_genre(tmp, "x.ogg"),
-                            before_replace=seen.append)
-    assert len(seen) == 1
-    name = Path(seen[0]).name
-    assert safe_write.TEMP_RE.match(name) and name.startswith(".")
-    assert read_genres(p) == ["Rock"]
