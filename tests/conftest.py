@@ -24,6 +24,8 @@ from helpers.audio import (
     real_clip,
 )
 
+from tagger.library.catalogue import Catalogue
+
 #: fixtures that load the real model: a test that asks for one is marked ``slow``
 MODEL_FIXTURES = frozenset({"model", "classifier"})
 
@@ -156,3 +158,21 @@ def hostile_files(format_files, tmp_path_factory) -> dict[str, Path]:
             "-f", "mp4", str(files["video_only_m4a"]),
         )
     return files
+
+
+# the catalogue tests' database: a fresh SQLite file per test
+@pytest.fixture
+def db_path(tmp_path) -> Path:
+    return tmp_path / "state" / "catalogue.sqlite"
+
+
+@pytest.fixture
+def url(db_path) -> str:
+    return f"sqlite:///{db_path}"
+
+
+@pytest.fixture
+def cat(url):
+    catalogue = Catalogue(url)
+    yield catalogue
+    catalogue.close()

@@ -7,7 +7,7 @@ from dataclasses import dataclass as dataclass_change
 
 import pytest
 import sqlalchemy as sa
-from test_catalogue import CLEAR_POP, CLEAR_ROCK, MODEL_A, result_for
+from helpers.catalogue import CLEAR_POP, CLEAR_ROCK, MODEL_A, result_for
 
 from tagger.errors import WriteError
 from tagger.library.catalogue import Catalogue, downgrade, head, upgrade
@@ -206,7 +206,7 @@ def test_migration_0005_upgrades_a_0004_catalogue_and_back(tmp_path):
 
 
 def test_doc_queries_on_labels_return_the_expected_rows(cat, music):
-    from test_catalogue import doc_queries, query
+    from helpers.catalogue import doc_queries, query
 
     a, b, c = music
     cat.record_result(result_for(a, CLEAR_ROCK), size=1, mtime_ns=1)  # rock, ~0.65
