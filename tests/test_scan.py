@@ -261,6 +261,12 @@ def test_revert_all_restores_the_original_tags(tmp_path, format_files, monkeypat
     for path in lib.iterdir():
         assert tag_fields(path) == originals[path.name][0], path.name
     assert all(r[0] for r in rows(db, "select reverted_at from tag_writes"))
+    # the catalogue says what the files hold again: the user's genres, theirs
+    held = {os.path.basename(path): (json.loads(file or "[]"), json.loads(user or "[]"))
+            for path, file, user in rows(db, "select path, file_genres, user_genres from tracks")}
+    assert held["mp3.mp3"] == (["Acid Jazz", "Lounge"], ["Acid Jazz", "Lounge"])
+    assert held["flac.flac"] == (["Nu Jazz"], ["Nu Jazz"])
+    assert held["wav.wav"] == ([], [])
 
 
 def test_second_writer_is_refused_clearly(tmp_path, monkeypatch, capsys):

@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 
 from tagger.errors import TaggerError
 from tagger.library import tags
+from tagger.library.genres import normalise_genres
 from tagger.library.paths import is_inside, outside_reason, real_roots
 
 log = logging.getLogger(__name__)
@@ -162,9 +163,22 @@ def revert(catalogue, paths: Sequence[str] | None, *, roots: Sequence[str] = (),
             catalogue.mark_reverted(c.id for c in group)
             catalogue.withdraw_corrections(path, (c.id for c in group))
             st = os.stat(path)
-            catalogue.update_stat(path, st.st_size, st.st_mtime_ns)
+            if catalogue.update_stat(path, st.st_size, st.st_mtime_ns):
+                _record_restored_genres(catalogue, path)
         report.restored += 1
     return report
+
+
+def _record_restored_genres(catalogue, path: str) -> None:
+    """The catalogue's ``file_genres`` / ``user_genres`` of a file just reverted: what it holds
+    again (every tagger write of it is reverted, so its genres are the user's)."""
+    record = catalogue.track(path)
+    try:
+        held = normalise_genres(tags.read_genres(path))
+    except TaggerError as exc:  # restored a moment ago; unreadable now: leave the row alone
+        log.warning("%s: reverted, but its genres cannot be read back: %s", path, exc.message)
+        return
+    catalogue.set_track_tags(path, record.artist, record.album, held, held)
 
 
 def recover_interrupted_writes(catalogue, roots: Iterable[str]) -> int:
