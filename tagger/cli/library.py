@@ -78,7 +78,8 @@ def cmd_revert(args: argparse.Namespace, config: Config) -> int:
     for path, why in report.refused:
         log.error("%s: %s", path, why)
     failed = len(report.refused)
-    print(f"restored the original tags of {report.restored} files"
+    files = "file" if report.restored == 1 else "files"
+    print(f"restored the original tags of {report.restored} {files}"
           + (f", {failed} failed" if failed else ""))
     return EXIT_FAILURES if failed else EXIT_OK
 
