@@ -172,13 +172,13 @@ def revert(catalogue, paths: Sequence[str] | None, *, roots: Sequence[str] = (),
 def _record_restored_genres(catalogue, path: str) -> None:
     """The catalogue's ``file_genres`` / ``user_genres`` of a file just reverted: what it holds
     again (every tagger write of it is reverted, so its genres are the user's)."""
-    record = catalogue.track(path)
     try:
-        held = normalise_genres(tags.read_genres(path))
+        info = tags.read_info(path)
     except TaggerError as exc:  # restored a moment ago; unreadable now: leave the row alone
         log.warning("%s: reverted, but its genres cannot be read back: %s", path, exc.message)
         return
-    catalogue.set_track_tags(path, record.artist, record.album, held, held)
+    held = normalise_genres(info.genres)
+    catalogue.set_track_tags(path, info.artist, info.album, held, held)
 
 
 def recover_interrupted_writes(catalogue, roots: Iterable[str]) -> int:

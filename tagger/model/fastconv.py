@@ -109,24 +109,6 @@ def _timbral_groups(conv, sign, bands: int, blocks: int, parts: int) -> list[dic
     return groups
 
 
-class _ChunkBuffers:
-    """The per-chunk outputs of one timbral group, allocated once (the last chunk may be short)."""
-
-    def __init__(self, chunk: int, bins: int, block: int, out_ch: int, dtype: torch.dtype):
-        self.shape = (bins, block, out_ch, dtype)
-        self.full = self._make(chunk)
-        self.chunk = chunk
-
-    def _make(self, columns: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        bins, block, out_ch, dtype = self.shape
-        return (torch.empty(bins, 2 * out_ch, columns, dtype=dtype),
-                torch.empty(block, out_ch * columns, dtype=dtype),
-                torch.empty(out_ch, columns, dtype=dtype))
-
-    def get(self, columns: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.full if columns == self.chunk else self._make(columns)
-
-
 class FastMusiCNN:
     """Derived weights of one :class:`MusiCNN` and its fast inference pass."""
 
@@ -225,12 +207,19 @@ class FastMusiCNN:
                 spectra = (padded @ g["transform"]).view(batch, frames + 6, -1, bins)
                 # a[bin, (piece, part, frame), row]: the 7 frames' spectra at one bin
                 a = spectra.unfold(1, 7, 1).permute(3, 2, 4, 0, 1).reshape(bins, -1, rows)
-                # the products write into buffers made once per group: allocating each
-                # chunk's result afresh made the inverse-DFT product ~15 % slower
-                buffers = _ChunkBuffers(chunk, bins, g["inverse"].shape[0], out_ch, x.dtype)
+                # the products write into buffers made once per group (a short last chunk
+                # uses their contiguous prefixes): allocating each chunk's result afresh made
+                # the inverse-DFT product ~15 % slower
+                block = g["inverse"].shape[0]
+                z_store = torch.empty(bins * 2 * out_ch * chunk, dtype=x.dtype)
+                y_store = torch.empty(block * out_ch * chunk, dtype=x.dtype)
+                peak_store = torch.empty(out_ch * chunk, dtype=x.dtype)
                 for start in range(0, rows, chunk):
                     stop = min(start + chunk, rows)
-                    z, y, block_peak = buffers.get(stop - start)
+                    c = stop - start
+                    z = z_store[:bins * 2 * out_ch * c].view(bins, 2 * out_ch, c)
+                    y = y_store[:block * out_ch * c].view(block, out_ch * c)
+                    block_peak = peak_store[:out_ch * c].view(out_ch, c)
                     torch.bmm(g["per_bin"], a[:, :, start:stop], out=z)
                     torch.mm(g["inverse"], z.view(2 * bins, -1), out=y)
                     torch.amax(y, dim=0, out=block_peak.view(-1))
