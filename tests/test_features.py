@@ -30,6 +30,15 @@ def test_three_seconds_is_187_frames():
     assert FRAMES_PER_SEGMENT == 187 == frames_for(3.0)
 
 
+@pytest.mark.parametrize("seconds", [0.01, 0.5, 1.0, 2.999, 3.0, 3.0161, 5.3, 6.0, 29.97, 30.0])
+def test_frames_for_counts_as_librosa_does(seconds):
+    import librosa
+
+    expected = int(librosa.time_to_frames(seconds, sr=SAMPLE_RATE, n_fft=512,
+                                          hop_length=256)) + 1
+    assert frames_for(seconds) == expected
+
+
 def test_log_mel_is_float32_and_finite_for_full_scale_audio():
     # musicnn's float16 cast overflows here (mel power > 6.55) and yields inf
     loud = np.sign(tone(3.5, amplitude=1.0)).astype(np.float32)

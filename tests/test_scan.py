@@ -396,3 +396,25 @@ def test_workers_start_with_the_decode_stack_loaded_and_warm():
         engine.close()
     assert missing == []
     assert blas_threads and set(blas_threads) == {1}
+
+
+def test_the_scanning_process_never_loads_the_decode_stack(tmp_path):
+    """Decoding and log-mel run in the workers only: the scanning process (the model and the
+    one writer) must not carry librosa, numba, scipy or FFmpeg's libraries too, which cost it
+    ~70 MB of resident memory for nothing."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copy(real_clip("Kevin_MacLeod_-_Vibe_Ace.ogg"), lib / "vibe.ogg")
+    (lib / "vibe.ogg").chmod(0o644)
+    db = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    script = ("import json, sys\nfrom tagger.cli import main\n"
+              f"code = main(['scan', '--db', {db!r}, '--workers', '1', {str(lib)!r}])\n"
+              "heavy = ('librosa', 'numba', 'llvmlite', 'scipy', 'av', 'soxr')\n"
+              "print(json.dumps([code, sorted(m for m in heavy if m in sys.modules)]))\n")
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=600)
+    code, loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    assert code == 0, run.stderr
+    assert rows(db, "select count(*) from tracks where status = 'done'")[0][0] == 1
+    assert loaded == []

@@ -12,7 +12,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-import librosa
 import numpy as np
 
 from tagger.errors import ReadError, TaggerError, TooShortError
@@ -27,9 +26,14 @@ N_MELS = 96
 
 
 def frames_for(seconds: float) -> int:
-    """Spectrogram frames in a patch of ``seconds`` (musicnn: 3 s -> 187 frames)."""
-    return int(librosa.time_to_frames(seconds, sr=SAMPLE_RATE, n_fft=N_FFT,
-                                      hop_length=HOP_LENGTH)) + 1
+    """Spectrogram frames in a patch of ``seconds`` (musicnn: 3 s -> 187 frames).
+
+    ``librosa.time_to_frames(seconds, sr, hop_length, n_fft) + 1``, written out: librosa is
+    imported only where audio is analysed (the decode workers), and this module is imported
+    by the scanning process too (for :class:`PreparedTrack`), which would carry its ~70 MB.
+    """
+    samples = int(seconds * SAMPLE_RATE)  # librosa.time_to_samples truncates
+    return (samples - N_FFT // 2) // HOP_LENGTH + 1
 
 
 FRAMES_PER_SEGMENT = frames_for(3.0)
@@ -37,6 +41,8 @@ FRAMES_PER_SEGMENT = frames_for(3.0)
 
 def log_mel(samples: np.ndarray) -> np.ndarray:
     """log10(1 + 10000 * mel power), shape (frames, 96), float32, time first."""
+    import librosa  # here, not at the top: see frames_for
+
     mel = librosa.feature.melspectrogram(
         y=np.asarray(samples, dtype=np.float32), sr=SAMPLE_RATE, n_fft=N_FFT,
         hop_length=HOP_LENGTH, n_mels=N_MELS,
