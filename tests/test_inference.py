@@ -157,6 +157,30 @@ def test_streams_split_the_batch_and_give_the_same_scores():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+CACHE_PROBE = """
+import os, sys
+from tagger.model.classify import SHIPPED_MODELS
+from tagger.model.embeddings import Backbones
+from tagger.model.musicnn import load_musicnn
+Backbones([load_musicnn(n) for n in SHIPPED_MODELS])
+print(os.environ.get("LRU_CACHE_CAPACITY"))
+"""
+
+
+@pytest.mark.parametrize("user_value,expected", [(None, "32"), ("500", "500")])
+def test_the_primitive_cache_is_bounded_unless_the_user_set_it(user_value, expected):
+    """ideep keeps a oneDNN primitive per operand shape and thread (1024 by default), which
+    grew a long scan's resident memory by ~60 MB; the model caps it before its first product,
+    and a value the user exported wins."""
+    env = {k: v for k, v in os.environ.items() if k != "LRU_CACHE_CAPACITY"}
+    if user_value is not None:
+        env["LRU_CACHE_CAPACITY"] = user_value
+    run = subprocess.run([sys.executable, "-c", CACHE_PROBE], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [expected]
+
+
 # --- priority -----------------------------------------------------------------------------
 
 PRIORITY_PROBE = """

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -107,6 +108,21 @@ def _malloc_trim():
 _TRIM = _malloc_trim()
 
 
+#: How many oneDNN primitives ideep (torch's glue for the bf16 products) keeps per thread. It
+#: caches one, with its buffers, for every operand shape it meets, 1024 by default; a scan
+#: brings many shapes (short tracks, each batch's last chunk), and the model threads' caches
+#: held 50-70 MB of the scanning process's resident memory. With 32 a scan of 1000 tracks
+#: stayed at 366-403 MB instead of 430-458, and the model measured no slower
+#: (bench/RESULTS.md). ideep reads the variable when its cache is first used.
+PRIMITIVE_CACHE_CAPACITY = "32"
+
+
+def bound_primitive_cache() -> None:
+    """Cap ideep's per-thread primitive cache (``LRU_CACHE_CAPACITY``), unless the user set
+    it; only products run after this are affected, so it is called before the first one."""
+    os.environ.setdefault("LRU_CACHE_CAPACITY", PRIMITIVE_CACHE_CAPACITY)
+
+
 def _return_freed_memory() -> None:
     """Give the batch's freed intermediates back to the system (glibc keeps them per thread
     otherwise: ~60 MB more resident in a long scan with two streams); about a millisecond."""
@@ -128,6 +144,7 @@ class Backbones:
 
     def __init__(self, models: Sequence[LoadedModel], batch_segments: int = 80,
                  streams: int = 1, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        bound_primitive_cache()
         self.models = tuple(models)
         self.batch = batch_segments
         self.sha256 = combined_sha256(self.models)
