@@ -122,6 +122,9 @@ def edited_since(path: str, changes: Sequence) -> bool:
 class RevertReport:
     restored: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    #: path -> ((size, mtime_ns), tags) of each file restored, as read right after the
+    #: restore (tags None: unreadable then)
+    after: dict[str, tuple[tuple[int, int], tags.TagInfo | None]] = field(default_factory=dict)
 
 
 def revert(catalogue, paths: Sequence[str] | None, *, roots: Sequence[str] = (),
@@ -163,22 +166,23 @@ def revert(catalogue, paths: Sequence[str] | None, *, roots: Sequence[str] = (),
             catalogue.mark_reverted(c.id for c in group)
             catalogue.withdraw_corrections(path, (c.id for c in group))
             st = os.stat(path)
-            if catalogue.update_stat(path, st.st_size, st.st_mtime_ns):
-                _record_restored_genres(catalogue, path)
+            info = _read_back(path)
+            if catalogue.update_stat(path, st.st_size, st.st_mtime_ns) and info is not None:
+                # what the file holds again is the user's: every tagger write is reverted
+                held = normalise_genres(info.genres)
+                catalogue.set_track_tags(path, info.artist, info.album, held, held)
         report.restored += 1
+        report.after[path] = ((st.st_size, st.st_mtime_ns), info)
     return report
 
 
-def _record_restored_genres(catalogue, path: str) -> None:
-    """The catalogue's ``file_genres`` / ``user_genres`` of a file just reverted: what it holds
-    again (every tagger write of it is reverted, so its genres are the user's)."""
+def _read_back(path: str) -> tags.TagInfo | None:
+    """The tags of a file just reverted; None (logged) when it cannot be read now."""
     try:
-        info = tags.read_info(path)
+        return tags.read_info(path)
     except TaggerError as exc:  # restored a moment ago; unreadable now: leave the row alone
         log.warning("%s: reverted, but its genres cannot be read back: %s", path, exc.message)
-        return
-    held = normalise_genres(info.genres)
-    catalogue.set_track_tags(path, info.artist, info.album, held, held)
+        return None
 
 
 def recover_interrupted_writes(catalogue, roots: Iterable[str]) -> int:

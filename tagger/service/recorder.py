@@ -312,8 +312,9 @@ class Recorder:
             return None
         summary.withdrawn += 1
         log.log(self.hooks.tagged_log_level, "%s: took back tagger's genre", path)
-        st = os.stat(path)
-        return (st.st_size, st.st_mtime_ns), tags.read_info(path)
+        stat, info = report.after[path]
+        # unreadable right after the restore: read again, so that the error is the file's
+        return stat, info if info is not None else tags.read_info(path)
 
     def _respect_correction(self, path: str, decision: TagDecision) -> TagDecision:
         """The user's correction in force outranks the policy (even ``tags.write = always``):
