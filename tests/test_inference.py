@@ -56,6 +56,31 @@ def test_bf16_fast_path_stays_close_to_tensorflow(name, prefix):
     assert np.abs(again - expected).max() < 1e-4
 
 
+def test_bf16_maxima_by_bit_pattern_are_amax_bit_for_bit():
+    """The temporal banks take bf16 maxima over the bands on int16 bit patterns: equal to
+    torch's amax bit for bit, also where every value is negative, at +0 and -0, at inf."""
+    from tagger.model.fastconv import _bit_extremes, _bit_maxima
+
+    rng = torch.Generator().manual_seed(3)
+    values = torch.randn(6, 96, 8, 51, generator=rng)
+    values[0] -= 10.0  # every value negative
+    values[1] = torch.where(values[1] < 0, values[1], -0.0)  # negatives and -0 only
+    values[2].zero_()  # +0 only
+    values[3, :, :4] = -0.0  # -0 only
+    values[3, :, 4:] = torch.where(values[3, :, 4:] > 0, -values[3, :, 4:], 0.0)  # <= +0
+    values[4, 7] = float("inf")
+    values[5, 9] = float("-inf")
+    values[5, 10, :2] = 1e-40  # subnormal, as bf16 keeps it
+    values = values.to(torch.bfloat16)
+    high = torch.empty(6, 8, 51, dtype=torch.int16)
+    low = torch.empty_like(high)
+    _bit_extremes(values, 1, high, low)
+    _bit_maxima(high, low)
+    expected = torch.amax(values, dim=1)
+    assert torch.equal(high, expected.view(torch.int16))  # the bits, so -0 is not +0
+    assert torch.equal(high.view(torch.bfloat16), expected)
+
+
 def test_bf16_embeddings_are_float32_and_close():
     network = load_musicnn("MTT_musicnn").network
     x = torch.from_numpy(PARITY["patches"])

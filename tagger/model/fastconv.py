@@ -109,6 +109,28 @@ def _timbral_groups(conv, sign, bands: int, blocks: int, parts: int) -> list[dic
     return groups
 
 
+def _bit_extremes(values: torch.Tensor, dim: int, high: torch.Tensor,
+                  low: torch.Tensor) -> None:
+    """int16 maximum and minimum over ``dim`` of the bit patterns of bf16 ``values``.
+
+    Half of an exact bf16 maximum that runs at int16 speed: torch's bf16 ``amax`` widens
+    every value to float32 and back, ~5x slower than an int16 ``amax`` over the same bits,
+    and the temporal banks' maxima over the 96 bands took 40 % of their time. As int16 the
+    bit patterns of values >= +0 order as the values do and lie above all those of values
+    <= -0, whose order is reversed. So if the int16 maximum of a set is >= 0 it is the
+    set's maximum; if not, every value is <= -0 and the maximum, the one of least magnitude,
+    is the int16 minimum. :func:`_bit_maxima` picks; the result is bit for bit ``amax``'s.
+    """
+    bits = values.view(torch.int16)
+    torch.amax(bits, dim=dim, out=high)
+    torch.amin(bits, dim=dim, out=low)
+
+
+def _bit_maxima(high: torch.Tensor, low: torch.Tensor) -> None:
+    """The maxima from :func:`_bit_extremes`' parts, into ``high``."""
+    torch.where(high < 0, low, high, out=high)
+
+
 class FastMusiCNN:
     """Derived weights of one :class:`MusiCNN` and its fast inference pass."""
 
@@ -246,6 +268,7 @@ class FastMusiCNN:
         n_banks = len(self.temporal)
         out_ch = self.temporal[0][2].shape[1] // blk
         step = self.temporal_chunk_patches
+        bits = x.dtype == torch.bfloat16  # maxima by bit pattern (see _bit_extremes)
         products = torch.empty(min(step, batch) * bands, blk * out_ch, dtype=x.dtype)
         for start in range(0, batch, step):
             stop = min(start + step, batch)
@@ -253,6 +276,8 @@ class FastMusiCNN:
             rows = xt[start:stop].reshape(n * bands, total)
             y = products[:n * bands]
             peak = torch.empty(n_blocks, n_banks, n, blk, out_ch, dtype=x.dtype)
+            if bits:
+                low = torch.empty(peak.shape, dtype=torch.int16)
             for block in range(n_blocks):
                 first = block * blk
                 # the window's columns that hold real frames (the rest is zero padding)
@@ -261,7 +286,14 @@ class FastMusiCNN:
                     lo_, hi_ = max(lo, lo_data), min(hi, hi_data)
                     # y: (n * 96, blk * O)
                     torch.mm(rows[:, first + lo_:first + hi_], w[lo_:hi_], out=y)
-                    torch.amax(y.view(n, bands, blk, out_ch), dim=1, out=peak[block, j])
+                    bands_first = y.view(n, bands, blk, out_ch)
+                    if bits:
+                        _bit_extremes(bands_first, 1, peak[block, j].view(torch.int16),
+                                      low[block, j])
+                    else:
+                        torch.amax(bands_first, dim=1, out=peak[block, j])
+            if bits:
+                _bit_maxima(peak.view(torch.int16), low)
             peak = peak.permute(2, 0, 3, 1, 4).reshape(n, n_blocks * blk, n_banks * out_ch)
             out[start:stop, :, col:col + n_banks * out_ch] = peak[:, :frames]
 
