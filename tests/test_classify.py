@@ -1,6 +1,13 @@
 """The classifier end to end on real music: decode -> features -> both models -> vote."""
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -130,3 +137,83 @@ def test_cli_json_output_and_exit_codes(capsys, hostile_files):
     assert main(["bogus-command"]) == 2
     assert main(["--config", "/nonexistent/tagger.toml", "classify", good]) == 2
     capsys.readouterr()
+
+
+def test_tagger_classify_decodes_in_worker_processes(tmp_path):
+    """``tagger classify`` decodes in worker processes, as a scan does: a decoder crash costs
+    a file, not the run, and the decoders do not hold this process's interpreter lock. So
+    its own process never loads librosa, numba, scipy or FFmpeg's libraries."""
+    clips = [str(real_clip(name)) for name in ("Kevin_MacLeod_-_Vibe_Ace.ogg",
+                                               "sorohanro_-_solo-trumpet-06.ogg")]
+    script = ("import json, sys\nfrom tagger.cli import main\n"
+              f"code = main(['classify', '--json', *{clips!r}])\n"
+              "heavy = ('librosa', 'numba', 'llvmlite', 'scipy', 'av', 'soxr')\n"
+              "print(json.dumps([code, sorted(m for m in heavy if m in sys.modules)]))\n")
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=600)
+    lines = run.stdout.strip().splitlines()
+    code, loaded = json.loads(lines[-1])
+    assert code == 0, run.stderr
+    assert [json.loads(line)["genre"] for line in lines[:-1]] == ["jazz", "jazz"]
+    assert loaded == []
+
+
+def test_a_decode_worker_killed_during_classify_costs_no_file(tmp_path):
+    """The decode pool (the one the scan's engine runs on too) retries the files a dead
+    worker held, each once, in a fresh pool, and hands them back in their order."""
+    from tagger.audio.features import PreparedTrack
+    from tagger.service.pool import DecodePool, decode_in_workers
+
+    paths = []
+    for i in range(6):
+        paths.append(str(tmp_path / f"t{i}.ogg"))
+        shutil.copy(real_clip("Kevin_MacLeod_-_Vibe_Ace.ogg"), paths[-1])
+    pool = DecodePool(Config(), workers=2)
+    killed = []
+
+    def kill_a_worker():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            processes = pool.worker_pids()
+            if processes:
+                os.kill(processes[0], signal.SIGKILL)
+                killed.append(processes[0])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    try:
+        outcomes = list(decode_in_workers(pool, paths, ahead=4))
+    finally:
+        killer.join()
+        pool.close()
+    assert killed
+    assert [path for path, _ in outcomes] == paths
+    assert all(isinstance(track, PreparedTrack) for _, track in outcomes), outcomes
+
+
+def test_a_file_that_crashes_its_decoder_twice_fails_alone(tmp_path):
+    """A decoder that dies on one file: that file fails (its worker died twice), the files
+    in flight beside it are decoded on their retry, and the order holds."""
+    from helpers.crashing import prepare_or_crash
+
+    from tagger.audio.features import PreparedTrack
+    from tagger.results import FailureKind
+    from tagger.service.pool import DecodePool
+
+    names = ["a.ogg", "crash.ogg", "b.ogg", "c.ogg", "d.ogg"]
+    paths = [str(tmp_path / name) for name in names]
+    for path in paths:
+        shutil.copy(real_clip("Kevin_MacLeod_-_Vibe_Ace.ogg"), path)
+    pool = DecodePool(Config(), workers=2)
+    try:
+        run = pool.in_order(paths, prepare_or_crash, name=str,
+                            died=lambda path, reason, kind: (reason, kind), window=4)
+        outcomes = dict(run)
+    finally:
+        pool.close()
+    assert list(outcomes) == paths
+    assert outcomes[paths[1]] == ("the decoding worker process died twice on this file",
+                                  FailureKind.WORKER_DIED)
+    assert all(isinstance(outcomes[p], PreparedTrack) for p in paths if "crash" not in p)

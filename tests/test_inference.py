@@ -59,7 +59,7 @@ def test_bf16_fast_path_stays_close_to_tensorflow(name, prefix):
 def test_bf16_maxima_by_bit_pattern_are_amax_bit_for_bit():
     """The temporal banks take bf16 maxima over the bands on int16 bit patterns: equal to
     torch's amax bit for bit, also where every value is negative, at +0 and -0, at inf."""
-    from tagger.model.fastconv import _bit_extremes, _bit_maxima
+    from tagger.model.fastconv import bf16_bit_extremes, bf16_maxima
 
     rng = torch.Generator().manual_seed(3)
     values = torch.randn(6, 96, 8, 51, generator=rng)
@@ -74,8 +74,8 @@ def test_bf16_maxima_by_bit_pattern_are_amax_bit_for_bit():
     values = values.to(torch.bfloat16)
     high = torch.empty(6, 8, 51, dtype=torch.int16)
     low = torch.empty_like(high)
-    _bit_extremes(values, 1, high, low)
-    _bit_maxima(high, low)
+    bf16_bit_extremes(values, 1, high, low)
+    bf16_maxima(high, low)
     expected = torch.amax(values, dim=1)
     assert torch.equal(high, expected.view(torch.int16))  # the bits, so -0 is not +0
     assert torch.equal(high.view(torch.bfloat16), expected)

@@ -23,14 +23,13 @@ from tagger.config import Config
 
 
 def cmd_classify(args: argparse.Namespace, config: Config) -> int:
-    from tagger.model.classify import Classifier
+    from tagger.service.classify import classify_files
 
-    classifier = Classifier(config)
     failed = 0
     width = min(48, max(len(p) for p in args.files))
     if not args.json:
         print(f"{'FILE':<{width}}  {'GENRE':<14} {'CONF':>5} {'VOTES':<6}  NOTES")
-    for result in classifier.classify(args.files):
+    for result in classify_files(config, args.files):
         failed += result.error is not None
         if args.json:
             print(json.dumps(result_to_json(result), ensure_ascii=False), flush=True)

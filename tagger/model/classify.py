@@ -294,23 +294,35 @@ class Classifier:
     def classify(self, paths: Iterable[str], prepare_threads: int = 2) -> Iterator[TrackResult]:
         """Classify files in order; decoding overlaps inference, segments batch across tracks.
 
-        A file that cannot be read yields a result with ``error`` set; the rest go on.
+        The files decode in ``prepare_threads`` threads of this process (``tagger classify``
+        decodes in worker processes instead: :func:`tagger.service.pool.decode_in_workers`
+        feeding :meth:`classify_decoded`). A file that cannot be read yields a result with
+        ``error`` set; the rest go on.
         """
-        model = self.config.model
-        # a batch and a bit ahead: the next batch decodes while the model runs this one
-        ahead = max(prepare_threads * 2,
-                    -(-model.batch_segments // model.segments) + prepare_threads)
         with ThreadPoolExecutor(max_workers=max(1, prepare_threads)) as pool:
-            pending: list[tuple[str, PreparedTrack | TaggerError]] = []
-            queued = 0
-            for path, prepared in prepare_in_order(paths, self.config, pool, ahead):
-                pending.append((path, prepared))
-                if isinstance(prepared, PreparedTrack):
-                    queued += len(prepared.patches)
-                if queued >= model.batch_segments:
-                    yield from self._flush(pending)
-                    pending, queued = [], 0
-            yield from self._flush(pending)
+            yield from self.classify_decoded(
+                prepare_in_order(paths, self.config, pool, self.decode_ahead(prepare_threads)))
+
+    def decode_ahead(self, decoders: int) -> int:
+        """How many files to keep decoding with ``decoders`` decoders at work: a batch and a
+        bit, so that the next batch decodes while the model runs this one."""
+        model = self.config.model
+        return max(decoders * 2, -(-model.batch_segments // model.segments) + decoders)
+
+    def classify_decoded(self, decoded: Iterable[tuple[str, PreparedTrack | TaggerError]]
+                         ) -> Iterator[TrackResult]:
+        """Classify tracks decoded elsewhere, ``(path, track or its error)`` in order (as
+        :func:`tagger.audio.features.prepare_in_order` gives them), batched across tracks."""
+        pending: list[tuple[str, PreparedTrack | TaggerError]] = []
+        queued = 0
+        for path, prepared in decoded:
+            pending.append((path, prepared))
+            if isinstance(prepared, PreparedTrack):
+                queued += len(prepared.patches)
+            if queued >= self.config.model.batch_segments:
+                yield from self._flush(pending)
+                pending, queued = [], 0
+        yield from self._flush(pending)
 
     def _flush(self, pending: list[tuple[str, PreparedTrack | TaggerError]]) -> list[TrackResult]:
         prepared = [item for _, item in pending if isinstance(item, PreparedTrack)]

@@ -109,7 +109,7 @@ def _timbral_groups(conv, sign, bands: int, blocks: int, parts: int) -> list[dic
     return groups
 
 
-def _bit_extremes(values: torch.Tensor, dim: int, high: torch.Tensor,
+def bf16_bit_extremes(values: torch.Tensor, dim: int, high: torch.Tensor,
                   low: torch.Tensor) -> None:
     """int16 maximum and minimum over ``dim`` of the bit patterns of bf16 ``values``.
 
@@ -119,15 +119,15 @@ def _bit_extremes(values: torch.Tensor, dim: int, high: torch.Tensor,
     bit patterns of values >= +0 order as the values do and lie above all those of values
     <= -0, whose order is reversed. So if the int16 maximum of a set is >= 0 it is the
     set's maximum; if not, every value is <= -0 and the maximum, the one of least magnitude,
-    is the int16 minimum. :func:`_bit_maxima` picks; the result is bit for bit ``amax``'s.
+    is the int16 minimum. :func:`bf16_maxima` picks; the result is bit for bit ``amax``'s.
     """
     bits = values.view(torch.int16)
     torch.amax(bits, dim=dim, out=high)
     torch.amin(bits, dim=dim, out=low)
 
 
-def _bit_maxima(high: torch.Tensor, low: torch.Tensor) -> None:
-    """The maxima from :func:`_bit_extremes`' parts, into ``high``."""
+def bf16_maxima(high: torch.Tensor, low: torch.Tensor) -> None:
+    """The maxima from :func:`bf16_bit_extremes`' parts, into ``high``."""
     torch.where(high < 0, low, high, out=high)
 
 
@@ -268,7 +268,7 @@ class FastMusiCNN:
         n_banks = len(self.temporal)
         out_ch = self.temporal[0][2].shape[1] // blk
         step = self.temporal_chunk_patches
-        bits = x.dtype == torch.bfloat16  # maxima by bit pattern (see _bit_extremes)
+        bits = x.dtype == torch.bfloat16  # maxima by bit pattern (see bf16_bit_extremes)
         products = torch.empty(min(step, batch) * bands, blk * out_ch, dtype=x.dtype)
         for start in range(0, batch, step):
             stop = min(start + step, batch)
@@ -288,12 +288,12 @@ class FastMusiCNN:
                     torch.mm(rows[:, first + lo_:first + hi_], w[lo_:hi_], out=y)
                     bands_first = y.view(n, bands, blk, out_ch)
                     if bits:
-                        _bit_extremes(bands_first, 1, peak[block, j].view(torch.int16),
+                        bf16_bit_extremes(bands_first, 1, peak[block, j].view(torch.int16),
                                       low[block, j])
                     else:
                         torch.amax(bands_first, dim=1, out=peak[block, j])
             if bits:
-                _bit_maxima(peak.view(torch.int16), low)
+                bf16_maxima(peak.view(torch.int16), low)
             peak = peak.permute(2, 0, 3, 1, 4).reshape(n, n_blocks * blk, n_banks * out_ch)
             out[start:stop, :, col:col + n_banks * out_ch] = peak[:, :frames]
 

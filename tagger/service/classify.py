@@ -1,0 +1,47 @@
+"""``tagger classify``: files classified by this process's model, decoded by worker processes.
+
+The same split as a scan (:mod:`tagger.service.engine`), without the catalogue and the tags:
+the decode workers (:mod:`tagger.service.pool`) cut each file into segments, and this process
+batches them through the classifier. In worker processes a decoder that crashes on a hostile
+file costs that file (retried once), not the run; and the decoders do not compete with the
+model's streams for this process's interpreter lock, as threads here did (~10 % slower).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+from tagger.config import Config
+from tagger.service.lifetime import use_private_temp
+from tagger.service.pool import DecodePool, decode_in_workers, start_fork_server, worker_count
+
+if TYPE_CHECKING:  # torch loads only where a classifier is built
+    from tagger.model.classify import Classifier
+    from tagger.results import TrackResult
+
+
+def classify_files(config: Config, paths: Sequence[str], *, workers: int = 0,
+                   classifier: Classifier | None = None) -> Iterator[TrackResult]:
+    """Results for ``paths``, in order; a file that cannot be read gets one with ``error``.
+
+    The model loads here, before the first result is asked for (its errors are raised
+    now), while the decode workers' fork server warms the decode stack; at most one worker
+    per file. Writes nothing but the workers' sockets, under ``<state>/tmp``.
+    """
+    use_private_temp(config.state_path)  # before the fork server picks its socket dir
+    if classifier is None:
+        start_fork_server()
+        from tagger.model.classify import Classifier
+
+        classifier = Classifier(config)
+    decoders = DecodePool(config, max(1, min(worker_count(config, workers), len(paths))))
+    return _results(classifier, decoders, paths)
+
+
+def _results(classifier: Classifier, decoders: DecodePool, paths: Sequence[str]
+             ) -> Iterator[TrackResult]:
+    try:
+        yield from classifier.classify_decoded(
+            decode_in_workers(decoders, paths, classifier.decode_ahead(decoders.workers)))
+    finally:
+        decoders.close()
