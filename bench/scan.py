@@ -4,8 +4,9 @@
 
 1. Builds a mixed-format library (MP3, M4A, FLAC, Opus, WAV) of full-length real tracks from
    Debian's game-music packages (wesnoth-1.16-music, warzone2100-music) with ffmpeg, then
-   times the classifier alone (``Classifier.classify``) and a full ``scan`` (worker pool,
-   tag writes, catalogue) over the same files: the pool must not lose more than 15 %.
+   times ``tagger classify`` alone (``classify_files``: decode workers, the model here) and a
+   full ``scan`` (worker pool, tag writes, catalogue) over the same files: the scan must not
+   lose more than 15 %.
 2. Unchanged rescan of 100 000 catalogued files (small placeholder files; what is timed is
    the walk, the stat calls and the catalogue diff, as in a real rescan).
 3. Resident memory of the scanning process, sampled every 50 tracks over a scan of
@@ -121,6 +122,7 @@ def bench_pool(work: Path, tracks: int, rounds: int) -> dict:
     """Classifier alone vs full scan, interleaved over ``rounds``; medians of the rates."""
     from tagger.library.catalogue import open_catalogue
     from tagger.model.classify import Classifier
+    from tagger.service.classify import classify_files
 
     files = build_library(work / "full", tracks)
     config = Config()
@@ -130,7 +132,7 @@ def bench_pool(work: Path, tracks: int, rounds: int) -> dict:
     alone, pooled = [], []
     for _ in range(rounds):
         start = time.perf_counter()
-        results = list(classifier.classify(paths))
+        results = list(classify_files(config, paths, classifier=classifier))
         alone.append(len(files) / (time.perf_counter() - start))
         library = fresh_copy(files, work / "scan-lib")
         os.sync()  # a library is not 470 MB of dirty pages being written back during the scan
@@ -255,7 +257,7 @@ def main(argv=None) -> int:
                   f"(median {pool['median_min']:.1f} min; formats {', '.join(pool['formats'])}); "
                   f"median of {pool['rounds']} interleaved rounds:",
                   "", "| run | tracks/s (median) | rounds |", "|---|---|---|",
-                  f"| classifier alone (`Classifier.classify`) | {pool['classifier_tps']:.2f} | "
+                  f"| `tagger classify` alone (`classify_files`) | {pool['classifier_tps']:.2f} | "
                   f"{', '.join(f'{r:.2f}' for r in pool['alone'])} |",
                   f"| `scan` (worker pool, tags written, catalogue) | {pool['scan_tps']:.2f} | "
                   f"{', '.join(f'{r:.2f}' for r in pool['pooled'])} |",

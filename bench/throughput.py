@@ -3,9 +3,10 @@
     python bench/throughput.py FOLDER [--limit 16] [--contend 2] [--musicnn-dir DIR] [--write]
 
 Prints tracks/s and per-stage milliseconds (decode, features, model) of tagger's pipeline, and
-the end-to-end rate of ``Classifier.classify`` (what ``tagger classify`` runs) on a quiet
-machine and with ``--contend N`` CPU-bound competitor processes (busy loops this script starts
-and stops itself) on the same cores, side by side.
+the end-to-end rate of what ``tagger classify`` runs (``classify_files``: decode worker
+processes feeding the model in this process) on a quiet machine and with ``--contend N``
+CPU-bound competitor processes (busy loops this script starts and stops itself) on the same
+cores, side by side.
 When TensorFlow is importable and the musicnn 0.1.0 checkpoints are at --musicnn-dir
 (``pip download --no-deps musicnn==0.1.0`` and unzip), it also times, in the same run:
   * the original TF graphs on the identical segments (same batches, same threads);
@@ -44,6 +45,7 @@ from tagger.audio.decode import decode_window
 from tagger.audio.features import FRAMES_PER_SEGMENT, PreparedTrack, segment
 from tagger.config import AUDIO_EXTENSIONS, Config
 from tagger.model.classify import Classifier
+from tagger.service.classify import classify_files
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,9 +85,11 @@ def competitors(count: int):
 
 
 def end_to_end(classifier: Classifier, paths: list[str]) -> float:
-    """Seconds for ``Classifier.classify`` over ``paths`` (decode overlapped with inference)."""
+    """Seconds for ``tagger classify`` over ``paths`` with the model loaded: decode worker
+    processes feeding this process's model (:func:`tagger.service.classify.classify_files`),
+    the decode overlapped with inference."""
     start = time.perf_counter()
-    results = list(classifier.classify(paths))
+    results = list(classify_files(classifier.config, paths, classifier=classifier))
     elapsed = time.perf_counter() - start
     failed = [r for r in results if r.error]
     if failed:
@@ -104,7 +108,9 @@ def bench_tagger(paths: list[str], config: Config) -> dict:
         prepared.append(track)
     patches = np.concatenate([t.patches for t in prepared])
     _, model_s = timed(classifier.tag_scores, patches)
-    results, wall_s = timed(lambda: list(classifier.classify(paths)))
+    results, wall_s = timed(lambda: list(classify_files(config, paths, classifier=classifier)))
+    # the library's own call, decoding in threads of this process, for comparison
+    _, threads_s = timed(lambda: list(classifier.classify(paths)))
     failures = [r for r in results if r.error]
     return {
         "classifier": classifier, "prepared": prepared, "patches": patches,
@@ -112,6 +118,7 @@ def bench_tagger(paths: list[str], config: Config) -> dict:
         "model_ms_per_track": model_s * 1000 / len(paths),
         "model_ms_per_patch": model_s * 1000 / len(patches),
         "wall_s": wall_s, "tracks_per_s": len(paths) / wall_s, "failures": failures,
+        "threads_ms_per_track": threads_s * 1000 / len(paths),
         "genres": [r.vote.genre if r.vote else r.error for r in results],
     }
 
@@ -231,9 +238,11 @@ def report(args, paths, ours, tf_figures) -> str:
         "",
         "| figure | value |",
         "|---|---|",
-        f"| tagger end to end (decode overlapped with inference) | "
+        f"| tagger end to end (`tagger classify`: decode workers, model here) | "
         f"**{ours['tracks_per_s']:.2f} tracks/s** "
         f"({ours['wall_s'] * 1000 / len(paths):.0f} ms/track) |",
+        "| `Classifier.classify` (decode in threads of the model's process) | "
+        f"{ours['threads_ms_per_track']:.0f} ms/track |",
         "| decode, median per track (middle 30 s, ffmpeg seek + soxr) | "
         f"{median(ours['decode_ms']):.0f} ms |",
         "| features, median per track (log-mel + 10 segments) | "
@@ -351,7 +360,7 @@ def contention_report(args, paths: list[str], classifier: Classifier, tf_figures
         rounds += ("; TF quiet " + ", ".join(f"{v:.0f}" for v in tf_quiet)
                    + "; TF contended " + ", ".join(f"{v:.0f}" for v in tf_contended))
     return "\n".join([
-        f"End to end (`Classifier.classify`, as `tagger classify` runs it), {len(paths)} tracks, "
+        f"End to end (`tagger classify`, model loaded: `classify_files`), {len(paths)} tracks, "
         f"median of {args.rounds} interleaved round(s); contended: {args.contend} CPU-bound "
         f"busy-loop processes on the same {os.cpu_count()} cores (fair share: "
         f"{os.cpu_count() / (os.cpu_count() + args.contend):.0%} of quiet throughput); "
