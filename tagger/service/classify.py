@@ -21,12 +21,15 @@ if TYPE_CHECKING:  # torch loads only where a classifier is built
 
 
 def classify_files(config: Config, paths: Sequence[str], *, workers: int = 0,
-                   classifier: Classifier | None = None) -> Iterator[TrackResult]:
+                   classifier: Classifier | None = None,
+                   decoders: DecodePool | None = None) -> Iterator[TrackResult]:
     """Results for ``paths``, in order; a file that cannot be read gets one with ``error``.
 
     The model loads here, before the first result is asked for (its errors are raised
     now), while the decode workers' fork server warms the decode stack; at most one worker
-    per file. Writes nothing but the workers' sockets, under ``<state>/tmp``.
+    per file. Writes nothing but the workers' sockets, under ``<state>/tmp``. A caller that
+    classifies again and again passes its own ``decoders`` (kept open): fresh workers take
+    a few files to reach their pace.
     """
     use_private_temp(config.state_path)  # before the fork server picks its socket dir
     if classifier is None:
@@ -34,14 +37,17 @@ def classify_files(config: Config, paths: Sequence[str], *, workers: int = 0,
         from tagger.model.classify import Classifier
 
         classifier = Classifier(config)
-    decoders = DecodePool(config, max(1, min(worker_count(config, workers), len(paths))))
-    return _results(classifier, decoders, paths)
+    own = decoders is None
+    if own:
+        decoders = DecodePool(config, max(1, min(worker_count(config, workers), len(paths))))
+    return _results(classifier, decoders, paths, close=own)
 
 
-def _results(classifier: Classifier, decoders: DecodePool, paths: Sequence[str]
+def _results(classifier: Classifier, decoders: DecodePool, paths: Sequence[str], close: bool
              ) -> Iterator[TrackResult]:
     try:
         yield from classifier.classify_decoded(
             decode_in_workers(decoders, paths, classifier.decode_ahead(decoders.workers)))
     finally:
-        decoders.close()
+        if close:
+            decoders.close()
