@@ -1,13 +1,7 @@
 """The classifier end to end on real music: decode -> features -> both models -> vote."""
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -143,25 +137,21 @@ def test_tagger_classify_decodes_in_worker_processes(tmp_path):
     """``tagger classify`` decodes in worker processes, as a scan does: a decoder crash costs
     a file, not the run, and the decoders do not hold this process's interpreter lock. So
     its own process never loads librosa, numba, scipy or FFmpeg's libraries."""
+    from helpers.apart import run_cli_apart
+
     clips = [str(real_clip(name)) for name in ("Kevin_MacLeod_-_Vibe_Ace.ogg",
                                                "sorohanro_-_solo-trumpet-06.ogg")]
-    script = ("import json, sys\nfrom tagger.cli import main\n"
-              f"code = main(['classify', '--json', *{clips!r}])\n"
-              "heavy = ('librosa', 'numba', 'llvmlite', 'scipy', 'av', 'soxr')\n"
-              "print(json.dumps([code, sorted(m for m in heavy if m in sys.modules)]))\n")
-    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
-    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, timeout=600)
-    lines = run.stdout.strip().splitlines()
-    code, loaded = json.loads(lines[-1])
-    assert code == 0, run.stderr
-    assert [json.loads(line)["genre"] for line in lines[:-1]] == ["jazz", "jazz"]
+    code, loaded, lines, stderr = run_cli_apart(["classify", "--json", *clips], tmp_path / "state")
+    assert code == 0, stderr
+    assert [json.loads(line)["genre"] for line in lines] == ["jazz", "jazz"]
     assert loaded == []
 
 
 def test_a_decode_worker_killed_during_classify_costs_no_file(tmp_path):
     """The decode pool (the one the scan's engine runs on too) retries the files a dead
     worker held, each once, in a fresh pool, and hands them back in their order."""
+    from helpers.crashing import kill_a_worker_soon
+
     from tagger.audio.features import PreparedTrack
     from tagger.service.pool import DecodePool, decode_in_workers
 
@@ -170,19 +160,7 @@ def test_a_decode_worker_killed_during_classify_costs_no_file(tmp_path):
         paths.append(str(tmp_path / f"t{i}.ogg"))
         shutil.copy(real_clip("Kevin_MacLeod_-_Vibe_Ace.ogg"), paths[-1])
     pool = DecodePool(Config(), workers=2)
-    killed = []
-
-    def kill_a_worker():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not killed:
-            processes = pool.worker_pids()
-            if processes:
-                os.kill(processes[0], signal.SIGKILL)
-                killed.append(processes[0])
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_a_worker)
-    killer.start()
+    killer, killed = kill_a_worker_soon(pool.worker_pids)
     try:
         outcomes = list(decode_in_workers(pool, paths, ahead=4))
     finally:

@@ -342,7 +342,7 @@ def test_revert_leaves_a_genre_the_user_changed_since(tmp_path, monkeypatch, cap
 
 def test_a_worker_process_killed_mid_scan_does_not_stop_the_scan(tmp_path):
     """An OOM-killed or crashed decoder: the files it held are retried in a fresh pool."""
-    import threading
+    from helpers.crashing import kill_a_worker_soon
 
     from tagger.config import Config
     from tagger.library.catalogue import open_catalogue
@@ -358,19 +358,7 @@ def test_a_worker_process_killed_mid_scan_does_not_stop_the_scan(tmp_path):
     config = Config()
     with open_catalogue(f"sqlite:///{tmp_path / 'c.sqlite'}") as catalogue:
         engine = Engine(config, catalogue, workers=2)
-        killed = []
-
-        def kill_a_worker():
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not killed:
-                processes = engine.worker_pids()
-                if processes:
-                    os.kill(processes[0], signal.SIGKILL)
-                    killed.append(processes[0])
-                time.sleep(0.05)
-
-        killer = threading.Thread(target=kill_a_worker)
-        killer.start()
+        killer, killed = kill_a_worker_soon(engine.worker_pids)
         summary = engine.process(walk([str(lib)], config.library), Summary())
         killer.join()
         engine.close()
@@ -402,19 +390,15 @@ def test_the_scanning_process_never_loads_the_decode_stack(tmp_path):
     """Decoding and log-mel run in the workers only: the scanning process (the model and the
     one writer) must not carry librosa, numba, scipy or FFmpeg's libraries too, which cost it
     ~70 MB of resident memory for nothing."""
+    from helpers.apart import run_cli_apart
+
     lib = tmp_path / "lib"
     lib.mkdir()
     shutil.copy(real_clip("Kevin_MacLeod_-_Vibe_Ace.ogg"), lib / "vibe.ogg")
     (lib / "vibe.ogg").chmod(0o644)
     db = f"sqlite:///{tmp_path / 'c.sqlite'}"
-    script = ("import json, sys\nfrom tagger.cli import main\n"
-              f"code = main(['scan', '--db', {db!r}, '--workers', '1', {str(lib)!r}])\n"
-              "heavy = ('librosa', 'numba', 'llvmlite', 'scipy', 'av', 'soxr')\n"
-              "print(json.dumps([code, sorted(m for m in heavy if m in sys.modules)]))\n")
-    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
-    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, timeout=600)
-    code, loaded = json.loads(run.stdout.strip().splitlines()[-1])
-    assert code == 0, run.stderr
+    code, loaded, _, stderr = run_cli_apart(["scan", "--db", db, "--workers", "1", str(lib)],
+                                            tmp_path / "state")
+    assert code == 0, stderr
     assert rows(db, "select count(*) from tracks where status = 'done'")[0][0] == 1
     assert loaded == []

@@ -1,0 +1,27 @@
+"""Run tagger's CLI in a new Python process, and see what that process loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+#: the decode stack: librosa, its numba/llvmlite/scipy, FFmpeg's libraries, soxr
+DECODE_STACK = ("librosa", "numba", "llvmlite", "scipy", "av", "soxr")
+
+
+def run_cli_apart(argv: list[str], state_dir: Path) -> tuple[int, list[str], list[str], str]:
+    """``main(argv)`` in a new process with its own state dir: its exit code, the
+    :data:`DECODE_STACK` modules it had loaded by the end, its output lines, its stderr."""
+    script = ("import json, sys\nfrom tagger.cli import main\n"
+              f"code = main({argv!r})\n"
+              f"heavy = {DECODE_STACK!r}\n"
+              "print(json.dumps([code, sorted(m for m in heavy if m in sys.modules)]))\n")
+    env = {**os.environ, "XDG_STATE_HOME": str(state_dir)}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=600)
+    lines = run.stdout.strip().splitlines()
+    code, loaded = json.loads(lines[-1])
+    return code, loaded, lines[:-1], run.stderr
