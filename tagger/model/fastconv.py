@@ -110,7 +110,7 @@ def _timbral_groups(conv, sign, bands: int, blocks: int, parts: int) -> list[dic
 
 
 def bf16_bit_extremes(values: torch.Tensor, dim: int, high: torch.Tensor,
-                  low: torch.Tensor) -> None:
+                      low: torch.Tensor) -> None:
     """int16 maximum and minimum over ``dim`` of the bit patterns of bf16 ``values``.
 
     Half of an exact bf16 maximum that runs at int16 speed: torch's bf16 ``amax`` widens
@@ -289,7 +289,7 @@ class FastMusiCNN:
                     bands_first = y.view(n, bands, blk, out_ch)
                     if bits:
                         bf16_bit_extremes(bands_first, 1, peak[block, j].view(torch.int16),
-                                      low[block, j])
+                                          low[block, j])
                     else:
                         torch.amax(bands_first, dim=1, out=peak[block, j])
             if bits:

@@ -47,7 +47,8 @@ def worker_count(config: Config, workers: int = 0) -> int:
 
 
 class DecodePool:
-    """A pool of decode worker processes (forkserver, warm decode stack, low priority)."""
+    """A pool of decode worker processes, forked from a server that loaded and warmed the
+    decode stack once."""
 
     def __init__(self, config: Config, workers: int = 0):
         self.config = config
