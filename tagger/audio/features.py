@@ -128,29 +128,35 @@ def prepare_track(path: str, config: Config) -> PreparedTrack:
     )
 
 
+def prepare_or_error(path: str, config: Config) -> PreparedTrack | TaggerError:
+    """:func:`prepare_track`, its failure as a value: a decoder bug is a ReadError of its
+    file, so the other files go on (in a thread or in a worker process alike)."""
+    try:
+        return prepare_track(path, config)
+    except TaggerError as exc:
+        return exc
+    except Exception as exc:  # a decoder bug must not stop the other files
+        return ReadError(f"unexpected {type(exc).__name__}: {exc}", path)
+
+
 def prepare_in_order(paths: Iterable[str], config: Config, pool: Executor, ahead: int,
                      ) -> Iterator[tuple[str, PreparedTrack | TaggerError]]:
-    """:func:`prepare_track` of each path in ``pool``, yielded in order as ``(path, track or
-    its error)``, with ``ahead`` of them decoding at a time: the next tracks decode while the
-    caller runs the model on this one, and decoded tracks never pile up. A decoder bug is a
-    ReadError of its file; the other files go on."""
+    """:func:`prepare_or_error` of each path in ``pool`` (threads: a pool of processes is
+    :mod:`tagger.service.pool`'s, which survives its workers' crashes), yielded in order as
+    ``(path, track or its error)``, with ``ahead`` of them decoding at a time: the next
+    tracks decode while the caller runs the model on this one, and decoded tracks never
+    pile up."""
     remaining = iter(paths)
     in_flight: deque = deque()
 
     def submit_next() -> None:
         path = next(remaining, None)
         if path is not None:
-            in_flight.append((path, pool.submit(prepare_track, path, config)))
+            in_flight.append((path, pool.submit(prepare_or_error, path, config)))
 
     for _ in range(max(1, ahead)):
         submit_next()
     while in_flight:
         path, future = in_flight.popleft()
         submit_next()
-        try:
-            outcome: PreparedTrack | TaggerError = future.result()
-        except TaggerError as exc:
-            outcome = exc
-        except Exception as exc:  # a decoder bug must not stop the other files
-            outcome = ReadError(f"unexpected {type(exc).__name__}: {exc}", path)
-        yield path, outcome
+        yield path, future.result()

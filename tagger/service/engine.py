@@ -30,7 +30,6 @@ class Engine:
         self.config = config
         self.recorder = Recorder(config, catalogue, dry_run=dry_run, hooks=hooks)
         self.decode = DecodePool(config, workers)
-        self.workers = self.decode.workers
         self.dry_run = dry_run
         if not dry_run:  # a dry run creates nothing, not even the state dir
             use_private_temp(config.state_path)  # before the fork server picks its socket dir
@@ -44,6 +43,11 @@ class Engine:
         self.classifier = classifier
         # the calibrated confidence and the resolved threshold: what the recorder compares
         self.recorder.config = use_calibration(config, catalogue, classifier)
+
+    @property
+    def workers(self) -> int:
+        """How many decode worker processes."""
+        return self.decode.workers
 
     @property
     def model_info(self) -> ModelInfo:
@@ -117,6 +121,7 @@ class Engine:
         for item, (result, embeddings) in zip(items, results):
             self.recorder.record(item, result, summary, embeddings)
         self._advance(progress, len(items))
+
 
 def _worker_failure(found: FoundFile, reason: str, kind: FailureKind) -> WorkItem:
     return WorkItem(found.path, found.size, found.mtime_ns, None, error=reason, kind=kind)

@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
-from tagger.audio.features import PreparedTrack, prepare_track
+from tagger.audio.features import PreparedTrack, prepare_or_error
 from tagger.config import Config
 from tagger.errors import ReadError, TaggerError
 from tagger.results import FailureKind
@@ -200,16 +200,6 @@ class InOrder(Generic[Job, Outcome]):
             flight.stuck = True
             kill_workers(pool_pids(flight.pool))
             return flight.future.result(timeout=60)  # BrokenProcessPool, now
-
-
-def prepare_or_error(path: str, config: Config) -> PreparedTrack | TaggerError:
-    """Worker: :func:`tagger.audio.features.prepare_track`, its failure as a value."""
-    try:
-        return prepare_track(path, config)
-    except TaggerError as exc:
-        return exc
-    except Exception as exc:  # a decoder bug must not stop the other files
-        return ReadError(f"unexpected {type(exc).__name__}: {exc}", path)
 
 
 def decode_in_workers(pool: DecodePool, paths: Iterable[str], ahead: int,

@@ -9,8 +9,8 @@ import threading
 import time
 from typing import Callable
 
+from tagger.audio.features import prepare_or_error
 from tagger.config import Config
-from tagger.service.pool import prepare_or_error
 
 
 def prepare_or_crash(path: str, config: Config):
