@@ -47,6 +47,9 @@ class LibraryConfig:
     # a symlink leading outside the roots is skipped; true: read (classified, catalogued),
     # never written
     follow_symlinks: bool = False
+    # a file modified less than this long ago, or open for writing by any program, is in
+    # motion (a copy or download still running): not read for classification, never written
+    settle_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,8 @@ _POSITIVE = {
 }
 _NON_NEGATIVE = {
     "model.threads", "scan.workers", "watch.settle_seconds", "watch.retry_max_attempts",
-    "model.max_descriptors", "cluster.actors", "cluster.in_flight", "review.port",
+    "library.settle_seconds", "model.max_descriptors", "cluster.actors", "cluster.in_flight",
+    "review.port",
 }
 _UNIT_INTERVAL = {"tags.min_confidence", "model.descriptor_threshold", "tags.target_precision"}
 #: Upper bounds: past them a value is a typo, and taking it literally crashes or starves the
@@ -210,7 +214,8 @@ _MAXIMUM = {
     "model.segment_seconds": 60.0, "model.window_seconds": 3600.0,
     "model.min_track_seconds": 3600.0, "decode.timeout_seconds": _DAY,
     "watch.settle_seconds": _DAY, "watch.poll_interval_seconds": _DAY,
-    "watch.retry_base_seconds": 7 * _DAY, "watch.rescan_interval_minutes": 366 * 24 * 60.0,
+    "library.settle_seconds": _DAY, "watch.retry_base_seconds": 7 * _DAY,
+    "watch.rescan_interval_minutes": 366 * 24 * 60.0,
     "review.port": 65535,
 }
 

@@ -76,14 +76,18 @@ class FailureKind(str, Enum):
     UNREADABLE = "unreadable"  # not audio, truncated, empty, no audio stream, ...
     TAG_WRITE = "tag_write"  # classified, but its tags could not be written
     INTERNAL = "internal"  # a bug in tagger
+    BUSY = "busy"  # still being written (modified within the settle time, or open for writing)
+    CHANGED = "changed"  # changed between its read and the tag write; the write was abandoned
 
     @property
     def transient(self) -> bool:
         return self in TRANSIENT_FAILURES
 
 
+#: a file in motion (a copy or download still running): not an error, only "later"
+IN_MOTION = frozenset({FailureKind.BUSY, FailureKind.CHANGED})
 TRANSIENT_FAILURES = frozenset({FailureKind.WORKER_DIED, FailureKind.TIMEOUT,
-                                FailureKind.PERMISSION})
+                                FailureKind.PERMISSION}) | IN_MOTION
 
 
 class NotWritten(str, Enum):

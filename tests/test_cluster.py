@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.audio import DATA_DIR, SHORT_CLIP
+from helpers.library import at_rest
 
 from tagger.config import Config
 from tagger.library import tags
@@ -70,6 +71,7 @@ def mixed_library(format_files, hostile_files, tmp_path_factory) -> Path:
             shutil.copy(format_files[name], lib / format_files[name].name)
     shutil.copy(DATA_DIR / SHORT_CLIP, lib / SHORT_CLIP)
     shutil.copy(hostile_files["text_as_mp3"], lib / "notes.mp3")
+    at_rest(lib)
     return lib
 
 

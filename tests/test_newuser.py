@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from helpers.audio import real_clip
+from helpers.library import at_rest
 
 from tagger.cli import main
 from tagger.cli.common import graceful_stop
@@ -95,6 +96,7 @@ def small_library(tmp_path, monkeypatch):
         shutil.copy(real_clip(name), lib / name)
         (lib / name).chmod(0o644)
     (lib / "notes.mp3").write_text("a text file named .mp3\n")
+    at_rest(lib)
     return lib, f"sqlite:///{tmp_path / 'c.sqlite'}"
 
 

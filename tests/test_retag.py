@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
 from helpers.configs import write_config
+from helpers.library import at_rest
 
 from tagger.audio.features import prepare_track
 from tagger.cli import main
@@ -45,6 +46,7 @@ def cut(clip: str, start: float, out: Path, seconds: float = 12.0) -> Path:
         pytest.skip("no ffmpeg with a FLAC encoder")
     ffmpeg_run(exe, "-ss", str(start), "-t", str(seconds), "-i", str(real_clip(clip)),
                "-map_metadata", "-1", "-c:a", "flac", str(out))
+    at_rest(out)
     return out
 
 
@@ -53,6 +55,7 @@ def copy_bare(clip: str, out: Path) -> Path:
     shutil.copy(real_clip(clip), out)
     out.chmod(0o644)
     tags.write_genres(out, [], None)  # no genre: a file the user never tagged
+    at_rest(out)
     return out
 
 

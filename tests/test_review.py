@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from helpers.audio import real_clip
+from helpers.library import at_rest
 
 from tagger.cli import main
 from tagger.config import config_from_dict, load_config
@@ -68,6 +69,7 @@ def library(tmp_path_factory):
         f'state_dir = "{root / "state"}"\ndatabase = "sqlite:///{root / "c.sqlite"}"\n'
         f'[library]\nroots = ["{lib}"]\n[tags]\nmin_confidence = {THRESHOLD}\n'
         '[scan]\nworkers = 1\n', encoding="utf-8")
+    at_rest(lib)
     assert main(["scan", "--config", str(config_file)]) == 0
     db = root / "c.sqlite"
     ids = dict(sql(db, "select path, id from tracks"))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers.audio import real_clip
+from helpers.library import at_rest
 
 from tagger.cli import main
 from tagger.library import tags
@@ -35,6 +36,7 @@ def add_track(path: Path, genre: list[str] | None = None) -> Path:
     shutil.copy(real_clip(CLIP), path)
     path.chmod(0o644)
     tags.write_genres(path, genre or [], None)
+    at_rest(path)
     return path
 
 

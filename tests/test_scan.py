@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
+from helpers.library import at_rest
 
 from tagger.cli import main
 from tagger.library import tags
@@ -80,6 +81,7 @@ def library(tmp_path_factory, format_files, hostile_files):
     os.symlink(root, hostile / "loop")  # a symlink cycle back to the root
     for path in (one_second, hostile / EMOJI_NAME, deep / "deep.ogg"):
         path.chmod(0o644)
+    at_rest(root)
     return root
 
 
@@ -219,6 +221,7 @@ def test_deleted_file_is_missing_and_emptied_root_pauses(tmp_path, monkeypatch, 
     for i in range(3):
         shutil.copy(real_clip("sorohanro_-_solo-trumpet-06.ogg"), lib / f"t{i}.ogg")
         (lib / f"t{i}.ogg").chmod(0o644)
+    at_rest(lib)
     db = f"sqlite:///{tmp_path / 'c.sqlite'}"
     assert main(["scan", "--db", db, str(lib)]) == 0
     (lib / "t0.ogg").unlink()
@@ -250,6 +253,7 @@ def test_revert_all_restores_the_original_tags(tmp_path, format_files, monkeypat
     tags.write_genres(lib / "mp3.mp3", ["Acid Jazz", "Lounge"], None)
     tags.write_genres(lib / "flac.flac", ["Nu Jazz"], None)
     tags.write_genres(lib / "wav.wav", [], None)
+    at_rest(lib)
     originals = {p.name: (tag_fields(p), tags.read_genres(p)) for p in lib.iterdir()}
     config = tmp_path / "tagger.toml"
     config.write_text('[tags]\nwrite = "always"\non_tie = "all"\n', encoding="utf-8")
@@ -289,6 +293,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tmp_path):
         shutil.copy(real_clip("Kevin_MacLeod_-_Vibe_Ace.ogg"), lib / f"track{i:02}.ogg")
         (lib / f"track{i:02}.ogg").chmod(0o644)
         tags.write_genres(lib / f"track{i:02}.ogg", [], None)
+    at_rest(lib)
     db = f"sqlite:///{tmp_path / 'c.sqlite'}"
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "tagger", "scan", "--db", db, "--workers", "1", str(lib)]
@@ -326,6 +331,7 @@ def test_revert_leaves_a_genre_the_user_changed_since(tmp_path, monkeypatch, cap
         shutil.copy(real_clip("sorohanro_-_solo-trumpet-06.ogg"), lib / name)
         (lib / name).chmod(0o644)
         tags.write_genres(lib / name, ["Trumpet Loops"], None)
+    at_rest(lib)
     config = tmp_path / "tagger.toml"
     config.write_text('[tags]\nwrite = "always"\n', encoding="utf-8")
     db = f"sqlite:///{tmp_path / 'c.sqlite'}"
@@ -355,6 +361,7 @@ def test_a_worker_process_killed_mid_scan_does_not_stop_the_scan(tmp_path):
     for i in range(6):
         shutil.copy(real_clip("Kevin_MacLeod_-_Vibe_Ace.ogg"), lib / f"t{i}.ogg")
         (lib / f"t{i}.ogg").chmod(0o644)
+    at_rest(lib)
     config = Config()
     with open_catalogue(f"sqlite:///{tmp_path / 'c.sqlite'}") as catalogue:
         engine = Engine(config, catalogue, workers=2)
@@ -396,6 +403,7 @@ def test_the_scanning_process_never_loads_the_decode_stack(tmp_path):
     lib.mkdir()
     shutil.copy(real_clip("Kevin_MacLeod_-_Vibe_Ace.ogg"), lib / "vibe.ogg")
     (lib / "vibe.ogg").chmod(0o644)
+    at_rest(lib)
     db = f"sqlite:///{tmp_path / 'c.sqlite'}"
     code, loaded, _, stderr = run_cli_apart(["scan", "--db", db, "--workers", "1", str(lib)],
                                             tmp_path / "state")

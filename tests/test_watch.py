@@ -29,7 +29,14 @@ from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
 
 from tagger.audio.identity import content_id
 from tagger.cli import main
-from tagger.config import Config, GenreConfig, ScanConfig, TagsConfig, WatchConfig
+from tagger.config import (
+    Config,
+    GenreConfig,
+    LibraryConfig,
+    ScanConfig,
+    TagsConfig,
+    WatchConfig,
+)
 from tagger.library import tags
 from tagger.results import ModelInfo
 from tagger.service.watch import (
@@ -155,6 +162,8 @@ def setup(tmp_path):
     config = Config(
         database=f"sqlite:///{db}", state_dir=str(tmp_path / "state"),
         scan=ScanConfig(workers=1), tags=TagsConfig(min_confidence=0.0),
+        # a file arrives and is at rest a second later (tests/test_motion.py: longer waits)
+        library=LibraryConfig(settle_seconds=1.0),
         watch=WatchConfig(settle_seconds=SETTLE, observer="native", poll_interval_seconds=0.5,
                           retry_base_seconds=0.5, retry_max_attempts=2),
     )
@@ -490,7 +499,8 @@ def test_service_sigterm_second_writer_status_and_kill_9_resume_exactly_once(tmp
     # batches of two tracks: results are committed while the rest is still in the works
     config_file.write_text(f'database = "sqlite:///{db}"\nstate_dir = "{state}"\n'
                            f"[model]\nbatch_segments = 2\n[tags]\nmin_confidence = 0.0\n"
-                           f"[watch]\nsettle_seconds = {SETTLE}\n", encoding="utf-8")
+                           f"[watch]\nsettle_seconds = {SETTLE}\n"
+                           "[library]\nsettle_seconds = 1.0\n", encoding="utf-8")
     config = Config(database=f"sqlite:///{db}", state_dir=str(state))
     log = tmp_path / "daemon.log"
     done = "select count(*) from tracks where status = 'done'"

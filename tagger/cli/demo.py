@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sysconfig
 from pathlib import Path
@@ -41,6 +42,9 @@ def copy_demo(folder: str) -> Path:
         for name in (*DEMO_CLIPS, "ATTRIBUTION.md"):
             if (source / name).is_file() and not (target / name).exists():
                 shutil.copyfile(source / name, target / name)  # not copy2: no read-only bits
+                # the clips' own times: a finished copy is at rest, scanned at once
+                held = (source / name).stat()
+                os.utime(target / name, ns=(held.st_atime_ns, held.st_mtime_ns))
     except OSError as exc:
         raise WriteError(f"cannot copy the demo clips: {exc.strerror or exc}", target) from None
     return target

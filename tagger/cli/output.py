@@ -115,6 +115,9 @@ def summary_lines(summary) -> list[str]:
         f"tags left as they were: {summary.kept}",
         *_commonest_failures(summary.failures),
     ]
+    if summary.in_motion:
+        out.append(f"in motion: {summary.in_motion} files were still being written (a copy "
+                   "or download running?); left untouched, the next scan takes them")
     if summary.left_failed:
         out.append(f"still failed: {summary.still_failed} files ({summary.left_failed} from "
                    "earlier runs, unchanged since: 'tagger scan --retry-failed' tries them "

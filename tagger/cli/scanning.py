@@ -71,7 +71,8 @@ def cmd_scan(args: argparse.Namespace, config: Config) -> int:
         print("\n".join(summary_lines(summary)))
     if summary.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_FAILURES if summary.failed else EXIT_OK
+    # files still being written are left for the next run: not a failure of the run
+    return EXIT_FAILURES if summary.failed > summary.in_motion else EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:

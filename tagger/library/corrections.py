@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Sequence
 
-from tagger.errors import TaggerError
+from tagger.errors import ReadError, TaggerError
 from tagger.library import tags
 from tagger.library.genres import display_genre, normalise_genres, same_genre
 from tagger.library.journal import last_written, same_genres, user_genres
+from tagger.library.motion import AtRest, FileState
 from tagger.results import CorrectionAction, CorrectionSource, NotWritten
 
 log = logging.getLogger(__name__)
@@ -117,16 +118,16 @@ def check_correctable(path: str, roots: Sequence[str]) -> None:
                   "not inside the library (library.roots); not corrected")
 
 
-def _journalled_write(catalogue, path: str, genres: Sequence[str]) -> list[int]:
+def _journalled_write(catalogue, path: str, genres: Sequence[str], at_rest: AtRest) -> list[int]:
     """Write ``genres`` into the file as tagger writes (the planned change recorded first,
     marked reverted if the write then fails); the journal ids, [] if nothing changed."""
-    planned = tags.write_genres(path, genres, None, dry_run=True)
+    planned = tags.write_genres(path, genres, None, dry_run=True, at_rest=at_rest)
     if not planned:
         return []
     with catalogue.batch():
         ids = catalogue.record_tag_changes(path, planned)
     try:
-        tags.write_genres(path, genres, None)
+        tags.write_genres(path, genres, None, at_rest=at_rest)
     except TaggerError:
         with catalogue.batch():
             catalogue.mark_reverted(ids)
@@ -155,7 +156,15 @@ def apply_correction(config, catalogue, path: str, action: CorrectionAction | st
         raise _refuse(path, Refusal.MISSING, "the file is gone")
     check_correctable(path, config.library.roots)
     prediction = record.prediction
+    try:
+        read_state = FileState.of(os.stat(path))
+    except OSError as exc:
+        raise ReadError(tags.describe_oserror(exc, reading=True), path) from None
     previous = tuple(tags.read_genres(path))
+    # the file read here, at rest (its catalogued state, tagger's own last write, counts)
+    at_rest = AtRest(config.library.settle_seconds, expected=read_state,
+                     settled=None if record.size is None or record.mtime_ns is None
+                     else FileState(record.size, record.mtime_ns))
     label: str | None = None
     target: Sequence[str] | None = None  # the genres the file should hold; None: leave it
     undone = None
@@ -192,12 +201,12 @@ def apply_correction(config, catalogue, path: str, action: CorrectionAction | st
             if not same_genres(previous, last_written(changes) or ()):
                 raise _refuse(path, Refusal.EDITED_SINCE,
                               "its genre was changed after the correction; not undoing")
-            tags.restore(path, changes)
+            tags.restore(path, changes, at_rest=at_rest)
             with catalogue.batch():
                 catalogue.mark_reverted(c.id for c in changes)
             written = [c.id for c in changes]
     elif target is not None:
-        written = _journalled_write(catalogue, path, target)
+        written = _journalled_write(catalogue, path, target, at_rest)
 
     now = tuple(tags.read_genres(path)) if written else previous
     with catalogue.batch():

@@ -24,6 +24,9 @@ class FoundFile:
     path: str  # absolute, as reached from the root (symlinked folders keep their link path)
     size: int
     mtime_ns: int
+    # exactly as the catalogue recorded it (tagger's own write, or a read at rest): its mtime
+    # is no sign of a copy in progress (tagger.library.motion)
+    settled: bool = False
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 from tagger.errors import TaggerError
 from tagger.library import tags
 from tagger.library.genres import normalise_genres
+from tagger.library.motion import AtRest, FileState
 from tagger.library.paths import is_inside, outside_reason, real_roots
 
 log = logging.getLogger(__name__)
@@ -128,13 +129,15 @@ class RevertReport:
 
 
 def revert(catalogue, paths: Sequence[str] | None, *, roots: Sequence[str] = (),
-           force: bool = False) -> RevertReport:
+           force: bool = False, settle_seconds: float = 0.0) -> RevertReport:
     """Put back the values tagger overwrote, in files (or folders) ``paths``, or everywhere
     (``paths`` None). Oldest first: the user's own values win. A file whose genre was edited
     since tagger wrote it is left alone unless ``force``; so is any path that leads outside
     ``roots`` (without roots: outside the file's own folder), a symlink swapped in included.
     The user's corrections whose writes are reverted are withdrawn with them (no longer
-    labels; see tagger.library.corrections).
+    labels; see tagger.library.corrections). A file in motion (modified within
+    ``settle_seconds`` other than by tagger's own catalogued write, or open for writing) is
+    refused, to be reverted later.
     """
     if paths is None:
         changes = catalogue.tag_changes()
@@ -149,6 +152,7 @@ def revert(catalogue, paths: Sequence[str] | None, *, roots: Sequence[str] = (),
     inside = real_roots(roots or [p for p in map(os.path.abspath, paths or ())
                                   if os.path.isdir(p)])
     report = RevertReport()
+    states = catalogue.file_states(list(by_path))
     for path, group in by_path.items():
         if not is_inside(path, inside or real_roots([os.path.dirname(path)])):
             report.refused.append((path, f"not reverting: {outside_reason(path)}"))
@@ -157,8 +161,11 @@ def revert(catalogue, paths: Sequence[str] | None, *, roots: Sequence[str] = (),
             report.refused.append((path, "its genre was changed after tagger wrote it; not "
                                          "reverting (--force reverts anyway)"))
             continue
+        known = states.get(path)
+        at_rest = AtRest(settle_seconds, settled=None if known is None or known[0] is None
+                         else FileState(known[0], known[1]))
         try:
-            tags.restore(path, group)
+            tags.restore(path, group, at_rest=at_rest)
         except TaggerError as exc:
             report.refused.append((path, exc.message))
             continue

@@ -16,8 +16,9 @@ from tagger.library import tags
 from tagger.library.corrections import correction_veto
 from tagger.library.genres import normalise_genres
 from tagger.library.journal import genre_owners, revert, user_genres
+from tagger.library.motion import AtRest, FileInMotion, FileState
 from tagger.library.paths import is_inside, outside_reason, real_roots
-from tagger.results import FailureKind, NotWritten, TrackResult
+from tagger.results import IN_MOTION, FailureKind, NotWritten, TrackResult
 from tagger.service.policy import TagDecision, decide_tags
 from tagger.service.workers import WorkItem
 
@@ -57,6 +58,11 @@ class Summary:
     def failed(self) -> int:
         """Files that failed in this run."""
         return sum(self.failures.values())
+
+    @property
+    def in_motion(self) -> int:
+        """Files of this run left alone while another program was still writing them."""
+        return sum(self.failure_kinds[kind.value] for kind in IN_MOTION)
 
     @property
     def still_failed(self) -> int:
@@ -188,8 +194,9 @@ class Recorder:
         else:
             summary.failures[item.error] += 1
             summary.failure_kinds[item.kind.value] += 1
-        log.log(logging.INFO if item.status == "skipped" else logging.ERROR,
-                "%s: %s", item.path, item.error)
+        level = (logging.INFO if item.status == "skipped" else
+                 logging.WARNING if item.kind in IN_MOTION else logging.ERROR)
+        log.log(level, "%s: %s", item.path, item.error)
         if self.dry_run:
             self._propose(path=item.path, error=f"{item.status}: {item.error}")
             return
@@ -255,13 +262,16 @@ class Recorder:
                 log.info("%s: not writing tags: %s", path, outside_reason(path))
                 decision = TagDecision((), NotWritten.OUTSIDE_LIBRARY, os.path.realpath(path))
             if decision.genres:
-                stat = self._write_tags(path, decision.genres, outcome.confidence, summary)
+                stat = self._write_tags(path, decision.genres, outcome.confidence, summary,
+                                        self.at_rest(item))
             elif self._unbacked(decision, existing, info.genres):
                 withdrawn = self._withdraw(path, summary)
                 if withdrawn:
                     stat, info = withdrawn
                     labelled = genre_owners(self.catalogue, path, info.genres)[1]
             self._count_decision(decision, summary)
+        except FileInMotion as exc:  # not written: picked up again once it is at rest
+            tag_error, kind = f"not tagged: {exc.message}", exc.kind
         except (ReadError, WriteError, OSError) as exc:
             tag_error = f"tag write failed: {getattr(exc, 'message', None) or exc}"
             cause = exc if isinstance(exc, OSError) else exc.__cause__
@@ -285,7 +295,8 @@ class Recorder:
         if tag_error:
             summary.failures[tag_error] += 1
             summary.failure_kinds[kind.value] += 1
-            log.error("%s: %s", path, tag_error)
+            log.log(logging.WARNING if kind in IN_MOTION else logging.ERROR, "%s: %s", path,
+                    tag_error)
         elif decision.genres:
             log.log(self.hooks.tagged_log_level, "%s: tagged %s (%.2f%s)", path,
                     "; ".join(decision.genres), outcome.confidence, ", tie" if outcome.tie else "")
@@ -296,6 +307,12 @@ class Recorder:
         if self.hooks.recorded is not None:
             self.hooks.recorded(path)
 
+    def at_rest(self, item: WorkItem) -> AtRest:
+        """What a write into ``item``'s file demands: the file its worker read and found at
+        rest (or the catalogue recorded, for retag), unchanged since."""
+        state = FileState(item.size, item.mtime_ns, item.ino)
+        return AtRest(self.config.library.settle_seconds, expected=state, settled=state)
+
     def _unbacked(self, decision: TagDecision, existing: list[str], held: list[str]) -> bool:
         """Whether the file holds only tagger's own genre (``existing``, the user's, is empty)
         and the current vote would not write one."""
@@ -305,7 +322,8 @@ class Recorder:
     def _withdraw(self, path: str, summary: Summary):
         """Restore the values tagger overwrote in ``path`` (the journal's revert, inside the
         roots only); (new stat, new tags) when it did, else None."""
-        report = revert(self.catalogue, [path], roots=self.roots)
+        report = revert(self.catalogue, [path], roots=self.roots,
+                        settle_seconds=self.config.library.settle_seconds)
         if not report.restored:
             for _, why in report.refused:
                 log.info("%s: tagger's genre not taken back: %s", path, why)
@@ -324,7 +342,7 @@ class Recorder:
         return decision if veto is None else TagDecision((), *veto)
 
     def _write_tags(self, path: str, genres: tuple[str, ...], confidence: float,
-                    summary: Summary) -> tuple[int, int]:
+                    summary: Summary, at_rest: AtRest) -> tuple[int, int]:
         """Write the genre, recording the old values *before* the file changes.
 
         The planned change is committed first, so a kill at any instant can lose neither the
@@ -334,12 +352,12 @@ class Recorder:
         confidence = confidence if self.config.tags.write_confidence else None
         if not is_inside(path, self.roots):  # checked again at the last moment
             raise WriteError(outside_reason(path), path)
-        planned = tags.write_genres(path, genres, confidence, dry_run=True)
+        planned = tags.write_genres(path, genres, confidence, dry_run=True, at_rest=at_rest)
         if planned:
             with self.catalogue.batch():
                 ids = self.catalogue.record_tag_changes(path, planned)
             try:
-                tags.write_genres(path, genres, confidence)
+                tags.write_genres(path, genres, confidence, at_rest=at_rest)
             except TaggerError:
                 with self.catalogue.batch():
                     self.catalogue.mark_reverted(ids)

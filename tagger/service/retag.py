@@ -137,7 +137,8 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
         if (st.st_size, st.st_mtime_ns) != (size, mtime_ns) or not content_id:
             summary.need_scan.append(path)  # the cached embeddings may not be its audio now
             continue
-        todo.append((WorkItem(path, size, mtime_ns, fmt, content_id), content_id))
+        todo.append((WorkItem(path, size, mtime_ns, fmt, content_id, ino=st.st_ino),
+                     content_id))
     settings = segment_settings(config)
     backbone = classifier.backbones.sha256
     previous = catalogue.newest_genres(item.path for item, _ in todo)

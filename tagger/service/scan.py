@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import Callable
 
 from tagger.config import Config
@@ -56,6 +57,8 @@ def plan_scan(roots: list[str], config: Config, catalogue, *, force: bool,
         previous = known.get(f.path)
         same = (previous is not None and previous[2] in ("done", "skipped", "failed")
                 and previous[0] == f.size and previous[1] == f.mtime_ns)
+        if same and previous[2] == "done":
+            f = replace(f, settled=True)
         if same and previous[2] == "failed" and not force:
             if kinds is None:
                 kinds = {x.path: x.kind for x in catalogue.failures()}

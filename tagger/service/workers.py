@@ -19,6 +19,7 @@ from tagger.audio.identity import content_id
 from tagger.config import Config
 from tagger.errors import TaggerError, TooShortError
 from tagger.library.discover import FoundFile
+from tagger.library.motion import FileInMotion, check_at_rest
 from tagger.library.paths import special_file_reason
 from tagger.results import FailureKind
 from tagger.service.lifetime import die_with_parent
@@ -42,6 +43,7 @@ class WorkItem:
     error: str | None = None
     status: str = "failed"  # for errors: failed, or skipped (too short)
     kind: FailureKind = FailureKind.UNREADABLE  # for failed: whether a rescan retries it
+    ino: int | None = None  # the inode read (size, mtime_ns and ino: the file a write expects)
 
 
 def prepare_file(found: FoundFile, config: Config) -> WorkItem:
@@ -60,6 +62,16 @@ def prepare_file(found: FoundFile, config: Config) -> WorkItem:
     special = special_file_reason(found.path)
     if special:  # a FIFO would block this worker for good at the first open
         return failed(special, FailureKind.UNREADABLE, status="skipped")
+    try:  # a file still being copied or downloaded is not read now (nor written later)
+        st = os.stat(found.path)
+        if (st.st_size, st.st_mtime_ns) != (found.size, found.mtime_ns):
+            raise FileInMotion("changed since it was found, it may still be arriving; left "
+                               "for later", found.path, FailureKind.BUSY)
+        check_at_rest(found.path, st, 0.0 if found.settled else config.library.settle_seconds)
+    except FileInMotion as exc:
+        return failed(exc.message, exc.kind)
+    except OSError:
+        st = None  # the decoder says what is wrong with it
     try:
         identity = content_id(found.path)
     except TaggerError:
@@ -74,7 +86,8 @@ def prepare_file(found: FoundFile, config: Config) -> WorkItem:
         return failed(exc.message, FailureKind.TIMEOUT if timed_out else FailureKind.UNREADABLE)
     except Exception as exc:  # never let one file stop the scan
         return failed(f"unexpected {type(exc).__name__}: {exc}", FailureKind.INTERNAL)
-    return WorkItem(found.path, found.size, found.mtime_ns, fmt, identity, track=track)
+    return WorkItem(found.path, found.size, found.mtime_ns, fmt, identity, track=track,
+                    ino=st.st_ino if st is not None else None)
 
 
 def worker_init() -> None:

@@ -66,8 +66,9 @@ def watch_one(library: str, source: str, config: Config) -> dict:
 
     from tagger.service.watch import Watcher
 
-    config = dataclasses.replace(config, watch=dataclasses.replace(config.watch,
-                                                                   settle_seconds=1.0))
+    config = dataclasses.replace(
+        config, watch=dataclasses.replace(config.watch, settle_seconds=1.0),
+        library=dataclasses.replace(config.library, settle_seconds=1.0))
     target = os.path.join(library, "dropped-" + os.path.basename(source))
     expected = {os.path.join(library, name) for name in os.listdir(library)} | {target}
     recorded_paths: list[str] = []

@@ -23,7 +23,11 @@ stale temp file that :func:`sweep_stale_temp_files` removes. The write is refuse
 nothing is touched, when the path is not a regular file, is read-only (by its mode bits:
 ``os.access`` says yes to root for everything), has more than one hard link (the rename would
 split it from its other names), or when the file changes on disk (size, mtime, ctime or inode)
-between the copy and the rename. A symlink is followed: the file it points to is replaced
+between the copy and the rename. Nor is a file in motion written
+(:mod:`tagger.library.motion`): one open for writing by any process (checked before the copy
+and again right before the rename), modified within the caller's settle time, or no longer the
+file the caller read; that refusal is a :class:`~tagger.library.motion.FileInMotion`, a
+transient failure to retry later. A symlink is followed: the file it points to is replaced
 and the link keeps pointing at it.
 
 Every failure surfaces as :class:`~tagger.errors.ReadError` (from :func:`read_genres`) or
@@ -48,6 +52,7 @@ from typing import BinaryIO, Callable, Sequence, TypeVar
 from tagger import formats
 from tagger.audio import identity
 from tagger.errors import ReadError, WriteError
+from tagger.library.motion import AtRest
 from tagger.library.tags import asf, id3, mp4, vorbis
 from tagger.library.tags.safe_write import (
     TEMP_PREFIX,
@@ -150,6 +155,7 @@ def write_genres(
     confidence: float | None,
     *,
     dry_run: bool = False,
+    at_rest: AtRest = AtRest(),
 ) -> list[TagChange]:
     """Set the file's genre (and confidence, when not None); return what changed.
 
@@ -162,8 +168,11 @@ def write_genres(
     file already says exactly this, in which case it is not touched at all. Otherwise the
     file is replaced atomically (see the module docstring), so its mtime changes.
     ``dry_run=True`` runs every check and computes the same list without writing anything.
+    ``at_rest``: what the file must be to be written (:class:`tagger.library.motion.AtRest`;
+    by default only: not open for writing by any process).
 
-    Raises WriteError (one-line reason; the file left byte-identical) on any failure;
+    Raises FileInMotion (a WriteError: busy or changed, try again later) when the file is not
+    at rest; WriteError (one-line reason; the file left byte-identical) on any failure;
     ValueError/TypeError for invalid arguments (a non-finite confidence, a non-str genre).
     """
     spath = os.fspath(path)
@@ -173,10 +182,11 @@ def write_genres(
     def plan(editor) -> list[TagChange]:
         return _plan(spath, editor, editor.desired(want_genres, want_conf))
 
-    return _edit(spath, plan, dry_run=dry_run)
+    return _edit(spath, plan, dry_run=dry_run, at_rest=at_rest)
 
 
-def restore(path: str | os.PathLike[str], changes: Sequence[TagChange]) -> None:
+def restore(path: str | os.PathLike[str], changes: Sequence[TagChange], *,
+            at_rest: AtRest = AtRest()) -> None:
     """Put back the ``old`` values of ``changes`` (deleting fields whose old was None).
 
     Same safety as :func:`write_genres`. ``TagChange.path`` is not consulted (the file may
@@ -202,7 +212,7 @@ def restore(path: str | os.PathLike[str], changes: Sequence[TagChange]) -> None:
             )
         return _plan(spath, editor, want)
 
-    _edit(spath, plan, dry_run=False)
+    _edit(spath, plan, dry_run=False, at_rest=at_rest)
 
 
 def sweep_stale_temp_files(
@@ -313,8 +323,10 @@ def open_editor(f: BinaryIO, path: str):
     raise ReadError("not a supported audio file (unrecognised content)", path)
 
 
-def _edit(path: str, plan: Callable[[object], list[TagChange]], *, dry_run: bool):
+def _edit(path: str, plan: Callable[[object], list[TagChange]], *, dry_run: bool,
+          at_rest: AtRest):
     real, st = check_target(path)
+    at_rest.check(path, st)
     # plan on the original first: nothing to change means nothing to write
     with as_write_error(path), identity.open_regular(real) as f:
         changes = plan(open_editor(f, path))

@@ -16,6 +16,8 @@ from typing import BinaryIO, Callable, Iterator, TypeVar
 
 from tagger.audio import identity
 from tagger.errors import ReadError, TaggerError, WriteError
+from tagger.library.motion import FileInMotion, open_for_writing
+from tagger.results import FailureKind
 
 log = logging.getLogger("tagger.library.tags")
 T = TypeVar("T")
@@ -92,7 +94,7 @@ def _create_temp(directory: str) -> tuple[int, str]:
 
 
 def _copy_owner_and_xattrs(src_fd: int, dst_fd: int, st: os.stat_result) -> None:
-    os.fchmod(dst_fd, stat.S_IMODE(st.st_mode))
+    # the owner first: a chown clears the setuid and setgid bits the chmod then restores
     if hasattr(os, "fchown"):
         for uid, gid in ((st.st_uid, st.st_gid), (-1, st.st_gid)):
             try:
@@ -101,6 +103,7 @@ def _copy_owner_and_xattrs(src_fd: int, dst_fd: int, st: os.stat_result) -> None
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.EINVAL, errno.ENOTSUP):
                     raise
+    os.fchmod(dst_fd, stat.S_IMODE(st.st_mode))
     if hasattr(os, "listxattr"):
         try:
             names = os.listxattr(src_fd)
@@ -179,12 +182,12 @@ def safe_rewrite(
             with identity.open_regular(real) as src:
                 src_st = os.fstat(src.fileno())
                 if _signature(src_st) != _signature(st):
-                    raise WriteError("file changed on disk while tagging; not written", path)
+                    raise _changed("file changed on disk while tagging; not written", path)
                 fd, tmp = _create_temp(directory)
                 with os.fdopen(fd, "w+b") as dst:
                     _copy_contents(src, dst, st.st_size)
                     if _signature(os.fstat(src.fileno())) != _signature(st):
-                        raise WriteError("file changed on disk while it was being copied", path)
+                        raise _changed("file changed on disk while it was being copied", path)
                     if os.fstat(dst.fileno()).st_size != st.st_size:
                         raise WriteError("short copy of the file; not written", path)
                     before = _payload_id(dst, real)
@@ -205,7 +208,10 @@ def safe_rewrite(
             except FileNotFoundError:
                 raise WriteError("file vanished while tagging; not written", path) from None
             if _signature(now) != _signature(st):
-                raise WriteError("file changed on disk while tagging; not written", path)
+                raise _changed("file changed on disk while tagging; not written", path)
+            if open_for_writing(real):  # a writer that opened it and has not written yet
+                raise FileInMotion("opened for writing by another program while tagging; "
+                                   "not written, left for later", path, FailureKind.BUSY)
             os.replace(tmp, real)
             tmp = None
             _fsync_directory(directory)
@@ -216,6 +222,10 @@ def safe_rewrite(
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _changed(message: str, path: str) -> FileInMotion:
+    return FileInMotion(message, path, FailureKind.CHANGED)
 
 
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM}

@@ -18,6 +18,7 @@ from typing import Callable
 from tagger.config import Config
 from tagger.errors import TaggerError
 from tagger.library.discover import FoundFile
+from tagger.results import IN_MOTION
 from tagger.service.engine import ScanEngine, make_engine
 from tagger.service.recorder import EngineHooks, Summary
 from tagger.service.watch.roots import Roots
@@ -112,7 +113,12 @@ class BatchRunner:
 
     def defer(self, item: WorkItem) -> bool:
         """The engine's ``defer_failure``: a file that failed to decode goes back to the
-        table if it may still be arriving (young when taken, or changed since)."""
+        table if it may still be arriving (in motion, young when taken, or changed since)."""
+        if item.kind in IN_MOTION:  # its writer's close, or the settle time, ends the wait
+            self.deferred += 1
+            log.info("%s: %s; will look again", item.path, item.error)
+            self.queue.touch(item.path)
+            return True
         try:
             st = os.stat(item.path)
         except FileNotFoundError:
@@ -144,8 +150,10 @@ class BatchRunner:
         found: list[str] = []
         for path, (size, mtime_ns), retry in taken:
             row = states.get(path)
+            settled = False
             if row is not None and (row[0], row[1]) == (size, mtime_ns):
                 status = row[2]
+                settled = status == "done"
                 if status in ("done", "skipped") or (status == "failed" and not retry):
                     self.unchanged += 1  # our own tag write, a read, a touch: nothing new
                     log.debug("%s: unchanged", path)
@@ -153,7 +161,7 @@ class BatchRunner:
                 if status == "missing":
                     found.append(path)
                     continue
-            todo.append(FoundFile(path, size, mtime_ns))
+            todo.append(FoundFile(path, size, mtime_ns, settled))
         with self.catalogue.batch():
             if found:
                 self.found += self.catalogue.mark_found(found)
