@@ -223,6 +223,7 @@ def test_kept_user_genre_is_compared_case_insensitively(small_library, capsys):
     lib, db = small_library
     tags.write_genres(lib / NEXUIZ, ["ELECTRONIC"], None)  # the user's, in their own case
     tags.write_genres(lib / SHORT, ["Polka"], None)
+    at_rest(lib)  # the user's edits are a while ago
     assert main(["scan", "--db", db, str(lib)]) == 1
     assert tags.read_genres(lib / NEXUIZ) == ["ELECTRONIC"]  # if_empty: left alone
     states = dict(rows(db, "select path, not_written from tracks"))

@@ -194,6 +194,7 @@ def test_retag_under_an_adopted_model_without_decoding(scanned, bundle, capsys):
     with catalogue:
         # the user edits a genre tagger wrote; corrects another; one file moves
         tags.write_genres(files["edited"], ["Ballet"], None)
+        at_rest(files["edited"])  # edited a while ago
         catalogue.record_correction(str(files["corrected"]), "set_genre", "Dance",
                                     source="cli")
         moved = files["moved"].with_name("renamed vibe ace.ogg")

@@ -509,6 +509,7 @@ def test_a_sparse_file_is_not_made_dense_by_a_tag_write(env):
         f.write(header + data[at:])
         f.truncate(len(data) + hole)
     sparse.chmod(0o644)
+    at_rest(sparse)
     st = sparse.stat()
     with open(sparse, "rb") as f:
         if os.lseek(f.fileno(), 0, os.SEEK_HOLE) >= st.st_size:

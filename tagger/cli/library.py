@@ -74,8 +74,7 @@ def cmd_revert(args: argparse.Namespace, config: Config) -> int:
             catalogue_of(config) as catalogue:
         lock.guard(catalogue)
         report = revert(catalogue, None if args.all else args.paths,
-                        roots=config.library.roots, force=args.force,
-                        settle_seconds=config.library.settle_seconds)
+                        roots=config.library.roots, force=args.force)
     for path, why in report.refused:
         log.error("%s: %s", path, why)
     failed = len(report.refused)

@@ -21,7 +21,7 @@ from tagger.library import tags
 from tagger.library.discover import FoundFile, WalkReport, walk
 from tagger.library.journal import recover_interrupted_writes
 from tagger.library.paths import printable_name
-from tagger.results import FailureKind
+from tagger.results import IN_MOTION, FailureKind
 from tagger.service.engine import ScanEngine, make_engine
 from tagger.service.recorder import EngineHooks, NoProgress, ProgressSink, Summary
 
@@ -57,12 +57,14 @@ def plan_scan(roots: list[str], config: Config, catalogue, *, force: bool,
         previous = known.get(f.path)
         same = (previous is not None and previous[2] in ("done", "skipped", "failed")
                 and previous[0] == f.size and previous[1] == f.mtime_ns)
-        if same and previous[2] == "done":
-            f = replace(f, settled=True)
-        if same and previous[2] == "failed" and not force:
+        kind = None
+        if same and previous[2] == "failed":
             if kinds is None:
                 kinds = {x.path: x.kind for x in catalogue.failures()}
             kind = kinds.get(f.path)
+        if same and kind not in IN_MOTION:  # read at rest before, or written by tagger
+            f = replace(f, settled=True)
+        if same and previous[2] == "failed" and not force:
             if retry_failed or kind is None or kind.transient:
                 todo.append(f)
                 continue
