@@ -83,11 +83,13 @@ def library(tmp_path_factory):
             "link_id": ids[str(link)]}
 
 
-def client_for(library, *, read_only=False, password=None, log_in=True) -> TestClient:
+def client_for(library, *, read_only=False, password=None, log_in=True,
+               raise_server_exceptions=True) -> TestClient:
     catalogue = open_catalogue(library["config"].database_url)
     app = create_app(library["config"], catalogue, token=TOKEN, read_only=read_only,
                      password=password, allowed_hosts=["127.0.0.1", "localhost"])
-    client = TestClient(app, base_url=BASE, follow_redirects=False)
+    client = TestClient(app, base_url=BASE, follow_redirects=False,
+                        raise_server_exceptions=raise_server_exceptions)
     if log_in:
         assert client.get(f"/?token={TOKEN}").status_code == 303
     return client
@@ -185,6 +187,70 @@ def test_only_catalogued_tracks_inside_the_library_are_served(library):
     link = library["link_id"]
     assert client.get(f"/track/{link}/audio.wav").status_code == 404
     assert "cannot be played" in client.get(f"/track/{link}").text
+
+
+HUGE = "99999999999999999999999"  # past SQLite's 64-bit integers
+
+
+def test_hostile_parameters_are_refused_not_crashed(library):
+    """Every value the app parses from a request (path, query, headers, form), made hostile:
+    a clear 4xx, never a 500 with a traceback; and nothing is written."""
+    client = client_for(library, raise_server_exceptions=False)
+    track = library["id"][NEXUIZ]
+    path = library["lib"] / NEXUIZ
+    before = path.read_bytes()
+    csrf = csrf_of(client, track)
+    refused = []
+
+    def expect(status: int, response, what: str) -> None:
+        if response.status_code != status or "Traceback" in response.text:
+            refused.append((what, response.status_code))
+
+    # the start URL's token: not ASCII, not UTF-8
+    expect(403, client.get("/?token=\u00e9t\u00e9"), "token not ASCII")
+    expect(403, client.get("/?token=%ff%fe"), "token not UTF-8")
+    # track ids past 64 bits, in every route that takes one
+    for big in (HUGE, str(2 ** 63), str(2 ** 64)):
+        expect(404, client.get(f"/track/{big}"), f"track {big}")
+        expect(404, client.get(f"/track/{big}/audio.wav"), f"audio {big}")
+        expect(404, client.post(f"/track/{big}/act", data={"action": "accept"},
+                                headers={"x-csrf-token": csrf}), f"act {big}")
+    # CSRF values that are not ASCII: in the header (bytes as HTTP sends them), in the form
+    latin = "\u00e9t\u00e9".encode("latin-1")
+    expect(403, client.post(f"/track/{track}/act", data={"action": "not_music"},
+                            headers={"x-csrf-token": latin}), "csrf header")
+    expect(403, client.post(f"/track/{track}/act",
+                            data={"action": "not_music", "csrf": "\u00e9t\u00e9"}), "csrf form")
+    expect(403, client.post("/classify", content=b"x", headers={"x-csrf-token": latin}),
+           "classify csrf header")
+    # the CSRF of an upload travels in its header: a form body is the file, not a form
+    expect(403, client.post("/classify", data={"csrf": csrf}, files={"f": ("a.mp3", b"abc")}),
+           "classify as a form")
+    # page cursors: overflowing ids, infinite or NaN values, deep nesting, wrong shapes
+    for sort, cursor in (("confidence", f"[0.5, {HUGE}]"), ("confidence", "[1e400, 1]"),
+                         ("confidence", "[0.5, 1e400]"), ("confidence", "[NaN, 1]"),
+                         ("confidence", "[0.5, -" + HUGE + "]"),
+                         ("recent", f'["2026-01-01T00:00:00", {HUGE}]'),
+                         ("path", "[" * 5000), ("confidence", "1e400"),
+                         ("confidence", "[0.5, true]"), ("path", '[{"a": 1}]')):
+        for queue in ("all", "failed"):
+            expect(400, client.get("/queue", params={"q": queue, "sort": sort, "after": cursor}),
+                   f"cursor {queue} {sort} {cursor[:30]}")
+    for low in ("1e400", "nan", "-inf", "\u00e9"):
+        expect(400, client.get("/queue", params={"low": low}), f"low {low}")
+    expect(400, client.post(f"/track/{track}/act", data={"action": "set_genre",
+                                                          "genre": "Rock" * 60, "csrf": csrf}),
+           "a genre longer than the catalogue holds")
+    assert not refused, refused
+    assert path.read_bytes() == before
+    assert sql(library["db"], "select count(*) from corrections") == [(0,)]
+    # an upload's name is only shown: a NUL or a slash in it is no error, nor a path
+    junk = client.post("/classify", content=b"not audio at all" * 100,
+                       headers={"x-csrf-token": csrf, "x-filename": "..%2F..%2Fa%00b.%00mp3"})
+    assert junk.status_code == 200 and "Not classified" in junk.text
+    assert "\x00" not in junk.text and "ab.mp3" in junk.text
+    uploads = library["config"].state_path / "review-uploads"
+    assert not any(uploads.iterdir())
 
 
 # ---------------------------------------------------------------- audio

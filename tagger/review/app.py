@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import threading
 import uuid
@@ -58,6 +60,25 @@ CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 PUBLIC = ("/", "/login", "/static/")
+MAX_ROW_ID = 2 ** 63 - 1  # catalogue ids are 64-bit: a larger one names no track
+MAX_GENRE_CHARS = 200  # as the catalogue's genre columns
+_SUFFIX = re.compile(r"\.[a-z0-9]{1,9}")
+
+
+def same_secret(given: object, secret: str) -> bool:
+    """Whether ``given`` (from the request: any text, or not text at all) is ``secret``,
+    compared in constant time."""
+    return isinstance(given, str) and secrets.compare_digest(
+        given.encode("utf-8", "replace"), secret.encode("utf-8"))
+
+
+def upload_name(header: str | None) -> tuple[str, str]:
+    """(the name to show, the suffix to keep) of an upload's ``X-Filename`` header: its last
+    path component without control characters; the suffix only when it is plain."""
+    name = os.path.basename(unquote(header or "upload"))
+    name = "".join(ch for ch in name if ch.isprintable()) or "upload"
+    suffix = os.path.splitext(name)[1].lower()
+    return name, suffix if _SUFFIX.fullmatch(suffix) else ""
 
 
 @dataclasses.dataclass
@@ -135,6 +156,8 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
 
     def track_path(track_id: int) -> tuple[str, int | None] | None:
         """The catalogued path of a track id (and its mtime), None when there is none."""
+        if not 0 < track_id <= MAX_ROW_ID:
+            return None
         with catalogue.engine.connect() as conn:
             row = conn.execute(sa.select(TRACKS.c.path, TRACKS.c.mtime_ns, TRACKS.c.status)
                                .where(TRACKS.c.id == track_id)).first()
@@ -159,22 +182,23 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         return (os.path.isfile(path) and is_inside(path, roots)
                 and special_file_reason(path) is None)
 
-    async def check_csrf(request: Request) -> bool:
+    async def check_csrf(request: Request, *, in_form: bool = True) -> bool:
+        """The session's CSRF token in the header, or (``in_form``) in a form field."""
         session = session_of(request)
         if session is None:
             return False
         sent = request.headers.get(CSRF_HEADER)
-        if sent is None and request.headers.get("content-type", "").startswith(
+        if sent is None and in_form and request.headers.get("content-type", "").startswith(
                 ("application/x-www-form-urlencoded", "multipart/form-data")):
             sent = (await request.form()).get(CSRF_FIELD)
-        return isinstance(sent, str) and secrets.compare_digest(sent, session.csrf)
+        return same_secret(sent, session.csrf)
 
     # ------------------------------------------------------------------ pages
 
     async def home(request: Request) -> Response:
         given = request.query_params.get("token")
         if given is not None:
-            if secrets.compare_digest(given, token):
+            if same_secret(given, token):
                 return start_session("/queue")
             return refused(request, 403, "That token is not this server's.")
         if session_of(request) is None:
@@ -185,8 +209,7 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
     async def login(request: Request) -> Response:
         form = await request.form()
         given = form.get("password")
-        if password is None or not isinstance(given, str) or not secrets.compare_digest(
-                given.encode(), password.encode()):
+        if password is None or not same_secret(given, password):
             return refused(request, 403, "Wrong password.")
         return start_session("/queue")
 
@@ -197,6 +220,8 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
             sort = Sort(q.get("sort", Sort.RECENT.value if queue is Queue.RECENT
                               else Sort.CONFIDENCE.value))
             low = float(q.get("low", threshold))
+            if not math.isfinite(low):
+                raise ValueError(low)
         except ValueError:
             return refused(request, 400, "Unknown queue, sort or threshold.")
         filters = {k: q.get(k) or None for k in ("folder", "genre", "status")}
@@ -283,6 +308,8 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         except ValueError:
             return refused(request, 400, "Unknown action.")
         genre = form.get("genre") if isinstance(form.get("genre"), str) else None
+        if genre is not None and len(genre.strip()) > MAX_GENRE_CHARS:
+            return refused(request, 400, f"A genre is at most {MAX_GENRE_CHARS} characters.")
         if not is_inside(found[0], roots):
             return refused(request, 403, "That file is not inside the library.")
         outcome = await run_in_threadpool(perform, config, found[0], action, genre)
@@ -294,10 +321,10 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         return page(request, "classify.html")
 
     async def classify_upload(request: Request) -> Response:
-        if not await check_csrf(request):
+        # the body is the file itself: the CSRF token can only be in the header
+        if not await check_csrf(request, in_form=False):
             return refused(request, 403, "CSRF check failed; reload the page.")
-        name = os.path.basename(unquote(request.headers.get("x-filename", "upload"))) or "upload"
-        suffix = os.path.splitext(name)[1].lower()[:10]
+        name, suffix = upload_name(request.headers.get("x-filename"))
         uploads = private_dir(config.state_path / "review-uploads", "upload folder")
         target = uploads / f"{uuid.uuid4().hex}{suffix}"
         size = 0
