@@ -8,6 +8,7 @@ chromium is not installed, and never in CI (``.ci/run`` sets TAGGER_CI and insta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -28,6 +30,7 @@ from tagger.errors import ConfigError
 from tagger.library import tags
 from tagger.library.catalogue import open_catalogue
 from tagger.review import create_app
+from tagger.review.app import UploadLimits
 from tagger.review.media import PLAYBACK_RATE, byte_range
 from tagger.review.queues import Queue, Sort, queue_page
 
@@ -413,6 +416,98 @@ def test_classify_an_upload_without_cataloguing_it(library):
     junk = client.post("/classify", content=b"not audio at all" * 100,
                        headers={"x-csrf-token": csrf, "x-filename": "notes.mp3"})
     assert junk.status_code == 200 and "Not classified" in junk.text
+    assert not any(uploads.iterdir())
+
+
+@contextlib.contextmanager
+def served(app):
+    """``app`` on a real loopback socket (uvicorn in a thread, as ``tagger review`` serves it):
+    TestClient hands the app each request body whole, a real server streams it."""
+    import uvicorn
+
+    from tagger.review.server import listen
+
+    sock = listen("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 30, "the server")
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def test_uploads_in_flight_together_are_capped(library):
+    """Each upload under the cap, but not all of them together: the bytes in flight and the
+    uploads at once are bounded across requests (503, with a message), and freed after."""
+    import httpx
+
+    limits = UploadLimits(per_upload=256 * 1024, in_flight=384 * 1024, at_once=2)
+    app = create_app(library["config"], open_catalogue(library["config"].database_url),
+                     token=TOKEN, allowed_hosts=["127.0.0.1"], upload_limits=limits)
+    uploads = library["config"].state_path / "review-uploads"
+    chunk = b"\0" * (64 * 1024)
+
+    def held(first: int, release: threading.Event, then: int):
+        """A body that sends ``first`` chunks, waits for ``release``, then sends ``then``."""
+        yield from [chunk] * first
+        release.wait(60)
+        yield from [chunk] * then
+
+    def received(count: int, size: int) -> bool:
+        files = list(uploads.iterdir()) if uploads.is_dir() else []
+        return len(files) == count and all(f.stat().st_size >= size for f in files)
+
+    with served(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+        assert client.get(f"/?token={TOKEN}").status_code == 303
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"',
+                         client.get("/classify").text).group(1)
+        headers = {"x-csrf-token": csrf, "x-filename": "song.ogg"}
+
+        def post(body):
+            return client.post("/classify", content=body, headers=headers)
+
+        answers: dict[str, httpx.Response] = {}
+
+        def upload(key: str, body) -> threading.Thread:
+            thread = threading.Thread(target=lambda: answers.__setitem__(key, post(body)))
+            thread.start()
+            return thread
+
+        # one upload in flight: 192 KB received, more to come (no length given)
+        release_a, release_c = threading.Event(), threading.Event()
+        a = upload("a", held(3, release_a, 2))
+        wait_for(lambda: received(1, 3 * len(chunk)), 60, "the first upload's bytes")
+        # a second upload that says its length: 192 + 200 KB would pass 384 KB in flight
+        declared = post(b"\1" * (200 * 1024))
+        assert declared.status_code == 503, declared.text
+        assert "busy" in declared.text and "0.375 MB in all" in declared.text
+        assert declared.headers["retry-after"]
+        # one that does not: refused once its bytes would pass the total
+        streamed = post(iter([chunk] * 4))
+        assert streamed.status_code == 503 and "busy" in streamed.text
+        # a second upload in flight (small), then a third is one too many at once
+        c = upload("c", held(0, release_c, 1))
+        wait_for(lambda: received(2, 0), 60, "the second upload")
+        third = post(b"not audio")
+        assert third.status_code == 503 and "at most 2 at once" in third.text
+        # one upload alone stays capped too
+        whole = post(b"\2" * (300 * 1024))
+        assert whole.status_code == 413 and "larger than 0.25 MB" in whole.text
+
+        release_a.set()  # 320 KB in all: past one upload's cap
+        a.join(60)
+        assert answers["a"].status_code == 413
+        release_c.set()  # 64 KB of nothing: classified (not audio)
+        c.join(120)
+        assert answers["c"].status_code == 200 and "Not classified" in answers["c"].text
+        # both gone: their place and their bytes are free again
+        again = post(b"not audio")
+        assert again.status_code == 200 and "Not classified" in again.text
     assert not any(uploads.iterdir())
 
 
