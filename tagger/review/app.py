@@ -390,10 +390,10 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         declared = declared_length(request)
         if declared is not None and declared > limits.per_upload:
             return too_large
-        if not uploads_in_flight.enter():
-            return busy
         uploads = private_dir(config.state_path / "review-uploads", "upload folder")
         target = uploads / f"{uuid.uuid4().hex}{suffix}"
+        if not uploads_in_flight.enter():
+            return busy
         size = taken = 0
         try:
             if declared is not None:  # the whole file's room, before its first byte
