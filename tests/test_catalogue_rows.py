@@ -39,7 +39,8 @@ def test_timestamps_enums_json_columns_and_nulls():
 
 def test_given_fields_and_optional_values():
     row = SimpleNamespace(id=2, path="/music/b.ogg", field="GENRE", old_value=None,
-                          new_value='["Jazz"]', written_at=NAIVE, reverted_at=None)
+                          new_value='["Jazz"]', written_at=NAIVE, reverted_at=None,
+                          old_layout=None)
     assert record_from_row(TagWriteRecord, row, old=None, new=("Jazz",)) == TagWriteRecord(
         2, "/music/b.ogg", "GENRE", None, ("Jazz",), UTC, None)
     # an outer-joined track with no prediction: no genre, no confidence, not a tie

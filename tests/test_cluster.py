@@ -1,13 +1,16 @@
 """The scan on a real Ray cluster (two nodes on this machine) against the local engine.
 
-The cluster runs in a child process inside a network namespace with only loopback: Ray binds
-the machine's other interface even when told 127.0.0.1, and a test must not send traffic
-anywhere but loopback. Needs root (``unshare -n``) or unprivileged user namespaces
+The cluster runs in a child process inside a network namespace with only loopback: a cluster
+of nodes listens on the machine's network interfaces (``ray.cluster_utils`` takes the
+interface's address even when told 127.0.0.1), and a test must not send traffic anywhere but
+loopback. The private Ray (``address = ""``) is checked in a namespace that also has a second
+interface, which stays inside it. Needs root (``unshare -n``) or unprivileged user namespaces
 (``unshare -rn``); CI runs as root.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -32,6 +35,7 @@ pytest.importorskip("ray", reason="the cluster tests need Ray: pip install -e '.
 
 pytestmark = pytest.mark.slow
 SCENARIO = Path(__file__).resolve().parent / "helpers" / "cluster_scenario.py"
+LISTENERS = SCENARIO.with_name("ray_listeners.py")
 
 
 def only_loopback() -> bool:
@@ -49,12 +53,26 @@ def in_loopback_namespace(argv: list[str]) -> list[str]:
     return [*unshare, "sh", "-c", 'ip link set lo up && exec "$0" "$@"', *argv]
 
 
+def in_namespace_with_a_network_card(argv: list[str]) -> list[str]:
+    """``argv`` run in a fresh network namespace with loopback and one end of a veth pair
+    (10.99.0.1/24) that holds the default route, as a machine's network card does. Both ends
+    are inside the namespace: nothing sent there leaves it."""
+    unshare = ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-rn"]
+    setup = ("ip link set lo up && ip link add tg0 type veth peer name tg1 && "
+             "ip addr add 10.99.0.1/24 dev tg0 && ip link set tg0 up && ip link set tg1 up && "
+             "ip route add default via 10.99.0.2 dev tg0 onlink")
+    return [*unshare, "sh", "-c", f'{setup} && exec "$0" "$@"', *argv]
+
+
+def ray_env() -> dict[str, str]:
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_TOKEN": os.urandom(16).hex(),
+            "PYTHONPATH": os.pathsep.join([str(SCENARIO.parents[2]), str(SCENARIO.parents[1])])}
+
+
 def run_on_cluster(library: Path, database: Path | str, state: Path, *extra: str) -> dict:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_TOKEN": os.urandom(16).hex(),
-           "PYTHONPATH": os.pathsep.join([str(SCENARIO.parents[2]), str(SCENARIO.parents[1])])}
     argv = in_loopback_namespace([sys.executable, str(SCENARIO), str(library), str(database),
                                   str(state), *extra])
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=ray_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -101,6 +119,39 @@ def test_map_path_uses_the_longest_prefix_and_whole_folder_names():
     assert map_path("/srv/music/live/x.mp3", path_map) == "/mnt/live/x.mp3"
     assert map_path("/srv/musicals/x.mp3", path_map) == "/srv/musicals/x.mp3"
     assert map_path("/other/x.mp3", {}) == "/other/x.mp3"
+
+
+def only_this_machine(address: str) -> bool:
+    """Whether a socket bound to ``address`` is reachable from this machine only."""
+    ip = ipaddress.ip_address(address)
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
+
+
+def private_ray_listeners(state: Path, *flags: str) -> dict:
+    argv = in_namespace_with_a_network_card([sys.executable, str(LISTENERS), str(state), *flags])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=ray_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["route_address"] == "10.99.0.1"  # the namespace has a card Ray could take
+    return out
+
+
+def test_a_private_ray_listens_on_loopback_only(tmp_path_factory):
+    out = private_ray_listeners(tmp_path_factory.mktemp("ray"))  # short: Ray's sockets go below
+
+    assert out["refused"] is None
+    listening = out["listening"]
+    processes = {s["process"].split()[1] for s in listening}
+    assert {"gcs_server", "raylet"} <= processes, listening  # Ray itself was up and listening
+    beyond = [s for s in listening if not only_this_machine(s["address"])]
+    assert not beyond, beyond  # no wildcard bind, nothing on the card
+
+
+def test_a_private_ray_that_would_listen_beyond_loopback_is_not_started(tmp_path_factory):
+    out = private_ray_listeners(tmp_path_factory.mktemp("ray"), "--ray-imported-first")
+
+    assert "would listen on 10.99.0.1" in out["refused"], out["refused"]
+    assert out["listening"] == []  # refused before anything was started
 
 
 POSTGRES_URL = os.environ.get("TAGGER_TEST_POSTGRES_URL", "")

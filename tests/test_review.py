@@ -8,6 +8,7 @@ chromium is not installed, and never in CI (``.ci/run`` sets TAGGER_CI and insta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +31,7 @@ from tagger.errors import ConfigError
 from tagger.library import tags
 from tagger.library.catalogue import open_catalogue
 from tagger.review import create_app
+from tagger.review.app import UploadLimits
 from tagger.review.media import PLAYBACK_RATE, byte_range
 from tagger.review.queues import Queue, Sort, queue_page
 
@@ -85,11 +88,13 @@ def library(tmp_path_factory):
             "link_id": ids[str(link)]}
 
 
-def client_for(library, *, read_only=False, password=None, log_in=True) -> TestClient:
+def client_for(library, *, read_only=False, password=None, log_in=True,
+               raise_server_exceptions=True) -> TestClient:
     catalogue = open_catalogue(library["config"].database_url)
     app = create_app(library["config"], catalogue, token=TOKEN, read_only=read_only,
                      password=password, allowed_hosts=["127.0.0.1", "localhost"])
-    client = TestClient(app, base_url=BASE, follow_redirects=False)
+    client = TestClient(app, base_url=BASE, follow_redirects=False,
+                        raise_server_exceptions=raise_server_exceptions)
     if log_in:
         assert client.get(f"/?token={TOKEN}").status_code == 303
     return client
@@ -187,6 +192,70 @@ def test_only_catalogued_tracks_inside_the_library_are_served(library):
     link = library["link_id"]
     assert client.get(f"/track/{link}/audio.wav").status_code == 404
     assert "cannot be played" in client.get(f"/track/{link}").text
+
+
+HUGE = "99999999999999999999999"  # past SQLite's 64-bit integers
+
+
+def test_hostile_parameters_are_refused_not_crashed(library):
+    """Every value the app parses from a request (path, query, headers, form), made hostile:
+    a clear 4xx, never a 500 with a traceback; and nothing is written."""
+    client = client_for(library, raise_server_exceptions=False)
+    track = library["id"][NEXUIZ]
+    path = library["lib"] / NEXUIZ
+    before = path.read_bytes()
+    csrf = csrf_of(client, track)
+    refused = []
+
+    def expect(status: int, response, what: str) -> None:
+        if response.status_code != status or "Traceback" in response.text:
+            refused.append((what, response.status_code))
+
+    # the start URL's token: not ASCII, not UTF-8
+    expect(403, client.get("/?token=\u00e9t\u00e9"), "token not ASCII")
+    expect(403, client.get("/?token=%ff%fe"), "token not UTF-8")
+    # track ids past 64 bits, in every route that takes one
+    for big in (HUGE, str(2 ** 63), str(2 ** 64)):
+        expect(404, client.get(f"/track/{big}"), f"track {big}")
+        expect(404, client.get(f"/track/{big}/audio.wav"), f"audio {big}")
+        expect(404, client.post(f"/track/{big}/act", data={"action": "accept"},
+                                headers={"x-csrf-token": csrf}), f"act {big}")
+    # CSRF values that are not ASCII: in the header (bytes as HTTP sends them), in the form
+    latin = "\u00e9t\u00e9".encode("latin-1")
+    expect(403, client.post(f"/track/{track}/act", data={"action": "not_music"},
+                            headers={"x-csrf-token": latin}), "csrf header")
+    expect(403, client.post(f"/track/{track}/act",
+                            data={"action": "not_music", "csrf": "\u00e9t\u00e9"}), "csrf form")
+    expect(403, client.post("/classify", content=b"x", headers={"x-csrf-token": latin}),
+           "classify csrf header")
+    # the CSRF of an upload travels in its header: a form body is the file, not a form
+    expect(403, client.post("/classify", data={"csrf": csrf}, files={"f": ("a.mp3", b"abc")}),
+           "classify as a form")
+    # page cursors: overflowing ids, infinite or NaN values, deep nesting, wrong shapes
+    for sort, cursor in (("confidence", f"[0.5, {HUGE}]"), ("confidence", "[1e400, 1]"),
+                         ("confidence", "[0.5, 1e400]"), ("confidence", "[NaN, 1]"),
+                         ("confidence", "[0.5, -" + HUGE + "]"),
+                         ("recent", f'["2026-01-01T00:00:00", {HUGE}]'),
+                         ("path", "[" * 5000), ("confidence", "1e400"),
+                         ("confidence", "[0.5, true]"), ("path", '[{"a": 1}]')):
+        for queue in ("all", "failed"):
+            expect(400, client.get("/queue", params={"q": queue, "sort": sort, "after": cursor}),
+                   f"cursor {queue} {sort} {cursor[:30]}")
+    for low in ("1e400", "nan", "-inf", "\u00e9"):
+        expect(400, client.get("/queue", params={"low": low}), f"low {low}")
+    expect(400, client.post(f"/track/{track}/act", data={"action": "set_genre",
+                                                          "genre": "Rock" * 60, "csrf": csrf}),
+           "a genre longer than the catalogue holds")
+    assert not refused, refused
+    assert path.read_bytes() == before
+    assert sql(library["db"], "select count(*) from corrections") == [(0,)]
+    # an upload's name is only shown: a NUL or a slash in it is no error, nor a path
+    junk = client.post("/classify", content=b"not audio at all" * 100,
+                       headers={"x-csrf-token": csrf, "x-filename": "..%2F..%2Fa%00b.%00mp3"})
+    assert junk.status_code == 200 and "Not classified" in junk.text
+    assert "\x00" not in junk.text and "ab.mp3" in junk.text
+    uploads = library["config"].state_path / "review-uploads"
+    assert not any(uploads.iterdir())
 
 
 # ---------------------------------------------------------------- audio
@@ -349,6 +418,98 @@ def test_classify_an_upload_without_cataloguing_it(library):
     junk = client.post("/classify", content=b"not audio at all" * 100,
                        headers={"x-csrf-token": csrf, "x-filename": "notes.mp3"})
     assert junk.status_code == 200 and "Not classified" in junk.text
+    assert not any(uploads.iterdir())
+
+
+@contextlib.contextmanager
+def served(app):
+    """``app`` on a real loopback socket (uvicorn in a thread, as ``tagger review`` serves it):
+    TestClient hands the app each request body whole, a real server streams it."""
+    import uvicorn
+
+    from tagger.review.server import listen
+
+    sock = listen("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 30, "the server")
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def test_uploads_in_flight_together_are_capped(library):
+    """Each upload under the cap, but not all of them together: the bytes in flight and the
+    uploads at once are bounded across requests (503, with a message), and freed after."""
+    import httpx
+
+    limits = UploadLimits(per_upload=256 * 1024, in_flight=384 * 1024, at_once=2)
+    app = create_app(library["config"], open_catalogue(library["config"].database_url),
+                     token=TOKEN, allowed_hosts=["127.0.0.1"], upload_limits=limits)
+    uploads = library["config"].state_path / "review-uploads"
+    chunk = b"\0" * (64 * 1024)
+
+    def held(first: int, release: threading.Event, then: int):
+        """A body that sends ``first`` chunks, waits for ``release``, then sends ``then``."""
+        yield from [chunk] * first
+        release.wait(60)
+        yield from [chunk] * then
+
+    def received(count: int, size: int) -> bool:
+        files = list(uploads.iterdir()) if uploads.is_dir() else []
+        return len(files) == count and all(f.stat().st_size >= size for f in files)
+
+    with served(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+        assert client.get(f"/?token={TOKEN}").status_code == 303
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"',
+                         client.get("/classify").text).group(1)
+        headers = {"x-csrf-token": csrf, "x-filename": "song.ogg"}
+
+        def post(body):
+            return client.post("/classify", content=body, headers=headers)
+
+        answers: dict[str, httpx.Response] = {}
+
+        def upload(key: str, body) -> threading.Thread:
+            thread = threading.Thread(target=lambda: answers.__setitem__(key, post(body)))
+            thread.start()
+            return thread
+
+        # one upload in flight: 192 KB received, more to come (no length given)
+        release_a, release_c = threading.Event(), threading.Event()
+        a = upload("a", held(3, release_a, 2))
+        wait_for(lambda: received(1, 3 * len(chunk)), 60, "the first upload's bytes")
+        # a second upload that says its length: 192 + 200 KB would pass 384 KB in flight
+        declared = post(b"\1" * (200 * 1024))
+        assert declared.status_code == 503, declared.text
+        assert "busy" in declared.text and "0.375 MB in all" in declared.text
+        assert declared.headers["retry-after"]
+        # one that does not: refused once its bytes would pass the total
+        streamed = post(iter([chunk] * 4))
+        assert streamed.status_code == 503 and "busy" in streamed.text
+        # a second upload in flight (small), then a third is one too many at once
+        c = upload("c", held(0, release_c, 1))
+        wait_for(lambda: received(2, 0), 60, "the second upload")
+        third = post(b"not audio")
+        assert third.status_code == 503 and "at most 2 at once" in third.text
+        # one upload alone stays capped too
+        whole = post(b"\2" * (300 * 1024))
+        assert whole.status_code == 413 and "larger than 0.25 MB" in whole.text
+
+        release_a.set()  # 320 KB in all: past one upload's cap
+        a.join(60)
+        assert answers["a"].status_code == 413
+        release_c.set()  # 64 KB of nothing: classified (not audio)
+        c.join(120)
+        assert answers["c"].status_code == 200 and "Not classified" in answers["c"].text
+        # both gone: their place and their bytes are free again
+        again = post(b"not audio")
+        assert again.status_code == 200 and "Not classified" in again.text
     assert not any(uploads.iterdir())
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import threading
 import uuid
@@ -27,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -56,8 +58,79 @@ HERE = Path(__file__).resolve().parent
 COOKIE = "tagger_review"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 PUBLIC = ("/", "/login", "/static/")
+MAX_ROW_ID = 2 ** 63 - 1  # catalogue ids are 64-bit: a larger one names no track
+MAX_GENRE_CHARS = 200  # as the catalogue's genre columns
+_SUFFIX = re.compile(r"\.[a-z0-9]{1,9}")
+
+
+def same_secret(given: object, secret: str) -> bool:
+    """Whether ``given`` (from the request: any text, or not text at all) is ``secret``,
+    compared in constant time."""
+    return isinstance(given, str) and secrets.compare_digest(
+        given.encode("utf-8", "replace"), secret.encode("utf-8"))
+
+
+def upload_name(header: str | None) -> tuple[str, str]:
+    """(the name to show, the suffix to keep) of an upload's ``X-Filename`` header: its last
+    path component without control characters; the suffix only when it is plain."""
+    name = os.path.basename(unquote(header or "upload"))
+    name = "".join(ch for ch in name if ch.isprintable()) or "upload"
+    suffix = os.path.splitext(name)[1].lower()
+    return name, suffix if _SUFFIX.fullmatch(suffix) else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadLimits:
+    """What "Classify a file" takes in. An upload is in flight from its first byte until its
+    result is sent (it waits for the one model meanwhile): ``in_flight`` bounds the bytes of
+    all of them together, ``at_once`` their number, ``per_upload`` one file."""
+
+    per_upload: int = 512 * 1024 * 1024
+    in_flight: int = 1024 * 1024 * 1024
+    at_once: int = 4
+
+
+class UploadBudget:
+    """The uploads in flight across requests, counted against :class:`UploadLimits`."""
+
+    def __init__(self, limits: UploadLimits):
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._uploads = 0
+        self._bytes = 0
+
+    def enter(self) -> bool:
+        """One more upload, unless ``at_once`` are in flight."""
+        with self._lock:
+            if self._uploads >= self.limits.at_once:
+                return False
+            self._uploads += 1
+            return True
+
+    def take(self, size: int) -> bool:
+        """Room for ``size`` more bytes, unless that would pass ``in_flight``."""
+        with self._lock:
+            if self._bytes + size > self.limits.in_flight:
+                return False
+            self._bytes += size
+            return True
+
+    def leave(self, taken: int) -> None:
+        """An upload is done: its place and the bytes it took are free again."""
+        with self._lock:
+            self._uploads -= 1
+            self._bytes -= taken
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 2 ** 20:g} MB"
+
+
+def declared_length(request: Request) -> int | None:
+    """The request's Content-Length, when it gives a plain one."""
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
 
 
 @dataclasses.dataclass
@@ -103,7 +176,8 @@ class ClassifierHolder:
 
 
 def create_app(config: Config, catalogue, *, token: str, read_only: bool = False,
-               password: str | None = None, allowed_hosts: list[str] | None = None) -> Starlette:
+               password: str | None = None, allowed_hosts: list[str] | None = None,
+               upload_limits: UploadLimits = UploadLimits()) -> Starlette:
     """The ASGI app over ``catalogue``; ``token`` is the secret of the start URL."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(read_only=read_only, queues=QUEUE_TITLES,
@@ -111,6 +185,7 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
     sessions = Sessions()
     clips = Clips(config)
     model = ClassifierHolder(config)
+    uploads_in_flight = UploadBudget(upload_limits)
     roots = real_roots(config.library.roots)
     threshold = config.tags.min_confidence
 
@@ -135,6 +210,8 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
 
     def track_path(track_id: int) -> tuple[str, int | None] | None:
         """The catalogued path of a track id (and its mtime), None when there is none."""
+        if not 0 < track_id <= MAX_ROW_ID:
+            return None
         with catalogue.engine.connect() as conn:
             row = conn.execute(sa.select(TRACKS.c.path, TRACKS.c.mtime_ns, TRACKS.c.status)
                                .where(TRACKS.c.id == track_id)).first()
@@ -159,22 +236,23 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         return (os.path.isfile(path) and is_inside(path, roots)
                 and special_file_reason(path) is None)
 
-    async def check_csrf(request: Request) -> bool:
+    async def check_csrf(request: Request, *, in_form: bool = True) -> bool:
+        """The session's CSRF token in the header, or (``in_form``) in a form field."""
         session = session_of(request)
         if session is None:
             return False
         sent = request.headers.get(CSRF_HEADER)
-        if sent is None and request.headers.get("content-type", "").startswith(
+        if sent is None and in_form and request.headers.get("content-type", "").startswith(
                 ("application/x-www-form-urlencoded", "multipart/form-data")):
             sent = (await request.form()).get(CSRF_FIELD)
-        return isinstance(sent, str) and secrets.compare_digest(sent, session.csrf)
+        return same_secret(sent, session.csrf)
 
     # ------------------------------------------------------------------ pages
 
     async def home(request: Request) -> Response:
         given = request.query_params.get("token")
         if given is not None:
-            if secrets.compare_digest(given, token):
+            if same_secret(given, token):
                 return start_session("/queue")
             return refused(request, 403, "That token is not this server's.")
         if session_of(request) is None:
@@ -185,8 +263,7 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
     async def login(request: Request) -> Response:
         form = await request.form()
         given = form.get("password")
-        if password is None or not isinstance(given, str) or not secrets.compare_digest(
-                given.encode(), password.encode()):
+        if password is None or not same_secret(given, password):
             return refused(request, 403, "Wrong password.")
         return start_session("/queue")
 
@@ -197,6 +274,8 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
             sort = Sort(q.get("sort", Sort.RECENT.value if queue is Queue.RECENT
                               else Sort.CONFIDENCE.value))
             low = float(q.get("low", threshold))
+            if not math.isfinite(low):
+                raise ValueError(low)
         except ValueError:
             return refused(request, 400, "Unknown queue, sort or threshold.")
         filters = {k: q.get(k) or None for k in ("folder", "genre", "status")}
@@ -283,6 +362,8 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         except ValueError:
             return refused(request, 400, "Unknown action.")
         genre = form.get("genre") if isinstance(form.get("genre"), str) else None
+        if genre is not None and len(genre.strip()) > MAX_GENRE_CHARS:
+            return refused(request, 400, f"A genre is at most {MAX_GENRE_CHARS} characters.")
         if not is_inside(found[0], roots):
             return refused(request, 403, "That file is not inside the library.")
         outcome = await run_in_threadpool(perform, config, found[0], action, genre)
@@ -294,25 +375,47 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         return page(request, "classify.html")
 
     async def classify_upload(request: Request) -> Response:
-        if not await check_csrf(request):
+        # the body is the file itself: the CSRF token can only be in the header
+        if not await check_csrf(request, in_form=False):
             return refused(request, 403, "CSRF check failed; reload the page.")
-        name = os.path.basename(unquote(request.headers.get("x-filename", "upload"))) or "upload"
-        suffix = os.path.splitext(name)[1].lower()[:10]
+        name, suffix = upload_name(request.headers.get("x-filename"))
+        limits = upload_limits
+        too_large = PlainTextResponse(
+            f"{name} is larger than {megabytes(limits.per_upload)}, the most one upload may "
+            "be.", status_code=413)
+        busy = PlainTextResponse(
+            f"The server is busy with other uploads (at most {limits.at_once} at once, "
+            f"{megabytes(limits.in_flight)} in all); try {name} again in a moment.",
+            status_code=503, headers={"Retry-After": "10"})
+        declared = declared_length(request)
+        if declared is not None and declared > limits.per_upload:
+            return too_large
         uploads = private_dir(config.state_path / "review-uploads", "upload folder")
         target = uploads / f"{uuid.uuid4().hex}{suffix}"
-        size = 0
+        if not uploads_in_flight.enter():
+            return busy
+        size = taken = 0
         try:
+            if declared is not None:  # the whole file's room, before its first byte
+                if not uploads_in_flight.take(declared):
+                    return busy
+                taken = declared
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                          PRIVATE_FILE_MODE)
             with os.fdopen(fd, "wb") as out:
                 async for chunk in request.stream():
                     size += len(chunk)
-                    if size > MAX_UPLOAD_BYTES:
-                        return Response("too large", status_code=413)
+                    if size > limits.per_upload:
+                        return too_large
+                    if size > taken:  # no length given, or more than it said
+                        if not uploads_in_flight.take(size - taken):
+                            return busy
+                        taken = size
                     out.write(chunk)
             result = await run_in_threadpool(model.classify, str(target))
         finally:
             target.unlink(missing_ok=True)
+            uploads_in_flight.leave(taken)
         svg = None
         if result.ok and result.segments:
             genres = list(result.model.vocabulary)
@@ -320,7 +423,10 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
             order = sorted(range(len(genres)), key=lambda j: -sum(values[j]))[:8]
             svg = charts.taggram([genres[j] for j in order], [values[j] for j in order],
                                  [s.genre for s in result.segments], genres)
-        return page(request, "classified.html", result=result, name=name, taggram=svg)
+        # the reason names the upload as the user did, not by its temporary path here
+        error = result.error.replace(str(target), name) if result.error else None
+        return page(request, "classified.html", result=result, name=name, taggram=svg,
+                    error=error)
 
     async def stats_view(request: Request) -> Response:
         stats = await run_in_threadpool(catalogue.stats)

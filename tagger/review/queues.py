@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -19,6 +20,7 @@ from tagger.library.catalogue.rows import record_from_row, utc
 from tagger.library.catalogue.schema import CORRECTIONS, PREDICTIONS, TRACKS
 
 PAGE_SIZE = 50
+_ID_RANGE = range(-(2 ** 63), 2 ** 63)  # what a catalogue id can be (64-bit integers)
 
 
 class Queue(str, Enum):
@@ -183,18 +185,23 @@ def _jsonable(value):
 
 
 def _parse_cursor(text: str, sort: Sort, count: int) -> list:
+    """The values of a page cursor (as :func:`queue_page` made it); ValueError for anything
+    else, however hostile (an id past 64 bits, a non-finite number, a deep nesting)."""
     try:
         values = json.loads(text)
         if not isinstance(values, list) or len(values) != count:
             raise ValueError
         if count > 1:
-            values[-1] = int(values[-1])  # the id
+            if type(values[-1]) is not int or values[-1] not in _ID_RANGE:
+                raise ValueError  # the id
         if sort is Sort.CONFIDENCE:
             values[0] = float(values[0])
+            if not math.isfinite(values[0]):
+                raise ValueError
+        elif not isinstance(values[0], str):  # a time or a path, as text
+            raise ValueError
         elif sort is Sort.RECENT:
-            values[0] = dt.datetime.fromisoformat(str(values[0]))
-        else:
-            values[0] = str(values[0])
-    except (ValueError, TypeError):
+            values[0] = dt.datetime.fromisoformat(values[0])
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise ValueError("bad page cursor") from None
     return values

@@ -21,6 +21,7 @@ a dead node can leave no file half written and no file is written twice.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
@@ -44,6 +45,13 @@ log = logging.getLogger(__name__)
 
 # Ray reports usage statistics unless told not to; tagger sends nothing anywhere.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+# Ray's switch for a Ray on one machine (its default on macOS and Windows), read when Ray is
+# imported: the node's address is then the loopback one, and the GCS, the raylet (object
+# manager included), the workers and the agents listen on 127.0.0.1 only. Without it Ray
+# takes the address of the machine's network card, even when told 127.0.0.1, and its gRPC
+# servers listen on every interface, guarded by nothing but the token.
+_ONE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 class ClusterError(TaggerError):
@@ -122,8 +130,10 @@ class RayEngine:
                  hooks: EngineHooks | None = None, address: str | None = None):
         self.config = config
         self.recorder = Recorder(config, catalogue, dry_run=dry_run, hooks=hooks)
-        self.ray = _import_ray()
         self.address = config.cluster.address if address is None else address
+        if not self.address:  # before Ray is imported: it reads the switch then
+            os.environ[_ONE_MACHINE_ENV] = "0"
+        self.ray = _import_ray()
         self._connected_here = False
         self._actors: list = []
         self._prepare = None
@@ -139,12 +149,36 @@ class RayEngine:
             if self.address:
                 ray.init(address=self.address, log_to_driver=False)
             else:  # a private single-machine Ray, gone when the scan ends
-                ray.init(include_dashboard=False, log_to_driver=False,
+                self._check_loopback(ray.util.get_node_ip_address())
+                ray.init(include_dashboard=False, dashboard_host="127.0.0.1",
+                         _node_ip_address="127.0.0.1", log_to_driver=False,
                          _temp_dir=self._private_temp_dir())
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ClusterError(f"cannot reach the Ray cluster at {self.address or 'local'}: "
                                f"{exc}") from None
         self._connected_here = True
+        if not self.address:
+            try:  # what Ray really did
+                for node in ray.nodes():
+                    self._check_loopback(node["NodeManagerAddress"])
+            except ClusterError:
+                ray.shutdown()
+                self._connected_here = False
+                raise
+
+    @staticmethod
+    def _check_loopback(node_address: str) -> None:
+        """A private Ray listens where its node's address is: this machine only, or not at
+        all."""
+        try:
+            loopback = ipaddress.ip_address(node_address).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ClusterError(
+                f"a private Ray would listen on {node_address}, beyond this machine (Ray was "
+                f"imported before tagger could set {_ONE_MACHINE_ENV}=0): start tagger in a "
+                "process of its own, or start Ray yourself and give its address")
 
     def _private_temp_dir(self) -> str:
         """Ray's session files go under the state directory, its token stays in memory."""

@@ -20,7 +20,7 @@ MODEL_B = ModelInfo("trained", "b" * 64, GENRES)
 TABLES = {"tracks", "models", "predictions", "prediction_candidates", "prediction_segments",
           "tag_writes", "corrections", "adoptions", "calibrations"}
 VIEWS = {"track_genres", "genre_counts", "genre_check"}
-HEAD = "0006_review"  # newest schema revision
+HEAD = "0007_layout"  # newest schema revision
 
 
 

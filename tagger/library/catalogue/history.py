@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,6 +26,11 @@ from tagger.library.catalogue.rows import (
 from tagger.library.catalogue.schema import (
     TAG_WRITES as _W,
 )
+
+
+def dump_layout(layout: dict | None) -> str | None:
+    return None if layout is None else json.dumps(layout, ensure_ascii=False,
+                                                  separators=(",", ":"))
 
 
 class TagHistory:
@@ -57,6 +63,7 @@ class TagHistory:
                             field=str(change.field),
                             old_value=dump_list(change.old),
                             new_value=dump_list(change.new),
+                            old_layout=dump_layout(getattr(change, "old_layout", None)),
                             written_at=now,
                         )
                     ).inserted_primary_key[0]

@@ -36,6 +36,7 @@ class TagWriteRecord:
     new: tuple[str, ...] | None
     written_at: dt.datetime
     reverted_at: dt.datetime | None
+    old_layout: dict | None = None  # where ``old`` sat in the tag (tags.TagChange.old_layout)
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,8 @@ class Calibration:
 
 
 class TagChange(Protocol):
-    """What :meth:`Catalogue.record_tag_changes` needs from the tag writer's change objects."""
+    """What :meth:`Catalogue.record_tag_changes` needs from the tag writer's change objects
+    (and, when they have one, their ``old_layout``: a JSON-able dict)."""
 
     field: str
     old: Sequence[str] | None

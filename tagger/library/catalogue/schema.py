@@ -188,6 +188,9 @@ class TagWrite(Base):
     field: Mapped[str] = mapped_column(sa.String(64))
     old_value: Mapped[str | None] = mapped_column(sa.Text)  # JSON list; NULL: field was absent
     new_value: Mapped[str | None] = mapped_column(sa.Text)  # JSON list; NULL: field removed
+    # JSON object: where the old values sat in the tag (tags.TagChange.old_layout), for a
+    # byte-exact revert; NULL: not recorded (written before migration 0007_layout)
+    old_layout: Mapped[str | None] = mapped_column(sa.Text)
     written_at: Mapped[dt.datetime] = mapped_column(_Stamp)
     reverted_at: Mapped[dt.datetime | None] = mapped_column(_Stamp)
 

@@ -41,6 +41,7 @@ changes. A write that changes nothing does not touch the file at all.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -97,6 +98,10 @@ class TagChange:
     field: str
     old: tuple[str, ...] | None
     new: tuple[str, ...] | None
+    #: where ``old`` sat in the file's tag, in the format's own terms (JSON-able; Vorbis: the
+    #: comments' places and names, and the padding): what :func:`restore` needs to give the
+    #: file back byte for byte. None where the format records none.
+    old_layout: dict | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -191,14 +196,20 @@ def restore(path: str | os.PathLike[str], changes: Sequence[TagChange], *,
 
     Same safety as :func:`write_genres`. ``TagChange.path`` is not consulted (the file may
     have been renamed since); ``path`` is the file. When a field occurs more than once, its
-    first occurrence wins (changes recorded oldest first restore to the oldest value).
+    first occurrence wins (changes recorded oldest first restore to the oldest value), with
+    its ``old_layout``: the values go back where and as they were, and the tag's padding
+    with them, so that a file tagger wrote and nobody touched since is the original byte
+    for byte (Vorbis comments; ID3 tags whose frames are in the order mutagen writes; MP4
+    tags that had a ``free`` atom).
     Raises WriteError on failure, including a field that does not belong to the file's tag
     format (e.g. ``TCON`` changes applied to a FLAC file).
     """
     spath = os.fspath(path)
     want: dict[str, tuple[str, ...] | None] = {}
+    layouts: dict[str, dict | None] = {}
     for change in changes:
         want.setdefault(change.field, None if change.old is None else tuple(change.old))
+        layouts.setdefault(change.field, getattr(change, "old_layout", None))
     if not want:
         return
 
@@ -210,6 +221,7 @@ def restore(path: str | os.PathLike[str], changes: Sequence[TagChange], *,
                 f"cannot restore field {unknown[0]!r}: not a {keys.format} field tagger writes",
                 spath,
             )
+        editor.place(layouts)  # the old values go back where, and as, they were
         return _plan(spath, editor, want)
 
     _edit(spath, plan, dry_run=False, at_rest=at_rest)
@@ -278,7 +290,7 @@ def _plan(path: str, editor, want: dict) -> list[TagChange]:
     for field, new in want.items():
         old = editor.get(field)
         if old != new:
-            changes.append(TagChange(path, field, old, new))
+            changes.append(TagChange(path, field, old, new, editor.layout(field)))
     return changes
 
 

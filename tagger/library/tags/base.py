@@ -1,6 +1,7 @@
 """What every format's tag editor shares: the table of the fields it reads and writes, how
-they are read, replaced and asked for. A format module gives its keys and the few
-conversions between its stored values and plain strings."""
+they are read, replaced and asked for, and where their values sit (for a restore that gives
+a file back byte for byte). A format module gives its keys and the few conversions between
+its stored values and plain strings."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from tagger.errors import TaggerError
+
+MAX_PADDING = 1 << 24  # more than any tag's padding; a recorded value past it is not used
 
 
 class TagFormatError(TaggerError):
@@ -42,6 +45,9 @@ class BaseEditor:
     KEYS: FieldKeys
     tags: Any  # the mutagen tag object the fields live in
     _audio: Any  # the mutagen file object that saves them
+    #: the padding the tag had before a restore's values were first replaced (see
+    #: :meth:`place`); None: mutagen's own choice
+    restore_padding: int | None = None
 
     def _attach(self, audio: Any) -> None:
         """Edit ``audio``'s tag, giving it an empty one when it has none."""
@@ -103,5 +109,35 @@ class BaseEditor:
         """What the tag stores for a field of these values."""
         return list(values)
 
+    # ---------------------------------------------------------------- where values sit
+
+    def layout(self, field: str) -> dict | None:
+        """Where the field's values sit in the tag, as JSON-able data, recorded with the old
+        values (``TagChange.old_layout``) so that :meth:`place` can put them back exactly.
+        The base records the tag's padding only, where :meth:`padding_now` knows it."""
+        padding = self.padding_now()
+        return None if padding is None else {"padding": padding}
+
+    def padding_now(self) -> int | None:
+        """The bytes of padding the tag has now, as mutagen counts them when saving it as
+        it is; None where unknown (then a restore lets mutagen choose)."""
+        return None
+
+    def place(self, layouts: dict[str, dict | None]) -> None:
+        """Follow recorded layouts (field -> :meth:`layout` of its oldest change) in the
+        :meth:`set` calls and the :meth:`save` that come next: a restore's. The base gives
+        the tag its recorded padding back."""
+        for layout in layouts.values():
+            padding = layout.get("padding") if isinstance(layout, dict) else None
+            if type(padding) is int and 0 <= padding <= MAX_PADDING:
+                self.restore_padding = padding
+                return
+
+    def padding(self, info) -> int:
+        """mutagen's padding function: the recorded padding on a restore, else mutagen's."""
+        if self.restore_padding is not None:
+            return self.restore_padding
+        return info.get_default_padding()
+
     def save(self, fileobj: BinaryIO) -> None:
-        self._audio.save(fileobj)
+        self._audio.save(fileobj, padding=self.padding)

@@ -122,11 +122,18 @@ class Editor(BaseEditor):
             return Encoding.UTF16
         return Encoding.LATIN1
 
+    def padding_now(self) -> int | None:
+        if getattr(self.tags, "_header", None) is None:
+            return None  # no ID3v2 tag yet: nothing to give back
+        padding = getattr(self.tags, "_padding", None)  # mutagen's count after the frames
+        return padding if type(padding) is int and padding >= 0 else None
+
     def save(self, fileobj: BinaryIO) -> None:
         if self.container != MP3:
-            self._audio.save(fileobj, v2_version=self.version, v23_sep=None)
+            self._audio.save(fileobj, v2_version=self.version, v23_sep=None,
+                             padding=self.padding)
             return
-        _save_mp3(self.tags, fileobj, self.version)
+        _save_mp3(self.tags, fileobj, self.version, self.padding)
 
 
 def _id3v2_region(fileobj: BinaryIO) -> int:
@@ -138,7 +145,7 @@ def _id3v2_region(fileobj: BinaryIO) -> int:
     return 0
 
 
-def _save_mp3(tags: ID3, fileobj: BinaryIO, version: int) -> None:
+def _save_mp3(tags: ID3, fileobj: BinaryIO, version: int, padding=None) -> None:
     """Save the v2 tag only: everything after it (audio, APE, ID3v1) must stay byte-identical.
 
     mutagen's ID3.save either regenerates an existing ID3v1 tag from the v2 frames or removes
@@ -152,7 +159,8 @@ def _save_mp3(tags: ID3, fileobj: BinaryIO, version: int) -> None:
     tail = fileobj.read(tail_len)
 
     fileobj.seek(0)
-    tags.save(fileobj, v1=ID3v1SaveOptions.REMOVE, v2_version=version, v23_sep=None)
+    tags.save(fileobj, v1=ID3v1SaveOptions.REMOVE, v2_version=version, v23_sep=None,
+              padding=padding)
 
     fileobj.seek(0, 2)
     new_total = fileobj.tell()

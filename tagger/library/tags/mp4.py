@@ -59,6 +59,13 @@ class Editor(BaseEditor):
             return _decode_gnre(b"".join(raw)) if raw else None
         return super().get(field)
 
+    def padding_now(self) -> int | None:
+        """The ``free`` atom beside the ``ilst`` as mutagen counts it (0: none; mutagen then
+        writes an empty one, 8 bytes, so only a file that had one comes back byte for
+        byte)."""
+        padding = getattr(self.tags, "_padding", None)
+        return padding if type(padding) is int and padding >= 0 else None
+
     def _decode(self, field: str, stored: list) -> tuple[str, ...] | None:
         if field.startswith("----:"):
             return tuple(bytes(v).decode("utf-8", "replace") for v in stored) or None

@@ -103,8 +103,11 @@
       const response = await fetch("/classify", {method: "POST", body: file,
         headers: {"X-CSRF-Token": csrf, "X-Filename": encodeURIComponent(file.name),
           "Content-Type": "application/octet-stream"}});
+      // too large (413) or too many uploads at once (503): the server says so in a line
+      const said = (response.headers.get("Content-Type") || "").startsWith("text/plain")
+        ? " " + (await response.text()).replace(/[<>&]/g, "") : "";
       out.innerHTML = response.ok ? await response.text()
-        : "<p class=\"flash failed\">refused: " + response.status + "</p>";
+        : "<p class=\"flash failed\">refused: " + response.status + said + "</p>";
     };
     input.addEventListener("change", () => { if (input.files[0]) send(input.files[0]); });
     zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
