@@ -96,6 +96,7 @@ def _correction_line(result) -> str:
 def cmd_set_genre(args: argparse.Namespace, config: Config) -> int:
     from tagger.errors import ReadError, WriteError
     from tagger.library.corrections import CorrectionRefused, apply_correction
+    from tagger.library.genres import typed_genre_problem
     from tagger.library.lock import WriterLock
     from tagger.results import CorrectionAction
 
@@ -105,6 +106,8 @@ def cmd_set_genre(args: argparse.Namespace, config: Config) -> int:
     prog = "tagger set-genre"
     if action is CorrectionAction.SET_GENRE and not (args.genre or "").strip():
         raise UsageError("give a GENRE (or --not-music, --accept, --undo)", prog=prog)
+    if args.genre and (problem := typed_genre_problem(args.genre)):
+        raise UsageError(f"GENRE: {problem}", prog=prog)
     if action in (CorrectionAction.NOT_MUSIC, CorrectionAction.UNDO) and args.genre:
         raise UsageError(f"--{action.value.replace('_', '-')} takes no GENRE", prog=prog)
     target = os.path.abspath(os.path.expanduser(args.path))
