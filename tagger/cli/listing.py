@@ -10,6 +10,7 @@ import math
 import os
 from pathlib import Path
 
+from tagger.cli.output import printable
 from tagger.config import Config
 
 REASON_WORDS = {
@@ -92,15 +93,16 @@ def cmd_list(args: argparse.Namespace, config: Config, open_catalogue) -> int:
             continue
         if row.status == "failed":
             kind = row.failure_kind.value if row.failure_kind else "failed"
-            print(f"{row.path}\tfailed ({kind}): {row.error or ''}")
+            print(f"{printable(row.path)}\tfailed ({kind}): {printable(row.error or '')}")
             continue
-        genre = (f"{row.genre} {row.confidence:.2f}" if row.genre is not None else "-")
+        genre = (f"{printable(row.genre)} {row.confidence:.2f}" if row.genre is not None
+                 else "-")
         notes = []
         if row.tie:
-            notes.append(f"tie: {row.tied_genres}")
+            notes.append(f"tie: {printable(row.tied_genres)}")
         if row.not_written:
             notes.append(REASON_WORDS[row.not_written.value])
-        print(f"{row.path}\t{genre}" + (f"\t{'; '.join(notes)}" if notes else ""))
+        print(f"{printable(row.path)}\t{genre}" + (f"\t{'; '.join(notes)}" if notes else ""))
     return 0
 
 
@@ -119,7 +121,7 @@ def cmd_prune(args: argparse.Namespace, config: Config, open_catalogue) -> int:
         if paths and not args.dry_run:
             if history:
                 export = _export_history(config.state_path, history)
-                print(f"tag history of the pruned tracks: {export}")
+                print(f"tag history of the pruned tracks: {printable(export)}")
             catalogue.forget(paths)
     verb = "would forget" if args.dry_run else "forgot"
     print(f"{verb} {len(paths)} tracks missing for more than {args.days:g} days")
