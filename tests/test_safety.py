@@ -623,6 +623,8 @@ def test_escapes_and_newlines_in_names_and_tags_are_printed_escaped(tmp_path, ca
     audio.save()
     broken = lib / f"broken{EVIL}.mp3"
     broken.write_text("not audio\n", encoding="utf-8")
+    for path in (song, broken):  # copied long ago: at rest, as a user's library is
+        os.utime(path, (os.stat(path).st_atime, os.stat(path).st_mtime - 3600))
     db = f"sqlite:///{tmp_path / 'c.sqlite'}"
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
     scan = subprocess.run([sys.executable, "-m", "tagger", "scan", "--db", db, "--workers", "1",

@@ -9,6 +9,7 @@ track, not a prediction), so these tests run in seconds.
 
 from __future__ import annotations
 
+import os
 import shutil
 import unicodedata
 from pathlib import Path
@@ -54,6 +55,7 @@ def library(tmp_path, format_files, monkeypatch):
             shutil.copy(source, path)
             path.chmod(0o644)
             tags.write_genres(path, [], None)
+            os.utime(path, (path.stat().st_atime, path.stat().st_mtime - 3600))  # at rest
             st = path.stat()
             catalogue.mark_pending(str(path), st.st_size, st.st_mtime_ns)
             files[fmt] = path

@@ -141,9 +141,10 @@ def normalise_genres(values: Iterable[str] | str | None,
                      genre_map: GenreMap | Mapping[str, str] | None = None, *,
                      split: bool = True) -> list[str]:
     """The distinct genres in the raw ``values`` of a genre field, in order, NFC (see the
-    module docstring for the rules); ``genre_map`` (a :class:`GenreMap` or a plain mapping) renames
-    or drops them. A single ``str`` is one value; None or no values give []. ``split=False``
-    leaves out rule 3: each value is one genre (a genre the user typed: "R&B/Soul")."""
+    module docstring for the rules); ``genre_map`` (a :class:`GenreMap` or a plain mapping)
+    renames or drops them. A single ``str`` is one value; None or no values give [].
+    ``split=False`` leaves out rule 3: each value is one genre (a genre the user typed:
+    "R&B/Soul")."""
     if values is None:
         return []
     if isinstance(values, str):
