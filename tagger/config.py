@@ -4,16 +4,27 @@ Lookup order: ``--config FILE``, then ``$TAGGER_CONFIG``, then ``./tagger.toml``
 ``$XDG_CONFIG_HOME/tagger/tagger.toml`` (default ``~/.config/tagger/tagger.toml``), else the
 built-in defaults below. Unknown keys and values of
 the wrong type are errors that name the key.
+
+Paths (``state_dir``, the file of an SQLite ``database``): ``~`` and environment variables
+(``$HOME``, ``${XDG_DATA_HOME}``) are expanded, an unset variable being an error, and a
+relative path is taken relative to the folder of the config file that says it (as beets
+resolves its ``library`` file and ``model.bundle`` is resolved here), never to whatever folder
+a command is started in: the same file then means the same catalogue from anywhere (a
+systemd unit, a cron job, a shell in another folder). The state directory must not lie inside
+a library root: scans would walk the catalogue's backups, caches and review uploads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import os
+import re
 import tomllib
 import types
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -276,8 +287,66 @@ def config_from_dict(data: dict, source: str | None = None) -> Config:
         raise ConfigError(exc.message, source) from None
     # levels as people write them ("INFO", "Warning") are the same levels
     config = dataclasses.replace(config, source=source, log_level=config.log_level.lower())
+    try:
+        config = _resolve_paths(config, source)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, source) from None
     _validate_values(config, source)
     return config
+
+
+_VARIABLE = re.compile(r"\$(?:(\w+)|\{([^}]*)\})")  # $NAME, ${NAME}
+#: an SQLite URL with a file: the prefix, the path, the query (``sqlite:///rel.db``,
+#: ``sqlite:////abs.db?timeout=5``); ``:memory:`` and ``file:`` URIs are left alone
+_SQLITE_FILE = re.compile(r"(sqlite(?:\+\w+)?:///)([^?]*)(\?.*)?", re.DOTALL)
+
+
+def expand_path(text: str, key: str, base: str | None) -> str:
+    """A path as the config file says it: ``$VARIABLES`` and ``~`` expanded (an unset variable
+    is an error naming ``key``), a relative path taken relative to the folder ``base`` (the
+    config file's; None: the current folder). Absolute, normalised."""
+
+    def variable(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        value = os.environ.get(name) if name else None
+        if value is None:
+            raise ConfigError(f"'{key}': the environment variable ${name} is not set")
+        return value
+
+    expanded = os.path.expanduser(_VARIABLE.sub(variable, text))
+    if not expanded.strip():
+        raise ConfigError(f"'{key}' is empty once expanded ({text!r})")
+    return os.path.normpath(os.path.join(base or os.getcwd(), expanded))
+
+
+def _resolve_paths(config: Config, source: str | None) -> Config:
+    """``state_dir`` and the file of an SQLite ``database`` as absolute paths (see the module
+    docstring: relative to the config file's folder)."""
+    base = os.path.dirname(os.path.abspath(source)) if source else None
+    changes = {}
+    if config.state_dir:
+        changes["state_dir"] = expand_path(config.state_dir, "state_dir", base)
+    match = _SQLITE_FILE.fullmatch(config.database)
+    if match and match.group(2) and match.group(2) != ":memory:" and not match.group(
+            2).startswith("file:"):
+        path = expand_path(match.group(2), "database", base)
+        changes["database"] = f"{match.group(1)}{path}{match.group(3) or ''}"
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def _inside_library(state: str, library: LibraryConfig) -> str | None:
+    """The library root that scans would find ``state`` under (None: none): a root above it
+    with no folder on the way that ``library.ignore`` skips (a hidden one, by default)."""
+    state = os.path.realpath(state)
+    for root in library.roots:
+        real = os.path.realpath(os.path.abspath(os.path.expanduser(root)))
+        if os.path.commonpath([state, real]) != real:
+            continue
+        parts = os.path.relpath(state, real).split(os.sep)
+        if not any(fnmatch.fnmatchcase(part, pattern) for part in parts if part != "."
+                   for pattern in library.ignore):
+            return root
+    return None
 
 
 def _unknown_keys(cls, data, prefix: str) -> list[str]:
@@ -380,6 +449,19 @@ def _validate_values(config: Config, source: str | None) -> None:
             raise ConfigError(f"'{key}' must be a finite number", source)
         if value > most:
             raise ConfigError(f"'{key}' must be at most {most:g}", source)
+    for table in ("rename", "merge"):
+        for name, target in getattr(config.genres, table).items():
+            if not target.strip():
+                raise ConfigError(f"'genres.{table}': {name!r} = \"\" would erase that genre "
+                                  "from your files; 'genres.drop' leaves a genre out", source)
+            if any(unicodedata.category(c) == "Cc" for c in target):
+                raise ConfigError(f"'genres.{table}': the genre for {name!r} holds a control "
+                                  "character", source)
+    root = _inside_library(str(config.state_path), config.library)
+    if root is not None:
+        raise ConfigError(f"'state_dir' {config.state_path} lies inside the library root {root}:"
+                          " scans would walk the catalogue's backups and caches; put it "
+                          "elsewhere", source)
     if config.tags.target_precision <= 0.0:
         raise ConfigError("'tags.target_precision' must be greater than 0", source)
     if not config.review.host.strip():

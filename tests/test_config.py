@@ -154,3 +154,105 @@ def test_absurd_workers_option_is_a_usage_error(tmp_path, capsys, value):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--workers" in err[0], err
+
+
+# ---------------------------------------------------------------- genre renames (issue #24)
+
+
+@pytest.mark.parametrize("table, entry", [
+    ("rename", '"jazz" = ""'), ("rename", '"jazz" = "   "'), ("merge", '"dance" = ""'),
+    ("rename", '"jazz" = "Ja\\u001bzz"'),
+])
+def test_a_rename_to_nothing_is_refused_at_load_naming_the_key(tmp_path, capsys, table, entry):
+    """An empty target would take the genre out of every file tagger writes (and the genre
+    the user set with it): one line naming the key, exit 2, nothing created."""
+    from tagger.cli import main
+
+    config = write(tmp_path / "tagger.toml", f"[genres]\n{table} = {{ {entry} }}\n")
+    assert main(["--config", str(config), "stats", "--db", f"sqlite:///{tmp_path}/c.sqlite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"'genres.{table}'" in err[0], err
+    assert not (tmp_path / "c.sqlite").exists()
+
+
+# ---------------------------------------------------------------- paths (issue #24)
+
+
+def test_state_dir_expands_home_and_variables_and_is_relative_to_the_config_file(
+        isolated, monkeypatch, tmp_path):
+    home, work = isolated
+    monkeypatch.setenv("TAGGER_TEST_STATE", str(tmp_path / "from-env"))
+    folder = tmp_path / "conf"
+    cases = {
+        '"$HOME/x"': home / "x",
+        '"${HOME}/y"': home / "y",
+        '"~/z"': home / "z",
+        '"$TAGGER_TEST_STATE/tagger"': tmp_path / "from-env/tagger",
+        '"state"': folder / "state",  # beside the config file, wherever the command runs
+        '"../elsewhere/state"': tmp_path / "elsewhere/state",
+    }
+    for text, want in cases.items():
+        config = load_config(str(write(folder / "tagger.toml", f"state_dir = {text}\n")))
+        assert config.state_path == want, text
+        assert config.database_url == f"sqlite:///{want}/catalogue.sqlite"
+    assert not any(work.iterdir())
+
+
+def test_an_sqlite_database_path_is_expanded_the_same_way(isolated, tmp_path):
+    home, work = isolated
+    folder = tmp_path / "conf"
+    cases = {
+        "sqlite:///$HOME/c.sqlite": f"sqlite:///{home}/c.sqlite",
+        "sqlite:///~/c.sqlite": f"sqlite:///{home}/c.sqlite",
+        "sqlite:///c.sqlite": f"sqlite:///{folder}/c.sqlite",
+        "sqlite:////abs/c.sqlite?timeout=5": "sqlite:////abs/c.sqlite?timeout=5",
+        "sqlite:///:memory:": "sqlite:///:memory:",
+        "postgresql+psycopg://u:$ecret@host/tagger": "postgresql+psycopg://u:$ecret@host/tagger",
+    }
+    for text, want in cases.items():
+        config = load_config(str(write(folder / "tagger.toml", f'database = "{text}"\n')))
+        assert config.database_url == want, text
+
+
+def test_an_unset_variable_in_state_dir_is_one_line_and_exit_2(isolated, capsys, tmp_path):
+    from tagger.cli import main
+
+    home, work = isolated
+    config = write(tmp_path / "tagger.toml", 'state_dir = "$TAGGER_NO_SUCH_VARIABLE/x"\n')
+    assert main(["--config", str(config), "classify", str(tmp_path / "nothing.ogg")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'state_dir'" in err[0] and "TAGGER_NO_SUCH_VARIABLE" in err[0]
+    assert not any(work.iterdir()) and not (tmp_path / "$TAGGER_NO_SUCH_VARIABLE").exists()
+
+
+def test_a_command_in_another_folder_writes_nothing_there(isolated, tmp_path):
+    """The red team's case: ``state_dir = "$HOME/x"`` made ``./$HOME/x`` wherever a command ran
+    (the catalogue; classify's numba cache)."""
+    from tagger.cli import main
+
+    home, work = isolated
+    config = write(tmp_path / "conf/tagger.toml", 'state_dir = "$HOME/x"\n')
+    assert main(["--config", str(config), "stats"]) == 0
+    assert not any(work.iterdir())
+    assert (home / "x/catalogue.sqlite").is_file()
+
+
+@pytest.mark.parametrize("state, ok", [
+    ("{lib}/state", False), ("{lib}", False), ("{lib}/Rock/state", False),
+    ("{lib}/.tagger", True),  # a hidden folder: library.ignore skips it
+    ("{tmp}/state", True),
+])
+def test_a_state_dir_inside_a_library_root_is_refused(tmp_path, capsys, state, ok):
+    from tagger.cli import main
+
+    lib = tmp_path / "Music"
+    (lib / "Rock").mkdir(parents=True)
+    text = f'state_dir = "{state.format(lib=lib, tmp=tmp_path)}"\n[library]\nroots = ["{lib}"]\n'
+    config = write(tmp_path / "tagger.toml", text)
+    code = main(["--config", str(config), "stats", "--db", f"sqlite:///{tmp_path}/c.sqlite"])
+    err = capsys.readouterr().err.strip().splitlines()
+    if ok:
+        assert code == 0, err
+        return
+    assert code == 2 and len(err) == 1 and "'state_dir'" in err[0] and str(lib) in err[0], err
+    assert not (tmp_path / "c.sqlite").exists()

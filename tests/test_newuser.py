@@ -321,6 +321,33 @@ def test_prune_forgets_long_missing_tracks_and_old_backups(small_library, tmp_pa
     assert {h["path"] for h in history} == {str(lib / NEXUIZ)}
 
 
+@pytest.mark.parametrize("option, value", [
+    ("--keep-backups", "-1"), ("--keep-backups", "two"), ("--days", "-1"),
+    ("--days", "nan"), ("--days", "inf"), ("--days", "1e400"), ("--days", "soon"),
+])
+def test_prune_refuses_a_negative_or_endless_option_and_deletes_nothing(tmp_path, capsys,
+                                                                        option, value):
+    """``--keep-backups -1`` deleted every backup; ``--days nan`` and ``1e400`` gave a
+    traceback; ``--days -1`` was taken. Now a usage error (exit 2) naming the option."""
+    db = tmp_path / "c.sqlite"
+    assert main(["stats", "--db", f"sqlite:///{db}"]) == 0
+    backups = [tmp_path / f"c.sqlite.bak-000{i}-2020010{i}T000000Z" for i in (1, 2)]
+    for path in backups:
+        path.write_bytes(b"old")
+    capsys.readouterr()
+    assert main(["prune", "--db", f"sqlite:///{db}", option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("tagger prune: error: argument") and option in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+    assert all(path.exists() for path in backups)
+
+
+def test_prune_takes_a_huge_number_of_days_as_forever(tmp_path, capsys):
+    db = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    assert main(["prune", "--db", db, "--days", "1e300", "--keep-backups", "0"]) == 0
+    assert "forgot 0 tracks missing for more than 1e+300 days" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- the systemd unit
 
 

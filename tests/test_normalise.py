@@ -96,6 +96,8 @@ def test_id3v1_genre_byte(tmp_path):
     ("(RX)", ["Remix"]),
     ("CR", ["Cover"]),
     ("((Live)", ["(Live)"]),  # "((" escapes a parenthesis
+    ("255", []),  # ID3v1's "none"
+    ("(999)", []),  # no such genre
 ])
 def test_id3_numeric_tcon(tmp_path, tcon, want):
     path = id3v23(tmp_path, tcon)
@@ -103,13 +105,15 @@ def test_id3_numeric_tcon(tmp_path, tcon, want):
     assert normalise_genres(tags.read_genres(path)) == want
 
 
-def test_numeric_references_in_text_tags_too(tmp_path):
-    """A Vorbis comment written by an ID3-minded tool: "(17)" there is Rock as well."""
+def test_numbers_outside_id3_are_the_genres_they_say(tmp_path):
+    """A Vorbis comment is free text: "(17)" and "32" there are what they say (issue #24:
+    reading them as ID3v1 numbers turned a user's "17" into Rock on Ogg). Only an ID3 tag's
+    TCON holds ID3v1 references (test_id3_numeric_tcon)."""
     path = clip(tmp_path, "ogg")
     f = mutagen.oggvorbis.OggVorbis(path)
     f["GENRE"] = ["(17)", "32"]
     f.save()
-    assert normalise_genres(tags.read_genres(path)) == ["Rock", "Classical"]
+    assert normalise_genres(tags.read_genres(path)) == ["(17)", "32"]
 
 
 # --------------------------------------------------------------------------- Vorbis
@@ -214,6 +218,7 @@ def test_read_info_on_every_format(tmp_path_factory):
 def test_plain_values():
     assert normalise_genres(None) == [] and normalise_genres("  ") == []
     assert normalise_genres("Rock") == ["Rock"]
-    assert normalise_genres(["(999)", "255", "1990s"]) == ["1990s"]
+    # numbers are ID3's business (tagger.library.tags.id3), not plain values
+    assert normalise_genres(["(999)", "255", "1990s"]) == ["(999)", "255", "1990s"]
     with pytest.raises(TypeError):
         normalise_genres([17])

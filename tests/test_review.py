@@ -529,6 +529,49 @@ def test_review_refuses_a_non_loopback_address_unless_asked(library, capsys):
     assert "--allow-remote" in capsys.readouterr().err
 
 
+def test_auto_min_confidence_is_resolved_as_a_scan_resolves_it(library, tmp_path):
+    """``tags.min_confidence = "auto"`` (documented) made /queue answer 400 and /stats 500.
+    ``tagger review``, started as a user starts it, takes the threshold ``tagger learn``
+    measured for the model a scan would use now: 0.5 here, so Vibe Ace (0.379) is doubtful
+    and Nexuiz (0.68) is not, where the fixed fallback (0.35) would list neither."""
+    import httpx
+
+    from tagger.model.classify import head_sha256
+
+    db = tmp_path / "auto.sqlite"
+    shutil.copy(library["db"], db)  # the calibration recorded below stays in this copy
+    config_file = tmp_path / "auto.toml"
+    config_file.write_text(
+        f'state_dir = "{tmp_path / "state"}"\ndatabase = "sqlite:///{db}"\n'
+        f'[library]\nroots = ["{library["lib"]}"]\n[tags]\nmin_confidence = "auto"\n',
+        encoding="utf-8")
+    config = load_config(str(config_file))
+    ((scanned_by,),) = sql(db, "select sha256 from models")
+    assert head_sha256(config) == scanned_by  # the model's identity, from its cards alone
+    with open_catalogue(config.database_url) as catalogue:
+        catalogue.record_calibration(scanned_by, "temperature", {"temperature": 1.0},
+                                     threshold=0.5)
+    with pytest.raises(ValueError, match="min_confidence"):  # the app itself loads no model
+        create_app(config, None, token=TOKEN)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tagger", "review", "--config", str(config_file), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        match = re.fullmatch(r"Review at (http://127\.0\.0\.1:\d+)/\?token=(\S+)\n", line)
+        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+        with httpx.Client(base_url=match.group(1), timeout=60) as client:
+            assert client.get(f"/?token={match.group(2)}").status_code == 303
+            low = client.get("/queue", params={"q": "low"})
+            assert low.status_code == 200
+            assert VIBE in low.text and NEXUIZ not in low.text
+            stats = client.get("/stats")
+            assert stats.status_code == 200 and "tags.min_confidence 0.50" in stats.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 # ---------------------------------------------------------------- a real browser
 
 

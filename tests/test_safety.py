@@ -590,3 +590,69 @@ def test_auto_watch_with_too_few_inotify_watches_polls_instead(many_folders):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     assert "polling" in err and "could not be watched" in err, err
+
+
+# ------------------------------------------------------------------ 8. what a terminal is shown
+
+#: an ESC sequence that turns text red, one that sets the window title (ended by BEL), a
+#: newline that would forge a line of output, a carriage return, a right-to-left override
+EVIL = "\x1b[31mred\x1b]0;pwned\x07\nforged line\r\u202eevil"
+
+
+def assert_harmless(text: str, what: str) -> None:
+    """Nothing in ``text`` drives a terminal or forges a line: the evil parts escaped."""
+    for char in ("\x1b", "\x07", "\r", "\u202e"):
+        assert char not in text, (what, char, text)
+    assert not any(line.startswith("forged line") for line in text.splitlines()), (what, text)
+
+
+def test_escapes_and_newlines_in_names_and_tags_are_printed_escaped(tmp_path, capsys):
+    """A file whose name, artist, album and genre hold terminal escapes and newlines (issue
+    #24): every command that prints them (scan's lines and log, show, list, stats, classify,
+    set-genre) prints them escaped; --json keeps them exact."""
+    import json
+    import subprocess
+    import sys
+
+    import mutagen
+
+    lib = tmp_path / f"lib{EVIL}"
+    lib.mkdir()
+    song = lib / f"{EVIL}.ogg"
+    shutil.copy(real_clip(CLIP), song)
+    song.chmod(0o644)
+    audio = mutagen.File(song)
+    audio["ARTIST"], audio["ALBUM"], audio["GENRE"] = [EVIL], [EVIL], [f"Jazz{EVIL}"]
+    audio.save()
+    broken = lib / f"broken{EVIL}.mp3"
+    broken.write_text("not audio\n", encoding="utf-8")
+    for path in (song, broken):  # copied long ago: at rest, as a user's library is
+        os.utime(path, (os.stat(path).st_atime, os.stat(path).st_mtime - 3600))
+    db = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    scan = subprocess.run([sys.executable, "-m", "tagger", "scan", "--db", db, "--workers", "1",
+                           str(lib)], env=env, capture_output=True, text=True, timeout=600)
+    assert scan.returncode == 1, scan.stderr  # the broken file failed
+    assert_harmless(scan.stdout + scan.stderr, "scan")
+    assert "lib\\x1b[31mred" in scan.stderr  # the "scanning ROOT" line, escaped
+    assert "broken\\x1b[31mred" in scan.stderr  # the failure's log line
+    assert rows(db, "select count(*) from tracks where path = ?", str(song)) == [(1,)]
+
+    escaped = "\\x1b[31mred\\x1b]0;pwned\\x07\\nforged line\\r\\u202eevil"
+    for argv in (["show", str(song)], ["show", str(lib)], ["list", "--low", "1.0"],
+                 ["list", "--failed"], ["stats"], ["classify", str(song)],
+                 ["set-genre", str(song), "Jazz"]):
+        code = main(argv if argv[0] == "classify" else [argv[0], "--db", db, *argv[1:]])
+        out = capsys.readouterr()
+        assert code in (0, 1), (argv, out.err)
+        assert_harmless(out.out + out.err, argv[0])
+        if argv[0] != "stats":  # its genres are the model's; its reasons name no file
+            assert "\\nforged line\\r\\u202eevil" in out.out, (argv, out.out)
+    assert main(["show", "--db", db, str(song)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == str(song).replace(EVIL, escaped)
+    assert f"tags: artist {escaped}, album {escaped}" in "\n".join(shown)
+
+    assert main(["list", "--db", db, "--low", "1.0", "--json"]) == 0
+    (listed,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert listed["path"] == str(song)  # exact

@@ -31,6 +31,7 @@ from tagger.cli.library import (
     cmd_show,
     cmd_stats,
 )
+from tagger.cli.output import printable
 from tagger.cli.retag import cmd_retag
 from tagger.cli.reviewing import cmd_review
 from tagger.cli.scanning import cmd_classify, cmd_demo, cmd_scan, cmd_status, cmd_watch
@@ -316,7 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _JournalFormatter(logging.Formatter):
+class _PrintableFormatter(logging.Formatter):
+    """Log messages with what a file controls (names, tags) made :func:`printable`: one line
+    each, no terminal escape; a traceback after them keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
+class _JournalFormatter(_PrintableFormatter):
     """stderr read by journald: a syslog priority prefix instead of a timestamp."""
 
     PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
@@ -355,7 +365,8 @@ class _StderrHandler(logging.StreamHandler):
 def setup_logging(level: str) -> None:
     handler = _StderrHandler()
     handler.setFormatter(_JournalFormatter("%(name)s: %(message)s") if _stderr_is_journal()
-                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+                         else _PrintableFormatter("%(asctime)s %(levelname)s %(name)s: "
+                                                  "%(message)s"))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
 
@@ -412,13 +423,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         if exc.usage:
             sys.stderr.write(exc.usage)
-        print(f"{exc.prog}: error: {exc.message}", file=sys.stderr)
+        print(printable(f"{exc.prog}: error: {exc.message}"), file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
-        print(f"tagger: error: {exc}", file=sys.stderr)
+        print(printable(f"tagger: error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except TaggerError as exc:
-        print(f"tagger: error: {exc}", file=sys.stderr)
+        print(printable(f"tagger: error: {exc}"), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("tagger: interrupted", file=sys.stderr)

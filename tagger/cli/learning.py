@@ -12,6 +12,7 @@ from tagger.cli.common import (
     UsageError,
     catalogue_of,
 )
+from tagger.cli.output import printable, printable_lines
 from tagger.config import Config
 from tagger.errors import TaggerError
 
@@ -25,7 +26,7 @@ def _labelled_dataset(args: argparse.Namespace, config: Config):
         with catalogue_of(config) as catalogue:
             dataset = tags_dataset(catalogue, under=[os.path.abspath(p) for p in args.source],
                                    genre_map=genre_map, min_tracks=args.min_tracks)
-        left = ", ".join(f"{g} ({n})" for g, n in sorted(dataset.dropped.items()))
+        left = ", ".join(f"{printable(g)} ({n})" for g, n in sorted(dataset.dropped.items()))
         print(f"library tags: {len(dataset.tracks)} labelled tracks, "
               f"{len(dataset.unlabelled)} without a genre of their own"
               + (f"; left out (fewer than {args.min_tracks} tracks or mapped away): {left}"
@@ -96,7 +97,7 @@ def cmd_train(args: argparse.Namespace, config: Config) -> int:
     outcome = train_bundle(embedded, backbones, config, args.out, options=_head_options(args),
                            folds=args.folds, name=args.name)  # folds < 2: no cross-validation
     bundle, report = outcome.bundle, outcome.report
-    counts = ", ".join(f"{g} {n}" for g, n in embedded.tracks_per_label().items())
+    counts = ", ".join(f"{printable(g)} {n}" for g, n in embedded.tracks_per_label().items())
     print(f"bundle {bundle.name} ({bundle.sha256[:12]}) written to {bundle.path}")
     options = bundle.card["training"]["options"]
     print(f"trained on {len(embedded.tracks)} tracks: {counts}; head {options['kind']} on "
@@ -143,7 +144,7 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
-        print(format_report(report))
+        print(printable_lines(format_report(report)))
     if args.report:
         _write_json(args.report, report)
     if args.plot:
@@ -163,9 +164,10 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
 def _console():
     from rich.console import Console
 
-    # a pipe or a file gets the whole table, not one folded to 80 columns
+    # a pipe or a file gets the whole table, not one folded to 80 columns; no markup: a
+    # genre from a file's tags ("[red]...") is text
     return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 132,
-                   highlight=False)
+                   highlight=False, markup=False)
 
 
 def _f(value, digits: int = 3) -> str:
@@ -255,13 +257,14 @@ def print_learn(outcome, args: argparse.Namespace, config: Config) -> None:
                       f"{b.failed} unreadable ({b.seconds:.1f} s)")
     if labels.too_few:
         console.print(f"cannot learn (fewer than {args.min_tracks} tracks): " + ", ".join(
-            f"{g} ({n})" for g, n in sorted(labels.too_few.items())))
+            f"{printable(g)} ({n})" for g, n in sorted(labels.too_few.items())))
     if labels.mapped_away:
         console.print("mapped away: " + ", ".join(
-            f"{g} ({n})" for g, n in sorted(labels.mapped_away.items())))
+            f"{printable(g)} ({n})" for g, n in sorted(labels.mapped_away.items())))
     if outcome.unknown_to_default:
-        console.print("the default map cannot name: " + ", ".join(outcome.unknown_to_default)
-                      + " (every such track counts as a miss for it; --map renames labels)")
+        unknown = ", ".join(map(printable, outcome.unknown_to_default))
+        console.print(f"the default map cannot name: {unknown} (every such track counts as a "
+                      "miss for it; --map renames labels)")
 
     names = {"default": "default map (musicnn)",
              "head": f"head ({outcome.options.kind} on {outcome.options.embedding})",
@@ -290,7 +293,7 @@ def print_learn(outcome, args: argparse.Namespace, config: Config) -> None:
         if key in grouped.reports:
             per.add_column(names[key].split(" (")[0], justify="right")
     for genre in embedded.labels:
-        row = [genre, str(grouped.reports["head"]["per_genre"][genre]["tracks"])]
+        row = [printable(genre), str(grouped.reports["head"]["per_genre"][genre]["tracks"])]
         for key in ("default", "head", "baseline"):
             if key in grouped.reports:
                 g = grouped.reports[key]["per_genre"].get(genre)

@@ -15,7 +15,7 @@ from tagger.cli.common import (
     catalogue_of,
     log,
 )
-from tagger.cli.output import format_track
+from tagger.cli.output import format_track, printable
 from tagger.config import Config
 
 
@@ -34,7 +34,7 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
     missing = 0
     for path, record in records:
         if record is None:
-            print(f"{path}: not in the catalogue")
+            print(f"{printable(path)}: not in the catalogue")
             missing += 1
             continue
         print(format_track(record))
@@ -52,7 +52,7 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
     print(f"{stats.predicted} with a genre, {stats.ties} ties")
     for genre, count in stats.genres:
         share = count / stats.predicted if stats.predicted else 0
-        print(f"  {genre:<16} {count:>7}  {share:6.1%}  {'#' * round(40 * share)}")
+        print(f"  {printable(genre):<16} {count:>7}  {share:6.1%}  {'#' * round(40 * share)}")
     if stats.confidence:
         c = stats.confidence
         print(f"confidence: min {c.min:.2f}  q1 {c.q1:.2f}  median {c.median:.2f}  "
@@ -60,7 +60,7 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
     if stats.failures:
         print("not classified:")
         for status, reason, count in stats.failures[:10]:
-            print(f"  {count:>6} {status}: {reason}")
+            print(f"  {count:>6} {status}: {printable(reason)}")
     return EXIT_OK
 
 
@@ -90,12 +90,13 @@ def _correction_line(result) -> str:
     what = {"set_genre": f"genre {result.genre}", "accept": f"accepted {result.genre}",
             "not_music": "not music", "undo": "last correction undone"}[result.action.value]
     change = f"{before} -> {after}" if result.written else f"file unchanged ({after})"
-    return f"{result.path}: {what}; {change}"
+    return printable(f"{result.path}: {what}; {change}")
 
 
 def cmd_set_genre(args: argparse.Namespace, config: Config) -> int:
     from tagger.errors import ReadError, WriteError
     from tagger.library.corrections import CorrectionRefused, apply_correction
+    from tagger.library.genres import typed_genre_problem
     from tagger.library.lock import WriterLock
     from tagger.results import CorrectionAction
 
@@ -105,6 +106,8 @@ def cmd_set_genre(args: argparse.Namespace, config: Config) -> int:
     prog = "tagger set-genre"
     if action is CorrectionAction.SET_GENRE and not (args.genre or "").strip():
         raise UsageError("give a GENRE (or --not-music, --accept, --undo)", prog=prog)
+    if args.genre and (problem := typed_genre_problem(args.genre)):
+        raise UsageError(f"GENRE: {problem}", prog=prog)
     if action in (CorrectionAction.NOT_MUSIC, CorrectionAction.UNDO) and args.genre:
         raise UsageError(f"--{action.value.replace('_', '-')} takes no GENRE", prog=prog)
     target = os.path.abspath(os.path.expanduser(args.path))

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 from pathlib import Path
 
+from tagger.cli.output import printable
 from tagger.config import Config
 
 REASON_WORDS = {
@@ -42,11 +44,34 @@ def add_parsers(sub, parents) -> None:
         description="Forget the tracks missing for more than --days (their tag history is "
                     "written to <state_dir>/pruned/ as JSON lines first, so 'revert' data stays "
                     "exportable), and keep only the newest --keep-backups catalogue backups.")
-    prune.add_argument("--days", type=float, default=30.0,
+    prune.add_argument("--days", type=_days, default=30.0,
                        help="missing for longer than this (default 30)")
-    prune.add_argument("--keep-backups", type=int, default=3, metavar="N",
-                       help="catalogue backups to keep (default 3)")
+    prune.add_argument("--keep-backups", type=_count, default=3, metavar="N",
+                       help="catalogue backups to keep (default 3; 0 deletes them all)")
     prune.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+
+
+def _days(text: str) -> float:
+    """``--days``: a number of days, finite and not negative (fractions allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of days, 0 or more, "
+                                         f"not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """``--keep-backups``: a whole number, not negative."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def cmd_list(args: argparse.Namespace, config: Config, open_catalogue) -> int:
@@ -68,22 +93,26 @@ def cmd_list(args: argparse.Namespace, config: Config, open_catalogue) -> int:
             continue
         if row.status == "failed":
             kind = row.failure_kind.value if row.failure_kind else "failed"
-            print(f"{row.path}\tfailed ({kind}): {row.error or ''}")
+            print(f"{printable(row.path)}\tfailed ({kind}): {printable(row.error or '')}")
             continue
-        genre = (f"{row.genre} {row.confidence:.2f}" if row.genre is not None else "-")
+        genre = (f"{printable(row.genre)} {row.confidence:.2f}" if row.genre is not None
+                 else "-")
         notes = []
         if row.tie:
-            notes.append(f"tie: {row.tied_genres}")
+            notes.append(f"tie: {printable(row.tied_genres)}")
         if row.not_written:
             notes.append(REASON_WORDS[row.not_written.value])
-        print(f"{row.path}\t{genre}" + (f"\t{'; '.join(notes)}" if notes else ""))
+        print(f"{printable(row.path)}\t{genre}" + (f"\t{'; '.join(notes)}" if notes else ""))
     return 0
 
 
 def cmd_prune(args: argparse.Namespace, config: Config, open_catalogue) -> int:
     from tagger.library.lock import WriterLock
 
-    cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=args.days)
+    try:
+        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=args.days)
+    except OverflowError:  # before year 1: no track has been missing that long
+        cutoff = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
     with WriterLock(config.state_path, config.database_url, "tagger prune") as lock, \
             open_catalogue(config) as catalogue:
         lock.guard(catalogue)
@@ -92,7 +121,7 @@ def cmd_prune(args: argparse.Namespace, config: Config, open_catalogue) -> int:
         if paths and not args.dry_run:
             if history:
                 export = _export_history(config.state_path, history)
-                print(f"tag history of the pruned tracks: {export}")
+                print(f"tag history of the pruned tracks: {printable(export)}")
             catalogue.forget(paths)
     verb = "would forget" if args.dry_run else "forgot"
     print(f"{verb} {len(paths)} tracks missing for more than {args.days:g} days")
@@ -115,6 +144,8 @@ def catalogue_backups(config: Config) -> list[Path]:
 
 def prune_backups(config: Config, keep: int, *, dry_run: bool = False) -> list[Path]:
     """Delete all but the newest ``keep`` catalogue backups; returns those (to be) deleted."""
+    if keep < 0:
+        raise ValueError(f"keep must be 0 or more, not {keep}")
     backups = catalogue_backups(config)
     doomed = backups[:-keep] if keep > 0 else backups
     if not dry_run:

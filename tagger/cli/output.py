@@ -1,6 +1,46 @@
-"""How results and catalogue records are printed (tables, ``--json`` objects)."""
+"""How results and catalogue records are printed (tables, ``--json`` objects).
+
+Everything a user or a file controls (file names, tag values, genres, error text that names
+them) goes through :func:`printable` before it reaches a terminal: an ESC sequence in a tag
+would otherwise drive the terminal (colours, a title, a cleared screen, keys fed back), a
+newline forge a line of output, a bidi override reverse what a name seems to say. ``--json``
+output is left exact (JSON escapes control characters itself).
+"""
 
 from __future__ import annotations
+
+import re
+
+#: C0 controls (ESC, CR, LF, tab, NUL), DEL, C1 controls (CSI U+009B included), the Arabic
+#: letter mark, LRM/RLM, the line and paragraph separators, the bidi embeddings, overrides and
+#: isolates, and lone surrogates (a file name's undecodable bytes, as os.fsdecode gives them)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+                     "\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    if char in _NAMED:
+        return _NAMED[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the undecodable byte itself
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """``text`` safe to print on a terminal, on one line: control characters, bidi controls
+    and undecodable bytes written as escapes (``\\x1b``, ``\\n``, ``\\u202e``, ``\\xe9``); the
+    rest, non-ASCII letters included, as it is. For every string a user or a file controls."""
+    return _UNSAFE.sub(_escape, str(text))
+
+
+def printable_lines(text: str) -> str:
+    """:func:`printable` for each line of a report built elsewhere (the line breaks kept)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def result_to_json(result) -> dict:
@@ -28,9 +68,11 @@ def result_to_json(result) -> dict:
 
 def format_row(result, name_width: int) -> str:
     """One human-readable table row."""
-    name = result.path if len(result.path) <= name_width else "…" + result.path[-name_width + 1:]
+    path = printable(result.path)
+    name = path if len(path) <= name_width else "…" + path[-name_width + 1:]
     if result.error:
-        return f"{name:<{name_width}}  {'-':<14} {'':>5} {'':>6}  error: {result.error}"
+        return printable(f"{name:<{name_width}}  {'-':<14} {'':>5} {'':>6}  error: "
+                         f"{result.error}")
     outcome = result.vote
     votes = outcome.candidates[0].votes
     note = ""
@@ -41,8 +83,8 @@ def format_row(result, name_width: int) -> str:
         note = "also: " + ", ".join(f"{c.genre} {c.votes}" for c in outcome.candidates[1:4])
     if result.descriptors:
         note += ("; " if note else "") + ", ".join(list(result.descriptors)[:3])
-    return (f"{name:<{name_width}}  {outcome.genre:<14} {outcome.confidence:5.2f} "
-            f"{votes:>2}/{len(result.segments):<3}  {note}")
+    return printable(f"{name:<{name_width}}  {outcome.genre:<14} {outcome.confidence:5.2f} "
+                     f"{votes:>2}/{len(result.segments):<3}  {note}")
 
 
 def format_track(record) -> str:
@@ -76,7 +118,7 @@ def format_track(record) -> str:
         reverted = f" (reverted {write.reverted_at:%Y-%m-%d %H:%M})" if write.reverted_at else ""
         lines.append(f"  tag {write.field}: {_values(write.old)} -> {_values(write.new)} "
                      f"at {write.written_at:%Y-%m-%d %H:%M}{reverted}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def _values(values) -> str:
@@ -86,12 +128,12 @@ def _values(values) -> str:
 def format_proposal(proposal: dict) -> str:
     """One dry-run line: ``path: existing -> proposed [genre confidence]``."""
     if proposal.get("error"):
-        return f"{proposal['path']}: {proposal['error']}"
+        return printable(f"{proposal['path']}: {proposal['error']}")
     before = "; ".join(proposal["existing"]) or "(no genre)"
     after = ("; ".join(proposal["proposed"]) if proposal["proposed"]
              else f"unchanged ({proposal['reason'] or 'already set'})")
-    return (f"{proposal['path']}: {before} -> {after} [{proposal['genre']} "
-            f"{proposal['confidence']:.2f}]")
+    return printable(f"{proposal['path']}: {before} -> {after} [{proposal['genre']} "
+                     f"{proposal['confidence']:.2f}]")
 
 
 def _tagged(dry_run: bool) -> str:
@@ -100,7 +142,8 @@ def _tagged(dry_run: bool) -> str:
 
 def _commonest_failures(failures) -> list[str]:
     """The five commonest reasons in a Counter of failures, with their counts."""
-    return [f"  failed x{count}: {reason}" for reason, count in failures.most_common(5)]
+    return [printable(f"  failed x{count}: {reason}")
+            for reason, count in failures.most_common(5)]
 
 
 def summary_lines(summary) -> list[str]:
@@ -146,7 +189,7 @@ def retag_lines(summary, listed: int = 20) -> list[str]:
     if summary.need_scan:
         out.append(f"need a scan ({len(summary.need_scan)}: changed since, or no cached "
                    "embeddings): 'tagger scan --force PATH' embeds them")
-        out += [f"  {path}" for path in summary.need_scan[:listed]]
+        out += [f"  {printable(path)}" for path in summary.need_scan[:listed]]
         if len(summary.need_scan) > listed:
             out.append(f"  ... and {len(summary.need_scan) - listed} more")
     if summary.interrupted:

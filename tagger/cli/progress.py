@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from tagger.cli.output import printable
+
 log = logging.getLogger("tagger")
 
 NUMBA_CACHE = "numba-cache"
@@ -61,7 +63,7 @@ class ScanDisplay:
 
     def say(self, text: str) -> None:
         if not self.quiet:
-            print(f"tagger: {text}", file=self.stream, flush=True)
+            print(f"tagger: {printable(text)}", file=self.stream, flush=True)
 
     def phase(self, name: str) -> None:
         if name == "loading":

@@ -36,7 +36,7 @@ def cmd_retag(args: argparse.Namespace, config: Config) -> int:
     import os
     import sys
 
-    from tagger.cli.output import format_proposal, retag_lines
+    from tagger.cli.output import format_proposal, printable, retag_lines
     from tagger.model.classify import Classifier
     from tagger.service.retag import RetagSummary, retag
 
@@ -50,8 +50,8 @@ def cmd_retag(args: argparse.Namespace, config: Config) -> int:
             print(format_proposal(proposal), flush=True)
 
     if not args.quiet:
-        print(f"{'dry run: ' if args.dry_run else ''}retag; catalogue "
-              f"{catalogue_location(config)}", file=sys.stderr)
+        print(printable(f"{'dry run: ' if args.dry_run else ''}retag; catalogue "
+                        f"{catalogue_location(config)}"), file=sys.stderr)
     with graceful_stop() as should_stop, \
             run_catalogue(config, "tagger retag", dry_run=args.dry_run) as catalogue:
         if catalogue is None:  # a dry run before the first scan: nothing catalogued to retag

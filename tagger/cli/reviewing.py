@@ -47,6 +47,9 @@ def cmd_review(args: argparse.Namespace, config: Config) -> int:
     catalogue = (open_catalogue(config.database_url, upgrade=False) if args.read_only
                  else catalogue_of(config))
     with catalogue:
+        from tagger.service.policy import resolve_threshold
+
+        config = resolve_threshold(config, catalogue)  # "auto": as a scan would take it now
         sock = listen(host, port)
         token = secrets.token_urlsafe(24)
         allowed = None

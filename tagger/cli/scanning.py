@@ -18,7 +18,14 @@ from tagger.cli.common import (
     run_catalogue,
     scan_roots,
 )
-from tagger.cli.output import format_proposal, format_row, result_to_json, summary_lines
+from tagger.cli.output import (
+    format_proposal,
+    format_row,
+    printable,
+    printable_lines,
+    result_to_json,
+    summary_lines,
+)
 from tagger.config import Config
 
 
@@ -26,7 +33,7 @@ def cmd_classify(args: argparse.Namespace, config: Config) -> int:
     from tagger.service.classify import classify_files
 
     failed = 0
-    width = min(48, max(len(p) for p in args.files))
+    width = min(48, max(len(printable(p)) for p in args.files))
     if not args.json:
         print(f"{'FILE':<{width}}  {'GENRE':<14} {'CONF':>5} {'VOTES':<6}  NOTES")
     for result in classify_files(config, args.files):
@@ -111,8 +118,8 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps(info, ensure_ascii=False))
     else:
-        print(format_status(info))
-        print(f"model: {info['model']['describe']}")
+        print(printable_lines(format_status(info)))
+        print(printable(f"model: {info['model']['describe']}"))
     return EXIT_OK if info["running"] else EXIT_FAILURES
 
 

@@ -4,8 +4,11 @@ catalogue's ``corrections`` table, where ``tagger learn`` finds them as labels.
 One function, :func:`apply_correction`, used by ``tagger set-genre`` and the review page:
 
 ``set_genre``
-    the file's genre becomes the given genre (normalised: ID3 numbers resolved, blanks
-    trimmed, known genres spelled the ID3v1 way; not split: "R&B/Soul" is one genre).
+    the file's genre becomes the given genre, as typed (normalised: NFC, blanks trimmed,
+    known genres spelled the ID3v1 way; not split: "R&B/Soul" is one genre; never read as an
+    ID3v1 genre number: "17" is the genre "17"). Refused, nothing written, when it holds NUL
+    or another control character, or when the file's tag is ID3 and would read it back as
+    something else (``17``, ``(4)Eurodisco``: ID3v1 references there).
 ``accept``
     the prediction is right: the predicted genre is the label, and goes into the file if the
     file does not say it already (a genre of the user's own there is replaced: they accepted
@@ -35,11 +38,19 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Sequence
 
+from tagger.audio import identity
 from tagger.errors import ReadError, TaggerError
+from tagger.formats import AIFF, MP3, WAV
 from tagger.library import tags
-from tagger.library.genres import display_genre, normalise_genres, same_genre
+from tagger.library.genres import (
+    display_genre,
+    normalise_genres,
+    same_genre,
+    typed_genre_problem,
+)
 from tagger.library.journal import last_written, same_genres, user_genres
 from tagger.library.motion import AtRest, FileState
+from tagger.library.tags.id3 import tcon_genres
 from tagger.results import CorrectionAction, CorrectionSource, NotWritten
 
 log = logging.getLogger(__name__)
@@ -118,6 +129,23 @@ def check_correctable(path: str, roots: Sequence[str]) -> None:
                   "not inside the library (library.roots); not corrected")
 
 
+def _check_storable(path: str, genre: str) -> None:
+    """Refuse a typed genre that the file's tag would read back as another: in an ID3 tag,
+    ``17`` and ``(4)Eurodisco`` are ID3v1 genre references (tagger.library.tags.id3)."""
+    try:
+        with identity.open_regular(path) as f:
+            container = identity.detect_format(f, path)
+    except OSError:
+        return  # the write says what is wrong with the file
+    if container not in (MP3, WAV, AIFF):
+        return
+    back = tcon_genres([genre])
+    if back != [genre]:
+        raise _refuse(path, Refusal.NO_GENRE,
+                      f"an ID3 tag reads {genre!r} as the ID3v1 genre number it names "
+                      f"({'; '.join(back) or 'no genre'}); not written: type the genre's name")
+
+
 def _journalled_write(catalogue, path: str, genres: Sequence[str], at_rest: AtRest) -> list[int]:
     """Write ``genres`` into the file as tagger writes (the planned change recorded first,
     marked reverted if the write then fails); the journal ids, [] if nothing changed."""
@@ -170,10 +198,14 @@ def apply_correction(config, catalogue, path: str, action: CorrectionAction | st
     undone = None
 
     if action is CorrectionAction.SET_GENRE:
+        problem = typed_genre_problem(genre or "")
+        if problem:
+            raise _refuse(path, Refusal.NO_GENRE, problem)
         named = normalise_genres([genre or ""], split=False)
         if not named:
             raise _refuse(path, Refusal.NO_GENRE, f"{genre!r} is not a genre")
         label = named[0]
+        _check_storable(path, label)
         target = [label]
     elif action is CorrectionAction.ACCEPT:
         if prediction is None:

@@ -1,26 +1,31 @@
 """Genre values as people read them: one list of distinct genres from whatever a file holds.
 
-:func:`normalise_genres` turns the raw values of a genre field (several frames or comments,
-values joined with a separator, ID3v1 numbers) into a clean list; :class:`GenreMap` renames
-genres (the user's own vocabulary, ``--map`` / ``--genre-map``). The scan stores the result in
+:func:`normalise_genres` turns the values of a genre field (several frames or comments,
+values joined with a separator) into a clean list; :class:`GenreMap` renames genres (the
+user's own vocabulary, ``--map`` / ``--genre-map``). The scan stores the result in
 ``tracks.file_genres`` / ``user_genres``; ``tagger learn`` and ``set-genre`` use the same
 rules, so a genre is spelled one way everywhere.
 
+ID3's genre numbers (``(17)``, ``17``, ``(4)Eurodisco``: ID3v1 references in ``TCON``) are
+resolved by the ID3 reader (:mod:`tagger.library.tags.id3`), for what an ID3 tag stores and
+nothing else: a Vorbis comment, an MP4 or ASF genre, or a genre the user types that says
+``17`` is the genre "17".
+
 The rules, in order, for each value:
 
-1. NUL splits values (ID3v2.4 and mutagen's v2.3 multi-value frames).
-2. ID3 content-type references (ID3v2.3 spec, 4.2.1 ``TCON``): ``(17)`` is genre 17 of the
-   ID3v1 list ("Rock"), several may follow each other (``(17)(4)``), and a text after them
-   refines them (``(4)Eurodisco`` is Disco, then Eurodisco; ``(17)Rock`` is just Rock);
-   ``(RX)`` is Remix, ``(CR)`` is Cover, ``((`` escapes a literal parenthesis. A value that
-   is only a number (``17``, as ID3v1-minded taggers write TCON) is that genre; 255 means
-   "none". Bare ``RX`` / ``CR`` are Remix / Cover (what mutagen, and so most taggers, read).
+1. The value is Unicode-normalised to NFC (a genre typed on a Mac, or read from a tag written
+   there, is one label with the same genre typed elsewhere).
+2. NUL splits values (ID3v2.4 and mutagen's v2.3 multi-value frames).
 3. The text is split on ``;``, ``/``, ``,``, ``|`` (" & " is not a separator: "Drum & Bass"),
    except a value that is itself an ID3v1 genre name ("Pop/Funk").
 4. Blanks are trimmed (inner runs of blanks become one space); empty values go.
 5. The genre map renames (case-insensitively; an empty target drops the genre).
 6. Values equal but for case are one genre: spelled as in the ID3v1 list when it is one of
    those ("hip-hop" -> "Hip-Hop"), else as first seen. Order is kept, duplicates go.
+
+A genre the user types (:func:`typed_genre_problem`) is one value: not split (rule 3 is left
+out: "R&B/Soul" is one genre), and refused when it holds NUL or another control character
+rather than cut short or kept.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -41,6 +47,7 @@ _NO_GENRE = 255  # ID3v1: "no genre"
 _KEYWORDS = {"RX": "Remix", "CR": "Cover"}
 _CANONICAL = {name.casefold(): name for name in ID3V1_GENRES}
 _REFERENCES = re.compile(r"\((\d+|RX|CR)\)")
+_BLANK_CONTROLS = frozenset("\t\n\r\v\f\x1c\x1d\x1e\x1f\x85")  # blanks to rule 4
 _SEPARATORS = re.compile(r"[;/,|]")
 _BLANKS = re.compile(r"\s+")
 
@@ -49,7 +56,7 @@ class GenreMap:
     """Case-insensitive relabelling: ``{source: target}``, target ``""`` drops the label."""
 
     def __init__(self, mapping: Mapping[str, str] | None = None):
-        self.mapping = {k.strip().casefold(): v.strip() for k, v in (mapping or {}).items()}
+        self.mapping = {genre_key(k): _nfc(v).strip() for k, v in (mapping or {}).items()}
 
     @classmethod
     def parse(cls, pairs: Sequence[str] = (), file: str | None = None) -> GenreMap:
@@ -73,8 +80,8 @@ class GenreMap:
         return cls(mapping)
 
     def __call__(self, value: str) -> str | None:
-        value = value.strip()
-        target = self.mapping.get(value.casefold(), value)
+        value = _nfc(value).strip()
+        target = self.mapping.get(genre_key(value), value)
         return target or None
 
     def __bool__(self) -> bool:
@@ -91,8 +98,14 @@ def id3_genre(number: int) -> str | None:
     return None
 
 
-def _references(value: str) -> list[str]:
-    """One raw value -> its genres before splitting (rule 2)."""
+def id3_references(value: str) -> list[str]:
+    """What one ``TCON`` value of an ID3 tag names (ID3v2.3 spec, 4.2.1): ``(17)`` is genre 17
+    of the ID3v1 list ("Rock"), several may follow each other (``(17)(4)``), and a text after
+    them refines them (``(4)Eurodisco`` is Disco, then Eurodisco; ``(17)Rock`` is just Rock);
+    ``(RX)`` is Remix, ``(CR)`` is Cover, ``((`` escapes a literal parenthesis. A value that is
+    only a number (``17``, as ID3v1-minded taggers write TCON) is that genre; 255 means
+    "none". Bare ``RX`` / ``CR`` are Remix / Cover (what mutagen, and so most taggers, read).
+    Only for what an ID3 tag stores (:mod:`tagger.library.tags.id3`)."""
     if value.isdecimal():
         number = int(value)
         if number == _NO_GENRE:
@@ -127,10 +140,11 @@ def _split(value: str) -> list[str]:
 def normalise_genres(values: Iterable[str] | str | None,
                      genre_map: GenreMap | Mapping[str, str] | None = None, *,
                      split: bool = True) -> list[str]:
-    """The distinct genres in the raw ``values`` of a genre field, in order (see the module
-    docstring for the rules); ``genre_map`` (a :class:`GenreMap` or a plain mapping) renames
-    or drops them. A single ``str`` is one value; None or no values give []. ``split=False``
-    leaves out rule 3: each value is one genre (a genre the user typed: "R&B/Soul")."""
+    """The distinct genres in the raw ``values`` of a genre field, in order, NFC (see the
+    module docstring for the rules); ``genre_map`` (a :class:`GenreMap` or a plain mapping)
+    renames or drops them. A single ``str`` is one value; None or no values give [].
+    ``split=False`` leaves out rule 3: each value is one genre (a genre the user typed:
+    "R&B/Soul")."""
     if values is None:
         return []
     if isinstance(values, str):
@@ -141,17 +155,37 @@ def normalise_genres(values: Iterable[str] | str | None,
     for raw in values:
         if not isinstance(raw, str):
             raise TypeError(f"genre must be str, got {type(raw).__name__}")
-        for part in raw.split("\x00"):
-            for named in _references(part.strip()):
-                for piece in _split(named) if split else [named]:
-                    genre = _BLANKS.sub(" ", piece).strip()
-                    if genre and genre_map:
-                        genre = genre_map(genre) or ""
-                    if not genre:
-                        continue
-                    key = genre.casefold()
-                    out.setdefault(key, _CANONICAL.get(key, genre))
+        for part in _nfc(raw).split("\x00"):
+            for piece in _split(part) if split else [part]:
+                genre = _BLANKS.sub(" ", piece).strip()
+                if genre and genre_map:
+                    genre = genre_map(genre) or ""
+                if not genre:
+                    continue
+                key = genre.casefold()
+                out.setdefault(key, _CANONICAL.get(key, genre))
     return list(out.values())
+
+
+def typed_genre_problem(genre: str) -> str | None:
+    """Why a genre the user typed (``tagger set-genre``, the review page) cannot be taken as
+    it is, or None: NUL would cut it short in a tag, other control characters (ESC, DEL)
+    have no place in one. Blanks (tab, newline) are trimmed and collapsed as rule 4 says."""
+    for char in genre:
+        if char == "\x00":
+            return "a genre cannot hold NUL (\\x00): tags would cut it short there"
+        if unicodedata.category(char) == "Cc" and char not in _BLANK_CONTROLS:
+            return f"a genre cannot hold the control character {char!r}"
+    return None
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def genre_key(genre: str) -> str:
+    """What two spellings of one genre share: NFC, surrounding blanks and case ignored."""
+    return _nfc(_nfc(genre).strip().casefold())
 
 
 def display_genre(genre: str, case: str = "title") -> str:
@@ -164,7 +198,8 @@ def display_genre(genre: str, case: str = "title") -> str:
 
 
 def same_genre(a: str | None, b: str | None) -> bool:
-    """Two genres are the same when they are equal but for case and surrounding blanks."""
+    """Two genres are the same when they are equal but for case, surrounding blanks and
+    Unicode normalisation (NFC and NFD spellings)."""
     if a is None or b is None:
         return False
-    return a.strip().casefold() == b.strip().casefold()
+    return genre_key(a) == genre_key(b)

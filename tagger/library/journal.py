@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 from tagger.errors import TaggerError
 from tagger.library import tags
-from tagger.library.genres import normalise_genres
+from tagger.library.genres import genre_key, normalise_genres
 from tagger.library.motion import AtRest, FileState
 from tagger.library.paths import is_inside, outside_reason, real_roots
 
@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 
 def same_genres(a: Iterable[str], b: Iterable[str]) -> bool:
-    """Genre lists compared the way people read them: case and surrounding blanks ignored."""
-    return [g.strip().casefold() for g in a] == [g.strip().casefold() for g in b]
+    """Genre lists compared the way people read them: case, surrounding blanks and Unicode
+    normalisation (NFC or NFD) ignored."""
+    return [genre_key(g) for g in a] == [genre_key(g) for g in b]
 
 
 def is_genre_write(change) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import Iterable, Iterator, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +15,13 @@ from threadpoolctl import threadpool_limits
 from tagger.audio.features import PreparedTrack, prepare_in_order
 from tagger.config import Config
 from tagger.errors import ConfigError, TaggerError
-from tagger.model.bundle import DEFAULT_BUNDLE, TrainedHead, load_bundle, resolve_bundle_path
+from tagger.model.bundle import (
+    DEFAULT_BUNDLE,
+    TrainedHead,
+    load_bundle,
+    read_card,
+    resolve_bundle_path,
+)
 from tagger.model.calibration import Calibrator
 from tagger.model.embeddings import (
     BackboneOutput,
@@ -24,7 +30,7 @@ from tagger.model.embeddings import (
     combined_sha256,
 )
 from tagger.model.genres import Vocabulary, build_vocabulary
-from tagger.model.musicnn import LoadedModel, load_musicnn
+from tagger.model.musicnn import LoadedModel, load_musicnn, read_model_card
 from tagger.model.vote import vote
 from tagger.results import ModelInfo, SegmentResult, TrackResult, Vote
 
@@ -141,6 +147,22 @@ def genre_head(config: Config, models: Sequence[LoadedModel],
             vocabulary = build_vocabulary(keys, config.genres)
         return VocabularyHead(vocabulary, combined_sha256(models))
     return TrainedHead(load_bundle(resolve_bundle_path(config), models, config))
+
+
+class _Identity(NamedTuple):
+    name: str
+    sha256: str
+
+
+def head_sha256(config: Config) -> str:
+    """The identity the catalogue records for the predictions of the head ``model.bundle``
+    selects (what ``Classifier(config).info.sha256`` is), read from the model cards alone: no
+    weights loaded (loading them checks they are what the cards say). For what looks up that
+    model's calibration without classifying (``tagger review``)."""
+    if config.model.bundle == DEFAULT_BUNDLE:
+        models = read_model_card()["models"]
+        return combined_sha256([_Identity(n, models[n]["sha256"]) for n in SHIPPED_MODELS])
+    return read_card(resolve_bundle_path(config))["sha256"]
 
 
 def calibrated(outcome: Vote, calibrator: Calibrator | None) -> Vote:

@@ -178,7 +178,9 @@ class ClassifierHolder:
 def create_app(config: Config, catalogue, *, token: str, read_only: bool = False,
                password: str | None = None, allowed_hosts: list[str] | None = None,
                upload_limits: UploadLimits = UploadLimits()) -> Starlette:
-    """The ASGI app over ``catalogue``; ``token`` is the secret of the start URL."""
+    """The ASGI app over ``catalogue``; ``token`` is the secret of the start URL.
+    ``tags.min_confidence`` must be a number: the caller resolves "auto" (tagger review does,
+    with :func:`tagger.service.policy.resolve_threshold`); the app loads no model."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(read_only=read_only, queues=QUEUE_TITLES,
                                  colour=charts.colour)
@@ -188,6 +190,8 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
     uploads_in_flight = UploadBudget(upload_limits)
     roots = real_roots(config.library.roots)
     threshold = config.tags.min_confidence
+    if not isinstance(threshold, (int, float)):
+        raise ValueError(f"tags.min_confidence must be a number here, not {threshold!r}")
 
     def session_of(request: Request) -> ReviewSession | None:
         return sessions.get(request.cookies.get(COOKIE))

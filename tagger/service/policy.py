@@ -94,6 +94,27 @@ def resolve_calibration(config: Config, catalogue, model_sha256: str,
     return calibrator, replace(config, tags=replace(tags_config, min_confidence=float(threshold)))
 
 
+def resolve_threshold(config: Config, catalogue) -> Config:
+    """``config`` with ``tags.min_confidence`` a number as a scan would resolve it now (the
+    calibration of the model :func:`tagger.service.models.resolve_model` picks), without
+    loading that model: for what reads the catalogue and classifies nothing (``tagger
+    review``). A model that cannot be resolved (an adopted bundle gone) is said once, and the
+    fixed default used."""
+    if config.tags.min_confidence != AUTO:
+        return config
+    from tagger.errors import TaggerError
+    from tagger.model.classify import head_sha256
+    from tagger.service.models import resolve_model
+
+    try:
+        sha256 = head_sha256(resolve_model(config, catalogue=catalogue).config)
+    except TaggerError as exc:
+        log.warning("tags.min_confidence = \"auto\": cannot tell which model is in use (%s)",
+                    exc)
+        sha256 = ""
+    return resolve_calibration(config, catalogue, sha256)[1]
+
+
 def use_calibration(config: Config, catalogue, classifier) -> Config:
     """:func:`resolve_calibration` for a local classifier: it gets the calibrator."""
     classifier.calibrator, config = resolve_calibration(

@@ -1,7 +1,9 @@
 """ID3v2 genre tags, for MP3, WAV (``id3 `` chunk) and AIFF (``ID3 `` chunk).
 
 Fields: ``TCON`` (one frame, several NUL-separated values when there are several genres) and
-``TXXX:TAGGER_GENRE_CONFIDENCE`` (a user text frame).
+``TXXX:TAGGER_GENRE_CONFIDENCE`` (a user text frame). What ``TCON`` stores in the legacy
+numeric form (``17``, ``(4)Eurodisco``) is read as the ID3v1 genres it names
+(:func:`tcon_genres`); no other tag format's genre is read as a number.
 
 Version policy. A file whose tag is ID3v2.3 stays ID3v2.3 when tagger saves it; only a file
 with no ID3v2 tag at all (or an ID3v2.4 one) gets ID3v2.4. Upgrading would rewrite every
@@ -30,6 +32,7 @@ import mutagen.wave
 from mutagen.id3 import ID3, TCON, TXXX, Encoding, Frame, ID3NoHeaderError, ID3v1SaveOptions
 
 from tagger.audio.identity import AIFF, MP3, WAV
+from tagger.library.genres import id3_references
 from tagger.library.tags.base import BaseEditor, FieldKeys, TagFormatError
 
 GENRE = "TCON"
@@ -76,7 +79,7 @@ class Editor(BaseEditor):
     def existing_genres(self) -> list[str]:
         frame = self.tags.get(GENRE)
         if frame is not None:
-            genres = [g for g in frame.genres if g]
+            genres = tcon_genres(frame.text)
             if genres:
                 return genres
         if self.v1_genre:
@@ -134,6 +137,13 @@ class Editor(BaseEditor):
                              padding=self.padding)
             return
         _save_mp3(self.tags, fileobj, self.version, self.padding)
+
+
+def tcon_genres(texts) -> list[str]:
+    """The genres a ``TCON`` frame's values name: its ID3v1 references resolved
+    (:func:`tagger.library.genres.id3_references`: ``17`` and ``(17)`` are Rock). The ID3 tag
+    is the one place a genre is read as a number."""
+    return [g for text in texts for g in id3_references(str(text)) if g]
 
 
 def _id3v2_region(fileobj: BinaryIO) -> int:
