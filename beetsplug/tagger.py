@@ -8,9 +8,10 @@ owns the library and the files: genres go into its ``genres`` field (``genre`` b
 2.7) and are written by ``item.try_write()``; what tagger decided is kept in flexible
 attributes (``tagger_genre``, ``tagger_confidence``, ``tagger_tie``, ``tagger_model``, and
 ``tagger_written``: the genres tagger itself put in the field, which are never taken for the
-user's own). tagger's state (embedding cache, calibrations, adopted heads) lives in
-``tagger.state_dir``, by default ``<beets config dir>/tagger``; no tagger catalogue of the
-files is kept.
+user's own), and the file's TAGGER_GENRE_CONFIDENCE is the media field
+``tagger_genre_confidence``. tagger's state (numba and embedding caches; with ``--learn``, the
+adopted heads and calibrations in a catalogue of their own) lives in ``tagger.state_dir``, by
+default ``<beets config dir>/tagger``; no tagger catalogue of the files is kept.
 
 tagger is imported only when the plugin has work to do: ``beet ls`` does not load torch.
 """
@@ -318,8 +319,9 @@ class TaggerPlugin(plugins.BeetsPlugin):
                                   min_tracks=opts.min_tracks)
         if len({t.genre for t in labels.dataset.tracks}) < 2:
             raise ui.UserError(
-                f"tagger: need at least 2 genres with {opts.min_tracks} or more tracks each "
-                f"(genres the user set, not tagger); the library has {len(rows)} such tracks"
+                f"tagger: --learn needs at least 2 genres with {opts.min_tracks} or more "
+                f"tracks each, from genres the user set (not tagger); tracks with one: "
+                f"{len(rows)}"
                 + (" (too few: " + ", ".join(f"{g} {n}" for g, n in labels.too_few.items())
                    + ")" if labels.too_few else "") + "; lower --min-tracks?")
         config = self.tagger_config()

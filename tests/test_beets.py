@@ -97,7 +97,7 @@ def make_beets(root: Path, numba_cache: Path, **tagger: object) -> Beets:
     env.update(HOME=str(home), BEETSDIR=str(beetsdir), XDG_CONFIG_HOME=str(home / ".config"),
                XDG_STATE_HOME=str(home / ".state"), XDG_CACHE_HOME=str(home / ".cache"),
                NUMBA_CACHE_DIR=str(numba_cache),  # compiled once for the whole module
-               PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
     return Beets(root, env)
 
 
@@ -168,6 +168,15 @@ def test_pretend_shows_the_decisions_and_changes_nothing(beets_library):
     assert "Sugar Plum Fairy: kept the genre already set (Ballet)" in out, out
     assert beets_library.fingerprint() == before
     assert all(row[1] == "$tagger_genre" for row in beets_library.rows().values())
+
+
+@pytest.mark.slow
+def test_learn_says_what_labels_it_lacks(beets_library):
+    # the only genre the user set is Ballet, on one track (run before `beet tagger`)
+    run = beets_library.beet("tagger", "--learn", check=False)
+    assert run.returncode != 0
+    assert ("needs at least 2 genres with 5 or more tracks each, from genres the user set "
+            "(not tagger); tracks with one: 1 (too few: Ballet 1)") in run.stderr, run.stderr
 
 
 @pytest.mark.slow
