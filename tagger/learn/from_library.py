@@ -3,7 +3,8 @@ map on the same folds, calibrated, and (``--adopt``) made the library's model.
 
 1. The labels: ``catalogue.labelled_tracks()`` (the genres the user set in the files and their
    corrections; never a genre tagger wrote), the genre map applied, case unified; genres with
-   fewer than ``min_tracks`` tracks are left out (reported).
+   fewer than ``min_tracks`` tracks are left out (reported). Another library's labels come in
+   through :func:`labels_from_rows` (the beets plugin's).
 2. The embeddings: read from the cache scan fills; only what is missing is decoded.
 3. The folds: ``StratifiedGroupKFold``, grouped by artist (album, then the audio identity when
    the tags lack it; ``group_by``), and, for comparison, by track.
@@ -69,8 +70,17 @@ class Labels:
 def library_labels(catalogue, *, prefixes: Sequence[str] | None = None,
                    genre_map: GenreMap | None = None, min_tracks: int = 5) -> Labels:
     """The labelled tracks of the catalogue (below ``prefixes``), ready to learn from."""
-    genre_map = genre_map or GenreMap()
     rows = catalogue.labelled_tracks(list(prefixes) if prefixes else None)
+    return labels_from_rows(rows, location=catalogue.url, genre_map=genre_map,
+                            min_tracks=min_tracks)
+
+
+def labels_from_rows(rows: Sequence, *, location: str, genre_map: GenreMap | None = None,
+                     min_tracks: int = 5) -> Labels:
+    """Labels from rows shaped as ``Catalogue.labelled_tracks`` gives them (``path``,
+    ``genre``, ``artist``, ``album``, ``source``), from the catalogue or from another
+    library (the beets plugin): the genre map applied, case unified, ``min_tracks`` kept."""
+    genre_map = genre_map or GenreMap()
     mapped, mapped_away = [], Counter()
     for row in rows:
         label = genre_map(row.genre)
@@ -91,7 +101,7 @@ def library_labels(catalogue, *, prefixes: Sequence[str] | None = None,
             sources[row.source.value] += 1
         else:
             too_few[genre] = counts[genre]
-    dataset = Dataset(name="library", source="library", location=catalogue.url,
+    dataset = Dataset(name="library", source="library", location=location,
                       tracks=tuple(tracks),
                       dropped={**dict(mapped_away), **too_few})
     return Labels(dataset, too_few, dict(mapped_away), dict(sources))
@@ -163,12 +173,18 @@ def learn(catalogue, config: Config, *, prefixes: Sequence[str] | None = None,
           min_calibration_tracks: int = MIN_TRACKS,
           threads: int = 2, backbones: Backbones | None = None,
           progress: Callable[[int, int], None] | None = None,
-          on_labels: Callable[[Labels], None] | None = None) -> LearnOutcome:
-    """Everything ``tagger learn`` does (see the module docstring); prints nothing."""
+          on_labels: Callable[[Labels], None] | None = None,
+          labels: Labels | None = None) -> LearnOutcome:
+    """Everything ``tagger learn`` does (see the module docstring); prints nothing.
+
+    ``labels``: labels made elsewhere (:func:`labels_from_rows`; ``prefixes`` and
+    ``genre_map`` then do not apply); the catalogue still records the calibrations and
+    the adoption."""
     options = options or HeadOptions(embedding=LEARN_EMBEDDING)
     target = config.tags.target_precision if target is None else target
-    labels = library_labels(catalogue, prefixes=prefixes, genre_map=genre_map,
-                            min_tracks=min_tracks)
+    if labels is None:
+        labels = library_labels(catalogue, prefixes=prefixes, genre_map=genre_map,
+                                min_tracks=min_tracks)
     if on_labels is not None:
         on_labels(labels)
     if len({t.genre for t in labels.dataset.tracks}) < 2:
