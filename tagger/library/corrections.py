@@ -24,9 +24,8 @@ the file changes, with the old values), so ``tagger revert`` puts the user's ori
 back byte for byte. ``set_genre`` and ``not_music`` also remove tagger's confidence field
 (``TAGGER_GENRE_CONFIDENCE``: the model's doubt, not about the user's genre), journalled too,
 so an undo or a revert puts it back; ``accept`` leaves it beside the genre the model gave.
-Only catalogued tracks inside the library roots are
-corrected, and never through a symlink (the file, or a folder below the root): the path
-must be the file itself.
+Only catalogued tracks inside the library roots are corrected, and never through a symlink
+(the file, or a folder below the root): the path must be the file itself.
 """
 
 from __future__ import annotations
