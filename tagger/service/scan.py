@@ -120,10 +120,11 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
     """One pass over the library: classify what is new or changed, tag it, catalogue it.
 
     When ``should_stop()`` turns true, the batch being recorded is finished and committed,
-    the files not classified yet stay pending for the next run, and the summary says it was
-    interrupted. ``progress(total)`` makes the :class:`ProgressSink` told of each finished
-    file (default: none; the CLI passes its display); ``on_phase`` hears what is starting
-    ("loading", "classifying") for a display; ``on_proposal``: see :class:`EngineHooks`.
+    the new or changed files not classified yet stay pending for the next run (an unchanged
+    one redone keeps its last result), and the summary says it was interrupted.
+    ``progress(total)`` makes the :class:`ProgressSink` told of each finished file (default:
+    none; the CLI passes its display); ``on_phase`` hears what is starting ("loading",
+    "classifying") for a display; ``on_proposal``: see :class:`EngineHooks`.
     """
     started = time.monotonic()
     report = WalkReport()
