@@ -17,6 +17,7 @@ a library root: scans would walk the catalogue's backups, caches and review uplo
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fnmatch
 import math
 import os
@@ -279,7 +280,7 @@ def config_from_dict(data: dict, source: str | None = None) -> Config:
     """Build a validated Config from parsed TOML; errors name the offending key."""
     unknown = _unknown_keys(Config, data, "")
     if unknown:  # every one at once: a user fixing a file should not learn them one by one
-        names = ", ".join(f"'{key}'" for key in unknown)
+        names = ", ".join(unknown)
         raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {names}", source)
     try:
         config = _build(Config, data, prefix="")
@@ -350,7 +351,9 @@ def _inside_library(state: str, library: LibraryConfig) -> str | None:
 
 
 def _unknown_keys(cls, data, prefix: str) -> list[str]:
-    """Every key of ``data`` (nested tables included) that ``cls`` does not have."""
+    """Every key of ``data`` (nested tables included) that ``cls`` does not have, quoted, with
+    the known key it is a typo of, if one is close (``'tags.writ' (did you mean
+    'tags.write'?)``)."""
     if not isinstance(data, dict):
         return []
     hints = typing.get_type_hints(cls)
@@ -358,7 +361,9 @@ def _unknown_keys(cls, data, prefix: str) -> list[str]:
     out = []
     for key, value in data.items():
         if key not in known:
-            out.append(f"{prefix}{key}")
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            out.append(f"'{prefix}{key}'" + (f" (did you mean '{prefix}{close[0]}'?)"
+                                             if close else ""))
         elif dataclasses.is_dataclass(hints[key]):
             out += _unknown_keys(hints[key], value, f"{prefix}{key}.")
     return out

@@ -99,7 +99,9 @@ def test_set_genre_writes_records_labels_and_revert_restores_the_bytes(scanned, 
     with catalogue(scanned) as cat:
         assert cat.track(str(mp3)).user_genres == ("Acid Jazz",)
 
-    assert cli("revert", str(mp3)) == 0
+    assert cli("revert", str(mp3)) == 0  # a corrected file: kept, unless asked
+    assert tags.read_genres(mp3) == ["Acid Jazz"]
+    assert cli("revert", "--corrections", str(mp3)) == 0
     assert mp3.read_bytes() == scanned["originals"]["mp3"]  # byte for byte
 
 
@@ -196,7 +198,7 @@ def test_a_folder_corrects_every_track_below_it_and_revert_all_restores(scanned,
     assert cli("set-genre", str(scanned["root"]), "Video Game Music") == 0
     for path in scanned["files"].values():
         assert tags.read_genres(path) == ["Video Game Music"]
-    assert cli("revert", "--all") == 0
+    assert cli("revert", "--all", "--corrections") == 0
     for name, path in scanned["files"].items():
         if name == "mp3":  # the user's own tag, byte for byte
             assert path.read_bytes() == scanned["originals"]["mp3"]

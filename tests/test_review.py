@@ -370,9 +370,11 @@ def test_a_correction_is_saved_in_sql_and_the_file_and_undo_puts_it_back(library
                               "where path = ?", str(path))
     assert [(a, g.casefold(), s) for a, g, s, _ in rows] == [("set_genre", "rock", "review")]
     assert json.loads(rows[0][3]) == before
-    # now "your genre" (the correction) disagrees with the prediction (electronic)
-    disagree = client.get("/queue?q=disagree").text
-    assert NEXUIZ in disagree and VIBE not in disagree
+    # the correction disagrees with the prediction (electronic), but the user judged it:
+    # it is in no queue to judge any more
+    for queue in ("disagree", "low"):
+        assert NEXUIZ not in client.get(f"/queue?q={queue}&low=1.0").text
+    assert NEXUIZ in client.get("/queue?q=all").text
     response = client.post(f"/track/{track}/act", data={"action": "undo", "csrf": csrf})
     assert response.status_code == 303
     assert tags.read_genres(path) == before

@@ -20,6 +20,8 @@ from tagger.cli.common import (
     Parser,
     UsageError,
     add_path_command,
+    existing_paths,
+    scan_roots,
 )
 from tagger.cli.learning import cmd_eval, cmd_learn, cmd_train
 from tagger.cli.library import (
@@ -69,6 +71,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
 
 #: the commands that classify: their model is resolved once, here (tagger.service.models)
 MODEL_COMMANDS = frozenset({"classify", "scan", "demo", "watch", "retag"})
+
+#: commands that run long, alone or as a service: their log lines carry a timestamp and the
+#: logger's name. The others log as "tagger: ..." lines, and those that answer at once (not
+#: demo) only warnings and errors unless -v: their output says what they did.
+LONG_COMMANDS = frozenset({"scan", "watch", "retag", "review", "train", "eval", "learn"})
+QUICK_COMMANDS = frozenset(COMMANDS) - LONG_COMMANDS - {"demo"}
 
 
 DESCRIPTION = """\
@@ -217,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     revert.add_argument("--all", action="store_true", help="every file tagger ever wrote")
     revert.add_argument("--force", action="store_true",
                         help="also revert files whose genre was edited after tagger wrote it")
+    revert.add_argument("--corrections", action="store_true",
+                        help="also revert the files you corrected (set-genre, the review "
+                             "page), withdrawing those corrections; without it they are kept")
 
     set_genre = sub.add_parser(
         "set-genre", parents=[db],
@@ -362,13 +373,30 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def setup_logging(level: str) -> None:
+class _PlainFormatter(_PrintableFormatter):
+    """A short command's log lines, as its other messages: ``tagger: [level: ]message``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return f"tagger: {level}{super().format(record)}"
+
+
+def setup_logging(level: str, *, timestamps: bool = True) -> None:
     handler = _StderrHandler()
     handler.setFormatter(_JournalFormatter("%(name)s: %(message)s") if _stderr_is_journal()
                          else _PrintableFormatter("%(asctime)s %(levelname)s %(name)s: "
-                                                  "%(message)s"))
+                                                  "%(message)s")
+                         if timestamps else _PlainFormatter("%(message)s"))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
+
+
+def _log_level(args: argparse.Namespace, config: Config) -> str:
+    if args.verbose:
+        return "debug"
+    if args.quiet or (args.command in QUICK_COMMANDS and config.log_level == "info"):
+        return "warning"
+    return config.log_level
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -382,9 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra:  # said by the command's own parser, with its usage line
             command = args._commands.get(args.command)
             if command is None:
-                raise UsageError(f"unrecognized arguments: {' '.join(extra)}",
-                                 build_parser().format_usage())
-            command.error(f"unrecognized arguments: {' '.join(extra)}")
+                top = build_parser()
+                raise UsageError(top.unknown_options(extra), top.format_usage())
+            command.error(command.unknown_options(extra))
         if not args.command:
             raise UsageError("a command is required (try 'tagger --help')",
                              build_parser().format_usage())
@@ -396,6 +424,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.path.expanduser(args.model))
             config = dataclasses.replace(config, model=dataclasses.replace(config.model,
                                                                            bundle=bundle))
+        # a path that is not there is said at once, before the model's libraries load
+        if args.command == "classify":
+            existing_paths(args.files, "tagger classify")
+        elif args.command == "scan":
+            scan_roots(args, config)
         if args.command in MODEL_COMMANDS:  # --model, model.bundle, the adopted one, default
             from tagger.service.models import resolve_model
 
@@ -405,7 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cluster:
             config = dataclasses.replace(config, cluster=dataclasses.replace(config.cluster,
                                                                              **cluster))
-        setup_logging("debug" if args.verbose else "warning" if args.quiet else config.log_level)
+        setup_logging(_log_level(args, config),
+                      timestamps=args.verbose or args.command in LONG_COMMANDS)
         from tagger.cli.progress import use_state_caches
 
         # before anything imports librosa (and numba)

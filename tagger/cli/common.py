@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import logging
 import os
 import signal
 import sys
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 from tagger.config import Config
 from tagger.errors import ConfigError
@@ -31,6 +32,12 @@ class UsageError(ConfigError):
         self.usage, self.prog = usage, prog
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """The one of ``choices`` closest to a mistyped ``word`` (difflib), if any is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
@@ -38,6 +45,29 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # argparse would exit(2) itself; keep one exit path
         raise UsageError(message, self.format_usage(), self.prog)
+
+    # argparse's one hook for a value outside ``choices`` (a command, a shell): it has no
+    # public way to add a suggestion before Python 3.14
+    def _check_value(self, action, value):
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError:
+            guess = did_you_mean(value, action.choices) if isinstance(value, str) else None
+            if guess is None:
+                raise
+            options = ", ".join(map(repr, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}, did you mean "
+                                                 f"{guess!r}? (choose from {options})") from None
+
+    def unknown_options(self, extra: Sequence[str]) -> str:
+        """The "unrecognized arguments" message for ``extra``, with a "did you mean" for a
+        mistyped option of this parser."""
+        options = [o for a in self._actions for o in a.option_strings]
+        hints = [f"{word} (did you mean {guess}?)"
+                 if word.startswith("--") and (guess := did_you_mean(word.split("=")[0],
+                                                                     options))
+                 else word for word in extra]
+        return f"unrecognized arguments: {' '.join(hints)}"
 
 
 def add_path_command(sub, name: str, *, paths: str, nargs: str = "*",
@@ -80,17 +110,24 @@ def run_catalogue(config: Config, command: str, *, dry_run: bool) -> Iterator:
         yield catalogue
 
 
+def existing_paths(paths: Sequence[str], prog: str = "tagger") -> list[str]:
+    """``paths`` made absolute; a usage error (exit 2) names the first that is not there, or
+    is neither a folder nor a file, the same way for every command that takes PATHs."""
+    absolute = [os.path.abspath(os.path.expanduser(p)) for p in paths]
+    for path in absolute:
+        if not os.path.exists(path):
+            raise UsageError(f"{path}: does not exist", prog=prog)
+        if not (os.path.isdir(path) or os.path.isfile(path)):
+            raise UsageError(f"{path}: neither a folder nor a file", prog=prog)
+    return absolute
+
+
 def scan_roots(args: argparse.Namespace, config: Config) -> list[str]:
     """The folders (or single files) to scan: given, or ``library.roots``."""
-    roots = [os.path.abspath(os.path.expanduser(p)) for p in (args.paths or config.library.roots)]
+    roots = args.paths or config.library.roots
     if not roots:
         raise UsageError("no PATH given and no 'library.roots' in tagger.toml")
-    for root in roots:
-        if not os.path.exists(root):
-            raise UsageError(f"{root}: does not exist")
-        if not (os.path.isdir(root) or os.path.isfile(root)):
-            raise UsageError(f"{root}: neither a folder nor a file")
-    return roots
+    return existing_paths(roots)
 
 
 @contextlib.contextmanager

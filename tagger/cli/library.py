@@ -13,6 +13,7 @@ from tagger.cli.common import (
     EXIT_OK,
     UsageError,
     catalogue_of,
+    existing_paths,
     log,
 )
 from tagger.cli.output import format_track, printable
@@ -31,13 +32,15 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
                 records += [(q, catalogue.track(q)) for q in below]
             else:
                 records.append((p, catalogue.track(path)))
+        corrections = {record.path: catalogue.correction_in_force(record.path)
+                       for _, record in records if record is not None}
     missing = 0
     for path, record in records:
         if record is None:
             print(f"{printable(path)}: not in the catalogue")
             missing += 1
             continue
-        print(format_track(record))
+        print(format_track(record, corrections.get(record.path)))
     return EXIT_FAILURES if missing else EXIT_OK
 
 
@@ -49,9 +52,13 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK
     print(f"{stats.total} tracks: " + ", ".join(
         f"{n} {status}" for status, n in stats.status_counts.items() if n))
-    print(f"{stats.predicted} with a genre, {stats.ties} ties")
+    print(f"{stats.predicted} with a genre"
+          + (f" ({stats.corrected} of them the genre you gave)" if stats.corrected else "")
+          + (f", {stats.not_music} not music" if stats.not_music else "")
+          + f", {stats.ties} ties")
+    counted = sum(count for _, count in stats.genres)
     for genre, count in stats.genres:
-        share = count / stats.predicted if stats.predicted else 0
+        share = count / counted if counted else 0
         print(f"  {printable(genre):<16} {count:>7}  {share:6.1%}  {'#' * round(40 * share)}")
     if stats.confidence:
         c = stats.confidence
@@ -70,18 +77,28 @@ def cmd_revert(args: argparse.Namespace, config: Config) -> int:
 
     if not args.all and not args.paths:
         raise UsageError("give PATHs or --all", prog="tagger revert")
+    paths = None if args.all else existing_paths(args.paths, "tagger revert")
     with WriterLock(config.state_path, config.database_url, "tagger revert") as lock, \
             catalogue_of(config) as catalogue:
         lock.guard(catalogue)
-        report = revert(catalogue, None if args.all else args.paths,
-                        roots=config.library.roots, force=args.force)
+        report = revert(catalogue, paths, roots=config.library.roots, force=args.force,
+                        corrections=args.corrections)
     for path, why in report.refused:
         log.error("%s: %s", path, why)
     failed = len(report.refused)
-    files = "file" if report.restored == 1 else "files"
-    print(f"restored the original tags of {report.restored} {files}"
+    print(f"restored the original tags of {_files(report.restored)}"
           + (f", {failed} failed" if failed else ""))
+    if report.withdrawn:
+        print(f"withdrew {report.withdrawn} correction{'s' * (report.withdrawn != 1)} of "
+              "yours with them (no longer labels for learning)")
+    if report.kept_corrected:
+        print(f"kept {_files(len(report.kept_corrected))} you corrected (set-genre, the "
+              "review page) as they are: 'tagger revert --corrections' reverts them too")
     return EXIT_FAILURES if failed else EXIT_OK
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
 
 
 def _correction_line(result) -> str:

@@ -7,9 +7,9 @@ import argparse
 import datetime as dt
 import json
 import math
-import os
 from pathlib import Path
 
+from tagger.cli.common import existing_paths
 from tagger.cli.output import printable
 from tagger.config import Config
 
@@ -26,15 +26,17 @@ def add_parsers(sub, parents) -> None:
     listing = sub.add_parser(
         "list", parents=parents, help="the review queues: low confidence, ties, failures...",
         description="Tracks that need a look. Several queues: their union; none: ties, "
-                    "failures, kept genres the model disagrees with, and tracks below the "
-                    "write threshold.")
+                    "failures, genres of yours the model disagrees with, and tracks below the "
+                    "write threshold. Tracks you already judged (set-genre, the review page) "
+                    "are left out, but for the failed ones.")
     listing.add_argument("paths", nargs="*", metavar="FOLDER", help="only tracks below these")
     listing.add_argument("--low", type=float, metavar="CONF",
                          help="tracks whose confidence is below CONF (e.g. 0.35)")
     listing.add_argument("--ties", action="store_true", help="several genres won as many votes")
     listing.add_argument("--failed", action="store_true", help="files that failed (with why)")
     listing.add_argument("--disagree", action="store_true",
-                         help="your genre was kept; the model predicts another one")
+                         help="the genre you set is not the one the model predicts (under "
+                              "the threshold too)")
     listing.add_argument("--below-threshold", action="store_true",
                          help="not written: confidence under tags.min_confidence")
     listing.add_argument("--json", action="store_true", help="one JSON object per track")
@@ -75,7 +77,7 @@ def _count(text: str) -> int:
 
 
 def cmd_list(args: argparse.Namespace, config: Config, open_catalogue) -> int:
-    under = [os.path.abspath(p) for p in args.paths] or None
+    under = existing_paths(args.paths, "tagger list") or None
     with open_catalogue(config) as catalogue:
         rows = catalogue.review(low=args.low, ties=args.ties, failed=args.failed,
                                 disagree=args.disagree, below_threshold=args.below_threshold,

@@ -87,8 +87,9 @@ def format_row(result, name_width: int) -> str:
                      f"{votes:>2}/{len(result.segments):<3}  {note}")
 
 
-def format_track(record) -> str:
-    """Everything the catalogue knows of one track, for ``tagger show``."""
+def format_track(record, correction=None) -> str:
+    """Everything the catalogue knows of one track, for ``tagger show`` (``correction``: the
+    user's correction in force, if any)."""
     lines = [record.path,
              f"  status: {record.status}" + (f" ({record.error})" if record.error else ""),
              f"  format: {record.format or '?'}, {record.size} bytes"
@@ -100,6 +101,8 @@ def format_track(record) -> str:
                      f"genres {'; '.join(record.file_genres) or '-'}"
                      + (f" (set by you: {'; '.join(record.user_genres)})"
                         if record.user_genres else ""))
+    if correction is not None:
+        lines.append(f"  {correction_line(correction)}")
     for prediction in record.predictions:
         tie = f", tie between {', '.join(prediction.tied)}" if prediction.tie else ""
         lines.append(f"  prediction ({prediction.model.name} {prediction.model.sha256[:12]}, "
@@ -119,6 +122,16 @@ def format_track(record) -> str:
         lines.append(f"  tag {write.field}: {_values(write.old)} -> {_values(write.new)} "
                      f"at {write.written_at:%Y-%m-%d %H:%M}{reverted}")
     return "\n".join(printable(line) for line in lines)
+
+
+def correction_line(correction) -> str:
+    """The user's correction in force, as ``tagger show`` says it."""
+    what = {"set_genre": f"correction: {correction.genre}",
+            "accept": f"correction: {correction.genre} (the prediction, accepted)",
+            "not_music": "correction: not music"}[correction.action.value]
+    where = "set-genre" if correction.source.value == "cli" else "the review page"
+    return (f"{what}, by you ({where}, {correction.created_at:%Y-%m-%d %H:%M}); scans never "
+            "write over it, 'tagger set-genre --undo' cancels it")
 
 
 def _values(values) -> str:
@@ -146,16 +159,40 @@ def _commonest_failures(failures) -> list[str]:
             for reason, count in failures.most_common(5)]
 
 
-def summary_lines(summary) -> list[str]:
-    """A scan's :class:`~tagger.service.recorder.Summary` for people."""
-    rate = summary.classified / summary.elapsed_s if summary.elapsed_s else 0.0
+#: why a classified file's tags were left as they were (NotWritten values), for people
+KEPT_WORDS = {
+    "kept_user_genre": "a genre of yours kept",
+    "tie_skipped": "a tie skipped",
+    "policy_never": "tags.write = never",
+    "outside_library": "outside the library",
+    "not_music": "not music, you said",
+}
+
+
+def _kept(summary) -> str:
+    """The count of files whose tags were left as they were, and why."""
+    reasons = {KEPT_WORDS[k]: n for k, n in summary.not_written.items() if k in KEPT_WORDS}
+    already = summary.kept - sum(reasons.values())
+    parts = ([f"{already} already held that genre"] if already > 0 else []) + [
+        f"{n} {why}" for why, n in reasons.items()]
+    return f"tags left as they were: {summary.kept}" + (f" ({', '.join(parts)})"
+                                                        if parts else "")
+
+
+def summary_lines(summary, rate: float | None = None) -> list[str]:
+    """A scan's :class:`~tagger.service.recorder.Summary` for people; ``rate``: files per
+    second as measured from the first file on (the progress display's), else the whole
+    run's, start-up included."""
+    if rate is None:
+        speed = f"{summary.classified / summary.elapsed_s if summary.elapsed_s else 0.0:.2f}/s"
+    else:
+        speed = f"{rate:.2f}/s, start-up excluded"
     tagged = _tagged(summary.dry_run)
     out = [
-        f"{summary.seen} files: {summary.classified} classified ({rate:.2f}/s), "
+        f"{summary.seen} files: {summary.classified} classified ({speed}), "
         f"{summary.tagged} {tagged}, {summary.unchanged} unchanged, {summary.failed} failed, "
         f"{summary.skipped} skipped, {summary.missing} missing, {summary.moved} moved",
-        f"ties: {summary.ties}; below threshold: {summary.below_threshold}; "
-        f"tags left as they were: {summary.kept}",
+        f"ties: {summary.ties}; below threshold: {summary.below_threshold}; {_kept(summary)}",
         *_commonest_failures(summary.failures),
     ]
     if summary.in_motion:

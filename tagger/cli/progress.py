@@ -59,7 +59,13 @@ class ScanDisplay:
         self._progress = None
         self._task = None
         self.total = self.done = 0
-        self.started = self.last = time.monotonic()
+        self.started = self.last = self.finished = time.monotonic()
+
+    @property
+    def rate(self) -> float | None:
+        """Files per second from the first file's start to the last file's end: the model's
+        loading and a first run's compiling left out; None before a file is done."""
+        return self.done / max(self.finished - self.started, 1e-9) if self.done else None
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -73,7 +79,7 @@ class ScanDisplay:
 
     def __call__(self, total: int) -> ScanDisplay:  # scan(progress=...) calls this
         self.total, self.done = total, 0
-        self.started = self.last = time.monotonic()
+        self.started = self.last = self.finished = time.monotonic()
         if self.tty and not self.quiet:
             from rich.console import Console
             from rich.progress import (
@@ -96,7 +102,7 @@ class ScanDisplay:
 
     def advance(self, count: int = 1) -> None:
         self.done += count
-        now = time.monotonic()
+        now = self.finished = time.monotonic()
         rate = self.done / max(now - self.started, 1e-9)
         if self._progress is not None:
             self._progress.update(self._task, advance=count, rate=f"{rate:.2f} files/s")

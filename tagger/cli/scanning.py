@@ -13,8 +13,8 @@ from tagger.cli.common import (
     EXIT_OK,
     UsageError,
     catalogue_location,
+    catalogue_of,
     graceful_stop,
-    log,
     run_catalogue,
     scan_roots,
 )
@@ -36,14 +36,12 @@ def cmd_classify(args: argparse.Namespace, config: Config) -> int:
     width = min(48, max(len(printable(p)) for p in args.files))
     if not args.json:
         print(f"{'FILE':<{width}}  {'GENRE':<14} {'CONF':>5} {'VOTES':<6}  NOTES")
-    for result in classify_files(config, args.files):
+    for result in classify_files(config, args.files):  # an error: in its row, said once
         failed += result.error is not None
         if args.json:
             print(json.dumps(result_to_json(result), ensure_ascii=False), flush=True)
         else:
             print(format_row(result, width), flush=True)
-        if result.error:
-            log.error("%s", result.error)
     return EXIT_FAILURES if failed else EXIT_OK
 
 
@@ -75,7 +73,8 @@ def cmd_scan(args: argparse.Namespace, config: Config) -> int:
             out["proposals"] = proposals
         print(json.dumps(out, ensure_ascii=False))
     elif not args.quiet or summary.failed or summary.interrupted:
-        print("\n".join(summary_lines(summary)))
+        rate = display.rate if summary.classified else None
+        print("\n".join(summary_lines(summary, rate)))
     if summary.interrupted:
         return EXIT_INTERRUPTED
     # files still being written are left for the next run: not a failure of the run
@@ -83,12 +82,22 @@ def cmd_scan(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
-    from tagger.cli.demo import copy_demo
+    from tagger.cli.demo import copied_line, copy_demo, demo_report
 
-    folder = copy_demo(args.folder)
-    print(f"copied the demo clips to {folder}", file=sys.stderr)
+    folder, copied = copy_demo(args.folder)
+    print(copied_line(folder, copied), file=sys.stderr)
     args.paths = [str(folder)]
-    return cmd_scan(args, config)
+    code = cmd_scan(args, config)
+    if args.json or args.quiet or args.dry_run or code == EXIT_INTERRUPTED:
+        return code
+    with catalogue_of(config) as catalogue:
+        records = [r for p in sorted(catalogue.known_files([str(folder)]))
+                   if (r := catalogue.track(p)) is not None and r.status != "missing"]
+    options = [*(["--config", args.config] if args.config else []),
+               *(["--db", args.db] if args.db else [])]
+    print("\n".join(demo_report(records, folder, args.folder, config.tags.genre_case,
+                                 options)))
+    return code
 
 
 def cmd_watch(args: argparse.Namespace, config: Config) -> int:

@@ -24,10 +24,11 @@ One function, :func:`apply_correction`, used by ``tagger set-genre`` and the rev
 
 Every write is journalled the way tagger's own writes are (``tag_writes``, recorded before
 the file changes, with the old values), so ``tagger revert`` puts the user's original tags
-back byte for byte. A correction that writes leaves the confidence field alone (it is the
-prediction's, see ``tagger show``). Only catalogued tracks inside the library roots are
-corrected, and never through a symlink (the file, or a folder below the root): the path
-must be the file itself.
+back byte for byte. ``set_genre`` and ``not_music`` also remove tagger's confidence field
+(``TAGGER_GENRE_CONFIDENCE``: the model's doubt, not about the user's genre), journalled too,
+so an undo or a revert puts it back; ``accept`` leaves it beside the genre the model gave.
+Only catalogued tracks inside the library roots are corrected, and never through a symlink
+(the file, or a folder below the root): the path must be the file itself.
 """
 
 from __future__ import annotations
@@ -146,16 +147,19 @@ def _check_storable(path: str, genre: str) -> None:
                       f"({'; '.join(back) or 'no genre'}); not written: type the genre's name")
 
 
-def _journalled_write(catalogue, path: str, genres: Sequence[str], at_rest: AtRest) -> list[int]:
+def _journalled_write(catalogue, path: str, genres: Sequence[str], at_rest: AtRest, *,
+                      drop_confidence: bool) -> list[int]:
     """Write ``genres`` into the file as tagger writes (the planned change recorded first,
-    marked reverted if the write then fails); the journal ids, [] if nothing changed."""
-    planned = tags.write_genres(path, genres, None, dry_run=True, at_rest=at_rest)
+    marked reverted if the write then fails), and remove the confidence field with
+    ``drop_confidence``; the journal ids, [] if nothing changed."""
+    planned = tags.write_genres(path, genres, None, dry_run=True, at_rest=at_rest,
+                                drop_confidence=drop_confidence)
     if not planned:
         return []
     with catalogue.batch():
         ids = catalogue.record_tag_changes(path, planned)
     try:
-        tags.write_genres(path, genres, None, at_rest=at_rest)
+        tags.write_genres(path, genres, None, at_rest=at_rest, drop_confidence=drop_confidence)
     except TaggerError:
         with catalogue.batch():
             catalogue.mark_reverted(ids)
@@ -238,7 +242,8 @@ def apply_correction(config, catalogue, path: str, action: CorrectionAction | st
                 catalogue.mark_reverted(c.id for c in changes)
             written = [c.id for c in changes]
     elif target is not None:
-        written = _journalled_write(catalogue, path, target, at_rest)
+        written = _journalled_write(catalogue, path, target, at_rest,
+                                    drop_confidence=action is not CorrectionAction.ACCEPT)
 
     now = tuple(tags.read_genres(path)) if written else previous
     with catalogue.batch():

@@ -124,21 +124,27 @@ def edited_since(path: str, changes: Sequence) -> bool:
 class RevertReport:
     restored: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    #: files left alone for the user's correction in force (revert(corrections=False))
+    kept_corrected: list[str] = field(default_factory=list)
+    withdrawn: int = 0  # corrections withdrawn with the writes reverted
     #: path -> ((size, mtime_ns), tags) of each file restored, as read right after the
     #: restore (tags None: unreadable then)
     after: dict[str, tuple[tuple[int, int], tags.TagInfo | None]] = field(default_factory=dict)
 
 
 def revert(catalogue, paths: Sequence[str] | None, *, roots: Sequence[str] = (),
-           force: bool = False, settle_seconds: float = 0.0) -> RevertReport:
+           force: bool = False, corrections: bool = False,
+           settle_seconds: float = 0.0) -> RevertReport:
     """Put back the values tagger overwrote, in files (or folders) ``paths``, or everywhere
     (``paths`` None). Oldest first: the user's own values win. A file whose genre was edited
     since tagger wrote it is left alone unless ``force``; so is any path that leads outside
     ``roots`` (without roots: outside the file's own folder), a symlink swapped in included.
-    The user's corrections whose writes are reverted are withdrawn with them (no longer
-    labels; see tagger.library.corrections). A file in motion (modified within
-    ``settle_seconds`` other than by tagger's own catalogued write, or open for writing) is
-    refused, to be reverted later.
+    A file with a correction of the user's in force (``tagger set-genre``, the review page)
+    is left alone too (``kept_corrected``) unless ``corrections``: then its writes are
+    reverted and the corrections they carried withdrawn (no longer labels; see
+    tagger.library.corrections). A file in motion (modified within ``settle_seconds`` other
+    than by tagger's own catalogued write, or open for writing) is refused, to be reverted
+    later.
     """
     if paths is None:
         changes = catalogue.tag_changes()
@@ -158,6 +164,9 @@ def revert(catalogue, paths: Sequence[str] | None, *, roots: Sequence[str] = (),
         if not is_inside(path, inside or real_roots([os.path.dirname(path)])):
             report.refused.append((path, f"not reverting: {outside_reason(path)}"))
             continue
+        if not corrections and catalogue.correction_in_force(path) is not None:
+            report.kept_corrected.append(path)
+            continue
         if not force and edited_since(path, group):
             report.refused.append((path, "its genre was changed after tagger wrote it; not "
                                          "reverting (--force reverts anyway)"))
@@ -172,7 +181,7 @@ def revert(catalogue, paths: Sequence[str] | None, *, roots: Sequence[str] = (),
             continue
         with catalogue.batch():
             catalogue.mark_reverted(c.id for c in group)
-            catalogue.withdraw_corrections(path, (c.id for c in group))
+            report.withdrawn += catalogue.withdraw_corrections(path, (c.id for c in group))
             st = os.stat(path)
             info = _read_back(path)
             if catalogue.update_stat(path, st.st_size, st.st_mtime_ns) and info is not None:

@@ -30,6 +30,18 @@ def lock_path(state_dir: Path, database_url: str) -> Path:
     return Path(state_dir) / f"writer-{digest}.lock"
 
 
+#: the daemon's purpose, as its lock says it ("pid N (tagger watch)")
+DAEMON = "tagger watch"
+
+
+def what_to_do(holder: str) -> str:
+    """The advice for whoever finds the lock taken by ``holder`` (the lock's own record:
+    ``pid N (purpose)``, or the server's application name ``purpose pid N``)."""
+    if holder.endswith(f"({DAEMON})") or holder.startswith(f"{DAEMON} pid "):
+        return "stop it, or let the running daemon do the work"
+    return "wait for it to finish, or stop it"
+
+
 class WriterLock:
     """Held by the process that writes to a catalogue (``scan`` or the ``watch`` daemon).
 
@@ -62,9 +74,8 @@ class WriterLock:
         except BlockingIOError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise WriteError(
-                f"the catalogue is being written by {holder}; only one writer at a time "
-                "(stop it, or let the running daemon do the work)", self.path) from None
+            raise WriteError(f"the catalogue is being written by {holder}; only one writer at "
+                             f"a time ({what_to_do(holder)})", self.path) from None
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()} ({self.purpose})".encode())
@@ -166,8 +177,7 @@ class _PostgresWriterLock:
                 holder = self._holder() or "another process"
                 self._conn.close()
                 raise WriteError(f"the catalogue {self._where} is being written by {holder}; "
-                                 "only one writer at a time (stop it, or let the running "
-                                 "daemon do the work)")
+                                 f"only one writer at a time ({what_to_do(holder)})")
             self._conn.commit()  # keep the session (and its lock), end the transaction
         except sa.exc.SQLAlchemyError as exc:
             reason = " ".join(str(getattr(exc, "orig", None) or exc).split())

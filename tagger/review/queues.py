@@ -14,9 +14,8 @@ from enum import Enum
 
 import sqlalchemy as sa
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql
 
-from tagger.library.catalogue.rows import record_from_row, utc
+from tagger.library.catalogue.rows import first_json_element, judged, record_from_row, utc
 from tagger.library.catalogue.schema import CORRECTIONS, PREDICTIONS, TRACKS
 
 PAGE_SIZE = 50
@@ -30,6 +29,11 @@ class Queue(str, Enum):
     FAILED = "failed"
     RECENT = "recent"  # recently tagged
     ALL = "all"
+
+
+#: the queues of tracks waiting for the user's judgement: one they judged already (a
+#: correction in force) is in none of them
+TO_JUDGE = frozenset({Queue.LOW, Queue.TIES, Queue.DISAGREE})
 
 
 QUEUE_TITLES = {
@@ -82,13 +86,6 @@ def _newer_exists(p) -> sa.Exists:
     )
 
 
-def _first_json_element(column, dialect: str):
-    """The first element of a JSON list column, as text (as the ``genre_check`` view has it)."""
-    if dialect == "postgresql":
-        return sa.cast(column, postgresql.JSON)[0].astext
-    return sa.func.json_extract(column, "$[0]")
-
-
 def _user_genre(t, dialect: str):
     """The genre the user gave a track, as ``genre_check.user_genre``: the newest correction
     in force, else the first of the file's own genres (tracks.user_genres)."""
@@ -98,7 +95,7 @@ def _user_genre(t, dialect: str):
               .order_by(c.c.id.desc()).limit(1).correlate(t).scalar_subquery())
     corrected = select(named.c.genre).where(named.c.id == newest).scalar_subquery()
     return sa.case((newest.is_not(None), corrected),
-                   else_=_first_json_element(t.c.user_genres, dialect))
+                   else_=first_json_element(t.c.user_genres, dialect))
 
 
 def queue_page(engine: sa.Engine, queue: Queue, *, low: float, folder: str | None = None,
@@ -107,7 +104,8 @@ def queue_page(engine: sa.Engine, queue: Queue, *, low: float, folder: str | Non
                limit: int = PAGE_SIZE) -> QueuePage:
     """One page of ``queue``: ``low`` is the confidence under which a track is doubtful;
     ``folder`` keeps the tracks below a folder, ``genre`` those predicted as it, ``status``
-    those in that status; ``after`` is the previous page's ``next_cursor``.
+    those in that status; ``after`` is the previous page's ``next_cursor``. The queues
+    :data:`TO_JUDGE` leave out the tracks the user judged already.
 
     Two plans, each walking an index in the page's order so that a page reads about its own
     rows: by confidence or recency, from ``predictions`` (indexes of migration 0006_review;
@@ -143,6 +141,8 @@ def queue_page(engine: sa.Engine, queue: Queue, *, low: float, folder: str | Non
     elif queue is Queue.DISAGREE:  # the genre_check view's agrees = 0, row by row
         stmt = stmt.where(p.c.id.is_not(None), user.is_not(None),
                           sa.func.lower(user) != sa.func.lower(p.c.genre))
+    if queue in TO_JUDGE:
+        stmt = stmt.where(~judged(t.c.id))
     if folder:
         prefix = folder.rstrip("/") + "/"
         stmt = stmt.where(sa.func.substr(t.c.path, 1, len(prefix)) == prefix)

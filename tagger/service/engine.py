@@ -76,7 +76,8 @@ class Engine:
         """Classify, tag and catalogue ``files``; results are committed batch by batch.
 
         Once ``should_stop()`` is true, the batch being recorded is finished and the rest
-        is left pending (the catalogue has every file as pending before it is processed).
+        is left as the catalogue has it (pending for a new or changed file, marked so before
+        it is processed; an unchanged one redone keeps its last result).
         """
         ready: list[WorkItem] = []
         queued_segments = 0

@@ -33,14 +33,17 @@ log = logging.getLogger(__name__)
 
 def plan_scan(roots: list[str], config: Config, catalogue, *, force: bool,
               report: WalkReport, retry_failed: bool = False,
-              left_failed: list[str] | None = None) -> tuple[list[FoundFile], list[str], int, int]:
+              left_failed: list[str] | None = None,
+              redone: set[str] | None = None) -> tuple[list[FoundFile], list[str], int, int]:
     """Walk the roots and compare with the catalogue.
 
     Returns (files to process, paths gone missing, files seen, files unchanged). A file that
     failed before is processed again when it changed, when its failure was transient (the
     worker died, a timeout, a permission problem) or with ``retry_failed``; the unchanged
-    failed files left alone are appended to ``left_failed`` when given. A root that is missing
-    or suddenly empty while the catalogue knows files under it marks nothing missing.
+    failed files left alone are appended to ``left_failed`` when given. The unchanged files
+    processed anyway (``force``, a failure retried) are added to ``redone`` when given. A root
+    that is missing or suddenly empty while the catalogue knows files under it marks nothing
+    missing.
     """
     files = [r for r in roots if os.path.isfile(r)]  # a file given by name is scanned as such
     roots = [r for r in roots if r not in files]
@@ -67,6 +70,8 @@ def plan_scan(roots: list[str], config: Config, catalogue, *, force: bool,
         if same and previous[2] == "failed" and not force:
             if retry_failed or kind is None or kind.transient:
                 todo.append(f)
+                if redone is not None:
+                    redone.add(f.path)
                 continue
             if left_failed is not None:
                 left_failed.append(f.path)
@@ -74,6 +79,8 @@ def plan_scan(roots: list[str], config: Config, catalogue, *, force: bool,
             unchanged += 1
         else:
             todo.append(f)
+            if same and redone is not None:
+                redone.add(f.path)
     seen = {f.path for f in found} | {p for p, _ in report.skipped_links}
     seen |= {printable_name(p) for p in report.skipped_names}
     missing = []
@@ -118,17 +125,19 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
     """One pass over the library: classify what is new or changed, tag it, catalogue it.
 
     When ``should_stop()`` turns true, the batch being recorded is finished and committed,
-    the files not classified yet stay pending for the next run, and the summary says it was
-    interrupted. ``progress(total)`` makes the :class:`ProgressSink` told of each finished
-    file (default: none; the CLI passes its display); ``on_phase`` hears what is starting
-    ("loading", "classifying") for a display; ``on_proposal``: see :class:`EngineHooks`.
+    the new or changed files not classified yet stay pending for the next run (an unchanged
+    one redone keeps its last result), and the summary says it was interrupted.
+    ``progress(total)`` makes the :class:`ProgressSink` told of each finished file (default:
+    none; the CLI passes its display); ``on_phase`` hears what is starting ("loading",
+    "classifying") for a display; ``on_proposal``: see :class:`EngineHooks`.
     """
     started = time.monotonic()
     report = WalkReport()
     left_failed: list[str] = []
+    redone: set[str] = set()
     todo, missing, seen, unchanged = plan_scan(roots, config, catalogue, force=force,
                                                report=report, retry_failed=retry_failed,
-                                               left_failed=left_failed)
+                                               left_failed=left_failed, redone=redone)
     for problem in report.unreadable_dirs:
         log.warning("cannot read folder %s", problem)
     for name in report.skipped_names:
@@ -146,7 +155,11 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
             with catalogue.batch():
                 summary.missing = catalogue.mark_missing(missing)
         with catalogue.batch():
-            catalogue.mark_pending_many((f.path, f.size, f.mtime_ns, None) for f in todo)
+            # only what is new or changed: an unchanged file redone keeps its status until
+            # its new result, so a run stopped half-way leaves no --force (nor
+            # --retry-failed) behind for the next plain scan
+            catalogue.mark_pending_many((f.path, f.size, f.mtime_ns, None) for f in todo
+                                        if f.path not in redone)
     log.info("%d files found: %d to classify, %d unchanged, %d missing", seen, len(todo),
              unchanged, len(missing))
     if not todo:  # an unchanged library: no model to load, no workers to start

@@ -128,11 +128,15 @@ class Stats:
     total: int  # tracks in the catalogue, any status
     status_counts: dict[str, int]  # every status, zeros included
     predicted: int  # tracks with a prediction (rows of track_genres)
-    genres: tuple[tuple[str, int], ...]  # (genre, tracks), most tracks first (genre_counts)
+    # (genre, tracks), most tracks first: of the predicted tracks, by the user's corrected
+    # genre where there is one, else by the prediction's; the not-music ones left out
+    genres: tuple[tuple[str, int], ...]
     ties: int
     confidence: ConfidenceSpread | None  # None when nothing is predicted yet
     failures: tuple[tuple[str, str, int], ...]  # (status, reason, tracks), most first
     models: tuple[tuple[str, str, int], ...]  # (name, sha256, predictions), most first
+    not_music: int = 0  # predicted tracks the user said are not music
+    corrected: int = 0  # predicted tracks counted under the genre the user gave them
 
 
 @dataclass(frozen=True)

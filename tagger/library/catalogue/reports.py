@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 import sqlalchemy as sa
@@ -19,15 +20,13 @@ from tagger.library.catalogue.records import (
     tag_write_record,
 )
 from tagger.library.catalogue.rows import (
+    first_json_element,
+    judged,
     record_from_row,
     under_prefixes,
 )
 from tagger.library.catalogue.schema import (
-    GENRE_COUNTS,
-    STATUSES,
-    TRACK_GENRES,
-    Prediction,
-    Track,
+    CORRECTIONS as _C,
 )
 from tagger.library.catalogue.schema import (
     MODELS as _M,
@@ -36,9 +35,16 @@ from tagger.library.catalogue.schema import (
     PREDICTIONS as _P,
 )
 from tagger.library.catalogue.schema import (
+    STATUSES,
+    TRACK_GENRES,
+    Prediction,
+    Track,
+)
+from tagger.library.catalogue.schema import (
     TRACKS as _T,
 )
 from tagger.results import (
+    CorrectionAction,
     NotWritten,
 )
 
@@ -82,29 +88,29 @@ class Reports:
         under: Iterable[str] | None = None,
     ) -> list[ReviewRow]:
         """The review queues, by path: tracks under ``low`` confidence, ties, failed files,
-        tracks whose own genre was kept although the model disagrees, tracks whose genre was
-        not written for being under ``tags.min_confidence``. Several queues: their union;
-        none: all of them (``low`` then unset)."""
+        tracks whose genre the user set is not the prediction (the first of the file's own
+        genres, as the ``genre_check`` view and the review page compare them; written or
+        not), tracks whose genre was not written for being under ``tags.min_confidence``.
+        Several queues: their union; none: all of them (``low`` then unset). Tracks the
+        user judged already (a correction in force) are in none of them but the failed."""
         tg = TRACK_GENRES
-        conds = []
-        if low is not None:
-            conds.append(tg.c.confidence < low)
-        if ties:
-            conds.append(tg.c.tie == sa.true())
+        user = first_json_element(_T.c.user_genres, self.engine.dialect.name)
+        queues = {
+            "low": tg.c.confidence < low if low is not None else None,
+            "ties": tg.c.tie == sa.true(),
+            "disagree": sa.and_(tg.c.genre.is_not(None), user.is_not(None),
+                                func.lower(user) != func.lower(tg.c.genre)),
+            "below_threshold": _T.c.not_written == NotWritten.BELOW_THRESHOLD.value,
+        }
+        asked = {"low": low is not None, "ties": ties, "disagree": disagree,
+                 "below_threshold": below_threshold}
+        if not (failed or any(asked.values())):  # all of them but low
+            asked = {**dict.fromkeys(queues, True), "low": False}
+            failed = True
+        conds = [q for name, q in queues.items() if asked[name]]
+        conds = [sa.and_(sa.or_(*conds), ~judged(_T.c.id))] if conds else []
         if failed:
             conds.append(_T.c.status == "failed")
-        if disagree:
-            conds.append(_T.c.not_written == NotWritten.KEPT_USER_GENRE.value)
-        if below_threshold:
-            conds.append(_T.c.not_written == NotWritten.BELOW_THRESHOLD.value)
-        if not conds:
-            conds = [
-                tg.c.tie == sa.true(),
-                _T.c.status == "failed",
-                _T.c.not_written.in_(
-                    [NotWritten.KEPT_USER_GENRE.value, NotWritten.BELOW_THRESHOLD.value]
-                ),
-            ]
         stmt = (
             select(
                 _T.c.path,
@@ -127,7 +133,9 @@ class Reports:
             return [record_from_row(ReviewRow, r) for r in s.execute(stmt)]
 
     def stats(self) -> Stats:
-        """Catalogue-wide figures for ``tagger stats``."""
+        """Catalogue-wide figures for ``tagger stats`` and the review page. A track's genre
+        is the user's where they corrected it (set-genre, accept), else the newest
+        prediction's; a track they said is not music is under no genre (``not_music``)."""
         with self._read() as s:
             conn = s.connection()
             counts = dict.fromkeys(STATUSES, 0)
@@ -135,19 +143,37 @@ class Reports:
                 select(_T.c.status, func.count()).group_by(_T.c.status)
             ):
                 counts[status] = n
-            genres = tuple(
-                (g, n)
-                for g, n in conn.execute(
-                    select(GENRE_COUNTS.c.genre, GENRE_COUNTS.c.tracks).order_by(
-                        GENRE_COUNTS.c.tracks.desc(), GENRE_COUNTS.c.genre
-                    )
-                )
-            )
+            in_force: dict[str, tuple[str, str | None]] = {}  # path -> (action, genre)
+            for path, action, genre in conn.execute(
+                select(_T.c.path, _C.c.action, _C.c.genre)
+                .join(_T, _T.c.id == _C.c.track_id)
+                .where(_C.c.action != CorrectionAction.UNDO.value, _C.c.undone_at.is_(None))
+                .order_by(_C.c.id)
+            ):
+                in_force[path] = (action, genre)  # the newest wins
             confidences: list[float] = []
-            ties = 0
-            for conf, tie in conn.execute(select(TRACK_GENRES.c.confidence, TRACK_GENRES.c.tie)):
+            ties = not_music = corrected = 0
+            by_genre: Counter[str] = Counter()  # casefolded
+            spelled: dict[str, str] = {}  # the vocabulary's spelling, else the user's
+            for path, genre, conf, tie in conn.execute(
+                select(TRACK_GENRES.c.path, TRACK_GENRES.c.genre, TRACK_GENRES.c.confidence,
+                       TRACK_GENRES.c.tie)
+            ):
                 confidences.append(float(conf))
                 ties += bool(tie)
+                action, given = in_force.get(path, (None, None))
+                if action == CorrectionAction.NOT_MUSIC.value:
+                    not_music += 1
+                    continue
+                if given:
+                    corrected += 1
+                    spelled.setdefault(given.casefold(), given)
+                    genre = given
+                else:
+                    spelled[genre.casefold()] = genre
+                by_genre[genre.casefold()] += 1
+            genres = tuple(sorted(((spelled[k], n) for k, n in by_genre.items()),
+                                  key=lambda item: (-item[1], item[0])))
             n_failed = func.count().label("n")
             failures = tuple(
                 (status, error or "", n)
@@ -179,4 +205,6 @@ class Reports:
             confidence=confidence_spread(confidences),
             failures=failures,
             models=models,
+            not_music=not_music,
+            corrected=corrected,
         )

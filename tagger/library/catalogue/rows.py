@@ -16,13 +16,16 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import func
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from tagger.errors import TaggerError
 from tagger.library.catalogue.schema import (
     CHUNK,
+    CORRECTIONS,
     SCORE_DECIMALS,
 )
+from tagger.results import CorrectionAction
 
 
 def utcnow() -> dt.datetime:
@@ -53,6 +56,24 @@ def under_prefixes(column, prefixes: Iterable[str]):
     """SQL condition: column starts with one of the directory prefixes (portable, case-exact)."""
     conds = [func.substr(column, 1, len(p)) == p for p in map(dir_prefix, prefixes)]
     return sa.or_(*conds) if conds else sa.false()
+
+
+def first_json_element(column, dialect: str):
+    """The first element of a JSON list column, as text (as the ``genre_check`` view has it)."""
+    if dialect == "postgresql":
+        return sa.cast(column, postgresql.JSON)[0].astext
+    return func.json_extract(column, "$[0]")
+
+
+def judged(track_id) -> sa.Exists:
+    """SQL condition: the track (``track_id``, a ``tracks.id`` column) has a correction of
+    the user's in force (not an undo, not undone): the user judged it already, so the review
+    queues and ``tagger list`` leave it out."""
+    c = CORRECTIONS.alias("judged")
+    return (sa.select(sa.literal(1))
+            .where(c.c.track_id == track_id, c.c.action != CorrectionAction.UNDO.value,
+                   c.c.undone_at.is_(None))
+            .exists())
 
 
 def chunks(items: Sequence, size: int = CHUNK) -> Iterator[Sequence]:

@@ -161,13 +161,15 @@ def write_genres(
     *,
     dry_run: bool = False,
     at_rest: AtRest = AtRest(),
+    drop_confidence: bool = False,
 ) -> list[TagChange]:
     """Set the file's genre (and confidence, when not None); return what changed.
 
     ``genres``: the values to write, in order (surrounding whitespace stripped, empty ones
     and duplicates dropped; a single ``str`` is one genre). An empty sequence removes the
     genre field. ``confidence`` is written as a decimal with 3 places (``"0.873"``); None
-    leaves any existing confidence field as it is.
+    leaves any existing confidence field as it is, or with ``drop_confidence`` removes it
+    (a genre the user gave is no prediction).
 
     Returns one :class:`TagChange` per field whose value differs, old -> new; [] when the
     file already says exactly this, in which case it is not touched at all. Otherwise the
@@ -185,7 +187,7 @@ def write_genres(
     want_conf = _format_confidence(confidence)
 
     def plan(editor) -> list[TagChange]:
-        return _plan(spath, editor, editor.desired(want_genres, want_conf))
+        return _plan(spath, editor, editor.desired(want_genres, want_conf, drop_confidence))
 
     return _edit(spath, plan, dry_run=dry_run, at_rest=at_rest)
 

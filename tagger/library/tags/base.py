@@ -89,13 +89,17 @@ class BaseEditor:
 
     # ---------------------------------------------------------------- writing
 
-    def desired(self, genres: tuple[str, ...] | None, confidence: str | None) -> dict:
-        """The value each field should end with (None: absent); confidence None: untouched."""
+    def desired(self, genres: tuple[str, ...] | None, confidence: str | None,
+                drop_confidence: bool = False) -> dict:
+        """The value each field should end with (None: absent); confidence None: untouched,
+        unless ``drop_confidence``: removed."""
         want: dict[str, tuple[str, ...] | None] = {self.KEYS.genre: genres}
         for field in self.KEYS.legacy:
             want[field] = None  # two genre fields that disagree confuse players
         if confidence is not None:
             want[self.KEYS.confidence] = (confidence,)
+        elif drop_confidence:
+            want[self.KEYS.confidence] = None
         return want
 
     def set(self, field: str, values: tuple[str, ...] | None) -> None:
