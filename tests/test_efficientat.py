@@ -19,6 +19,7 @@ from helpers.audio import DATA_DIR, real_clip
 
 from tagger.audio.decode import decode_window
 from tagger.errors import ModelError
+from tagger.model.backbone import LOG_MEL, WAVEFORM, Backbone, BackboneInput
 from tagger.model.efficientat import (
     CARD_FILE,
     SAMPLE_RATE,
@@ -29,7 +30,8 @@ from tagger.model.efficientat import (
     load_efficientat,
     read_card,
 )
-from tagger.model.musicnn import file_sha256, models_dir
+from tagger.model.embeddings import Backbones
+from tagger.model.musicnn import file_sha256, load_musicnn, models_dir
 
 pytestmark = pytest.mark.slow  # runs the network
 
@@ -231,3 +233,31 @@ def test_corrupt_weights_are_refused(tmp_path, monkeypatch):
     (copy / CARD_FILE).write_text("{", encoding="utf-8")
     with pytest.raises(ModelError, match="model card"):
         load_efficientat()
+
+
+# --- the backbone seam ----------------------------------------------------------------------
+
+
+def test_musicnn_and_efficientat_are_backbones_of_their_own_inputs(model):
+    musicnn = load_musicnn("MTT_musicnn")
+    assert isinstance(musicnn, Backbone) and isinstance(model, Backbone)
+    assert musicnn.input == BackboneInput(LOG_MEL, 16000, 3.0)
+    assert model.input == BackboneInput(WAVEFORM, 32000, 10.0)
+    assert musicnn.embedding_sizes == (1506, 200) and model.embedding_sizes == (384, 512)
+    with pytest.raises(ValueError, match="different inputs"):
+        Backbones([musicnn, model])
+
+
+def test_backbones_run_efficientat_as_they_run_musicnn(model):
+    """The classifier's runner takes EfficientAT through the seam alone: chunks in two
+    streams, tag scores, both embeddings and the scores from cached penultimates."""
+    x = torch.from_numpy(np.resize(synthetic_waveform(), (9, 2 * SAMPLE_RATE)))
+    backbones = Backbones([model], batch_segments=8, streams=2)
+    out = backbones.run(x.numpy())
+    with torch.inference_mode():
+        direct = torch.sigmoid(model.network(x)).numpy()
+    assert backbones.input.sample_rate == SAMPLE_RATE and backbones.chunk < len(x)
+    assert out.tag_scores.shape == (9, 527) and np.abs(out.tag_scores - direct).max() < 1e-5
+    assert out.penultimate.shape == (9, 512) and out.pooled.shape == (9, 384)
+    again = backbones.tag_scores_from_penultimate(out.penultimate)
+    assert np.abs(again - out.tag_scores).max() < 1e-5

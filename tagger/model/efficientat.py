@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tagger.errors import ModelError
-from tagger.model.musicnn import file_sha256, models_dir
+from tagger.model.backbone import WAVEFORM, BackboneInput, file_sha256, models_dir
 
 SAMPLE_RATE = 32000
 N_FFT = 1024
@@ -86,7 +86,10 @@ class MelFrontEnd(nn.Module):
         self.register_buffer("mel_banks", banks[:, :self.bins].contiguous(), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        x = waveform.float()
+        with torch.autocast(waveform.device.type, enabled=False):  # float32 under any autocast
+            return self._log_mel(waveform.float())
+
+    def _log_mel(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, 1:] - PREEMPHASIS * x[:, :-1]
         spectrum = torch.stft(x, N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH,
                               window=self.window, center=True, pad_mode="reflect",
@@ -357,15 +360,43 @@ class FoldedEfficientAT:
 
 # -- the shipped weights -------------------------------------------------------------------------
 
+#: what EfficientAT reads: 32 kHz waveforms (its front end is in the module), 10 s as trained
+EFFICIENTAT_INPUT = BackboneInput(WAVEFORM, SAMPLE_RATE, 10.0)
+
+
 @dataclass(frozen=True)
 class LoadedEfficientAT:
-    """The shipped checkpoint, loaded and checked: the network, its labels and identity."""
+    """The shipped checkpoint, loaded and checked: the network, its labels and identity; a
+    :class:`tagger.model.backbone.Backbone`."""
 
     name: str  # "EfficientAT_mn04_as"
     prefix: str  # key prefix for its outputs: "audioset"
     labels: tuple[str, ...]  # AudioSet display names, in output order
     sha256: str
     network: EfficientAT
+
+    @property
+    def input(self) -> BackboneInput:
+        return EFFICIENTAT_INPUT
+
+    @property
+    def embedding_sizes(self) -> tuple[int, int]:
+        return self.network.embedding_sizes
+
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
+        if device.type == "cpu":
+            self.network.inference_dtype = dtype  # the fast path's arithmetic
+        else:
+            self.network.to(device)  # bf16 there runs under the caller's autocast
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.network(inputs)
+
+    def embed(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.network.embed(inputs)
+
+    def logits_from_penultimate(self, penultimate: torch.Tensor) -> torch.Tensor:
+        return self.network.output(penultimate)
 
     def index(self, label: str) -> int:
         """The output column of an AudioSet class by display name (e.g. "Music")."""
