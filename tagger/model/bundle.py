@@ -32,10 +32,10 @@ import torch
 
 from tagger.config import Config
 from tagger.errors import ModelError, WriteError
+from tagger.model.backbone import Backbone
 from tagger.model.calibration import Calibrator
 from tagger.model.embeddings import BackboneOutput, needs_pooled
 from tagger.model.heads import HeadNet
-from tagger.model.musicnn import LoadedModel
 from tagger.results import ModelInfo
 
 FORMAT = "tagger-bundle/1"
@@ -93,7 +93,7 @@ class Bundle:
 
 
 def write_bundle(out: str | Path, net: HeadNet, *, name: str, labels: Sequence[str],
-                 embedding: str, head: dict, backbones: Sequence[LoadedModel], config: Config,
+                 embedding: str, head: dict, backbones: Sequence[Backbone], config: Config,
                  training: dict, metrics: dict | None,
                  calibration: dict | None = None) -> Bundle:
     """Write a bundle directory atomically; an existing bundle (or empty folder) is replaced.
@@ -156,7 +156,7 @@ def read_card(path: str | Path) -> dict:
     return card
 
 
-def load_bundle(path: str | Path, backbones: Sequence[LoadedModel],
+def load_bundle(path: str | Path, backbones: Sequence[Backbone],
                 config: Config | None = None) -> Bundle:
     """Load and verify a bundle: its sha256, its backbones' sha256, the segment length."""
     path = Path(path)

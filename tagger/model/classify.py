@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_limits
 from tagger.audio.features import PreparedTrack, prepare_in_order
 from tagger.config import Config
 from tagger.errors import ConfigError, TaggerError
+from tagger.model.backbone import Backbone, output_keys
 from tagger.model.bundle import (
     DEFAULT_BUNDLE,
     TrainedHead,
@@ -30,7 +31,7 @@ from tagger.model.embeddings import (
     combined_sha256,
 )
 from tagger.model.genres import Vocabulary, build_vocabulary
-from tagger.model.musicnn import LoadedModel, load_musicnn, read_model_card
+from tagger.model.musicnn import load_musicnn, read_model_card
 from tagger.model.vote import vote
 from tagger.results import ModelInfo, SegmentResult, TrackResult, Vote
 
@@ -138,13 +139,12 @@ class VocabularyHead:
         return self.vocabulary.genre_scores(outputs.tag_scores)
 
 
-def genre_head(config: Config, models: Sequence[LoadedModel],
+def genre_head(config: Config, models: Sequence[Backbone],
                vocabulary: Vocabulary | None = None) -> GenreHead:
     """The genre head ``model.bundle`` selects: the genre map, or a trained bundle (verified)."""
     if config.model.bundle == DEFAULT_BUNDLE:
         if vocabulary is None:
-            keys = tuple(f"{m.prefix}:{label}" for m in models for label in m.labels)
-            vocabulary = build_vocabulary(keys, config.genres)
+            vocabulary = build_vocabulary(output_keys(models), config.genres)
         return VocabularyHead(vocabulary, combined_sha256(models))
     return TrainedHead(load_bundle(resolve_bundle_path(config), models, config))
 
@@ -193,12 +193,10 @@ class Classifier:
         streams = configure_threads(config.model.threads)
         self.device = resolve_device(config.model.device)
         self.dtype = resolve_precision(config.model.precision, self.device)
-        self.models: tuple[LoadedModel, ...] = tuple(load_musicnn(n) for n in SHIPPED_MODELS)
+        self.models: tuple[Backbone, ...] = tuple(load_musicnn(n) for n in SHIPPED_MODELS)
         self.backbones = Backbones(self.models, config.model.batch_segments, streams=streams,
                                    device=self.device, dtype=self.dtype)
-        self.output_keys = tuple(
-            f"{m.prefix}:{label}" for m in self.models for label in m.labels
-        )
+        self.output_keys = output_keys(self.models)
         self.vocabulary = build_vocabulary(self.output_keys, config.genres)
         self.head = genre_head(config, self.models, self.vocabulary)
         self.info = self.head.info

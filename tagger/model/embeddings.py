@@ -1,4 +1,4 @@
-"""Per-segment embeddings from the frozen musicnn backbones, and their cache.
+"""Per-segment embeddings from the frozen backbones (the musicnn pair), and their cache.
 
 A trained genre head (:mod:`tagger.model.heads`) reads what the two shipped networks compute anyway
 on every segment: the *penultimate* dense layer (200 values per network, 400 together) or the
@@ -32,6 +32,7 @@ from tagger.audio.features import PreparedTrack, prepare_in_order
 from tagger.audio.identity import content_id
 from tagger.config import Config
 from tagger.errors import ReadError, TaggerError
+from tagger.model.backbone import Backbone, common_input, file_sha256
 from tagger.model.cache import (  # noqa: F401  (the cache's names, as they always were here)
     CACHE_FILE,
     CACHE_VERSION,
@@ -40,7 +41,6 @@ from tagger.model.cache import (  # noqa: F401  (the cache's names, as they alwa
     TrackEmbeddings,
     segment_settings,
 )
-from tagger.model.musicnn import LoadedModel, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def needs_pooled(embedding: str) -> bool:
     return embedding in ("pooled", "both")
 
 
-def combined_sha256(models: Sequence[LoadedModel]) -> str:
+def combined_sha256(models: Sequence[Backbone]) -> str:
     """One identity for the set of backbones (the shipped pair: ``ModelInfo.sha256`` of musicnn)."""
     joined = "|".join(f"{m.name}:{m.sha256}" for m in models)
     return hashlib.sha256(joined.encode()).hexdigest()
@@ -131,7 +131,10 @@ def _return_freed_memory() -> None:
 
 
 class Backbones:
-    """The loaded networks, run over batches of patches for tag scores and embeddings.
+    """The loaded networks, run over batches of inputs for tag scores and embeddings.
+
+    Any :class:`tagger.model.backbone.Backbone` implementations that read the same input
+    (``self.input``: a ValueError otherwise); their outputs are concatenated in order.
 
     On the CPU the patches are cut into small chunks that ``streams`` threads take from one
     queue, each running the networks with torch on one intra-op thread (see
@@ -142,10 +145,11 @@ class Backbones:
     one stream runs whole batches.
     """
 
-    def __init__(self, models: Sequence[LoadedModel], batch_segments: int = 80,
+    def __init__(self, models: Sequence[Backbone], batch_segments: int = 80,
                  streams: int = 1, device: str = "cpu", dtype: torch.dtype = torch.float32):
         bound_primitive_cache()
         self.models = tuple(models)
+        self.input = common_input(self.models)
         self.batch = batch_segments
         self.sha256 = combined_sha256(self.models)
         self.names = tuple(m.name for m in self.models)
@@ -158,21 +162,18 @@ class Backbones:
                       else max(4, -(-self.batch // (2 * self.streams))))
         self._pool: ThreadPoolExecutor | None = None
         for m in self.models:
-            if self.device.type == "cpu":
-                m.network.inference_dtype = dtype  # the fast path's arithmetic
-            else:
-                m.network.to(self.device)
+            m.place(self.device, dtype)
 
     def _run_chunk(self, patches: np.ndarray, embeddings: bool, pooled: bool = True
                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         with torch.inference_mode(), self._autocast():  # both are per thread
             chunk = torch.from_numpy(np.ascontiguousarray(patches)).to(self.device)
             if not embeddings:
-                tags = torch.cat([torch.sigmoid(m.network(chunk).float()) for m in self.models],
+                tags = torch.cat([torch.sigmoid(m.logits(chunk).float()) for m in self.models],
                                  dim=1)
                 return tags.cpu().numpy(), None, None
-            outs = [tuple(t.float() for t in m.network.embed(chunk)) for m in self.models]
-            tags = torch.cat([torch.sigmoid(m.network.output(q).float())
+            outs = [tuple(t.float() for t in m.embed(chunk)) for m in self.models]
+            tags = torch.cat([torch.sigmoid(m.logits_from_penultimate(q).float())
                               for m, (_, q) in zip(self.models, outs)], dim=1)
             pen = torch.cat([q for _, q in outs], dim=1).cpu().numpy()
             if not pooled:
@@ -187,17 +188,16 @@ class Backbones:
 
     def run(self, patches: np.ndarray, embeddings: bool = True,
             pooled: bool = True) -> BackboneOutput:
-        """Tag scores of every patch and, with ``embeddings``, the penultimate embedding and
-        (with ``pooled``) the pooled features, in the same pass."""
+        """Tag scores of every patch (a batch of ``self.input``) and, with ``embeddings``, the
+        penultimate embedding and (with ``pooled``) the pooled features, in the same pass."""
         n = len(patches)
         tags = np.empty((n, sum(len(m.labels) for m in self.models)), dtype=np.float32)
         pen = pool = None
         pooled = embeddings and pooled
         if embeddings:
-            pen = np.empty((n, sum(m.network.dense.out_features for m in self.models)), np.float32)
+            pen = np.empty((n, sum(m.embedding_sizes[1] for m in self.models)), np.float32)
         if pooled:
-            pool = np.empty((n, sum(m.network.dense.in_features for m in self.models)),
-                            np.float32)
+            pool = np.empty((n, sum(m.embedding_sizes[0] for m in self.models)), np.float32)
         starts = range(0, n, self.chunk)
 
         def one(start: int) -> None:
@@ -227,8 +227,8 @@ class Backbones:
             x = torch.from_numpy(np.require(penultimate, np.float32, ['C', 'W']))
             x = x.to(self.device)
             for m in self.models:
-                width = m.network.dense.out_features
-                out.append(torch.sigmoid(m.network.output(x[:, col:col + width])))
+                width = m.embedding_sizes[1]
+                out.append(torch.sigmoid(m.logits_from_penultimate(x[:, col:col + width])))
                 col += width
         return torch.cat(out, dim=1).cpu().numpy()
 

@@ -7,10 +7,7 @@ Input: a batch of log-mel patches, shape (batch, frames, 96), time first as in m
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tagger.audio.features import SAMPLE_RATE
 from tagger.errors import ModelError
+from tagger.model.backbone import (  # noqa: F401  (models_dir, file_sha256: as they were here)
+    LOG_MEL,
+    BackboneInput,
+    file_sha256,
+    models_dir,
+)
 
 BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization's default
 
@@ -128,9 +132,14 @@ class MusiCNN(nn.Module):
         return self.output(self.embed_reference(patches)[1])
 
 
+#: what a musicnn network reads: log-mel patches of 16 kHz audio, 3 s (187 frames x 96 bands)
+MUSICNN_INPUT = BackboneInput(LOG_MEL, SAMPLE_RATE, 3.0)
+
+
 @dataclass(frozen=True)
 class LoadedModel:
-    """A checkpoint loaded and ready: the network, its tag labels and identity."""
+    """A checkpoint loaded and ready: the network, its tag labels and identity; a
+    :class:`tagger.model.backbone.Backbone`."""
 
     name: str  # "MSD_musicnn" / "MTT_musicnn"
     prefix: str  # key prefix for its outputs: "msd" / "mtt"
@@ -138,28 +147,28 @@ class LoadedModel:
     sha256: str
     network: MusiCNN
 
+    @property
+    def input(self) -> BackboneInput:
+        return MUSICNN_INPUT
 
-def models_dir() -> Path:
-    """Where the shipped weights live: ``$TAGGER_MODELS_DIR``, the checkout, or the install."""
-    env = os.environ.get("TAGGER_MODELS_DIR")
-    candidates = [Path(env)] if env else []
-    candidates += [
-        Path(__file__).resolve().parents[2] / "models",
-        Path(sysconfig.get_path("data")) / "share" / "tagger" / "models",
-    ]
-    for candidate in candidates:
-        if (candidate / "musicnn.json").is_file():
-            return candidate
-    raise ModelError("shipped model card musicnn.json not found (looked in: "
-                     + ", ".join(str(c) for c in candidates) + ")")
+    @property
+    def embedding_sizes(self) -> tuple[int, int]:
+        return self.network.dense.in_features, self.network.dense.out_features
 
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
+        if device.type == "cpu":
+            self.network.inference_dtype = dtype  # the fast path's arithmetic
+        else:
+            self.network.to(device)  # bf16 there runs under the caller's autocast
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.network(inputs)
+
+    def embed(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.network.embed(inputs)
+
+    def logits_from_penultimate(self, penultimate: torch.Tensor) -> torch.Tensor:
+        return self.network.output(penultimate)
 
 
 def read_model_card(directory: Path | None = None) -> dict:
