@@ -178,6 +178,14 @@ def choose_observers(roots: list[str], mode: str, mounts: list[tuple[str, str]] 
 # ---------------------------------------------------------------- watchdog
 
 
+def watch_limit_reached(wanted: int, unwatched: int | None = None) -> str:
+    """The one wording for inotify watches refused (ENOSPC), whichever way it shows:
+    watchdog raising while it adds the watches (``unwatched`` unknown: it takes back those it
+    had), or the count finding folders left out afterwards."""
+    which = f"some of the {wanted}" if unwatched is None else f"{unwatched} of {wanted}"
+    return f"inotify watch limit reached: {which} folders could not be watched"
+
+
 class _Handler(FileSystemEventHandler):
     """Runs in the observer's thread: hands each event of one root to the sink."""
 
@@ -223,20 +231,14 @@ class Observers:
         self.chosen = choose_observers(roots, self.watch.observer)
         native = [r for r, (kind, _) in self.chosen.items() if kind == "native"]
         if native:
-            try:
-                self._start("native", native)
-                self._check_coverage(native)
-            except OSError as exc:
-                reason = exc.strerror or str(exc)
-                if exc.errno in (errno.ENOSPC, errno.EMFILE) and "limit" not in reason:
-                    reason = {errno.ENOSPC: "inotify watch limit reached",
-                              errno.EMFILE: "inotify instance limit reached"}[exc.errno]
+            refused = self._start_native(native)
+            if refused is not None:
                 if self.watch.observer == "native":
-                    raise WatchError(f"cannot watch with inotify: {reason} (raise "
+                    raise WatchError(f"cannot watch with inotify: {refused} (raise "
                                      "fs.inotify.max_user_watches / max_user_instances, or "
-                                     "set watch.observer = \"polling\")") from None
+                                     "set watch.observer = \"polling\")")
                 for root in native:
-                    self.chosen[root] = ("polling", f"auto: {reason}")
+                    self.chosen[root] = ("polling", f"auto: {refused}")
         polling = [r for r, (kind, _) in self.chosen.items() if kind == "polling"]
         if polling:
             self._start("polling", polling)
@@ -277,21 +279,29 @@ class Observers:
         except OSError as exc:
             log.error("cannot watch %s again: %s", root, exc)
 
-    def _check_coverage(self, native: list[str]) -> None:
-        """Every folder must really be watched: fewer watches than folders means the
-        per-user inotify limit ran out (ENOSPC) part way; raised as such, so ``native`` stops
-        with the documented error and ``auto`` polls those roots instead."""
-        wanted, missing = unwatched_folders([r for r in native if os.path.isdir(r)])
+    def _start_native(self, roots: list[str]) -> str | None:
+        """Start inotify on ``roots`` and check that it watches every folder. Returns None,
+        or why it cannot (then it is stopped again)."""
+        there = [r for r in roots if os.path.isdir(r)]
+        try:
+            self._start("native", roots)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:  # watchdog raised while adding the watches
+                return watch_limit_reached(count_dirs(there, 1 << 30))
+            if exc.errno == errno.EMFILE:
+                return "inotify instance limit reached"
+            return exc.strerror or str(exc)
+        # the per-user limit may have run out part way without watchdog raising
+        wanted, missing = unwatched_folders(there)
         if not missing:
-            return
+            return None
         observer = self._objs.pop("native", None)
-        for root in native:
+        for root in roots:
             self._watches.pop(root, None)
         if observer is not None:
             observer.stop()
             observer.join(10)
-        raise OSError(errno.ENOSPC, f"inotify watch limit reached: {missing} of {wanted} "
-                                    "folders could not be watched")
+        return watch_limit_reached(wanted, missing)
 
     def _start(self, kind: str, roots: list[str]) -> None:
         if kind == "native":
