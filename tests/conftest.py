@@ -6,10 +6,16 @@ so the tests run from a bare checkout; where a copy is missing, the same file is
 Everything derived (the formats, the hostile files) is made at session start, with the ffmpeg
 that :func:`tagger.audio.decode.find_ffmpeg` returns (the imageio-ffmpeg one when none is on PATH),
 into a pytest temporary directory: nothing generated is committed.
+
+No test writes in the real home: the run has a HOME and XDG folders of its own from the
+start (collection, session and module fixtures), and every test its own again
+(:func:`own_home`); subprocesses inherit them (tests/helpers/home.py, proved by
+tests/test_isolation.py).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mutagen.flac
@@ -23,11 +29,46 @@ from helpers.audio import (
     ffmpeg_run,
     real_clip,
 )
+from helpers.home import (
+    SHARED_CACHES,
+    SHARED_CACHES_VARIABLE,
+    UNSET,
+    home_environment,
+    run_folder,
+)
 
 from tagger.library.catalogue import Catalogue
 
 #: fixtures that load the real model: a test that asks for one is marked ``slow``
 MODEL_FIXTURES = frozenset({"model", "classifier"})
+
+_run_environment = pytest.MonkeyPatch()
+
+
+def pytest_configure(config):
+    """Before anything is collected or imported: the run's own home and shared caches."""
+    base = run_folder()
+    config.add_cleanup(_run_environment.undo)
+    caches = os.environ.get(SHARED_CACHES_VARIABLE)
+    if not caches:
+        cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
+        caches = cache.mkdir("shared-caches") if cache is not None else base
+    for name, value in home_environment(base / "home").items():
+        _run_environment.setenv(name, value)
+    for name, folder in SHARED_CACHES.items():
+        _run_environment.setenv(name, str(Path(caches) / folder))
+    for name in UNSET:
+        _run_environment.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def own_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test runs with a HOME and XDG folders of its own (an empty home: a new user),
+    and so does every process it starts."""
+    home = tmp_path_factory.mktemp("home")
+    for name, value in home_environment(home).items():
+        monkeypatch.setenv(name, value)
+    return home
 
 
 def pytest_collection_modifyitems(items):

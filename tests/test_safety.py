@@ -556,12 +556,22 @@ def many_folders(env):
     return lib, tmp
 
 
+def _says_watches_refused(err: str) -> bool:
+    """The one wording, whether watchdog raised while adding the watches (it takes back
+    those it had: how many were refused is unknown) or the count found folders left out
+    afterwards; 41 folders: the 40 albums and the root."""
+    import re
+
+    return bool(re.search(r"inotify watch limit reached: (some of the|\d+ of) 41 folders "
+                          "could not be watched", err))
+
+
 def test_native_watch_with_too_few_inotify_watches_stops_with_exit_3(many_folders):
     lib, tmp = many_folders
     proc = _watch_in_small_userns(tmp, lib, "native", watches=20)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 3, err
-    assert "could not be watched" in err and "Traceback" not in err
+    assert _says_watches_refused(err) and "Traceback" not in err, err
 
 
 def test_auto_watch_with_too_few_inotify_watches_polls_instead(many_folders):
@@ -589,7 +599,7 @@ def test_auto_watch_with_too_few_inotify_watches_polls_instead(many_folders):
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
-    assert "polling" in err and "could not be watched" in err, err
+    assert "polling" in err and _says_watches_refused(err), err
 
 
 # ------------------------------------------------------------------ 8. what a terminal is shown

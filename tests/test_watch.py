@@ -40,6 +40,8 @@ from tagger.config import (
 from tagger.library import tags
 from tagger.results import ModelInfo
 from tagger.service.watch import (
+    FOLDERS_QUIET_S,
+    Observers,
     Watcher,
     choose_observers,
     filesystem_type,
@@ -328,7 +330,7 @@ def test_rename_and_folder_move_update_paths_without_inference_and_deletion_mark
         os.rename(a, a2)
         wait_for(lambda: status_of(db, a2) == "done", what="the rename")
         assert status_of(db, a) is None
-        album2 = root / "Other Artist" / "Album"
+        album2 = root / "Other Artist" / "Album"  # into a folder made just before
         album2.parent.mkdir()
         os.rename(root / "Album", album2)
         a3, b3 = album2 / a2.name, album2 / b.name
@@ -338,13 +340,28 @@ def test_rename_and_folder_move_update_paths_without_inference_and_deletion_mark
         assert dict(rows(db, "select path, id from tracks")) == {
             str(a3): ids[str(a)], str(b3): ids[str(b)]}  # same rows, predictions kept
         assert {p for (p,) in rows(db, "select path from tag_writes")} == {str(a3), str(b3)}
-        assert watcher.status()["moved"] >= 2
-        os.remove(b3)
-        wait_for(lambda: status_of(db, b3) == "missing", what="the deletion")
-        assert status_of(db, a3) == "done"
+        # into a folder made outside the library and moved in: the album is in it before
+        # inotify can watch it, the case where watchdog 7.1 always loses the album's watch
+        staging = root.parent / "staging" / "Third Artist"
+        staging.mkdir(parents=True)
+        os.rename(album2, staging / "Album")
+        os.rename(staging, root / "Third Artist")
+        album3 = root / "Third Artist" / "Album"
+        a4, b4 = album3 / a2.name, album3 / b.name
+        wait_for(lambda: status_of(db, a4) == status_of(db, b4) == "done",
+                 what="the second folder move")
+        assert dict(rows(db, "select path, id from tracks")) == {
+            str(a4): ids[str(a)], str(b4): ids[str(b)]}
+        assert watcher.status()["moved"] >= 4
+        # the moved folder is watched: a deletion in it is seen, and a new file
+        os.remove(b4)
+        wait_for(lambda: status_of(db, b4) == "missing", what="the deletion")
+        c = trumpet(album3 / "c.ogg", variants[2])
+        wait_for(lambda: status_of(db, c) == "done", what="a new file in the moved folder")
+        assert status_of(db, a4) == "done"
         wait_for(lambda: idle(watcher), what="an empty queue")
-    assert classifier.counts == Counter({str(a): 1, str(b): 1})  # no new inference
-    assert rows(db, "select count(*) from predictions")[0][0] == 2
+    assert classifier.counts == Counter({str(a): 1, str(b): 1, str(c): 1})  # no new inference
+    assert rows(db, "select count(*) from predictions")[0][0] == 3
 
 
 def test_an_emptied_root_pauses_instead_of_marking_the_library_missing(setup, classifier,
@@ -454,6 +471,32 @@ def test_auto_observer_polls_network_mounts_and_when_watches_run_out(tmp_path):
     few = choose_observers([str(tmp_path)], "auto", [("/", "ext4")], max_watches=100)
     assert few[str(tmp_path)][0] == "polling" and "max_user_watches" in few[str(tmp_path)][1]
     assert choose_observers(["/mnt/nas"], "native", mounts)["/mnt/nas"][0] == "native"
+
+
+def test_a_folder_moved_in_inside_a_new_folder_is_watched_again(tmp_path):
+    """watchdog 7.1 loses the watch of a folder that arrives inside a new folder (the album
+    moved into an artist folder made outside the library, then that moved in): the count
+    of watches after the folders changed finds it, and the root is watched afresh."""
+    root, staging = tmp_path / "Music", tmp_path / "staging" / "Artist"
+    (root / "Album").mkdir(parents=True)
+    staging.mkdir(parents=True)
+    seen = []
+    observers = Observers(WatchConfig(observer="native"), lambda r, event, n: seen.append(event))
+    observers.start([str(root)])
+    try:
+        time.sleep(FOLDERS_QUIET_S)
+        assert observers.repair() == []  # nothing changed: nothing counted, nothing redone
+        os.rename(root / "Album", staging / "Album")
+        os.rename(staging, root / "Artist")
+        assert wait_for(observers.repair, timeout=30, what="the lost watch") == [str(root)]
+        new = root / "Artist" / "Album" / "new.ogg"
+        new.write_bytes(b"seen?")
+        wait_for(lambda: str(new) in {os.fsdecode(e.src_path) for e in list(seen)},
+                 timeout=10, what="an event from the moved folder")
+        time.sleep(FOLDERS_QUIET_S)
+        assert observers.repair() == []  # whole again: no further rewatch
+    finally:
+        observers.stop()
 
 
 def test_auto_falls_back_to_polling_when_inotify_is_exhausted(setup, classifier, monkeypatch):

@@ -3,7 +3,9 @@
 One process, one writer. The package is the flow of an event, one module per stage:
 
 * ``observers``: which observer watches each root (inotify, or polling for network mounts
-  and when inotify runs out of watches) and the watchdog observers themselves;
+  and when inotify runs out of watches) and the watchdog observers themselves; after
+  folders change, the inotify watches are counted again and a root that lost some is
+  watched afresh (and rescanned);
 * ``events``: runs in the observer threads; filters each event (ignore patterns, audio
   extensions) and records it in the settle table;
 * ``settle``: the settle table, thread-safe: a per-path debounce table (last stat, time of
@@ -31,6 +33,7 @@ from tagger.service.watch.batch import BATCH_MAX, BatchCountdown, BatchRunner
 from tagger.service.watch.daemon import ROOT_CHECK_S, TICK_S, Watcher
 from tagger.service.watch.events import EventRouter
 from tagger.service.watch.observers import (
+    FOLDERS_QUIET_S,
     NETWORK_FS,
     WATCH_MARGIN,
     Observers,
@@ -53,7 +56,8 @@ from tagger.service.watch.status import (
 )
 
 __all__ = [
-    "BATCH_MAX", "NETWORK_FS", "ROOT_CHECK_S", "STATUS_EVERY_S", "TICK_S", "WATCH_MARGIN",
+    "BATCH_MAX", "FOLDERS_QUIET_S", "NETWORK_FS", "ROOT_CHECK_S", "STATUS_EVERY_S", "TICK_S",
+    "WATCH_MARGIN",
     "BatchCountdown", "BatchRunner", "Entry", "EventRouter", "Observers", "SettleQueue",
     "WatchError", "Watcher", "choose_observers", "count_dirs", "filesystem_type",
     "format_status", "inotify_watches_held", "is_network_fs", "read_mounts", "read_status",

@@ -329,6 +329,8 @@ class Watcher:
             if self._rescans.retry_due.is_set():
                 self._rescans.retry_due.clear()
                 self._batches.queue_retries()
+            if self._observers.repair():  # watches lost after folders moved: the events too
+                self.request_rescan()
             moves = self.queue.take_moves()
             if moves:
                 self._reconciler.apply_moves(moves)

@@ -3,7 +3,8 @@
 ``auto`` polls roots on network file systems (inotify cannot see changes made on another
 machine) and every root when the folders need more inotify watches than the kernel allows;
 once inotify runs, the watches it really holds are counted, since a refused add (ENOSPC)
-happens in watchdog's threads and never reaches us.
+happens in watchdog's threads and never reaches us. They are counted again after folders
+change: watchdog can lose the watch of a moved folder (:meth:`Observers.repair`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import errno
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -33,6 +35,13 @@ _INOTIFY_DIR = Path("/proc/sys/fs/inotify")
 
 #: what an observer calls for each event: (root, event, native)
 EventSink = Callable[[str, FileSystemEvent, bool], None]
+
+#: the folder events after which the inotify watches are counted again
+FOLDER_CHANGES = frozenset({"created", "deleted", "moved"})
+#: quiet after the last folder event before the count: watchdog holds an unpaired
+#: IN_MOVED_FROM for 0.5 s, and acts on it (removing watches) only then
+FOLDERS_QUIET_S = 1.0
+FOLDERS_MAX_WAIT_S = 10.0  # counted then even while folders keep changing
 
 
 class WatchError(TaggerError):
@@ -110,20 +119,30 @@ def count_dirs(roots: Iterable[str], limit: int) -> int:
     return n
 
 
-def inotify_watches_held() -> int | None:
-    """Inotify watches this process holds now (``/proc/self/fdinfo``), None when it has no
-    inotify instance. watchdog adds its watches in its own threads and a refused add
-    (ENOSPC: the per-user limit, which other programs share) does not reach us: this count is
-    how a partly watched tree is noticed."""
-    total, found = 0, False
+def inotify_fds() -> set[int]:
+    """The inotify instances (file descriptors) this process has open now."""
+    found = set()
     try:
         fds = os.listdir("/proc/self/fd")
     except OSError:
-        return None
+        return found
     for fd in fds:
         try:
-            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
-                continue
+            if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify":
+                found.add(int(fd))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def inotify_watches_held(fds: Iterable[int] | None = None) -> int | None:
+    """Inotify watches this process holds now (``/proc/self/fdinfo``), in the instances
+    ``fds`` (default: all of them); None when there is no such instance. watchdog adds its
+    watches in its own threads and a refused add (ENOSPC: the per-user limit, which other
+    programs share) does not reach us: this count is how a partly watched tree is noticed."""
+    total, found = 0, False
+    for fd in inotify_fds() if fds is None else fds:
+        try:
             with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:
                 total += sum(line.startswith("inotify wd:") for line in info)
             found = True
@@ -132,15 +151,18 @@ def inotify_watches_held() -> int | None:
     return total if found else None
 
 
-def unwatched_folders(roots: list[str], settle_s: float = 10.0) -> tuple[int, int]:
+def unwatched_folders(roots: list[str], settle_s: float = 10.0,
+                      fds: Iterable[int] | None = None) -> tuple[int, int]:
     """(folders under ``roots``, how many of them inotify does not watch), once the observer's
-    threads have added what they could (the count stops growing)."""
+    threads have added what they could (the count stops growing). ``fds``: the inotify
+    instances watching ``roots`` (default: all of this process's)."""
+    fds = None if fds is None else list(fds)
     wanted = count_dirs(roots, 1 << 30)
     deadline = time.monotonic() + settle_s
-    held, still_since = inotify_watches_held() or 0, time.monotonic()
+    held, still_since = inotify_watches_held(fds) or 0, time.monotonic()
     while held < wanted and time.monotonic() < deadline:
         time.sleep(0.1)
-        now_held = inotify_watches_held() or 0
+        now_held = inotify_watches_held(fds) or 0
         if now_held != held:
             held, still_since = now_held, time.monotonic()
         elif held and time.monotonic() - still_since >= 1.0:
@@ -178,13 +200,26 @@ def choose_observers(roots: list[str], mode: str, mounts: list[tuple[str, str]] 
 # ---------------------------------------------------------------- watchdog
 
 
-class _Handler(FileSystemEventHandler):
-    """Runs in the observer's thread: hands each event of one root to the sink."""
+def watch_limit_reached(wanted: int, unwatched: int | None = None) -> str:
+    """The one wording for inotify watches refused (ENOSPC), whichever way it shows:
+    watchdog raising while it adds the watches (``unwatched`` unknown: it takes back those it
+    had), or the count finding folders left out afterwards."""
+    which = f"some of the {wanted}" if unwatched is None else f"{unwatched} of {wanted}"
+    return f"inotify watch limit reached: {which} folders could not be watched"
 
-    def __init__(self, sink: EventSink, root: str, native: bool):
+
+class _Handler(FileSystemEventHandler):
+    """Runs in the observer's thread: hands each event of one root to the sink, and says
+    when a folder under an inotify root was created, deleted or moved."""
+
+    def __init__(self, sink: EventSink, root: str, native: bool,
+                 folders_changed: Callable[[str], None]):
         self.sink, self.root, self.native = sink, root, native
+        self.folders_changed = folders_changed
 
     def dispatch(self, event: FileSystemEvent) -> None:
+        if self.native and event.is_directory and event.event_type in FOLDER_CHANGES:
+            self.folders_changed(self.root)
         try:
             self.sink(self.root, event, self.native)
         except Exception:  # never let one event kill the observer thread
@@ -212,6 +247,11 @@ class Observers:
         self.chosen: dict[str, tuple[str, str]] = {}  # root -> (kind, reason)
         self._objs: dict[str, object] = {}  # kind -> watchdog observer
         self._watches: dict[str, tuple[object, object]] = {}  # root -> (observer, watch)
+        self._fds: set[int] = set()  # the inotify instances the native observer opened
+        self._lock = threading.Lock()  # the folder changes, noted in the observers' threads
+        self._changed: dict[str, float] = {}  # inotify root -> its first unchecked change
+        self._last_change = 0.0
+        self._unwatchable = 0  # folders a fresh watch did not cover either (the limit)
 
     def is_watched(self, root: str) -> bool:
         """Whether an observer watches ``root`` now."""
@@ -223,20 +263,14 @@ class Observers:
         self.chosen = choose_observers(roots, self.watch.observer)
         native = [r for r, (kind, _) in self.chosen.items() if kind == "native"]
         if native:
-            try:
-                self._start("native", native)
-                self._check_coverage(native)
-            except OSError as exc:
-                reason = exc.strerror or str(exc)
-                if exc.errno in (errno.ENOSPC, errno.EMFILE) and "limit" not in reason:
-                    reason = {errno.ENOSPC: "inotify watch limit reached",
-                              errno.EMFILE: "inotify instance limit reached"}[exc.errno]
+            refused = self._start_native(native)
+            if refused is not None:
                 if self.watch.observer == "native":
-                    raise WatchError(f"cannot watch with inotify: {reason} (raise "
+                    raise WatchError(f"cannot watch with inotify: {refused} (raise "
                                      "fs.inotify.max_user_watches / max_user_instances, or "
-                                     "set watch.observer = \"polling\")") from None
+                                     "set watch.observer = \"polling\")")
                 for root in native:
-                    self.chosen[root] = ("polling", f"auto: {reason}")
+                    self.chosen[root] = ("polling", f"auto: {refused}")
         polling = [r for r, (kind, _) in self.chosen.items() if kind == "polling"]
         if polling:
             self._start("polling", polling)
@@ -270,28 +304,93 @@ class Observers:
                 observer.unschedule(old[1])
             except Exception:  # noqa: BLE001 - its emitter may have stopped already
                 pass
+        before = inotify_fds()
         try:
-            watch = observer.schedule(_Handler(self.sink, root, kind == "native"), root,
-                                      recursive=True)
+            watch = observer.schedule(self._handler(root, kind), root, recursive=True)
             self._watches[root] = (observer, watch)
         except OSError as exc:
             log.error("cannot watch %s again: %s", root, exc)
+        if kind == "native":
+            self._fds = (self._fds | (inotify_fds() - before)) & inotify_fds()
 
-    def _check_coverage(self, native: list[str]) -> None:
-        """Every folder must really be watched: fewer watches than folders means the
-        per-user inotify limit ran out (ENOSPC) part way; raised as such, so ``native`` stops
-        with the documented error and ``auto`` polls those roots instead."""
-        wanted, missing = unwatched_folders([r for r in native if os.path.isdir(r)])
+    def repair(self) -> list[str]:
+        """Once folders under inotify roots stopped changing for a moment, check that every
+        folder is still watched, and watch the roots where they changed afresh if not;
+        returns those roots (their events in between were lost: rescan them).
+
+        Why: watchdog 7.1 loses the watch of a folder moved into a folder that appeared just
+        before (made there, or moved in from outside the roots). Adding the new folder's
+        watches, it meets the moved one under its new path and watches it a second time: the
+        kernel hands back the watch it already has (watchdog warns "Callback with id ...
+        already exists"). The move's IN_MOVED_FROM then has no IN_MOVED_TO to pair with (that
+        was sent before the new folder was watched); watchdog reports the folder deleted and
+        removes the old path's watch, which is the one the folder still has: everything in
+        it goes unseen (files never tagged, deletions never marked missing)."""
+        with self._lock:
+            if not self._changed:
+                return []
+            now = time.monotonic()
+            if (now - self._last_change < FOLDERS_QUIET_S
+                    and now - min(self._changed.values()) < FOLDERS_MAX_WAIT_S):
+                return []
+            changed, self._changed = list(self._changed), {}
+        native = self._watched("native")
+        changed = [r for r in changed if r in native]
+        if not changed:
+            return []
+        wanted, missing = unwatched_folders(native, fds=self._fds)
+        if missing <= self._unwatchable:  # none, or what the kernel's limit leaves out
+            self._unwatchable = missing
+            return []
+        log.warning("%d of %d folders lost their inotify watch: watching %s afresh", missing,
+                    wanted, ", ".join(changed))
+        for root in changed:
+            self.rewatch(root)
+        wanted, self._unwatchable = unwatched_folders(native, fds=self._fds)
+        if self._unwatchable:
+            log.warning("%s (raise fs.inotify.max_user_watches, or set watch.observer = "
+                        "\"polling\"); the reconcile rescans find their changes",
+                        watch_limit_reached(wanted, self._unwatchable))
+        return changed
+
+    def _folders_changed(self, root: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._changed.setdefault(root, now)
+            self._last_change = now
+
+    def _handler(self, root: str, kind: str) -> _Handler:
+        return _Handler(self.sink, root, kind == "native", self._folders_changed)
+
+    def _watched(self, kind: str) -> list[str]:
+        """The roots an observer of ``kind`` watches now (and that are there)."""
+        return [r for r, (k, _) in self.chosen.items()
+                if k == kind and r in self._watches and os.path.isdir(r)]
+
+    def _start_native(self, roots: list[str]) -> str | None:
+        """Start inotify on ``roots`` and check that it watches every folder. Returns None,
+        or why it cannot (then it is stopped again)."""
+        there = [r for r in roots if os.path.isdir(r)]
+        try:
+            self._start("native", roots)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:  # watchdog raised while adding the watches
+                return watch_limit_reached(count_dirs(there, 1 << 30))
+            if exc.errno == errno.EMFILE:
+                return "inotify instance limit reached"
+            return exc.strerror or str(exc)
+        # the per-user limit may have run out part way without watchdog raising
+        wanted, missing = unwatched_folders(there, fds=self._fds)
         if not missing:
-            return
+            return None
         observer = self._objs.pop("native", None)
-        for root in native:
+        for root in roots:
             self._watches.pop(root, None)
         if observer is not None:
             observer.stop()
             observer.join(10)
-        raise OSError(errno.ENOSPC, f"inotify watch limit reached: {missing} of {wanted} "
-                                    "folders could not be watched")
+        self._fds = set()
+        return watch_limit_reached(wanted, missing)
 
     def _start(self, kind: str, roots: list[str]) -> None:
         if kind == "native":
@@ -302,11 +401,11 @@ class Observers:
             from watchdog.observers.polling import PollingObserver
 
             observer = PollingObserver(timeout=self.watch.poll_interval_seconds)
+        before = inotify_fds()
         try:
             for root in roots:
                 if os.path.isdir(root):
-                    watch = observer.schedule(_Handler(self.sink, root, kind == "native"),
-                                              root, recursive=True)
+                    watch = observer.schedule(self._handler(root, kind), root, recursive=True)
                     self._watches[root] = (observer, watch)
             observer.start()
         except BaseException:
@@ -317,4 +416,6 @@ class Observers:
             except Exception:  # noqa: BLE001
                 pass
             raise
+        if kind == "native":
+            self._fds = inotify_fds() - before
         self._objs[kind] = observer
