@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from helpers.audio import DATA_DIR
+from helpers.library import at_rest
 
 from tagger.audio.decode import find_ffmpeg
 from tagger.cli import main as tagger
@@ -65,6 +66,7 @@ def build_library(folder: Path) -> None:
                         str(folder / f"{clip.stem}{suffix}")], check=True)
     for path in folder.iterdir():
         path.chmod(0o644)
+    at_rest(folder)  # converted long ago: scanned now, not left for later
 
 
 def run(*argv: str) -> tuple[int, str]:

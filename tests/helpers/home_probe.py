@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 
 from helpers.audio import SHORT_CLIP, real_clip
+from helpers.library import at_rest
 from tagger.cli import main
 
 
 def library(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(real_clip(SHORT_CLIP), folder / SHORT_CLIP)
+    at_rest(folder)  # a copy finished long ago: scanned, not left for later
     return folder
 
 
