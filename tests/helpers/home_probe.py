@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,11 @@ from tagger.cli import main
 
 
 def library(folder: Path) -> Path:
+    """A library of one real clip, dated an hour back: a file at rest, not one in motion."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(real_clip(SHORT_CLIP), folder / SHORT_CLIP)
+    an_hour_ago = time.time() - 3600
+    os.utime(folder / SHORT_CLIP, (an_hour_ago, an_hour_ago))
     return folder
 
 
