@@ -493,8 +493,12 @@ def test_a_folder_moved_in_inside_a_new_folder_is_watched_again(tmp_path):
         new.write_bytes(b"seen?")
         wait_for(lambda: str(new) in {os.fsdecode(e.src_path) for e in list(seen)},
                  timeout=10, what="an event from the moved folder")
-        time.sleep(FOLDERS_QUIET_S)
-        assert observers.repair() == []  # whole again: no further rewatch
+        (root / "Artist" / "Album" / "CD2").mkdir()  # a folder change: counted again
+        time.sleep(2 * FOLDERS_QUIET_S)
+        assert observers.repair() == []  # every folder watched: nothing redone
+        assert wait_for(lambda: {os.fsdecode(e.src_path) for e in list(seen)}
+                        >= {str(root / "Artist" / "Album" / "CD2")}, timeout=10,
+                        what="the new folder's event")
     finally:
         observers.stop()
 

@@ -18,6 +18,7 @@ from tagger.cli import main
 
 
 def library(folder: Path) -> Path:
+    """A library of one real clip, dated an hour back: a file at rest, not one in motion."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(real_clip(SHORT_CLIP), folder / SHORT_CLIP)
     at_rest(folder)  # a copy finished long ago: scanned, not left for later

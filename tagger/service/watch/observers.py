@@ -247,7 +247,9 @@ class Observers:
         self.chosen: dict[str, tuple[str, str]] = {}  # root -> (kind, reason)
         self._objs: dict[str, object] = {}  # kind -> watchdog observer
         self._watches: dict[str, tuple[object, object]] = {}  # root -> (observer, watch)
-        self._fds: set[int] = set()  # the inotify instances the native observer opened
+        # the inotify instances the native observer opened; None: it opened none we saw (one
+        # watchdog shares), count all of this process's
+        self._fds: set[int] | None = None
         self._lock = threading.Lock()  # the folder changes, noted in the observers' threads
         self._changed: dict[str, float] = {}  # inotify root -> its first unchecked change
         self._last_change = 0.0
@@ -310,7 +312,7 @@ class Observers:
             self._watches[root] = (observer, watch)
         except OSError as exc:
             log.error("cannot watch %s again: %s", root, exc)
-        if kind == "native":
+        if kind == "native" and self._fds is not None:
             self._fds = (self._fds | (inotify_fds() - before)) & inotify_fds()
 
     def repair(self) -> list[str]:
@@ -389,7 +391,7 @@ class Observers:
         if observer is not None:
             observer.stop()
             observer.join(10)
-        self._fds = set()
+        self._fds = None
         return watch_limit_reached(wanted, missing)
 
     def _start(self, kind: str, roots: list[str]) -> None:
@@ -417,5 +419,5 @@ class Observers:
                 pass
             raise
         if kind == "native":
-            self._fds = inotify_fds() - before
+            self._fds = (inotify_fds() - before) or None
         self._objs[kind] = observer
