@@ -15,6 +15,7 @@ import mutagen
 import numpy as np
 import pytest
 from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
+from helpers.library import at_rest
 
 from tagger.cli import main
 from tagger.config import config_from_dict
@@ -200,6 +201,7 @@ def library(tmp_path_factory):
     config = base / "tagger.toml"
     config.write_text(f'state_dir = "{state}"\n[library]\nroots = ["{root}"]\n'
                       '[tags]\nmin_confidence = "auto"\n', encoding="utf-8")
+    at_rest(root)
     assert main(["--config", str(config), "-q", "scan", "--workers", "1"]) == 0
     return root, config, state
 

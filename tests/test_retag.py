@@ -81,6 +81,7 @@ def scanned(tmp_path_factory):
         "filled": copy_bare(TCHAIKOVSKY, root / "b" / "tchaikovsky.ogg"),
     }
     tags.write_genres(files["user"], ["Folk"], None)  # the user's own genre
+    at_rest(root)
     config = write_config(base / "tagger.toml", state, tags={"min_confidence": 0.0})
     never = write_config(base / "never.toml", state, tags={"write": "never"})
     assert main(["--config", str(config), "scan", str(root / "user"), str(root / "a")]) == 0

@@ -590,19 +590,22 @@ def chromium_or_skip():
 
 @pytest.fixture(scope="module")
 def server(library):
-    """``tagger review`` as a user runs it: its first line is the start URL."""
+    """``tagger review`` as a user runs it: its first line is the start URL. Its log goes to
+    a file: a pipe nobody reads fills up and stalls the server."""
     chromium_or_skip()
+    log = open(library["root"] / "review-server.log", "w+", encoding="utf-8")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tagger", "review", "--config", str(library["config_file"]),
-         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--port", "0"], stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         line = proc.stdout.readline()
         match = re.fullmatch(r"Review at (http://127\.0\.0\.1:\d+)/\?token=(\S+)\n", line)
-        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+        assert match, (line, log.seek(0) or log.read())
         yield {"base": match.group(1), "url": line.split()[-1]}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()
 
 
 @pytest.fixture(scope="module")

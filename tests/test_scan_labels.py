@@ -8,7 +8,7 @@ import sqlite3
 
 import mutagen
 import pytest
-from helpers.library import user_library
+from helpers.library import at_rest, user_library
 
 from tagger.cli import main
 from tagger.library import tags
@@ -41,6 +41,7 @@ def columns(db: str, path) -> tuple:
 
 def test_scan_stores_artist_album_and_the_users_genres(library):
     root, files, db = library
+    at_rest(root)
     assert main(["scan", "--db", db, str(root)]) == 0
     written = tags.read_genres(files["ogg"])
     assert written  # tagger tagged the untagged file
@@ -78,6 +79,7 @@ def test_a_genre_tagger_replaced_stays_the_users(library, tmp_path):
     config.write_text('[tags]\nwrite = "always"\nmin_confidence = 0.0\n', encoding="utf-8")
     for name in ("flac", "ogg"):
         files[name].unlink()
+    at_rest(root)
     assert main(["--config", str(config), "scan", "--db", db, str(root)]) == 0
     now = tags.read_genres(files["mp3"])
     assert now != ["Rock/Pop"]

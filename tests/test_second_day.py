@@ -16,6 +16,7 @@ from pathlib import Path
 import mutagen
 import pytest
 from helpers.audio import real_clip
+from helpers.library import at_rest
 
 from tagger.cli import main
 from tagger.config import config_from_dict, load_config
@@ -77,6 +78,7 @@ def scanned(tmp_path_factory):
     config.write_text(f'state_dir = "{root / "state"}"\ndatabase = "sqlite:///{db}"\n'
                       f'[library]\nroots = ["{lib}"]\n[tags]\nmin_confidence = {THRESHOLD}\n'
                       '[scan]\nworkers = 1\n', encoding="utf-8")
+    at_rest(lib)
     assert main(["scan", "--config", str(config)]) == 1  # notes.mp3 fails
     pristine = root / "pristine"
     shutil.copytree(lib, pristine / "lib")  # copy2: the same mtimes

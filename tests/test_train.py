@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
 from helpers.configs import write_config
+from helpers.library import at_rest
 
 from tagger.cli import main
 from tagger.config import config_from_dict, load_config
@@ -360,6 +361,7 @@ def test_from_tags_round_trip_tags_the_untagged_rest(labelled, held_out, trained
     assert f"{N_TRACKS} cached, 0 decoded" in capsys.readouterr().err
 
     # the bundle tags the files the user left bare, and the catalogue says which model did
+    at_rest(unsorted)
     assert main(["--config", str(config), "scan", "--db", db, "--workers", "1",
                  "--model", str(bundle), str(unsorted)]) == 0
     expected = {"classical": "Classical", "electronic": "Electronic", "jazz": "Jazz"}
