@@ -9,6 +9,9 @@ from typing import Any, BinaryIO
 
 from tagger.errors import TaggerError
 
+#: how a yes/no field (the compilation flag) says yes
+TRUE_TEXTS = frozenset({"1", "true", "yes"})
+
 
 class TagFormatError(TaggerError):
     """A format's tag cannot be read or saved the way it must be (raised before anything is
@@ -27,6 +30,11 @@ class FieldKeys:
     legacy: tuple[str, ...] = ()
     artist: tuple[str, ...] = ()  # fields naming the artist, best first (album artist last)
     album: tuple[str, ...] = ()
+    # what identifies the album (read only, as Picard writes them): the album artist, the
+    # MusicBrainz release id, and the compilation flag
+    album_artist: tuple[str, ...] = ()
+    mb_album_id: tuple[str, ...] = ()
+    compilation: tuple[str, ...] = ()
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -80,6 +88,18 @@ class BaseEditor:
                 if value and value.strip():
                     return value.strip()
         return None
+
+    def flag(self, fields: tuple[str, ...]) -> bool:
+        """Whether the first of ``fields`` the tag has says yes ("1", "true", "yes"; read
+        only): the compilation flag."""
+        for name in fields:
+            try:
+                values = self.get(name)
+            except (KeyError, ValueError, TypeError):  # a field of an unexpected shape
+                continue
+            if values:
+                return values[0].strip().lower() in TRUE_TEXTS
+        return False
 
     # ---------------------------------------------------------------- writing
 
