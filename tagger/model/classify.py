@@ -3,7 +3,6 @@ vote."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Protocol, Sequence
@@ -25,8 +24,8 @@ from tagger.model.embeddings import (
 )
 from tagger.model.genres import Vocabulary, build_vocabulary
 from tagger.model.musicnn import LoadedModel, load_musicnn
-from tagger.model.vote import vote
-from tagger.results import ModelInfo, SegmentResult, TrackResult, Vote
+from tagger.model.vote import calibrated, vote
+from tagger.results import ModelInfo, SegmentResult, TrackResult
 
 SHIPPED_MODELS = ("MSD_musicnn", "MTT_musicnn")
 
@@ -141,14 +140,6 @@ def genre_head(config: Config, models: Sequence[LoadedModel],
             vocabulary = build_vocabulary(keys, config.genres)
         return VocabularyHead(vocabulary, combined_sha256(models))
     return TrainedHead(load_bundle(resolve_bundle_path(config), models, config))
-
-
-def calibrated(outcome: Vote, calibrator: Calibrator | None) -> Vote:
-    """The vote with its confidence calibrated (the raw one kept in ``raw_confidence``)."""
-    if calibrator is None:
-        return outcome
-    raw = outcome.confidence if outcome.raw_confidence is None else outcome.raw_confidence
-    return dataclasses.replace(outcome, confidence=calibrator(raw), raw_confidence=raw)
 
 
 class Classifier:
