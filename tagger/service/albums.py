@@ -235,6 +235,8 @@ def _earlier_members(recorder: Recorder, book: AlbumBook, model: ModelInfo,
     """The catalogued tracks of the book's albums that this run did not classify: done,
     unchanged on disk; with the scores their prediction by ``model`` stored, else those
     re-predicted from the embedding cache (with ``classifier``), else none (no vote)."""
+    if recorder.catalogue is None:  # a dry run before the first scan: no catalogue yet
+        return {}
     held = book.paths
     rows = [r for r in recorder.catalogue.album_members(book.members)
             if r.path not in held and r.status == "done"]
