@@ -114,7 +114,8 @@ class AlbumRecord:
     compilation: bool
     per_track: PerTrack | None  # why its tracks keep their own decisions; None: one genre
     not_written: NotWritten | None  # why its genre went into no file (album-wide reasons)
-    written: int  # members whose file holds its genre after the decision
+    written: int  # members whose file holds what the decision gave them (for per-track:
+    # their own genre)
     decided_at: dt.datetime | None = None
 
 
