@@ -7,7 +7,7 @@
 The library is built from Debian's game-music packages (wesnoth-1.16-music,
 warzone2100-music): one folder per album, full-length tracks converted with ffmpeg into a mix
 of formats (MP3, FLAC, M4A, Ogg Vorbis, Opus, in turn), every tag dropped and then set as
-Picard sets them (album, album artist, artist, title; no genre: the user never tagged them),
+Picard sets them (album, album artist, artist; no genre: the user never tagged them),
 taken from the packages' own metadata (Wesnoth's Vorbis comments, Warzone 2100's album.json).
 Tracks shorter than 60 s (the victory/defeat stingers) are left out; the first ``--tracks``
 of each album by file name are taken.
@@ -45,11 +45,6 @@ from pathlib import Path
 
 from results import write_section
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # helpers.albums: tags as Picard writes them
-
-from helpers.albums import picard_tags  # noqa: E402
-
 WESNOTH = Path("/usr/share/games/wesnoth/1.16/data/core/music")
 WARZONE = Path("/usr/share/games/warzone2100/music/albums")
 # (folder name, label, where the tracks are)
@@ -65,9 +60,23 @@ MIN_SECONDS = 60.0
 FFMPEG = "/usr/bin/ffmpeg"
 
 
+def picard_tags(path: Path, **values: str | None) -> None:
+    """Set ``album``, ``album_artist`` and ``artist`` in the fields Picard uses (mutagen's
+    easy keys: ID3 TALB/TPE2/TPE1, MP4 ©alb/aART/©ART, Vorbis ALBUM/ALBUMARTIST/ARTIST)."""
+    import mutagen
+
+    audio = mutagen.File(path, easy=True)
+    if audio.tags is None:
+        audio.add_tags()
+    for key, value in values.items():
+        if value:
+            audio[key.replace("_", "")] = [value]
+    audio.save()
+
+
 def album_tracks(source: Path, count: int) -> list[tuple[Path, dict]]:
     """The first ``count`` tracks of an album (by file name, at least a minute long) with the
-    tags Picard would give them: album, album artist, artist, title."""
+    tags Picard would give them: album, album artist, artist."""
     import mutagen
 
     meta = {}

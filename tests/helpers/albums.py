@@ -1,6 +1,6 @@
 """Album tags as MusicBrainz Picard writes them (album, album artist, artist, MusicBrainz album
 id, compilation flag, genre), straight through mutagen: independent of tagger.library.tags,
-whose reading of them the tests check. Also used by bench/albums.py."""
+whose reading of them the tests check."""
 
 from __future__ import annotations
 
