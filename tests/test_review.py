@@ -30,7 +30,8 @@ from tagger.config import config_from_dict, load_config
 from tagger.errors import ConfigError
 from tagger.library import tags
 from tagger.library.catalogue import open_catalogue
-from tagger.review import create_app
+from tagger.results import FailureKind, NotWritten
+from tagger.review import create_app, words
 from tagger.review.app import UploadLimits
 from tagger.review.media import PLAYBACK_RATE, byte_range
 from tagger.review.queues import Queue, Sort, queue_page
@@ -130,6 +131,38 @@ def test_the_token_becomes_a_strict_http_only_cookie(library):
     cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and TOKEN.lower() not in cookie
     assert client.get("/queue").status_code == 200
+
+
+def test_a_deep_link_with_the_token_opens_that_page(library):
+    """``/track/45?token=...`` was refused with 403: the token opens a session on any page,
+    which then loads without it (other parameters kept)."""
+    client = client_for(library, log_in=False)
+    track = library["id"][BRAHMS]
+    response = client.get(f"/track/{track}?token={TOKEN}")
+    assert response.status_code == 303 and response.headers["location"] == f"/track/{track}"
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "max-age" not in cookie
+    assert client.get(f"/track/{track}").status_code == 200
+    fresh = client_for(library, log_in=False)
+    queue = fresh.get(f"/queue?q=all&token={TOKEN}&sort=path")
+    assert queue.headers["location"] == "/queue?q=all&sort=path"
+    wrong = client_for(library, log_in=False).get(f"/track/{track}?token=nope")
+    assert wrong.status_code == 403 and "set-cookie" not in wrong.headers
+    # the target stays on this site, whatever the path looks like
+    odd = client_for(library, log_in=False).get(f"//evil.example/x?token={TOKEN}")
+    assert odd.headers["location"].startswith("/") and not odd.headers["location"].startswith(
+        "//")
+
+
+def test_remember_keeps_the_session_across_browser_restarts(library):
+    catalogue = open_catalogue(library["config"].database_url)
+    app = create_app(library["config"], catalogue, token=TOKEN, remember_days=30,
+                     allowed_hosts=["127.0.0.1"])
+    client = TestClient(app, base_url=BASE, follow_redirects=False)
+    cookie = client.get(f"/?token={TOKEN}").headers["set-cookie"].lower()
+    assert f"max-age={30 * 86400}" in cookie
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert main(["review", "--config", str(library["config_file"]), "--remember", "0"]) == 2
 
 
 def test_another_host_name_is_refused(library):
@@ -351,6 +384,43 @@ def test_stats_page_draws_both_charts(library):
     page = client_for(library).get("/stats").text
     assert 'id="genre-chart"><svg' in page and 'id="confidence-chart"><svg' in page
     assert "classical" in page
+
+
+def test_statuses_are_said_in_words_and_counts_agree_in_number(library, tmp_path):
+    """The page showed "done (below_threshold)" and "1 ties": every NotWritten and
+    FailureKind has its words, the queue and the track page use them, and one tie is
+    "1 tie"."""
+    assert set(words.NOT_WRITTEN) == set(NotWritten)
+    assert set(words.FAILURE) == set(FailureKind)
+    assert words.status_words("done", "kept_user_genre") == "done: your genre kept"
+    client = client_for(library)
+    track = client.get(f"/track/{library['id'][VIBE]}").text
+    assert (sql(library["db"], "select not_written from tracks where id = ?",
+                library["id"][VIBE]) == [("below_threshold",)])
+    assert '<span id="status">done: genre not written, under the threshold</span>' in track
+    assert "below_threshold" not in track
+    queue = client.get("/queue?q=low").text
+    assert "done: genre not written, under the threshold" in queue
+    assert "below_threshold" not in queue
+    db = tmp_path / "tie.sqlite"
+    shutil.copy(library["db"], db)
+    sql(db, "update predictions set tie = 1, tied_genres = 'jazz,pop' where track_id = ?",
+        library["id"][VIBE])
+    app = create_app(library["config"], open_catalogue(f"sqlite:///{db}"), token=TOKEN,
+                     allowed_hosts=["127.0.0.1"])
+    tie = TestClient(app, base_url=BASE, follow_redirects=False)
+    assert tie.get(f"/?token={TOKEN}").status_code == 303
+    stats = tie.get("/stats").text
+    assert re.search(r"\b1 tie\.", stats) and "1 ties" not in stats
+
+
+def test_confidence_bars_follow_the_threshold(library):
+    page = client_for(library).get("/queue?q=all&sort=confidence").text
+    bars = re.findall(r'<span class="bar (under|over)"[^>]*aria-valuenow="([0-9.]+)"', page)
+    assert len(bars) == 3
+    for kind, value in bars:  # 0.379 under 0.5 is amber; 0.68 over it is green
+        assert kind == ("under" if float(value) < THRESHOLD else "over"), (kind, value)
+    assert {kind for kind, _ in bars} == {"under", "over"}
 
 
 # ---------------------------------------------------------------- acting
@@ -668,6 +738,19 @@ def test_browser_queue_lists_the_doubtful_tracks(browser, server, library):
     assert len(browser.find_elements(By.CSS_SELECTOR, "#queue tbody tr")) == 3  # predicted
 
 
+def test_browser_a_deep_link_opens_the_track(browser, server, library):
+    from selenium.webdriver.common.by import By
+
+    browser.delete_all_cookies()
+    track = library["id"][NEXUIZ]
+    token = server["url"].split("token=")[1]
+    browser.get(f"{server['base']}/track/{track}?token={token}")
+    assert browser.current_url == f"{server['base']}/track/{track}"  # the token left the bar
+    assert browser.find_element(By.ID, "track-title").text == NEXUIZ
+    cookie = {c["name"]: c for c in browser.get_cookies()}["tagger_review"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and "expiry" not in cookie
+
+
 def test_browser_track_page_plays_and_follows_the_segments(browser, server, library):
     from selenium.webdriver.common.by import By
 
@@ -687,6 +770,37 @@ def test_browser_track_page_plays_and_follows_the_segments(browser, server, libr
     assert playing[0].get_attribute("data-index") in ("2", "3")  # 8-9 s: the third segment
     browser.execute_script("arguments[0].pause()", player)
     screenshot(browser, "track")
+
+
+def test_browser_taggram_headers_show_whole_names_apart(browser, server, library):
+    """The column headers were cut to 7 letters ("classic") and neighbours overlapped: each
+    shows its winner's whole name, inside the chart, apart from the next, at 1280 and 390
+    px wide (the chart scrolls sideways in a narrow window)."""
+    from selenium.webdriver.common.by import By
+
+    try:
+        for width in (1280, 390):
+            browser.set_window_size(width, 900)
+            browser.get(f"{server['base']}/track/{library['id'][BRAHMS]}")
+            labels = browser.find_elements(By.CSS_SELECTOR, "svg.taggram text.winner-label")
+            winners = [s.text for s in browser.find_elements(
+                By.CSS_SELECTOR, "#segments li.segment .genre")]
+            assert [label.get_attribute("textContent") for label in labels] == winners
+            assert "classical" in winners
+            boxes = browser.execute_script(
+                "const svg = document.querySelector('svg.taggram').getBoundingClientRect();"
+                "return [[svg.left, svg.top, svg.right, svg.bottom]].concat(Array.from("
+                "document.querySelectorAll('svg.taggram text.winner-label'), t => {"
+                "const r = t.getBoundingClientRect(); return [r.left, r.top, r.right, "
+                "r.bottom];}));")
+            chart, boxes = boxes[0], boxes[1:]
+            for left, top, right, _bottom in boxes:
+                assert chart[0] <= left and right <= chart[2] and chart[1] <= top, (chart, left)
+            for a, b in zip(boxes, boxes[1:]):
+                assert a[2] <= b[0], (a, b)  # no overlap with the next column's name
+            screenshot(browser, f"track-taggram-{width}")
+    finally:
+        browser.set_window_size(1100, 900)
 
 
 def test_browser_correction_shows_in_sql_and_the_file_and_revert_undoes_it(
