@@ -803,6 +803,63 @@ def test_browser_taggram_headers_show_whole_names_apart(browser, server, library
         browser.set_window_size(1100, 900)
 
 
+def test_browser_every_page_fits_1280_and_390_px(browser, server, library):
+    """Each page at a desktop and a phone width: nothing wider than the window (wide tables
+    and charts scroll in their own box). With TAGGER_REVIEW_SCREENSHOTS set, each is saved
+    as PAGE-WIDTH.png (docs/review/ holds them)."""
+    pages = {"queue": "/queue?q=all&sort=confidence", "track": f"/track/{library['id'][VIBE]}",
+             "classify": "/classify", "stats": "/stats", "refused": "/track/99999"}
+    try:
+        for width in (1280, 390):
+            browser.set_window_size(width, 900)
+            for name, url in pages.items():
+                browser.get(server["base"] + url)
+                overflow = browser.execute_script(
+                    "return document.documentElement.scrollWidth - "
+                    "document.documentElement.clientWidth")
+                assert overflow <= 0, (name, width, overflow)
+                screenshot(browser, f"{name}-{width}")
+    finally:
+        browser.set_window_size(1100, 900)
+
+
+def tab_to(browser, selector: str, limit: int = 80):
+    """Press Tab until ``selector`` has the focus; the focused element."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    for _ in range(limit):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.execute_script("return document.activeElement.matches(arguments[0])",
+                                  selector):
+            return browser.switch_to.active_element
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+def test_browser_keyboard_only_tab_enter_and_space(browser, server, library):
+    """Keyboard-only use: Tab walks the header first, the focus is visible, and Enter or
+    space on a focused link or button does what that link or button does, not the page's
+    own Enter (open the selected track) and space (play/pause) shortcuts."""
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(server["base"] + "/queue?q=all&sort=path")
+    brand = tab_to(browser, "a.brand", limit=1)  # the first stop
+    assert browser.execute_script(
+        "return getComputedStyle(arguments[0]).outlineStyle", brand) != "none"
+    ties = tab_to(browser, 'header a[href="/queue?q=ties"]')
+    ties.send_keys(Keys.ENTER)
+    wait_for(lambda: browser.current_url.endswith("/queue?q=ties"), what="the Ties link")
+    browser.get(f"{server['base']}/track/{library['id'][BRAHMS]}")
+    seek = tab_to(browser, '#segments li[data-index="5"] button.seek')
+    start = float(seek.find_element("xpath", "..").get_attribute("data-from"))
+    assert start > 5
+    seek.send_keys(" ")
+    wait_for(lambda: browser.execute_script(
+        "return document.getElementById('player').currentTime") > start,
+        what="space on a segment's button to play from there")
+    browser.execute_script("document.getElementById('player').pause()")
+
+
 def test_browser_correction_shows_in_sql_and_the_file_and_revert_undoes_it(
         browser, server, library):
     from selenium.webdriver.common.by import By
