@@ -462,8 +462,7 @@ def album_vote(results: Sequence[TrackResult], genres: Sequence[str], calibrator
     rules), then calibrated like a track's vote. None when no track could be read."""
     import numpy as np
 
-    from tagger.model.classify import calibrated
-    from tagger.model.vote import vote
+    from tagger.model.vote import calibrated, vote
 
     rows = [[segment.genre_scores[g] for g in genres]
             for result in results if result.error is None and result.vote is not None

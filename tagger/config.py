@@ -108,6 +108,9 @@ class TagsConfig:
     # how a genre is written into files: title ("Hip-Hop", as beets' lastgenre) | lower;
     # the catalogue keeps the vocabulary's own form ("hip-hop") either way
     genre_case: str = "title"
+    # the unit a genre is decided for: album (one genre per album, pooled over all its
+    # tracks' segments; compilations keep per-track genres) | track (each file on its own)
+    scope: str = "album"
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ _CHOICES = {
     "tags.write": ("if_empty", "always", "never"),
     "tags.on_tie": ("best", "all", "skip"),
     "tags.genre_case": ("title", "lower"),
+    "tags.scope": ("album", "track"),
     "watch.observer": ("auto", "native", "polling"),
     "model.precision": ("auto", "fp32", "bf16"),
     "model.device": ("auto", "cpu", "cuda"),

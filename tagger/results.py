@@ -130,3 +130,21 @@ class CalibrationMethod(str, Enum):
 
     ISOTONIC = "isotonic"
     TEMPERATURE = "temperature"
+
+
+class AlbumIdentity(str, Enum):
+    """How a track's album was told (``tracks.album_key``'s prefix, ``albums.identified_by``),
+    in the order beets and Picard ask."""
+
+    MBID = "mbid"  # the MusicBrainz album (release) id in its tags
+    TAGS = "tags"  # its album artist (else artist) and album tags
+    FOLDER = "folder"  # no album tag: its folder is the album
+
+
+class PerTrack(str, Enum):
+    """Why an album's tracks keep their own decisions instead of the album's genre
+    (``albums.per_track``): a compilation, said by its tags or by its tracks' votes."""
+
+    VARIOUS_ARTISTS = "various_artists"  # its album artist is "Various Artists", "VA", ...
+    COMPILATION_TAG = "compilation_tag"  # TCMP / cpil / COMPILATION=1 on a track
+    VOTES_DISAGREE = "votes_disagree"  # the album's genre is few of its tracks' own genre

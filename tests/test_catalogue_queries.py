@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from helpers.catalogue import (
     CLEAR_POP,
     CLEAR_ROCK,
+    MODEL_A,
     MODEL_B,
     TIE_ROCK_POP,
     WEAK_JAZZ,
@@ -19,7 +20,10 @@ from helpers.catalogue import (
 )
 
 from tagger.errors import ReadError
-from tagger.results import NotWritten
+from tagger.library.catalogue import AlbumRecord
+from tagger.results import AlbumIdentity, NotWritten
+
+LIVE = 'tags:["band", "live"]'
 
 # ---------------------------------------------------------------------------------------------
 # docs/queries.md
@@ -50,6 +54,14 @@ def library(cat):
             Change("", "TCON", None, ("Rock",)),  # files get title case, the catalogue not
             Change("", "TXXX:TAGGER_GENRE_CONFIDENCE", None, ("0.650",))])
         cat.record_tag_changes("/music/Jazz/c.flac", [Change("", "GENRE", ("Jazz",), ("blues",))])
+        # one album of three tracks; c.flac's own vote (jazz, below the threshold) differs
+        for path in ("/music/Rock/a.mp3", "/music/Rock/b.mp3", "/music/Jazz/c.flac"):
+            cat.set_track_tags(path, "Band", "Live", [], None, album_key=LIVE,
+                               album_artist="Band")
+        cat.record_album(AlbumRecord(
+            LIVE, AlbumIdentity.TAGS, "Live", "Band", "/music/Rock", MODEL_A.sha256, "rock",
+            0.6, False, ("rock",), 11, members=3, voters=3, agreeing=2, compilation=False,
+            per_track=None, not_written=None, written=2))
     with cat.engine.begin() as conn:  # content ids come from the scanner; give the copy one
         conn.execute(sa.text("UPDATE tracks SET content_id = 'C' WHERE path LIKE '%copy-of-c%'"))
     return cat
@@ -117,3 +129,12 @@ def test_key_doc_queries_return_the_expected_rows(library):
                                        "one_of_them": "/music/Jazz/c.flac"}]
     assert [r["path"] for r in run("Waiting to be classified")] == [
         "/music/New/g.mp3", "/music/New/copy-of-c.flac"]
+    assert [(r["album"], r["genre"], r["members"], r["written"], r["per_track"])
+            for r in run("Albums and their genre")] == [("Live", "rock", 3, 2, None)]
+    assert run("Compilations") == []
+    assert [(r["path"], r["own"], r["album_genre"])
+            for r in run("Tracks whose own prediction differs")] == [
+        ("/music/Jazz/c.flac", "jazz", "rock")]
+    assert [(r["path"], r["track"]) for r in run("Albums whose genre is not")] == [
+        ("/music/Jazz/c.flac", "below_threshold")]
+    assert run("Tracks per album") == [{"album_key": LIVE, "tracks": 3}]

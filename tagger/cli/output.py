@@ -103,6 +103,7 @@ def format_track(record, correction=None) -> str:
                         if record.user_genres else ""))
     if correction is not None:
         lines.append(f"  {correction_line(correction)}")
+    lines += _album_lines(record)
     for prediction in record.predictions:
         tie = f", tie between {', '.join(prediction.tied)}" if prediction.tie else ""
         lines.append(f"  prediction ({prediction.model.name} {prediction.model.sha256[:12]}, "
@@ -132,6 +133,30 @@ def correction_line(correction) -> str:
     where = "set-genre" if correction.source.value == "cli" else "the review page"
     return (f"{what}, by you ({where}, {correction.created_at:%Y-%m-%d %H:%M}); scans never "
             "write over it, 'tagger set-genre --undo' cancels it")
+
+
+def _album_lines(record) -> list[str]:
+    """``tagger show``: the track's album, and its album's decision (tags.scope = album)."""
+    if record.album_key is None:
+        return []
+    how = record.album_key.split(":", 1)[0]
+    album = record.album_decision
+    if album is None:
+        return [f"  album: identified by {how}; no album decision recorded"]
+    if album.genre is None:
+        decided = "no track could vote"
+    else:
+        tie = f", tie between {', '.join(album.tied)}" if album.tie else ""
+        decided = (f"{album.genre} {album.confidence:.2f}{tie}, {album.agreeing} of "
+                   f"{album.voters} voting tracks agree")
+    if album.per_track:
+        outcome = f"each track keeps its own genre ({album.per_track.value})"
+    elif album.not_written:
+        outcome = f"not written ({album.not_written.value})"
+    else:
+        outcome = f"held by {album.written} of its {album.members} tracks"
+    return [f"  album: identified by {how}, {album.members} tracks; decision "
+            f"({album.decided_at:%Y-%m-%d %H:%M}): {decided}; {outcome}"]
 
 
 def _values(values) -> str:
@@ -195,6 +220,11 @@ def summary_lines(summary, rate: float | None = None) -> list[str]:
         f"ties: {summary.ties}; below threshold: {summary.below_threshold}; {_kept(summary)}",
         *_commonest_failures(summary.failures),
     ]
+    if summary.albums:
+        out.append(f"albums: {summary.albums} decided ({summary.albums_per_track} kept "
+                   f"per-track genres: compilations), {summary.album_retagged} tracks of "
+                   f"earlier scans {'would be ' if summary.dry_run else ''}retagged, in "
+                   f"{summary.album_seconds:.1f} s")
     if summary.in_motion:
         out.append(f"in motion: {summary.in_motion} files were still being written (a copy "
                    "or download running?); left untouched, the next scan takes them")

@@ -3,7 +3,6 @@ vote."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, NamedTuple, Protocol, Sequence
@@ -32,8 +31,8 @@ from tagger.model.embeddings import (
 )
 from tagger.model.genres import Vocabulary, build_vocabulary
 from tagger.model.musicnn import load_musicnn, read_model_card
-from tagger.model.vote import vote
-from tagger.results import ModelInfo, SegmentResult, TrackResult, Vote
+from tagger.model.vote import calibrated, vote
+from tagger.results import ModelInfo, SegmentResult, TrackResult
 
 SHIPPED_MODELS = ("MSD_musicnn", "MTT_musicnn")
 
@@ -163,14 +162,6 @@ def head_sha256(config: Config) -> str:
         models = read_model_card()["models"]
         return combined_sha256([_Identity(n, models[n]["sha256"]) for n in SHIPPED_MODELS])
     return read_card(resolve_bundle_path(config))["sha256"]
-
-
-def calibrated(outcome: Vote, calibrator: Calibrator | None) -> Vote:
-    """The vote with its confidence calibrated (the raw one kept in ``raw_confidence``)."""
-    if calibrator is None:
-        return outcome
-    raw = outcome.confidence if outcome.raw_confidence is None else outcome.raw_confidence
-    return dataclasses.replace(outcome, confidence=calibrator(raw), raw_confidence=raw)
 
 
 class Classifier:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from tagger.results import Candidate, Vote
+
+if TYPE_CHECKING:
+    from tagger.model.calibration import Calibrator
 
 
 def vote(genres: Sequence[str], scores: np.ndarray) -> Vote:
@@ -37,3 +41,20 @@ def vote(genres: Sequence[str], scores: np.ndarray) -> Vote:
         candidates=candidates,
         segment_winners=tuple(genres[i] for i in winners),
     )
+
+
+def calibrated(outcome: Vote, calibrator: Calibrator | None) -> Vote:
+    """The vote with its confidence calibrated (the raw one kept in ``raw_confidence``)."""
+    if calibrator is None:
+        return outcome
+    raw = outcome.confidence if outcome.raw_confidence is None else outcome.raw_confidence
+    return dataclasses.replace(outcome, confidence=calibrator(raw), raw_confidence=raw)
+
+
+def pooled_vote(genres: Sequence[str], tracks: Sequence[np.ndarray],
+                calibrator: Calibrator | None = None) -> Vote:
+    """The vote of several tracks together (an album): :func:`vote` over the segments of all
+    of them, each track's (segments, genres) scores one after the other, and its confidence
+    calibrated as a track's is. A track weighs by its segments (a scan cuts every track into
+    ``model.segments``; only tracks shorter than the window have fewer)."""
+    return calibrated(vote(genres, np.concatenate([np.asarray(t) for t in tracks])), calibrator)

@@ -138,6 +138,7 @@ class RayEngine:
         self._actors: list = []
         self._prepare = None
         self._model_info: ModelInfo | None = None
+        self.calibrator = None  # resolved by start(), as the actors get it
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -228,6 +229,7 @@ class RayEngine:
         # the calibrated confidence and the resolved threshold, as the local engine has them
         calibrator, self.recorder.config = resolve_calibration(
             self.config, self.recorder.catalogue, self._model_info.sha256)
+        self.calibrator = calibrator  # the album pass calibrates its pooled votes alike
         ray.get([a.use_calibrator.remote(calibrator) for a in self._actors])
         log.info("ray: %d nodes, %d inference actors, %g CPUs", len(nodes), len(self._actors),
                  ray.cluster_resources().get("CPU", 0))

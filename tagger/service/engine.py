@@ -54,6 +54,11 @@ class Engine:
         """The model every prediction of this engine is recorded with."""
         return self.classifier.info
 
+    @property
+    def calibrator(self):
+        """What maps the vote's confidence to P(right) (None: raw), as the recorder sees it."""
+        return self.classifier.calibrator
+
     def worker_pids(self) -> list[int]:
         """Process ids of the decode workers running now (none before the first file)."""
         return self.decode.worker_pids()
@@ -136,6 +141,9 @@ class ScanEngine(Protocol):
 
     @property
     def model_info(self) -> ModelInfo: ...
+
+    @property
+    def calibrator(self): ...  # the confidence calibration its votes carry (None: raw)
 
     def start(self) -> None: ...
 

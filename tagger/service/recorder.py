@@ -3,22 +3,26 @@ policy, writes the tags (journal first) and commits the catalogue for every engi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
 from tagger.config import Config
 from tagger.errors import ReadError, TaggerError, WriteError
 from tagger.library import tags
+from tagger.library.albums import album_columns, album_id
 from tagger.library.corrections import correction_veto
 from tagger.library.genres import normalise_genres
 from tagger.library.journal import genre_owners, revert, user_genres
 from tagger.library.motion import AtRest, FileInMotion, FileState
 from tagger.library.paths import is_inside, outside_reason, real_roots
-from tagger.results import IN_MOTION, FailureKind, NotWritten, TrackResult
+from tagger.library.tags import TagInfo
+from tagger.results import IN_MOTION, FailureKind, NotWritten, TrackResult, Vote
+from tagger.service.albums import AlbumBook, AlbumMember, segment_scores
 from tagger.service.policy import TagDecision, decide_tags
 from tagger.service.workers import WorkItem
 
@@ -50,6 +54,13 @@ class Summary:
     not_written: Counter = field(default_factory=Counter)  # NotWritten value -> files
     # tagger's own genre taken back: the current model's vote no longer reaches the policy
     withdrawn: int = 0
+    # tags.scope = "album" (tagger.service.albums): albums decided, those whose tracks kept
+    # their own decisions (compilations), tracks of earlier runs whose tags changed with
+    # their album's decision, and the seconds the album pass took
+    albums: int = 0
+    albums_per_track: int = 0
+    album_retagged: int = 0
+    album_seconds: float = 0.0
     dry_run: bool = False
     interrupted: bool = False
     elapsed_s: float = 0.0
@@ -78,6 +89,9 @@ class Summary:
             "missing": self.missing, "failed": self.failed, "still_failed": self.still_failed,
             "failures": dict(self.failures), "failure_kinds": dict(self.failure_kinds),
             "not_written": dict(self.not_written), "withdrawn": self.withdrawn,
+            "albums": self.albums, "albums_per_track": self.albums_per_track,
+            "album_retagged": self.album_retagged,
+            "album_seconds": round(self.album_seconds, 3),
             "dry_run": self.dry_run,
             "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3),
         }
@@ -123,6 +137,19 @@ class EngineHooks:
     tagged_log_level: int = logging.DEBUG  # how loudly each tag written is logged
 
 
+@dataclass
+class Applied:
+    """What deciding and writing one file's tags did (:meth:`Recorder.record`,
+    :meth:`Recorder.record_decision`)."""
+
+    stat: tuple[int | None, int | None]  # the file's (size, mtime_ns) afterwards
+    info: TagInfo | None  # its tags (None: unreadable)
+    decision: TagDecision | None = None  # None: no decision (the tags could not be read)
+    labelled: list[str] = field(default_factory=list)  # the genres the user set on it
+    tag_error: str | None = None  # why its tags could not be read or written
+    kind: FailureKind = FailureKind.TAG_WRITE
+
+
 class Recorder:
     """The single writer: applies the tag policy, writes tags (journal first) and records
     every outcome in the catalogue and each classified track's embeddings in the embedding
@@ -141,6 +168,7 @@ class Recorder:
         self.hooks = hooks or EngineHooks()
         self._cache: EmbeddingCache | None = None
         self._cache_failed = False
+        self.albums: AlbumBook | None = None  # tracks held for their album's decision
 
     def keep_embeddings(self, item: WorkItem, embeddings: TrackEmbeddings | None) -> None:
         """Store a classified track's embeddings under its audio identity (its content id:
@@ -221,39 +249,134 @@ class Recorder:
     def _dry_run_line(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
         summary.classified += 1
         summary.ties += result.vote.tie
+        self._propose_decision(item.path, result.vote, None, summary)
+
+    def _propose_decision(self, path: str, outcome: Vote, genres: list[str] | None,
+                          summary: Summary, **album) -> None:
+        """A dry run's line for one file: what the policy would write for ``outcome`` over
+        the file's genres (``genres``: as read already; None: read them now)."""
         try:
-            existing = user_genres(self.catalogue, item.path, tags.read_genres(item.path))
+            existing = user_genres(self.catalogue, path,
+                                   tags.read_genres(path) if genres is None else genres)
         except TaggerError as exc:
             summary.failures[f"cannot read tags: {exc.message}"] += 1
             summary.failure_kinds[FailureKind.TAG_WRITE.value] += 1
-            self._propose(path=item.path, error=f"cannot read tags: {exc.message}")
+            self._propose(path=path, error=f"cannot read tags: {exc.message}")
             return
-        decision = decide_tags(result.vote, existing, self.config.tags)
+        decision = decide_tags(outcome, existing, self.config.tags)
         if decision.genres:
-            decision = self._respect_correction(item.path, decision)
+            decision = self._respect_correction(path, decision)
         self._count_decision(decision, summary)
         summary.tagged += bool(decision.genres)
-        self._propose(path=item.path, existing=list(existing), proposed=list(decision.genres),
-                      genre=result.vote.genre, confidence=round(result.vote.confidence, 4),
-                      tie=result.vote.tie,
+        self._propose(path=path, existing=list(existing), proposed=list(decision.genres),
+                      genre=outcome.genre, confidence=round(outcome.confidence, 4),
+                      tie=outcome.tie,
                       not_written=decision.not_written.value if decision.not_written else None,
-                      reason=decision.reason, error=None)
+                      reason=decision.reason, error=None, **album)
 
     def record(self, item: WorkItem, result: TrackResult, summary: Summary,
                embeddings: TrackEmbeddings | None = None) -> None:
         """Decide and write the tags of one classified file, then catalogue its result (and
-        keep its ``embeddings``)."""
+        keep its ``embeddings``). While albums are held (:meth:`holding_albums`), the tags
+        wait for the album's decision (:meth:`record_decision`)."""
+        if self.albums is not None and self._hold(item, result, summary, embeddings):
+            return
         if self.dry_run:
             self._dry_run_line(item, result, summary)
             return
         path, outcome = item.path, result.vote
         summary.classified += 1
         summary.ties += outcome.tie
-        stat, tag_error, decision, info = (item.size, item.mtime_ns), None, None, None
-        kind, labelled = FailureKind.TAG_WRITE, []
+        applied = self._apply(item, outcome, None, summary)
+        with self.catalogue.batch():
+            self.catalogue.record_result(
+                result, size=applied.stat[0], mtime_ns=applied.stat[1],
+                content_id=item.content_id, format=item.format,
+                not_written=applied.decision.not_written if applied.decision else None)
+            self._record_applied(path, applied)
+        if result.ok:
+            self.keep_embeddings(item, embeddings)
+        self._report(path, outcome, applied, summary)
+        if self.hooks.recorded is not None:
+            self.hooks.recorded(path)
+
+    # ---------------------------------------------------------------- albums
+
+    @contextlib.contextmanager
+    def holding_albums(self) -> Iterator[AlbumBook]:
+        """Within the block, each classified track is catalogued (pending) and held in the
+        :class:`AlbumBook` it yields, its tags written only when its album is decided
+        (tagger.service.albums; ``tags.scope = "album"``)."""
+        self.albums = AlbumBook()
         try:
-            info = tags.read_info(path)  # the one tag read: genres, artist, album
-            existing, labelled = genre_owners(self.catalogue, path, info.genres)
+            yield self.albums
+        finally:
+            self.albums = None
+
+    def _hold(self, item: WorkItem, result: TrackResult, summary: Summary,
+              embeddings: TrackEmbeddings | None) -> bool:
+        """Catalogue a classified track, and hold it for its album's decision; False when its
+        tags cannot be read (it is then decided alone, and the reason recorded)."""
+        if not result.ok or result.vote is None:
+            return False
+        try:
+            info = tags.read_info(item.path)  # the one tag read: genres, artist, album
+        except TaggerError:
+            return False
+        album = album_id(item.path, info)
+        summary.classified += 1
+        summary.ties += result.vote.tie
+        if not self.dry_run:
+            labelled = genre_owners(self.catalogue, item.path, info.genres)[1]
+            with self.catalogue.batch():
+                self.catalogue.record_result(result, size=item.size, mtime_ns=item.mtime_ns,
+                                             content_id=item.content_id, format=item.format,
+                                             awaiting_album=True)
+                self.catalogue.set_track_tags(
+                    item.path, info.artist, info.album, normalise_genres(info.genres),
+                    normalise_genres(labelled), **album_columns(album, info))
+            self.keep_embeddings(item, embeddings)
+        self.albums.add(album, AlbumMember(item, info, result.vote, segment_scores(result),
+                                           fresh=True))
+        if self.hooks.recorded is not None:
+            self.hooks.recorded(item.path)
+        return True
+
+    def record_decision(self, member: AlbumMember, outcome: Vote, summary: Summary,
+                        **album) -> TagDecision | None:
+        """Apply the tag policy to ``outcome`` (its album's vote, or its own) for one track of
+        an album, write its tags (journal first) and catalogue what was done; a dry run
+        proposes it (with the ``album`` facts). Returns the decision (None: the tags could
+        not be read or written)."""
+        item = member.item
+        if self.dry_run:
+            self._propose_decision(item.path, outcome,
+                                   member.info.genres if member.info else None, summary,
+                                   **album)
+            return None
+        applied = self._apply(item, outcome, member.info, summary)
+        with self.catalogue.batch():
+            if not applied.tag_error:
+                self.catalogue.record_tag_decision(
+                    item.path, size=applied.stat[0], mtime_ns=applied.stat[1],
+                    not_written=applied.decision.not_written)
+            self._record_applied(item.path, applied)
+        self._report(item.path, outcome, applied, summary)
+        return None if applied.tag_error else applied.decision
+
+    # ---------------------------------------------------------------- one file's tags
+
+    def _apply(self, item: WorkItem, outcome: Vote, info: TagInfo | None,
+               summary: Summary) -> Applied:
+        """Decide the tags of one file for ``outcome`` and write them: the policy, the user's
+        correction, the library's roots, the journalled write (or the withdrawal of an
+        unbacked genre). ``info``: the file's tags as read already (None: read them now)."""
+        path = item.path
+        applied = Applied((item.size, item.mtime_ns), info)
+        try:
+            if applied.info is None:
+                applied.info = tags.read_info(path)  # the one tag read: genres, artist, album
+            existing, applied.labelled = genre_owners(self.catalogue, path, applied.info.genres)
             decision = decide_tags(outcome, existing, self.config.tags)
             if decision.genres:
                 decision = self._respect_correction(path, decision)
@@ -261,42 +384,48 @@ class Recorder:
                 # library.follow_symlinks: read through a link to outside, never written
                 log.info("%s: not writing tags: %s", path, outside_reason(path))
                 decision = TagDecision((), NotWritten.OUTSIDE_LIBRARY, os.path.realpath(path))
+            applied.decision = decision
             if decision.genres:
-                stat = self._write_tags(path, decision.genres, outcome.confidence, summary,
-                                        self.at_rest(item))
-            elif self._unbacked(decision, existing, info.genres):
+                applied.stat = self._write_tags(path, decision.genres, outcome.confidence,
+                                                summary, self.at_rest(item))
+            elif self._unbacked(decision, existing, applied.info.genres):
                 withdrawn = self._withdraw(path, summary)
                 if withdrawn:
-                    stat, info = withdrawn
-                    labelled = genre_owners(self.catalogue, path, info.genres)[1]
+                    applied.stat, applied.info = withdrawn
+                    applied.labelled = genre_owners(self.catalogue, path,
+                                                    applied.info.genres)[1]
             self._count_decision(decision, summary)
         except FileInMotion as exc:  # not written: picked up again once it is at rest
-            tag_error, kind = f"not tagged: {exc.message}", exc.kind
+            applied.tag_error, applied.kind = f"not tagged: {exc.message}", exc.kind
         except (ReadError, WriteError, OSError) as exc:
-            tag_error = f"tag write failed: {getattr(exc, 'message', None) or exc}"
+            applied.tag_error = f"tag write failed: {getattr(exc, 'message', None) or exc}"
             cause = exc if isinstance(exc, OSError) else exc.__cause__
             if isinstance(cause, OSError) and cause.errno in (errno.EACCES, errno.EPERM):
-                kind = FailureKind.PERMISSION
-        with self.catalogue.batch():
-            self.catalogue.record_result(
-                result, size=stat[0], mtime_ns=stat[1], content_id=item.content_id,
-                format=item.format, not_written=decision.not_written if decision else None)
-            if info is not None:
-                held = decision.genres if decision and decision.genres and not tag_error \
-                    else info.genres
-                self.catalogue.set_track_tags(
-                    path, info.artist, info.album, normalise_genres(held),
-                    normalise_genres(labelled))
-            if tag_error:
-                self.catalogue.record_failure(path, tag_error, size=stat[0], mtime_ns=stat[1],
-                                              kind=kind)
-        if result.ok:
-            self.keep_embeddings(item, embeddings)
+                applied.kind = FailureKind.PERMISSION
+        return applied
+
+    def _record_applied(self, path: str, applied: Applied) -> None:
+        """The catalogue's side of :meth:`_apply` (inside the caller's batch): the file's tags
+        and album as they are now, or the failure."""
+        info, decision = applied.info, applied.decision
+        if info is not None:
+            held = decision.genres if decision and decision.genres and not applied.tag_error \
+                else info.genres
+            self.catalogue.set_track_tags(
+                path, info.artist, info.album, normalise_genres(held),
+                normalise_genres(applied.labelled), **album_columns(album_id(path, info), info))
+        if applied.tag_error:
+            self.catalogue.record_failure(path, applied.tag_error, size=applied.stat[0],
+                                          mtime_ns=applied.stat[1], kind=applied.kind)
+
+    def _report(self, path: str, outcome: Vote, applied: Applied, summary: Summary) -> None:
+        """Count a failed write, and log what became of the file's tags."""
+        tag_error, decision = applied.tag_error, applied.decision
         if tag_error:
             summary.failures[tag_error] += 1
-            summary.failure_kinds[kind.value] += 1
-            log.log(logging.WARNING if kind in IN_MOTION else logging.ERROR, "%s: %s", path,
-                    tag_error)
+            summary.failure_kinds[applied.kind.value] += 1
+            log.log(logging.WARNING if applied.kind in IN_MOTION else logging.ERROR, "%s: %s",
+                    path, tag_error)
         elif decision.genres:
             log.log(self.hooks.tagged_log_level, "%s: tagged %s (%.2f%s)", path,
                     "; ".join(decision.genres), outcome.confidence, ", tie" if outcome.tie else "")
@@ -304,8 +433,6 @@ class Recorder:
             log.log(self.hooks.tagged_log_level, "%s: %s %.2f, not written: %s", path,
                     outcome.genre, outcome.confidence,
                     decision.reason or "the file already says it")
-        if self.hooks.recorded is not None:
-            self.hooks.recorded(path)
 
     def at_rest(self, item: WorkItem) -> AtRest:
         """What a write into ``item``'s file demands: the file its worker read and found at

@@ -29,7 +29,9 @@ from tagger.service.recorder import EngineHooks, Recorder, Summary
 from tagger.service.workers import WorkItem
 
 if TYPE_CHECKING:
+    from tagger.model.cache import EmbeddingCache
     from tagger.model.classify import Classifier
+    from tagger.results import TrackResult
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,6 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
         todo.append((WorkItem(path, size, mtime_ns, fmt, content_id, ino=st.st_ino),
                      content_id))
     settings = segment_settings(config)
-    backbone = classifier.backbones.sha256
     previous = catalogue.newest_genres(item.path for item, _ in todo)
     if todo and not (config.state_path / CACHE_FILE).exists():  # a dry run creates nothing
         summary.need_scan += [item.path for item, _ in todo]
@@ -151,16 +152,9 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
                 summary.interrupted = True
                 break
             chunk = todo[start:start + BATCH_TRACKS]
-            cached = cache.get_many([key for _, key in chunk], backbone, settings,
-                                    pooled=classifier.head.needs_pooled)
-            ready = []
-            for item, key in chunk:
-                if key in cached:
-                    ready.append((item, cached[key]))
-                else:
-                    summary.need_scan.append(item.path)
-            results = classifier.classify_cached([(item.path, emb) for item, emb in ready])
-            for (item, _), result in zip(ready, results):
+            ready, uncached = repredict_cached(cache, classifier, settings, chunk)
+            summary.need_scan += [item.path for item in uncached]
+            for item, result in ready:
                 summary.repredicted += 1
                 summary.changed += previous.get(item.path) != result.vote.genre
                 recorder.record(item, result, summary.tags)
@@ -171,3 +165,18 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
     return summary
 
 
+def repredict_cached(cache: EmbeddingCache, classifier: Classifier, settings,
+                     items: Sequence[tuple[WorkItem, str]]
+                     ) -> tuple[list[tuple[WorkItem, TrackResult]], list[WorkItem]]:
+    """Predict ``items`` (``(item, content id)`` pairs) again under ``classifier``'s model from
+    the embeddings ``cache`` holds for them (``settings``: the segment settings of the scan
+    that cached them, :func:`tagger.model.cache.segment_settings`), with no decode: each
+    ``(item, result)`` re-predicted, and the items whose embeddings are not cached (or
+    cannot feed this model: they need a scan). Used by :func:`retag` and the album pass
+    (tagger.service.albums)."""
+    cached = cache.get_many([key for _, key in items], classifier.backbones.sha256, settings,
+                            pooled=classifier.head.needs_pooled)
+    ready = [(item, cached[key]) for item, key in items if key in cached]
+    results = classifier.classify_cached([(item.path, emb) for item, emb in ready])
+    return ([(item, result) for (item, _), result in zip(ready, results)],
+            [item for item, key in items if key not in cached])

@@ -10,6 +10,7 @@ catalogue.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -22,7 +23,8 @@ from tagger.library.discover import FoundFile, WalkReport, walk
 from tagger.library.journal import recover_interrupted_writes
 from tagger.library.paths import printable_name
 from tagger.results import IN_MOTION, FailureKind
-from tagger.service.engine import ScanEngine, make_engine
+from tagger.service.albums import decide_albums
+from tagger.service.engine import Engine, ScanEngine, make_engine
 from tagger.service.recorder import EngineHooks, NoProgress, ProgressSink, Summary
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,10 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
     one redone keeps its last result), and the summary says it was interrupted.
     ``progress(total)`` makes the :class:`ProgressSink` told of each finished file (default:
     none; the CLI passes its display); ``on_phase`` hears what is starting ("loading",
-    "classifying") for a display; ``on_proposal``: see :class:`EngineHooks`.
+    "classifying", "albums") for a display; ``on_proposal``: see :class:`EngineHooks`.
+    With ``tags.scope = "album"`` the tracks' tags wait until the engine has processed the
+    run's files; then every album the run touched is decided and its tracks tagged
+    (:mod:`tagger.service.albums`).
     """
     started = time.monotonic()
     report = WalkReport()
@@ -174,11 +179,21 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
         engine.start()  # a pool that cannot start is one clear error, not one per file
     progress = (progress or NoProgress)(len(todo))
     engine.recorder.use_roots(roots)
+    by_album = config.tags.scope == "album"
     try:
-        if on_phase:
-            on_phase("classifying")
-        engine.process(todo, summary, progress, should_stop)
-    except KeyboardInterrupt:
+        with (engine.recorder.holding_albums() if by_album
+              else contextlib.nullcontext()) as book:
+            if on_phase:
+                on_phase("classifying")
+            engine.process(todo, summary, progress, should_stop)
+            if book:  # every album the run touched; also after a stop: its tracks are held
+                if on_phase:
+                    on_phase("albums")
+                decide_albums(engine.recorder, book, summary, model=engine.model_info,
+                              calibrator=engine.calibrator,
+                              classifier=engine.classifier if isinstance(engine, Engine)
+                              else None)
+    except KeyboardInterrupt:  # the held tracks stay pending: the next scan redoes them
         summary.interrupted = True
     finally:
         progress.close()

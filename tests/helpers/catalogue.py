@@ -18,9 +18,9 @@ GENRES = ("rock", "pop", "jazz", "blues")
 MODEL_A = ModelInfo("musicnn", "a" * 64, GENRES)
 MODEL_B = ModelInfo("trained", "b" * 64, GENRES)
 TABLES = {"tracks", "models", "predictions", "prediction_candidates", "prediction_segments",
-          "tag_writes", "corrections", "adoptions", "calibrations"}
+          "tag_writes", "corrections", "adoptions", "calibrations", "albums"}
 VIEWS = {"track_genres", "genre_counts", "genre_check"}
-HEAD = "0007_layout"  # newest schema revision
+HEAD = "0008_albums"  # newest schema revision
 
 
 

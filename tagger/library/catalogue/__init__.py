@@ -39,7 +39,8 @@ Tables (see ``docs/queries.md`` for SQL against them):
     and ``new_value`` (JSON lists, NULL for an absent field), ``written_at``, ``reverted_at``.
 ``tracks`` also holds what the file's tags said at its last scan: ``artist``, ``album``,
     ``file_genres`` (JSON list, normalised) and ``user_genres`` (those the user set, not
-    tagger; NULL when none).
+    tagger; NULL when none); and its album (tagger.library.albums): ``album_key``,
+    ``album_artist``, ``mb_album_id``, ``compilation`` (the file's own flag).
 ``corrections``
     what the user said about a track's genre (append-only): ``track_id``, ``path``, ``action``
     (set_genre, accept, not_music, undo), ``genre``, ``previous`` (JSON list), the prediction
@@ -52,6 +53,14 @@ Tables (see ``docs/queries.md`` for SQL against them):
     confidence maps per model (``model_sha256``; the newest wins): ``method``, ``parameters``,
     ``ece_before``, ``ece_after``, ``tracks``, ``target_precision``, ``threshold``,
     ``precision``, ``coverage``, ``created_at``.
+``albums``
+    the decisions of ``tags.scope = "album"``, one per album (``album_key``, unique):
+    ``identified_by`` (mbid, tags, folder), ``album``, ``album_artist``, ``folder``,
+    ``model_sha256``, the pooled vote (``genre``, ``confidence``, ``tie``, ``tied_genres``,
+    ``segment_count``), ``members``, ``voters``, ``agreeing`` (voters whose own vote is the
+    album's genre), ``compilation`` and ``per_track`` (why its tracks keep their own decisions:
+    various_artists, compilation_tag, votes_disagree), ``not_written`` (why the album's genre
+    went into no file), ``written`` (tracks holding it), ``decided_at``.
 
 Views: ``track_genres`` (``path``, ``genre``, ``confidence``, ``tie``, ``tied_genres``, ``model``:
 the newest prediction of every track that has one), ``genre_counts`` (``genre``, ``tracks``) and
@@ -73,6 +82,8 @@ from tagger.library.catalogue.database import (
 )
 from tagger.library.catalogue.records import (
     Adoption,
+    AlbumRecord,
+    AlbumTrack,
     Calibration,
     ConfidenceSpread,
     Correction,
@@ -87,6 +98,7 @@ from tagger.library.catalogue.records import (
 from tagger.library.catalogue.schema import (
     STATUSES,
     AdoptionRow,
+    AlbumRow,
     Base,
     CalibrationRow,
     CorrectionRow,
@@ -111,7 +123,10 @@ __all__ = [
     "CorrectionRow",
     "AdoptionRow",
     "CalibrationRow",
+    "AlbumRow",
     "TrackRecord",
+    "AlbumRecord",
+    "AlbumTrack",
     "LabelRow",
     "Correction",
     "Adoption",

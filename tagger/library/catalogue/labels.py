@@ -76,24 +76,30 @@ class Labels:
         album: str | None,
         file_genres: Sequence[str] | None,
         user_genres: Sequence[str] | None,
+        *,
+        album_key: str | None = None,
+        album_artist: str | None = None,
+        mb_album_id: str | None = None,
+        compilation: bool | None = None,
     ) -> None:
         """Store what the file's tags said at this scan: ``artist``, ``album``, its normalised
         genres and those of them the user set (not tagger; see tagger.library.journal). Every
-        value replaces the stored one (None or empty: NULL). A file not catalogued yet is
-        added as pending."""
+        value replaces the stored one (None or empty: NULL). With ``album_key`` (its album,
+        tagger.library.albums), the album identity columns are replaced too; without, they
+        are left as they are. A file not catalogued yet is added as pending."""
         now = _now()
+        values: dict[str, Any] = dict(
+            artist=artist or None,
+            album=album or None,
+            file_genres=_genres_json(file_genres),
+            user_genres=_genres_json(user_genres),
+        )
+        if album_key is not None:
+            values.update(album_key=album_key, album_artist=album_artist or None,
+                          mb_album_id=mb_album_id or None, compilation=bool(compilation))
         with self._write(f"record the tags of {path}") as s:
             tid = self._upsert_track(s, path, now)
-            s.execute(
-                update(_T)
-                .where(_T.c.id == tid)
-                .values(
-                    artist=artist or None,
-                    album=album or None,
-                    file_genres=_genres_json(file_genres),
-                    user_genres=_genres_json(user_genres),
-                )
-            )
+            s.execute(update(_T).where(_T.c.id == tid).values(**values))
 
     # -- corrections --------------------------------------------------------------------------
 

@@ -56,12 +56,16 @@ class Outcomes:
         content_id: str | None = None,
         format: str | None = None,
         not_written: NotWritten | None = None,
+        awaiting_album: bool = False,
     ) -> None:
         """Store a classification: the track becomes done (error and attempts cleared), the
         model row is added or updated from ``result.model``, and the prediction replaces this
         model's previous one for the track. A failed result (``result.error``) is passed to
         :meth:`record_failure`. ``content_id``/``format`` None keep the stored values;
-        ``not_written`` says why the genre was not written into the file (None: it was)."""
+        ``not_written`` says why the genre was not written into the file (None: it was).
+        ``awaiting_album``: its tags wait for its album's decision (``tags.scope = "album"``):
+        the track stays pending until :meth:`record_tag_decision` (a scan killed before then
+        classifies it again)."""
         if not result.ok:
             self.record_failure(
                 result.path,
@@ -100,7 +104,7 @@ class Outcomes:
                 s,
                 result.path,
                 now,
-                status="done",
+                status="pending" if awaiting_album else "done",
                 size=size,
                 mtime_ns=mtime_ns,
                 content_id=content_id,

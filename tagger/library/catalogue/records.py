@@ -15,6 +15,7 @@ from tagger.library.catalogue.schema import (
     Prediction,
 )
 from tagger.results import (
+    AlbumIdentity,
     CalibrationMethod,
     Candidate,
     CorrectionAction,
@@ -23,6 +24,7 @@ from tagger.results import (
     LabelSource,
     ModelInfo,
     NotWritten,
+    PerTrack,
     SegmentResult,
 )
 
@@ -79,11 +81,56 @@ class TrackRecord:
     album: str | None = None
     file_genres: tuple[str, ...] = ()  # the file's genres at its last scan, normalised
     user_genres: tuple[str, ...] = ()  # those of them the user set (not tagger)
+    album_key: str | None = None  # its album (tagger.library.albums); None: not read yet
+    album_artist: str | None = None
+    mb_album_id: str | None = None
+    compilation: bool | None = None  # the file's own compilation flag
+    album_decision: AlbumRecord | None = None  # its album's, in tags.scope = "album"
 
     @property
     def prediction(self) -> PredictionRecord | None:
         """The newest prediction (the one ``track_genres`` shows), if any."""
         return self.predictions[0] if self.predictions else None
+
+
+@dataclass(frozen=True)
+class AlbumRecord:
+    """One album's decision (``albums``): the genre pooled over its tracks' segments, and
+    what became of it. ``decided_at`` is set by the catalogue when it is recorded."""
+
+    album_key: str
+    identified_by: AlbumIdentity
+    album: str | None
+    album_artist: str | None
+    folder: str | None
+    model_sha256: str | None
+    genre: str | None  # None: none of its tracks could vote
+    confidence: float | None
+    tie: bool
+    tied: tuple[str, ...]  # the top-voted genres, best first (just ``genre`` if no tie)
+    segment_count: int
+    members: int
+    voters: int  # members whose segments were pooled
+    agreeing: int  # voters whose own vote is ``genre``
+    compilation: bool
+    per_track: PerTrack | None  # why its tracks keep their own decisions; None: one genre
+    not_written: NotWritten | None  # why its genre went into no file (album-wide reasons)
+    written: int  # members whose file holds what the decision gave them (for per-track:
+    # their own genre)
+    decided_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class AlbumTrack:
+    """A catalogued track of an album, as the album pass needs it."""
+
+    path: str
+    size: int | None
+    mtime_ns: int | None
+    status: str
+    content_id: str | None
+    format: str | None
+    album_key: str
 
 
 @dataclass(frozen=True)

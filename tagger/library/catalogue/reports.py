@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable
 
@@ -70,12 +71,17 @@ class Reports:
             t = s.scalars(stmt).first()
             if t is None:
                 return None
-            return record_from_row(
+            album_key = t.album_key
+            record = record_from_row(
                 TrackRecord,
                 t,
                 predictions=tuple(prediction_record(p) for p in t.predictions),
                 tag_writes=tuple(tag_write_record(w) for w in t.tag_writes),
+                album_decision=None,
             )
+        if album_key is None:
+            return record
+        return dataclasses.replace(record, album_decision=self.album(album_key))
 
     def review(
         self,

@@ -13,7 +13,13 @@ from sqlalchemy.orm import (
     relationship,
 )
 
-from tagger.results import CalibrationMethod, CorrectionAction, CorrectionSource
+from tagger.results import (
+    AlbumIdentity,
+    CalibrationMethod,
+    CorrectionAction,
+    CorrectionSource,
+    PerTrack,
+)
 
 STATUSES = ("pending", "done", "failed", "skipped", "missing")
 
@@ -74,6 +80,11 @@ class Track(Base):
     album: Mapped[str | None] = mapped_column(sa.Text)
     file_genres: Mapped[str | None] = mapped_column(sa.Text)  # JSON list, normalised
     user_genres: Mapped[str | None] = mapped_column(sa.Text)  # JSON list; NULL: none the user set
+    # the album it belongs to (tagger.library.albums; migration 0008_albums), from its tags
+    album_key: Mapped[str | None] = mapped_column(sa.Text, index=True)
+    album_artist: Mapped[str | None] = mapped_column(sa.Text)
+    mb_album_id: Mapped[str | None] = mapped_column(sa.Text)
+    compilation: Mapped[bool | None] = mapped_column(sa.Boolean)  # the file's own flag
 
     predictions: Mapped[list[Prediction]] = relationship(
         back_populates="track",
@@ -265,7 +276,44 @@ class CalibrationRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(_Stamp)
 
 
+class AlbumRow(Base):
+    """One album's decision in ``tags.scope = "album"``: the genre pooled over the segments of
+    all its tracks, and what became of it (migration 0008_albums)."""
+
+    __tablename__ = "albums"
+    __table_args__ = (
+        sa.UniqueConstraint("album_key"),
+        sa.CheckConstraint(_one_of("identified_by", AlbumIdentity), name="identified_by"),
+        sa.CheckConstraint(_one_of("per_track", PerTrack), name="per_track"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    album_key: Mapped[str] = mapped_column(sa.Text)  # tracks.album_key
+    identified_by: Mapped[str] = mapped_column(sa.String(8))  # AlbumIdentity
+    album: Mapped[str | None] = mapped_column(sa.Text)  # the album tag, as a track says it
+    album_artist: Mapped[str | None] = mapped_column(sa.Text)
+    folder: Mapped[str | None] = mapped_column(sa.Text)  # its first track's folder
+    model_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    genre: Mapped[str | None] = mapped_column(sa.String(200))  # NULL: no track could vote
+    confidence: Mapped[float | None] = mapped_column(sa.Float)
+    tie: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    tied_genres: Mapped[str | None] = mapped_column(sa.Text)  # "a,b"; NULL when no tie
+    segment_count: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    members: Mapped[int] = mapped_column(sa.Integer, server_default="0")  # its tracks
+    voters: Mapped[int] = mapped_column(sa.Integer, server_default="0")  # of them, with scores
+    agreeing: Mapped[int] = mapped_column(sa.Integer, server_default="0")  # own vote = genre
+    compilation: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    per_track: Mapped[str | None] = mapped_column(sa.String(16))  # PerTrack; NULL: one genre
+    # why the album's genre went into no file (below_threshold, tie_skipped, policy_never)
+    not_written: Mapped[str | None] = mapped_column(sa.String(24))
+    written: Mapped[int] = mapped_column(sa.Integer, server_default="0")  # tracks holding it
+    decided_at: Mapped[dt.datetime] = mapped_column(_Stamp)
+
+
 TRACKS = Track.__table__
+
+
+ALBUMS = AlbumRow.__table__
 
 
 CORRECTIONS = CorrectionRow.__table__

@@ -19,6 +19,7 @@ from sqlalchemy.orm import (
 )
 
 from tagger.errors import ReadError, WriteError
+from tagger.library.catalogue.albums import Albums
 from tagger.library.catalogue.database import (
     current,
     head,
@@ -55,7 +56,7 @@ class CatalogueGoneError(WriteError):
     """The SQLite file was deleted or replaced under a running writer: it must stop."""
 
 
-class Catalogue(TrackStates, Outcomes, TagHistory, Reports, Labels):
+class Catalogue(TrackStates, Outcomes, TagHistory, Reports, Labels, Albums):
     """Access to the catalogue database; one per process, shareable between its threads.
 
     ``Catalogue(url)`` opens (creating it if needed) and upgrades the database; see
@@ -68,7 +69,7 @@ class Catalogue(TrackStates, Outcomes, TagHistory, Reports, Labels):
     The class is one object, its calls spread over mixins by what they touch: tracks.py
     (file states), outcomes.py (results, failures, moves), history.py (the journal's rows),
     reports.py (show, review, stats), labels.py (the file's own tags, corrections, labels,
-    adopted models, calibrations).
+    adopted models, calibrations), albums.py (album members, album decisions).
     """
 
     def __init__(self, url: str | URL, *, backup: bool = True, upgrade: bool = True):

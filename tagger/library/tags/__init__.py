@@ -111,6 +111,10 @@ class TagInfo:
     artist: str | None  # the track artist (the album artist when there is none)
     album: str | None
     genres: list[str]  # as :func:`read_genres` returns them (raw, not normalised)
+    # what identifies the album (tagger.library.albums), as Picard and beets write it
+    album_artist: str | None = None
+    mb_album_id: str | None = None  # MusicBrainz release id
+    compilation: bool = False  # TCMP / cpil / COMPILATION / WM/IsCompilation says yes
 
 
 def supported(path: str | os.PathLike[str]) -> bool:
@@ -140,14 +144,19 @@ def read_genres(path: str | os.PathLike[str]) -> list[str]:
 
 
 def read_info(path: str | os.PathLike[str]) -> TagInfo:
-    """Artist, album and the genres (as :func:`read_genres`) of a file, in one open; the
-    scan's one tag read per track. Raises ReadError as :func:`read_genres` does."""
+    """Artist, album, the genres (as :func:`read_genres`) and what identifies the album
+    (album artist, MusicBrainz album id, compilation flag) of a file, in one open; the scan's
+    one tag read per track. Raises ReadError as :func:`read_genres` does."""
     spath = os.fspath(path)
     try:
         with identity.open_regular(spath) as f:  # never blocks on a FIFO
             editor = open_editor(f, spath)
-            return TagInfo(editor.first_text(editor.KEYS.artist),
-                           editor.first_text(editor.KEYS.album), editor.existing_genres())
+            keys = editor.KEYS
+            return TagInfo(editor.first_text(keys.artist), editor.first_text(keys.album),
+                           editor.existing_genres(),
+                           album_artist=editor.first_text(keys.album_artist),
+                           mb_album_id=editor.first_text(keys.mb_album_id),
+                           compilation=editor.flag(keys.compilation))
     except ReadError:
         raise
     except OSError as exc:

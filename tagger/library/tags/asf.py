@@ -19,7 +19,9 @@ class Editor(BaseEditor):
     """The ASF attributes of one open WMA file."""
 
     KEYS = FieldKeys("ASF", genre="WM/Genre", confidence="TAGGER_GENRE_CONFIDENCE",
-                     artist=("Author", "WM/AlbumArtist"), album=("WM/AlbumTitle",))
+                     artist=("Author", "WM/AlbumArtist"), album=("WM/AlbumTitle",),
+                     album_artist=("WM/AlbumArtist",), mb_album_id=("MusicBrainz/Album Id",),
+                     compilation=("WM/IsCompilation",))
 
     def __init__(self, fileobj: BinaryIO, kind: str = "asf"):
         self._attach(mutagen.asf.ASF(fileobj))

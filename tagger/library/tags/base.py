@@ -11,6 +11,8 @@ from typing import Any, BinaryIO
 from tagger.errors import TaggerError
 
 MAX_PADDING = 1 << 24  # more than any tag's padding; a recorded value past it is not used
+#: how a yes/no field (the compilation flag) says yes
+TRUE_TEXTS = frozenset({"1", "true", "yes"})
 
 
 class TagFormatError(TaggerError):
@@ -30,6 +32,11 @@ class FieldKeys:
     legacy: tuple[str, ...] = ()
     artist: tuple[str, ...] = ()  # fields naming the artist, best first (album artist last)
     album: tuple[str, ...] = ()
+    # what identifies the album (read only, as Picard writes them): the album artist, the
+    # MusicBrainz release id, and the compilation flag
+    album_artist: tuple[str, ...] = ()
+    mb_album_id: tuple[str, ...] = ()
+    compilation: tuple[str, ...] = ()
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -86,6 +93,18 @@ class BaseEditor:
                 if value and value.strip():
                     return value.strip()
         return None
+
+    def flag(self, fields: tuple[str, ...]) -> bool:
+        """Whether the first of ``fields`` the tag has says yes ("1", "true", "yes"; read
+        only): the compilation flag."""
+        for name in fields:
+            try:
+                values = self.get(name)
+            except (KeyError, ValueError, TypeError):  # a field of an unexpected shape
+                continue
+            if values:
+                return values[0].strip().lower() in TRUE_TEXTS
+        return False
 
     # ---------------------------------------------------------------- writing
 

@@ -44,7 +44,8 @@ class Editor(BaseEditor):
     """The ID3v2 tag of one open file (MP3, WAV or AIFF)."""
 
     KEYS = FieldKeys("ID3v2", genre=GENRE, confidence="TXXX:TAGGER_GENRE_CONFIDENCE",
-                     artist=("TPE1", "TPE2"), album=("TALB",))
+                     artist=("TPE1", "TPE2"), album=("TALB",), album_artist=("TPE2",),
+                     mb_album_id=("TXXX:MusicBrainz Album Id",), compilation=("TCMP",))
 
     def __init__(self, fileobj: BinaryIO, container: str):
         self.container = container

@@ -37,7 +37,9 @@ class Editor(BaseEditor):
     """The iTunes metadata (``moov.udta.meta.ilst``) of one open MP4 file."""
 
     KEYS = FieldKeys("MP4", genre=GENRE, confidence=CONFIDENCE, legacy=(LEGACY_GENRE,),
-                     artist=("\xa9ART", "aART"), album=("\xa9alb",))
+                     artist=("\xa9ART", "aART"), album=("\xa9alb",), album_artist=("aART",),
+                     mb_album_id=("----:com.apple.iTunes:MusicBrainz Album Id",),
+                     compilation=("cpil",))
 
     def __init__(self, fileobj: BinaryIO, kind: str = "mp4"):
         self._attach(mutagen.mp4.MP4(fileobj))
@@ -67,6 +69,8 @@ class Editor(BaseEditor):
         return padding if type(padding) is int and padding >= 0 else None
 
     def _decode(self, field: str, stored: list) -> tuple[str, ...] | None:
+        if isinstance(stored, bool):  # cpil: a flag, not a list
+            return ("1",) if stored else ("0",)
         if field.startswith("----:"):
             return tuple(bytes(v).decode("utf-8", "replace") for v in stored) or None
         return tuple(str(v) for v in stored) or None

@@ -38,7 +38,9 @@ class Editor(BaseEditor):
     """The Vorbis comment of one open file: ``tags`` is mutagen's list of (name, value)."""
 
     KEYS = FieldKeys("Vorbis comment", genre="GENRE", confidence="TAGGER_GENRE_CONFIDENCE",
-                     artist=("ARTIST", "ALBUMARTIST"), album=("ALBUM",))
+                     artist=("ARTIST", "ALBUMARTIST"), album=("ALBUM",),
+                     album_artist=("ALBUMARTIST", "ALBUM ARTIST"),
+                     mb_album_id=("MUSICBRAINZ_ALBUMID",), compilation=("COMPILATION",))
 
     def __init__(self, fileobj: BinaryIO, kind: str):
         self._attach(_CLASSES[kind](fileobj))
