@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from helpers.audio import real_clip
+from helpers.catalogue import copy_catalogue
 from helpers.library import at_rest
 
 from tagger.cli import main
@@ -30,7 +31,8 @@ from tagger.config import config_from_dict, load_config
 from tagger.errors import ConfigError
 from tagger.library import tags
 from tagger.library.catalogue import open_catalogue
-from tagger.review import create_app
+from tagger.results import FailureKind, NotWritten
+from tagger.review import create_app, words
 from tagger.review.app import UploadLimits
 from tagger.review.media import PLAYBACK_RATE, byte_range
 from tagger.review.queues import Queue, Sort, queue_page
@@ -130,6 +132,38 @@ def test_the_token_becomes_a_strict_http_only_cookie(library):
     cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and TOKEN.lower() not in cookie
     assert client.get("/queue").status_code == 200
+
+
+def test_a_deep_link_with_the_token_opens_that_page(library):
+    """``/track/45?token=...`` was refused with 403: the token opens a session on any page,
+    which then loads without it (other parameters kept)."""
+    client = client_for(library, log_in=False)
+    track = library["id"][BRAHMS]
+    response = client.get(f"/track/{track}?token={TOKEN}")
+    assert response.status_code == 303 and response.headers["location"] == f"/track/{track}"
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "max-age" not in cookie
+    assert client.get(f"/track/{track}").status_code == 200
+    fresh = client_for(library, log_in=False)
+    queue = fresh.get(f"/queue?q=all&token={TOKEN}&sort=path")
+    assert queue.headers["location"] == "/queue?q=all&sort=path"
+    wrong = client_for(library, log_in=False).get(f"/track/{track}?token=nope")
+    assert wrong.status_code == 403 and "set-cookie" not in wrong.headers
+    # the target stays on this site, whatever the path looks like
+    odd = client_for(library, log_in=False).get(f"//evil.example/x?token={TOKEN}")
+    assert odd.headers["location"].startswith("/") and not odd.headers["location"].startswith(
+        "//")
+
+
+def test_remember_keeps_the_session_across_browser_restarts(library):
+    catalogue = open_catalogue(library["config"].database_url)
+    app = create_app(library["config"], catalogue, token=TOKEN, remember_days=30,
+                     allowed_hosts=["127.0.0.1"])
+    client = TestClient(app, base_url=BASE, follow_redirects=False)
+    cookie = client.get(f"/?token={TOKEN}").headers["set-cookie"].lower()
+    assert f"max-age={30 * 86400}" in cookie
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert main(["review", "--config", str(library["config_file"]), "--remember", "0"]) == 2
 
 
 def test_another_host_name_is_refused(library):
@@ -353,6 +387,36 @@ def test_stats_page_draws_both_charts(library):
     assert "classical" in page
 
 
+def test_statuses_are_said_in_words_and_counts_agree_in_number(library):
+    """The page showed "done (below_threshold)" and "1 ties": every NotWritten and
+    FailureKind has its words, the queue and the track page use them, and one tie is
+    "1 tie"."""
+    assert set(words.NOT_WRITTEN) == set(NotWritten)
+    assert set(words.FAILURE) == set(FailureKind)
+    assert words.status_words("done", "kept_user_genre") == "done: your genre kept"
+    client = client_for(library)
+    track = client.get(f"/track/{library['id'][VIBE]}").text
+    assert (sql(library["db"], "select not_written from tracks where id = ?",
+                library["id"][VIBE]) == [("below_threshold",)])
+    assert '<span id="status">done: genre not written, under the threshold</span>' in track
+    assert "below_threshold" not in track
+    queue = client.get("/queue?q=low").text
+    assert "done: genre not written, under the threshold" in queue
+    assert "below_threshold" not in queue
+    stats = client.get("/stats").text
+    assert re.search(r"\b0 ties\.", stats) and "3 done" in stats
+    assert (words.plural(1, "tie"), words.plural(2, "tie")) == ("1 tie", "2 ties")
+
+
+def test_confidence_bars_follow_the_threshold(library):
+    page = client_for(library).get("/queue?q=all&sort=confidence").text
+    bars = re.findall(r'<span class="bar (under|over)"[^>]*aria-valuenow="([0-9.]+)"', page)
+    assert len(bars) == 3
+    for kind, value in bars:  # 0.379 under 0.5 is amber; 0.68 over it is green
+        assert kind == ("under" if float(value) < THRESHOLD else "over"), (kind, value)
+    assert {kind for kind, _ in bars} == {"under", "over"}
+
+
 # ---------------------------------------------------------------- acting
 
 
@@ -543,7 +607,7 @@ def test_auto_min_confidence_is_resolved_as_a_scan_resolves_it(library, tmp_path
     from tagger.model.classify import head_sha256
 
     db = tmp_path / "auto.sqlite"
-    shutil.copy(library["db"], db)  # the calibration recorded below stays in this copy
+    copy_catalogue(library["db"], db)  # the calibration recorded below stays in this copy
     config_file = tmp_path / "auto.toml"
     config_file.write_text(
         f'state_dir = "{tmp_path / "state"}"\ndatabase = "sqlite:///{db}"\n'
@@ -671,6 +735,19 @@ def test_browser_queue_lists_the_doubtful_tracks(browser, server, library):
     assert len(browser.find_elements(By.CSS_SELECTOR, "#queue tbody tr")) == 3  # predicted
 
 
+def test_browser_a_deep_link_opens_the_track(browser, server, library):
+    from selenium.webdriver.common.by import By
+
+    browser.delete_all_cookies()
+    track = library["id"][NEXUIZ]
+    token = server["url"].split("token=")[1]
+    browser.get(f"{server['base']}/track/{track}?token={token}")
+    assert browser.current_url == f"{server['base']}/track/{track}"  # the token left the bar
+    assert browser.find_element(By.ID, "track-title").text == NEXUIZ
+    cookie = {c["name"]: c for c in browser.get_cookies()}["tagger_review"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and "expiry" not in cookie
+
+
 def test_browser_track_page_plays_and_follows_the_segments(browser, server, library):
     from selenium.webdriver.common.by import By
 
@@ -692,6 +769,94 @@ def test_browser_track_page_plays_and_follows_the_segments(browser, server, libr
     screenshot(browser, "track")
 
 
+def test_browser_taggram_headers_show_whole_names_apart(browser, server, library):
+    """The column headers were cut to 7 letters ("classic") and neighbours overlapped: each
+    shows its winner's whole name, inside the chart, apart from the next, at 1280 and 390
+    px wide (the chart scrolls sideways in a narrow window)."""
+    from selenium.webdriver.common.by import By
+
+    try:
+        for width in (1280, 390):
+            browser.set_window_size(width, 900)
+            browser.get(f"{server['base']}/track/{library['id'][BRAHMS]}")
+            labels = browser.find_elements(By.CSS_SELECTOR, "svg.taggram text.winner-label")
+            winners = [s.text for s in browser.find_elements(
+                By.CSS_SELECTOR, "#segments li.segment .genre")]
+            assert [label.get_attribute("textContent") for label in labels] == winners
+            assert "classical" in winners
+            boxes = browser.execute_script(
+                "const svg = document.querySelector('svg.taggram').getBoundingClientRect();"
+                "return [[svg.left, svg.top, svg.right, svg.bottom]].concat(Array.from("
+                "document.querySelectorAll('svg.taggram text.winner-label'), t => {"
+                "const r = t.getBoundingClientRect(); return [r.left, r.top, r.right, "
+                "r.bottom];}));")
+            chart, boxes = boxes[0], boxes[1:]
+            for left, top, right, _bottom in boxes:
+                assert chart[0] <= left and right <= chart[2] and chart[1] <= top, (chart, left)
+            for a, b in zip(boxes, boxes[1:]):
+                assert a[2] <= b[0], (a, b)  # no overlap with the next column's name
+            screenshot(browser, f"track-taggram-{width}")
+    finally:
+        browser.set_window_size(1100, 900)
+
+
+def test_browser_every_page_fits_1280_and_390_px(browser, server, library):
+    """Each page at a desktop and a phone width: nothing wider than the window (wide tables
+    and charts scroll in their own box). With TAGGER_REVIEW_SCREENSHOTS set, each is saved
+    as PAGE-WIDTH.png (docs/review/ holds them)."""
+    pages = {"queue": "/queue?q=all&sort=confidence", "track": f"/track/{library['id'][VIBE]}",
+             "classify": "/classify", "stats": "/stats", "refused": "/track/99999"}
+    try:
+        for width in (1280, 390):
+            browser.set_window_size(width, 900)
+            for name, url in pages.items():
+                browser.get(server["base"] + url)
+                overflow = browser.execute_script(
+                    "return document.documentElement.scrollWidth - "
+                    "document.documentElement.clientWidth")
+                assert overflow <= 0, (name, width, overflow)
+                screenshot(browser, f"{name}-{width}")
+    finally:
+        browser.set_window_size(1100, 900)
+
+
+def tab_to(browser, selector: str, limit: int = 80):
+    """Press Tab until ``selector`` has the focus; the focused element."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    for _ in range(limit):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.execute_script("return document.activeElement.matches(arguments[0])",
+                                  selector):
+            return browser.switch_to.active_element
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+def test_browser_keyboard_only_tab_enter_and_space(browser, server, library):
+    """Keyboard-only use: Tab walks the header first, the focus is visible, and Enter or
+    space on a focused link or button does what that link or button does, not the page's
+    own Enter (open the selected track) and space (play/pause) shortcuts."""
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(server["base"] + "/queue?q=all&sort=path")
+    brand = tab_to(browser, "a.brand", limit=1)  # the first stop
+    assert browser.execute_script(
+        "return getComputedStyle(arguments[0]).outlineStyle", brand) != "none"
+    ties = tab_to(browser, 'header a[href="/queue?q=ties"]')
+    ties.send_keys(Keys.ENTER)
+    wait_for(lambda: browser.current_url.endswith("/queue?q=ties"), what="the Ties link")
+    browser.get(f"{server['base']}/track/{library['id'][BRAHMS]}")
+    seek = tab_to(browser, '#segments li[data-index="5"] button.seek')
+    start = float(seek.find_element("xpath", "..").get_attribute("data-from"))
+    assert start > 5
+    seek.send_keys(" ")
+    wait_for(lambda: browser.execute_script(
+        "return document.getElementById('player').currentTime") > start,
+        what="space on a segment's button to play from there")
+    browser.execute_script("document.getElementById('player').pause()")
+
+
 # Known defect (session 10, open in the closing note): in the whole suite, but not when this
 # file runs alone, the catalogue these tests read lacks the corrections the review server logs
 # as recorded; the cause is not found yet. Marked so the rest lands; remove once fixed.
@@ -699,7 +864,6 @@ _SUITE_ONLY_DEFECT = pytest.mark.xfail(
     strict=False, reason="whole-suite only: corrections the server records are not seen")
 
 
-@_SUITE_ONLY_DEFECT
 def test_browser_correction_shows_in_sql_and_the_file_and_revert_undoes_it(
         browser, server, library):
     from selenium.webdriver.common.by import By
@@ -710,12 +874,12 @@ def test_browser_correction_shows_in_sql_and_the_file_and_revert_undoes_it(
     field = browser.find_element(By.ID, "genre-input")
     field.send_keys("Folk")
     browser.find_element(By.ID, "set-genre").click()
-    wait_for(lambda: browser.find_elements(By.ID, "flash"), what="the result")
+    said = wait_for(lambda: browser.find_elements(By.ID, "flash"), what="the result")[0].text
     assert [g.casefold() for g in tags.read_genres(path)] == ["folk"]
     assert browser.find_element(By.ID, "file-genres").text.casefold() == "folk"
     rows = sql(library["db"], "select action, genre, source from corrections where path = ?",
                str(path))
-    assert [(a, g.casefold(), s) for a, g, s in rows] == [("set_genre", "folk", "review")]
+    assert [(a, g.casefold(), s) for a, g, s in rows] == [("set_genre", "folk", "review")], said
     browser.find_element(By.ID, "revert").click()
     wait_for(lambda: browser.find_element(By.ID, "file-genres").text == "Classical",
              what="the revert")
@@ -724,7 +888,6 @@ def test_browser_correction_shows_in_sql_and_the_file_and_revert_undoes_it(
                               "order by id", str(path))] == ["set_genre", "undo"]
 
 
-@_SUITE_ONLY_DEFECT
 def test_browser_keyboard_j_k_and_a(browser, server, library):
     from selenium.webdriver.common.by import By
 
@@ -743,14 +906,13 @@ def test_browser_keyboard_j_k_and_a(browser, server, library):
     wait_for(lambda: browser.current_url.endswith(f"/track/{ids[1]}"), what="k")
     browser.get(f"{server['base']}/track/{library['id'][VIBE]}")
     browser.find_element(By.TAG_NAME, "body").send_keys("a")
-    wait_for(lambda: browser.find_elements(By.ID, "flash"), what="accept")
+    said = wait_for(lambda: browser.find_elements(By.ID, "flash"), what="accept")[0].text
     rows = sql(library["db"], "select action, genre from corrections where path = ?",
                str(library["lib"] / VIBE))
-    assert [(a, g.casefold()) for a, g in rows] == [("accept", "jazz")]
+    assert [(a, g.casefold()) for a, g in rows] == [("accept", "jazz")], said
     assert [g.casefold() for g in tags.read_genres(library["lib"] / VIBE)] == ["jazz"]
 
 
-@_SUITE_ONLY_DEFECT
 def test_browser_number_keys_pick_a_candidate(browser, server, library):
     from selenium.webdriver.common.by import By
 
@@ -759,10 +921,10 @@ def test_browser_number_keys_pick_a_candidate(browser, server, library):
     first = browser.find_element(By.CSS_SELECTOR, "#candidates tbody tr td:nth-child(2)").text
     count = len(sql(library["db"], "select id from corrections where path = ?", str(path)))
     browser.find_element(By.TAG_NAME, "body").send_keys("1")
-    wait_for(lambda: browser.find_elements(By.ID, "flash"), what="the pick")
+    said = wait_for(lambda: browser.find_elements(By.ID, "flash"), what="the pick")[0].text
     rows = sql(library["db"], "select action, genre from corrections where path = ? "
                               "order by id", str(path))
-    assert len(rows) == count + 1
+    assert len(rows) == count + 1, said
     assert (rows[-1][0], rows[-1][1].casefold()) == ("set_genre", first.casefold())
     assert [g.casefold() for g in tags.read_genres(path)] == [first.casefold()]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import mutagen
 import pytest
 from helpers.audio import real_clip
+from helpers.catalogue import copy_catalogue
 from helpers.library import at_rest
 
 from tagger.cli import main
@@ -82,7 +83,7 @@ def scanned(tmp_path_factory):
     assert main(["scan", "--config", str(config)]) == 1  # notes.mp3 fails
     pristine = root / "pristine"
     shutil.copytree(lib, pristine / "lib")  # copy2: the same mtimes
-    shutil.copy2(db, pristine / "c.sqlite")
+    copy_catalogue(db, pristine / "c.sqlite")
     return {"root": root, "lib": lib, "db": db, "config": str(config), "pristine": pristine}
 
 
@@ -91,9 +92,7 @@ def library(scanned):
     lib, pristine = scanned["lib"], scanned["pristine"]
     for path in (pristine / "lib").iterdir():
         shutil.copy2(path, lib / path.name)
-    for suffix in ("-wal", "-shm"):
-        Path(f"{scanned['db']}{suffix}").unlink(missing_ok=True)
-    shutil.copy2(pristine / "c.sqlite", scanned["db"])
+    copy_catalogue(pristine / "c.sqlite", scanned["db"])
     return scanned
 
 

@@ -22,6 +22,9 @@ def add_parser(sub, parents) -> None:
                         help="port (review.port; default 8765; 0: any free port)")
     review.add_argument("--read-only", action="store_true",
                         help="refuse every change: no corrections, no tag writes")
+    review.add_argument("--remember", type=int, metavar="DAYS",
+                        help="keep the session that many days, across browser restarts "
+                             "(a persistent cookie; default: it ends with the browser)")
     review.add_argument("--allow-remote", action="store_true",
                         help="allow a --host that other machines can reach (anyone who has "
                              "the token or password can then change your tags)")
@@ -35,6 +38,9 @@ def cmd_review(args: argparse.Namespace, config: Config) -> int:
     port = config.review.port if args.port is None else args.port
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, not {port}",
+                         prog="tagger review")
+    if args.remember is not None and not 1 <= args.remember <= 3650:
+        raise UsageError(f"--remember must be between 1 and 3650 days, not {args.remember}",
                          prog="tagger review")
     if not is_loopback(host):
         if not args.allow_remote:
@@ -56,7 +62,8 @@ def cmd_review(args: argparse.Namespace, config: Config) -> int:
         if is_loopback(host):  # a DNS-rebinding page must not reach us under another name
             allowed = ["127.0.0.1", "localhost", "::1", "[::1]", host]
         app = create_app(config, catalogue, token=token, read_only=args.read_only,
-                         password=config.review.password or None, allowed_hosts=allowed)
+                         password=config.review.password or None, allowed_hosts=allowed,
+                         remember_days=args.remember)
         print(f"Review at {start_url(sock, token)}", flush=True)
         print("(Ctrl-C stops it)", file=sys.stderr, flush=True)
         serve(app, sock)

@@ -21,7 +21,7 @@ import secrets
 import threading
 import uuid
 from pathlib import Path
-from urllib.parse import unquote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
@@ -46,7 +46,7 @@ from tagger.library.paths import (
     special_file_reason,
 )
 from tagger.results import CorrectionAction
-from tagger.review import charts
+from tagger.review import charts, words
 from tagger.review.actions import perform
 from tagger.review.media import Clips, byte_range
 from tagger.review.queues import QUEUE_TITLES, Queue, Sort, queue_page
@@ -177,13 +177,17 @@ class ClassifierHolder:
 
 def create_app(config: Config, catalogue, *, token: str, read_only: bool = False,
                password: str | None = None, allowed_hosts: list[str] | None = None,
-               upload_limits: UploadLimits = UploadLimits()) -> Starlette:
-    """The ASGI app over ``catalogue``; ``token`` is the secret of the start URL.
+               upload_limits: UploadLimits = UploadLimits(),
+               remember_days: int | None = None) -> Starlette:
+    """The ASGI app over ``catalogue``; ``token`` is the secret of the start URL (accepted
+    on any page). ``remember_days``: the session cookie lasts that many days (it outlives
+    the browser, not the server); None: it ends with the browser.
     ``tags.min_confidence`` must be a number: the caller resolves "auto" (tagger review does,
     with :func:`tagger.service.policy.resolve_threshold`); the app loads no model."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(read_only=read_only, queues=QUEUE_TITLES,
-                                 colour=charts.colour)
+                                 colour=charts.colour, status_words=words.status_words,
+                                 plural=words.plural, status_names=words.STATUS)
     sessions = Sessions()
     clips = Clips(config)
     model = ClassifierHolder(config)
@@ -192,6 +196,7 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
     threshold = config.tags.min_confidence
     if not isinstance(threshold, (int, float)):
         raise ValueError(f"tags.min_confidence must be a number here, not {threshold!r}")
+    templates.env.globals["threshold"] = threshold
 
     def session_of(request: Request) -> ReviewSession | None:
         return sessions.get(request.cookies.get(COOKIE))
@@ -209,7 +214,9 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
     def start_session(target: str) -> Response:
         sid, _ = sessions.new()
         response = RedirectResponse(target, status_code=303)
-        response.set_cookie(COOKIE, sid, httponly=True, samesite="strict", path="/")
+        max_age = remember_days * 86400 if remember_days else None
+        response.set_cookie(COOKIE, sid, max_age=max_age, httponly=True, samesite="strict",
+                            path="/")
         return response
 
     def track_path(track_id: int) -> tuple[str, int | None] | None:
@@ -444,9 +451,19 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
 
     def gate(request: Request) -> Response | None:
         """Every request but the start URL, the login and the static files needs a session;
-        read-only refuses every POST that could write (classifying an upload writes nothing
+        the token opens one on any page (a deep link), which then loads without it.
+        Read-only refuses every POST that could write (classifying an upload writes nothing
         but its own temporary file)."""
         path = request.url.path
+        given = request.query_params.get("token")
+        if given is not None and path != "/" and request.method in ("GET", "HEAD"):
+            if not same_secret(given, token):
+                return refused(request, 403, "That token is not this server's.")
+            rest = urlencode([(k, v) for k, v in request.query_params.multi_items()
+                              if k != "token"])
+            # "/" + ...: never "//host", which a browser would take for another site
+            target = quote("/" + path.lstrip("/\\"))
+            return start_session(target + (f"?{rest}" if rest else ""))
         public = path in PUBLIC[:2] or path.startswith(PUBLIC[2])
         if not public and session_of(request) is None:
             return refused(request, 403, "Open the address 'tagger review' printed "

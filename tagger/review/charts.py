@@ -26,21 +26,26 @@ def taggram(rows: Sequence[str], values: Sequence[Sequence[float]],
     colour of each segment's winner. ``values[row][segment]``."""
     n = len(winners)
     top = max((float(v) for row in values for v in row), default=0.0) or 1.0
-    label_w, cell_w, cell_h, strip = 130, 52, 18, 22
-    width, height = label_w + n * cell_w, strip + 4 + len(rows) * cell_h + 34
+    cell_w, cell_h, strip, char_w = 52, 18, 12, 6.5  # char_w: an 11px character, roughly
+    # the winners' full names stand upright over their columns: never cut, never overlapping
+    head = 8 + char_w * max((len(w) for w in winners), default=0)
+    label_w = max(90, round(12 + char_w * max((len(r) for r in rows), default=0)))
+    body = head + strip + 4
+    width, height = label_w + n * cell_w, body + len(rows) * cell_h + 34
     parts = [f'<svg class="taggram" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'height="{height:.0f}" viewBox="0 0 {width} {height:.0f}" role="img" '
              'aria-label="scores per segment">']
     for i, winner in enumerate(winners):
         x = label_w + i * cell_w
+        cx, cy = x + cell_w / 2 + 4, head - 4
         parts.append(f'<g class="segment" data-index="{i}"><rect class="winner" x="{x + 1}" '
-                     f'y="0" width="{cell_w - 2}" height="{strip}" '
+                     f'y="{head:.1f}" width="{cell_w - 2}" height="{strip}" '
                      f'fill="{colour(winner, vocabulary)}"><title>segment {i + 1}: '
                      f'{escape(winner)}</title></rect>'
-                     f'<text x="{x + cell_w / 2}" y="{strip - 7}" text-anchor="middle" '
-                     f'class="winner-label">{escape(winner[:7])}</text></g>')
+                     f'<text x="{cx:.1f}" y="{cy:.1f}" transform="rotate(-90 {cx:.1f} '
+                     f'{cy:.1f})" class="winner-label">{escape(winner)}</text></g>')
     for r, name in enumerate(rows):
-        y = strip + 4 + r * cell_h
+        y = body + r * cell_h
         parts.append(f'<text x="{label_w - 6}" y="{y + cell_h - 5}" text-anchor="end" '
                      f'class="row-label">{escape(name)}</text>')
         for i in range(n):
@@ -49,7 +54,7 @@ def taggram(rows: Sequence[str], values: Sequence[Sequence[float]],
                          f'width="{cell_w - 2}" height="{cell_h - 2}" '
                          f'fill="rgba(30,60,140,{0.04 + 0.96 * v / top:.3f})">'
                          f'<title>{escape(name)}, segment {i + 1}: {v:.3f}</title></rect>')
-    y = strip + 4 + len(rows) * cell_h + 13
+    y = body + len(rows) * cell_h + 13
     for i in range(n):
         parts.append(f'<text x="{label_w + i * cell_w + cell_w / 2}" y="{y}" '
                      f'text-anchor="middle" class="axis">{i + 1}</text>')

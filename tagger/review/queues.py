@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from tagger.library.catalogue.rows import first_json_element, judged, record_from_row, utc
 from tagger.library.catalogue.schema import CORRECTIONS, PREDICTIONS, TRACKS
+from tagger.results import FailureKind, NotWritten
 
 PAGE_SIZE = 50
 _ID_RANGE = range(-(2 ** 63), 2 ** 63)  # what a catalogue id can be (64-bit integers)
@@ -64,6 +65,8 @@ class QueueRow:
     tied_genres: str | None
     error: str | None
     predicted_at: dt.datetime | None
+    not_written: NotWritten | None = None
+    failure_kind: FailureKind | None = None
     user_genre: str | None = None
 
 
@@ -116,7 +119,8 @@ def queue_page(engine: sa.Engine, queue: Queue, *, low: float, folder: str | Non
     dialect = engine.dialect.name
     user = _user_genre(t, dialect)
     columns = [t.c.id, t.c.path, t.c.folder, t.c.status, p.c.genre, p.c.confidence, p.c.tie,
-               p.c.tied_genres, t.c.error, p.c.created.label("predicted_at")]
+               p.c.tied_genres, t.c.error, p.c.created.label("predicted_at"), t.c.not_written,
+               t.c.failure_kind]
     if queue is Queue.DISAGREE:
         columns.append(user.label("user_genre"))
     by_prediction = sort is not Sort.PATH and queue is not Queue.FAILED

@@ -23,6 +23,19 @@ VIEWS = {"track_genres", "genre_counts", "genre_check"}
 HEAD = "0008_albums"  # newest schema revision
 
 
+def copy_catalogue(source: Path, target: Path) -> None:
+    """Copy an SQLite catalogue with SQLite's online backup, never as a plain file.
+
+    Opening and closing the database file outside SQLite drops every POSIX lock this process's
+    open connections hold on it (sqlite.org/howtocorrupt.html, 2.2); another process that then
+    closes its last connection believes itself alone, checkpoints and deletes the WAL, and this
+    process's connections go on reading the old one: the other process's commits vanish."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+
+
 
 @dataclass(frozen=True)
 class Change:  # the shape of the tag writer's change objects
