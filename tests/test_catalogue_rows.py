@@ -61,7 +61,8 @@ def test_a_computed_timestamp_given_as_text():
 
     row = SimpleNamespace(id=3, path="/music/d.mp3", folder="/music", status="classified",
                           genre="rock", confidence=0.75, tie=0, tied_genres=None, error=None,
-                          predicted_at="2024-05-01 12:30:00.000000")
+                          predicted_at="2024-05-01 12:30:00.000000", not_written=None,
+                          failure_kind=None)
     got = record_from_row(QueueRow, row, user_genre=None)
     assert (got.predicted_at, got.tie, got.user_genre) == (UTC, False, None)
     row.predicted_at = None
