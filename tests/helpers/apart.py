@@ -12,12 +12,14 @@ from pathlib import Path
 DECODE_STACK = ("librosa", "numba", "llvmlite", "scipy", "av", "soxr")
 
 
-def run_cli_apart(argv: list[str], state_dir: Path) -> tuple[int, list[str], list[str], str]:
+def run_cli_apart(argv: list[str], state_dir: Path, modules: tuple[str, ...] = DECODE_STACK,
+                  ) -> tuple[int, list[str], list[str], str]:
     """``main(argv)`` in a new process with its own state dir: its exit code, the
-    :data:`DECODE_STACK` modules it had loaded by the end, its output lines, its stderr."""
+    ``modules`` (default :data:`DECODE_STACK`) it had loaded by the end, its output lines,
+    its stderr."""
     script = ("import json, sys\nfrom tagger.cli import main\n"
               f"code = main({argv!r})\n"
-              f"heavy = {DECODE_STACK!r}\n"
+              f"heavy = {modules!r}\n"
               "print(json.dumps([code, sorted(m for m in heavy if m in sys.modules)]))\n")
     env = {**os.environ, "XDG_STATE_HOME": str(state_dir)}
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,

@@ -1,0 +1,68 @@
+"""A light daemon and a quick start (issue #28): what a command does not use, it does not
+load or start; an idle daemon gives its model and its decode processes back."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers.apart import DECODE_STACK, run_cli_apart
+from helpers.audio import real_clip
+from helpers.catalogue import CLEAR_ROCK, result_for
+
+from tagger.library.catalogue import open_catalogue
+
+#: what the model and the decoders load: a command that answers from the catalogue needs none
+HEAVY = ("torch", *DECODE_STACK)
+
+
+def test_quick_commands_load_neither_torch_nor_the_decode_stack(tmp_path):
+    """--help, list, show, stats and status answer from the catalogue (and the status
+    file): torch (~150 MB, seconds of CPU) and the decode stack stay unloaded, on a catalogue
+    that holds a classified track."""
+    track = tmp_path / "vibe.ogg"
+    shutil.copy(real_clip("Kevin_MacLeod_-_Vibe_Ace.ogg"), track)
+    db = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    with open_catalogue(db) as catalogue:
+        catalogue.record_result(result_for(str(track), CLEAR_ROCK), size=track.stat().st_size,
+                                mtime_ns=track.stat().st_mtime_ns)
+    commands = {"--help": ["--help"], "list": ["list", "--db", db, "--low", "1"],
+                "show": ["show", "--db", db, str(track)], "stats": ["stats", "--db", db],
+                "status": ["status", "--db", db]}
+    for name, argv in commands.items():
+        code, loaded, lines, stderr = run_cli_apart(argv, tmp_path / "state", modules=HEAVY)
+        assert code in (0, 1), (name, stderr)  # status: 1, no daemon runs
+        assert lines, name  # it answered
+        assert loaded == [], (name, loaded)
+
+
+def _run_apart(script: str, state: Path) -> list[str]:
+    env = {**os.environ, "XDG_STATE_HOME": str(state)}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip().splitlines()
+
+
+def test_classify_of_one_file_starts_no_worker_process(tmp_path):
+    """One file is decoded in the command's own process: no fork server, no worker (a
+    process started for one file costs more than the file), and the answer is the same."""
+    clip = str(real_clip("Kevin_MacLeod_-_Vibe_Ace.ogg"))
+    script = (
+        "import json, os, sys\nfrom tagger.cli import main\n"
+        f"code = main(['classify', '--json', {clip!r}])\n"
+        "me = str(os.getpid())\n"
+        "kids = [p for p in os.listdir('/proc') if p.isdigit() and os.path.exists("
+        "f'/proc/{p}/stat') and open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[1]"
+        " == me]\n"
+        "print(json.dumps([code, len(kids), 'av' in sys.modules]))\n")
+    *results, last = _run_apart(script, tmp_path / "state")
+    code, children, decoded_here = json.loads(last)
+    assert code == 0
+    assert [json.loads(line)["genre"] for line in results] == ["jazz"]
+    assert children == 0
+    assert decoded_here
