@@ -8,12 +8,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from helpers.apart import DECODE_STACK, run_cli_apart
 from helpers.audio import real_clip
 from helpers.catalogue import CLEAR_ROCK, result_for
+from helpers.configs import write_config
 
+from tagger.library import tags
 from tagger.library.catalogue import open_catalogue
 
 #: what the model and the decoders load: a command that answers from the catalogue needs none
@@ -66,3 +69,71 @@ def test_classify_of_one_file_starts_no_worker_process(tmp_path):
     assert [json.loads(line)["genre"] for line in results] == ["jazz"]
     assert children == 0
     assert decoded_here
+
+
+def _descendants(pid: int) -> list[int]:
+    parents = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        stat = _read(f"/proc/{entry}/stat")
+        if stat:
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, todo = [], [pid]
+    while todo:
+        pid = todo.pop()
+        kids = [p for p, parent in parents.items() if parent == pid]
+        found += kids
+        todo += kids
+    return found
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""  # gone meanwhile
+
+
+def _wait_for(predicate, what: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_an_idle_daemon_stops_its_model_and_workers_and_starts_them_for_the_next_file(
+        tmp_path):
+    """With nothing to do for ``watch.idle_release_seconds``, ``tagger watch`` keeps one
+    process of its own (and multiprocessing's resource tracker): no fork server, no decode
+    worker, no model process, and torch mapped in none. A real clip dropped in then is still
+    classified and tagged, the model and the workers started for it (and the log says so)."""
+    root = tmp_path / "Music"
+    root.mkdir()
+    clip = tmp_path / "clip.ogg"
+    shutil.copy(real_clip("sorohanro_-_solo-trumpet-06.ogg"), clip)
+    tags.write_genres(clip, [], None)  # no genre: the default policy writes one
+    config = write_config(tmp_path / "tagger.toml", tmp_path / "state",
+                          service={"priority": "normal"}, library={"settle_seconds": 0.5},
+                          watch={"settle_seconds": 0.5, "idle_release_seconds": 2})
+    log_path = tmp_path / "watch.log"
+    with open(log_path, "w") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "tagger", "--config", str(config),
+                                   "watch", str(root)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: "the decode workers are stopped" in log_path.read_text()
+                  or daemon.poll() is not None, "the idle release")
+        assert daemon.poll() is None, log_path.read_text()
+        left = {p: _read(f"/proc/{p}/cmdline") for p in _descendants(daemon.pid)}
+        assert all("resource_tracker" in cmd for cmd in left.values()), left
+        assert not any("libtorch" in _read(f"/proc/{p}/maps")
+                       for p in [daemon.pid, *left]), "torch is still loaded"
+
+        shutil.copy(clip, root / "dropped.ogg")
+        _wait_for(lambda: tags.read_genres(root / "dropped.ogg") or daemon.poll() is not None,
+                  "the dropped clip's tag")
+        assert tags.read_genres(root / "dropped.ogg") == ["Jazz"], log_path.read_text()
+        assert "1 file to classify: starting the model and the decode workers" in (
+            log_path.read_text())
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=120)
