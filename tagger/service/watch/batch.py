@@ -65,7 +65,7 @@ class BatchRunner:
                      recorded: Callable[[str], None] | None = None) -> ScanEngine:
         """Make the engine ``cluster.engine`` selects, writing tags only inside the roots.
         The local engine's model runs in a process of its own (unless ``classifier`` is
-        given), which :meth:`release` can stop."""
+        given), which :meth:`release_when_idle` stops."""
         self.catalogue = catalogue
         if classifier is None and self.config.cluster.engine == "local":
             use_private_temp(self.config.state_path)  # before the fork server starts
