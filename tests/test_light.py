@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers.apart import DECODE_STACK, run_cli_apart
+from helpers.apart import DECODE_STACK, descendants, run_cli_apart
 from helpers.audio import real_clip
 from helpers.catalogue import CLEAR_ROCK, result_for
 from helpers.configs import write_config
@@ -57,33 +57,16 @@ def test_classify_of_one_file_starts_no_worker_process(tmp_path):
     clip = str(real_clip("Kevin_MacLeod_-_Vibe_Ace.ogg"))
     script = (
         "import json, os, sys\nfrom tagger.cli import main\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from helpers.apart import descendants\n"
         f"code = main(['classify', '--json', {clip!r}])\n"
-        "me = str(os.getpid())\n"
-        "kids = [p for p in os.listdir('/proc') if p.isdigit() and os.path.exists("
-        "f'/proc/{p}/stat') and open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[1]"
-        " == me]\n"
-        "print(json.dumps([code, len(kids), 'av' in sys.modules]))\n")
+        "print(json.dumps([code, len(descendants(os.getpid())), 'av' in sys.modules]))\n")
     *results, last = _run_apart(script, tmp_path / "state")
     code, children, decoded_here = json.loads(last)
     assert code == 0
     assert [json.loads(line)["genre"] for line in results] == ["jazz"]
     assert children == 0
     assert decoded_here
-
-
-def _descendants(pid: int) -> list[int]:
-    parents = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        stat = _read(f"/proc/{entry}/stat")
-        if stat:
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, todo = [], [pid]
-    while todo:
-        pid = todo.pop()
-        kids = [p for p, parent in parents.items() if parent == pid]
-        found += kids
-        todo += kids
-    return found
 
 
 def _read(path: str) -> str:
@@ -123,7 +106,7 @@ def test_an_idle_daemon_stops_its_model_and_workers_and_starts_them_for_the_next
         _wait_for(lambda: "the decode workers are stopped" in log_path.read_text()
                   or daemon.poll() is not None, "the idle release")
         assert daemon.poll() is None, log_path.read_text()
-        left = {p: _read(f"/proc/{p}/cmdline") for p in _descendants(daemon.pid)}
+        left = {p: _read(f"/proc/{p}/cmdline") for p in descendants(daemon.pid)}
         assert all("resource_tracker" in cmd for cmd in left.values()), left
         assert not any("libtorch" in _read(f"/proc/{p}/maps")
                        for p in [daemon.pid, *left]), "torch is still loaded"

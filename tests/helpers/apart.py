@@ -27,3 +27,21 @@ def run_cli_apart(argv: list[str], state_dir: Path, modules: tuple[str, ...] = D
     lines = run.stdout.strip().splitlines()
     code, loaded = json.loads(lines[-1])
     return code, loaded, lines[:-1], run.stderr
+
+
+def descendants(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children, their children, and so on (from /proc)."""
+    parents = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [p for p, ppid in parents.items() if ppid == parent]
+        found += kids
+        todo += kids
+    return found
