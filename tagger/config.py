@@ -140,6 +140,9 @@ class WatchConfig:
     rescan_cron: str = ""  # crontab expression; overrides the interval when set
     retry_base_seconds: float = 60.0
     retry_max_attempts: int = 5
+    # with nothing to do for this long, the daemon gives back the model and the decode
+    # processes (started again with the next file); 0 keeps them
+    idle_release_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,7 @@ _POSITIVE = {
 _NON_NEGATIVE = {
     "model.threads", "scan.workers", "watch.settle_seconds", "watch.retry_max_attempts",
     "library.settle_seconds", "model.max_descriptors", "cluster.actors", "cluster.in_flight",
-    "review.port",
+    "review.port", "watch.idle_release_seconds",
 }
 _UNIT_INTERVAL = {"tags.min_confidence", "model.descriptor_threshold", "tags.target_precision"}
 #: Upper bounds: past them a value is a typo, and taking it literally crashes or starves the
@@ -232,7 +235,7 @@ _MAXIMUM = {
     "watch.settle_seconds": _DAY, "watch.poll_interval_seconds": _DAY,
     "library.settle_seconds": _DAY, "watch.retry_base_seconds": 7 * _DAY,
     "watch.rescan_interval_minutes": 366 * 24 * 60.0,
-    "review.port": 65535,
+    "review.port": 65535, "watch.idle_release_seconds": 7 * _DAY,
 }
 
 

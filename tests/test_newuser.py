@@ -65,9 +65,8 @@ def test_demo_from_a_folder_holding_a_tagger_directory(tmp_path):
     lines = proc.stderr.splitlines()
     assert lines[0].startswith("copied the demo clips to")
     assert lines[1].startswith("tagger: scanning ")  # said at once, before any slow part
-    assert "first run: compiling" in proc.stderr
+    assert "compiling" not in proc.stderr  # the decode stack has no kernels to compile
     state = home / ".local/state/tagger"
-    assert any((state / "numba-cache").rglob("*.nbi"))  # the compiled kernels are kept there
     db = state / "catalogue.sqlite"
     statuses = dict(rows(db, "select path, status from tracks"))
     assert len(statuses) == 5 and set(statuses.values()) == {"done"}

@@ -22,7 +22,6 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
@@ -247,7 +246,7 @@ class BrokenClassifier:
 
     info = ModelInfo("broken", "b" * 64, ("jazz",))
 
-    head = SimpleNamespace(calibrator=None)  # what the engine asks of a classifier's head
+    head_calibrator = None  # what the engine asks of a classifier besides its model
 
     def __init__(self):
         self.counts: Counter[str] = Counter()

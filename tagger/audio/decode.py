@@ -472,7 +472,16 @@ def _check_file(path: str | os.PathLike[str]) -> str:
 
 
 def resample(samples: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Resample as musicnn's pipeline does (``librosa.resample``, ``soxr_hq``)."""
-    import librosa  # imported here: it is slow to import and only the workers need it
+    """Resample as musicnn's pipeline does: ``librosa.resample(res_type="soxr_hq")``, which
+    is soxr's HQ resampler, its output cut or zero-padded to ``ceil(n * ratio)`` samples.
+    Called here directly: importing librosa costs a new process seconds of CPU (scipy.signal,
+    numba) for this one call (tests/test_features.py checks that both agree)."""
+    import soxr
 
-    return librosa.resample(samples, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq")
+    if orig_sr == target_sr:
+        return samples
+    wanted = math.ceil(samples.shape[-1] * float(target_sr) / orig_sr)
+    out = soxr.resample(samples, orig_sr, target_sr, quality="soxr_hq")
+    if out.shape[-1] < wanted:
+        out = np.pad(out, (0, wanted - out.shape[-1]))
+    return np.asarray(out[:wanted], dtype=samples.dtype)

@@ -6,6 +6,7 @@ musicnn's own extractor casts the mel power to float16 before the log, which ove
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from concurrent.futures import Executor
@@ -28,9 +29,8 @@ N_MELS = 96
 def frames_for(seconds: float) -> int:
     """Spectrogram frames in a patch of ``seconds`` (musicnn: 3 s -> 187 frames).
 
-    ``librosa.time_to_frames(seconds, sr, hop_length, n_fft) + 1``, written out: librosa is
-    imported only where audio is analysed (the decode workers), and this module is imported
-    by the scanning process too (for :class:`PreparedTrack`), which would carry its ~70 MB.
+    ``librosa.time_to_frames(seconds, sr, hop_length, n_fft) + 1``, written out (see
+    :func:`log_mel` for why librosa is not imported here).
     """
     samples = int(seconds * SAMPLE_RATE)  # librosa.time_to_samples truncates
     return (samples - N_FFT // 2) // HOP_LENGTH + 1
@@ -40,14 +40,55 @@ FRAMES_PER_SEGMENT = frames_for(3.0)
 
 
 def log_mel(samples: np.ndarray) -> np.ndarray:
-    """log10(1 + 10000 * mel power), shape (frames, 96), float32, time first."""
-    import librosa  # here, not at the top: see frames_for
+    """log10(1 + 10000 * mel power), shape (frames, 96), float32, time first.
 
-    mel = librosa.feature.melspectrogram(
-        y=np.asarray(samples, dtype=np.float32), sr=SAMPLE_RATE, n_fft=N_FFT,
-        hop_length=HOP_LENGTH, n_mels=N_MELS,
-    )
-    return np.log10(1.0 + 10000.0 * mel.astype(np.float32, copy=False)).T.astype(np.float32)
+    What ``librosa.feature.melspectrogram`` computes with musicnn's settings (centred frames,
+    zero padded; periodic Hann window; power 2; Slaney mel filters), written with numpy:
+    importing librosa costs each new decoding process 3-5 s of CPU (scipy.signal, numba,
+    llvmlite) and ~70 MB for these few lines. tests/test_features.py checks both agree.
+    """
+    y = np.asarray(samples, dtype=np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(np.pad(y, N_FFT // 2), N_FFT)
+    spectrum = np.fft.rfft(_hann() * frames[::HOP_LENGTH], axis=-1).astype(np.complex64)
+    mel = (np.abs(spectrum) ** 2) @ _mel_filters().T
+    return np.log10(1.0 + 10000.0 * mel).astype(np.float32)
+
+
+@functools.cache
+def _hann() -> np.ndarray:
+    """The periodic Hann window (``scipy.signal.get_window("hann", N_FFT)``), float64."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa's htk=False)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    mel = hz / (200.0 / 3)
+    above = hz >= 1000.0
+    mel[above] = 15.0 + np.log(hz[above] / 1000.0) / (np.log(6.4) / 27.0)
+    return mel
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    hz = (200.0 / 3) * mel
+    above = mel >= 15.0
+    hz[above] = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel[above] - 15.0))
+    return hz
+
+
+@functools.cache
+def _mel_filters() -> np.ndarray:
+    """(N_MELS, N_FFT // 2 + 1) float32: ``librosa.filters.mel(sr=16000, n_fft=512,
+    n_mels=96)``, triangles on Slaney's scale from 0 Hz to Nyquist, area-normalised."""
+    fft_hz = np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE)
+    mel_hz = _mel_to_hz(np.linspace(0.0, _hz_to_mel(np.array([SAMPLE_RATE / 2]))[0],
+                                    N_MELS + 2))
+    ramps = np.subtract.outer(mel_hz, fft_hz)
+    widths = np.diff(mel_hz)
+    weights = np.maximum(0.0, np.minimum(-ramps[:-2] / widths[:-1, None],
+                                         ramps[2:] / widths[1:, None]))
+    weights *= (2.0 / (mel_hz[2:] - mel_hz[:-2]))[:, None]
+    return weights.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -91,10 +132,9 @@ class PreparedTrack:
 def warm_up() -> None:
     """Run the resampling and log-mel code once, on a second of synthetic noise.
 
-    librosa loads its submodules (scipy.signal, its numba kernels) on first use, which costs
-    a fresh process 1.5-2.5 s of CPU on its first file. A process that will fork decode
-    workers calls this first, so each worker starts with all of it loaded (PyAV, FFmpeg's
-    libraries, too).
+    A process that will fork decode workers calls this first, so each worker starts with the
+    decode stack loaded and its first-use work done (PyAV and FFmpeg's libraries, soxr, the
+    window and the mel filters).
     """
     import av  # noqa: F401 - loaded here once, for every worker forked afterwards
 

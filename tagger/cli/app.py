@@ -94,7 +94,7 @@ global options (before or after the command):
 files:
   <state_dir>/catalogue.sqlite   the catalogue (state_dir: $XDG_STATE_HOME/tagger, else
                                  ~/.local/state/tagger); backups beside it (tagger prune)
-  <state_dir>/numba-cache        compiled audio kernels (made by the first run)
+  <state_dir>/numba-cache        compiled kernels of the baseline's features (learn, eval)
 
 exit status:
   0 success, 1 some files failed, 2 usage or configuration error, 3 other error (model,

@@ -1,9 +1,8 @@
 """What a person sees while a scan runs: a start-up line, then progress from the first second.
 
 On a terminal a `rich` bar (files, rate, ETA) on stderr; otherwise plain log lines every
-10 s, so journald and redirected output stay readable. The first scan on a machine spends
-~15 s compiling librosa's numba kernels (cached afterwards under the state directory) and a
-few seconds loading the model: both are said before they start, so nothing looks hung.
+10 s, so journald and redirected output stay readable. Loading the model takes a few seconds:
+it is said before it starts, so nothing looks hung.
 """
 
 from __future__ import annotations
@@ -25,10 +24,10 @@ log = logging.getLogger("tagger")
 NUMBA_CACHE = "numba-cache"
 
 
-def use_state_caches(state_dir: Path, *, create: bool = True) -> bool:
+def use_state_caches(state_dir: Path, *, create: bool = True) -> None:
     """Point numba's cache under the state directory, before librosa is imported anywhere
-    (the fork server inherits the variable). Returns True when the cache is still empty: the
-    first run compiles it. A cache dir the user set themselves is left alone. ``create``
+    (``learn`` and ``eval``'s baseline features; the decode stack does without it). A cache
+    dir the user set themselves is left alone. ``create``
     False (a dry run) and no state directory yet: a private temporary cache, removed at exit,
     so that a dry run on a fresh machine leaves nothing behind."""
     if "NUMBA_CACHE_DIR" in os.environ:
@@ -39,10 +38,6 @@ def use_state_caches(state_dir: Path, *, create: bool = True) -> bool:
             folder = Path(tempfile.mkdtemp(prefix="tagger-numba-"))
             atexit.register(shutil.rmtree, folder, ignore_errors=True)
         os.environ["NUMBA_CACHE_DIR"] = str(folder)
-    try:
-        return not any(folder.rglob("*.nbi"))
-    except OSError:
-        return True
 
 
 class ScanDisplay:
@@ -51,10 +46,10 @@ class ScanDisplay:
     the service never prints, the CLI decides what a person sees."""
 
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False,
-                 first_run: bool = False, interval_s: float = 10.0, label: str = "classifying"):
+                 interval_s: float = 10.0, label: str = "classifying"):
         self.stream = stream or sys.stderr
         self.label = label
-        self.quiet, self.first_run, self.interval_s = quiet, first_run, interval_s
+        self.quiet, self.interval_s = quiet, interval_s
         self.tty = _isatty(self.stream)
         self._progress = None
         self._task = None
@@ -73,9 +68,7 @@ class ScanDisplay:
 
     def phase(self, name: str) -> None:
         if name == "loading":
-            self.say("loading the model and starting the workers"
-                     + (" (first run: compiling the audio kernels, about 15-30 s, cached for "
-                        "next time)" if self.first_run else ""))
+            self.say("loading the model and starting the workers")
 
     def __call__(self, total: int) -> ScanDisplay:  # scan(progress=...) calls this
         self.total, self.done = total, 0

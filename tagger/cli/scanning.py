@@ -46,12 +46,11 @@ def cmd_classify(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_scan(args: argparse.Namespace, config: Config) -> int:
-    from tagger.cli.progress import ScanDisplay, use_state_caches
+    from tagger.cli.progress import ScanDisplay
     from tagger.service.scan import scan
 
     roots = scan_roots(args, config)
-    display = ScanDisplay(quiet=args.quiet, first_run=use_state_caches(config.state_path,
-                                                                      create=not args.dry_run))
+    display = ScanDisplay(quiet=args.quiet)
     display.say(f"{'dry run: ' if args.dry_run else ''}scanning {', '.join(roots)}; catalogue "
                 f"{catalogue_location(config)}")
     proposals: list[dict] = []

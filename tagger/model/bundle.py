@@ -25,18 +25,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from tagger.config import Config
 from tagger.errors import ModelError, WriteError
-from tagger.model.backbone import Backbone
 from tagger.model.calibration import Calibrator
-from tagger.model.embeddings import BackboneOutput, needs_pooled
-from tagger.model.heads import HeadNet
 from tagger.results import ModelInfo
+
+if TYPE_CHECKING:  # torch loads where a head is written or loaded, not for reading a card
+    from tagger.model.backbone import Backbone
+    from tagger.model.embeddings import BackboneOutput
+    from tagger.model.heads import HeadNet
 
 FORMAT = "tagger-bundle/1"
 CARD = "bundle.json"
@@ -104,6 +105,8 @@ def write_bundle(out: str | Path, net: HeadNet, *, name: str, labels: Sequence[s
     out = Path(out).expanduser().absolute()
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / CARD).is_file())):
         raise WriteError("exists and is not a tagger bundle: refusing to replace it", out)
+    import torch
+
     buffer = io.BytesIO()
     torch.save({k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}, buffer)
     weights = buffer.getvalue()
@@ -178,6 +181,10 @@ def load_bundle(path: str | Path, backbones: Sequence[Backbone],
     if config is not None and abs(config.model.segment_seconds - card["segment_seconds"]) > 1e-9:
         raise ModelError(f"bundle was trained on {card['segment_seconds']:g} s segments, "
                          f"model.segment_seconds is {config.model.segment_seconds:g}", path)
+    import torch
+
+    from tagger.model.heads import HeadNet
+
     head = card["head"]
     net = HeadNet(head["input_dim"], len(card["labels"]), head.get("hidden", 0),
                   head.get("dropout", 0.0))
@@ -198,6 +205,8 @@ class TrainedHead:
     needs_embeddings = True
 
     def __init__(self, bundle: Bundle):
+        from tagger.model.embeddings import needs_pooled
+
         self.bundle = bundle
         self.genres = bundle.labels
         self.info = ModelInfo(name=bundle.name, sha256=bundle.sha256, vocabulary=bundle.labels)

@@ -193,6 +193,11 @@ class Classifier:
         self.info = self.head.info
 
     @property
+    def head_calibrator(self) -> Calibrator | None:
+        """The genre head's own calibration (a trained bundle's card), if any."""
+        return self.head.calibrator
+
+    @property
     def precision(self) -> str:
         """The arithmetic the model runs in: "fp32" or "bf16" (``model.precision`` resolved)."""
         return "bf16" if self.dtype == torch.bfloat16 else "fp32"

@@ -5,6 +5,8 @@ the decode workers (:mod:`tagger.service.pool`) cut each file into segments, and
 batches them through the classifier. In worker processes a decoder that crashes on a hostile
 file costs that file (retried once), not the run; and the decoders do not compete with the
 model's streams for this process's interpreter lock, as threads here did (~10 % slower).
+One file alone is decoded here: starting a fork server and a worker for it would cost more
+than the file (and a crash costs the same one file).
 """
 
 from __future__ import annotations
@@ -27,20 +29,31 @@ def classify_files(config: Config, paths: Sequence[str], *, workers: int = 0,
 
     The model loads here, before the first result is asked for (its errors are raised
     now), while the decode workers' fork server warms the decode stack; at most one worker
-    per file. Writes nothing but the workers' sockets, under ``<state>/tmp``. A caller that
-    classifies again and again passes its own ``decoders`` (kept open): fresh workers take
-    a few files to reach their pace.
+    per file, and none for a single file (decoded in this process). Writes nothing but the
+    workers' sockets, under ``<state>/tmp``. A caller that classifies again and again passes
+    its own ``decoders`` (kept open): fresh workers take a few files to reach their pace.
     """
-    use_private_temp(config.state_path)  # before the fork server picks its socket dir
+    alone = decoders is None and len(paths) == 1
+    if not alone:
+        use_private_temp(config.state_path)  # before the fork server picks its socket dir
     if classifier is None:
-        start_fork_server()
+        if not alone:
+            start_fork_server()
         from tagger.model.classify import Classifier
 
         classifier = Classifier(config)
+    if alone:
+        return _alone(classifier, paths[0])
     own = decoders is None
     if own:
         decoders = DecodePool(config, max(1, min(worker_count(config, workers), len(paths))))
     return _results(classifier, decoders, paths, close=own)
+
+
+def _alone(classifier: Classifier, path: str) -> Iterator[TrackResult]:
+    from tagger.audio.features import prepare_or_error
+
+    yield from classifier.classify_decoded([(path, prepare_or_error(path, classifier.config))])
 
 
 def _results(classifier: Classifier, decoders: DecodePool, paths: Sequence[str], close: bool

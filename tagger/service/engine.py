@@ -10,8 +10,9 @@ from tagger.config import Config
 from tagger.library.discover import FoundFile
 from tagger.results import FailureKind, ModelInfo
 from tagger.service.lifetime import use_private_temp
+from tagger.service.model_process import ModelProcess
 from tagger.service.policy import use_calibration
-from tagger.service.pool import DecodePool, start_fork_server
+from tagger.service.pool import DecodePool, start_fork_server, stop_fork_server
 from tagger.service.recorder import EngineHooks, ProgressSink, Recorder, Summary
 from tagger.service.workers import WorkItem, prepare_file
 
@@ -25,7 +26,8 @@ if TYPE_CHECKING:  # torch loads only where a classifier is built
 class Engine:
     """Processes files end to end; the only object that writes tags and the catalogue."""
 
-    def __init__(self, config: Config, catalogue, *, classifier: Classifier | None = None,
+    def __init__(self, config: Config, catalogue, *,
+                 classifier: Classifier | ModelProcess | None = None,
                  workers: int = 0, dry_run: bool = False, hooks: EngineHooks | None = None):
         self.config = config
         self.recorder = Recorder(config, catalogue, dry_run=dry_run, hooks=hooks)
@@ -71,8 +73,19 @@ class Engine:
         """Start the worker processes now rather than with the first file."""
         self.decode.start()
 
+    def release(self) -> None:
+        """Stop the decode workers, their fork server and the model process (when the model
+        runs in one: :class:`ModelProcess`); the next :meth:`process` starts them again.
+        What an idle daemon does to give its memory back."""
+        self.decode.close()
+        if isinstance(self.classifier, ModelProcess):
+            self.classifier.close()
+        stop_fork_server()
+
     def close(self) -> None:
         self.decode.close()
+        if isinstance(self.classifier, ModelProcess):
+            self.classifier.close()
         self.recorder.close()
 
     def process(self, files: Iterable[FoundFile], summary: Summary,
@@ -84,6 +97,8 @@ class Engine:
         is left as the catalogue has it (pending for a new or changed file, marked so before
         it is processed; an unchanged one redone keeps its last result).
         """
+        if isinstance(self.classifier, ModelProcess):
+            self.classifier.start()  # the model loads while the first files decode
         ready: list[WorkItem] = []
         queued_segments = 0
         # enough files in flight to fill the next inference batch while this one runs
@@ -156,7 +171,7 @@ class ScanEngine(Protocol):
 
 def make_engine(config: Config, catalogue, *, workers: int = 0, dry_run: bool = False,
                 hooks: EngineHooks | None = None,
-                classifier: Classifier | None = None) -> ScanEngine:
+                classifier: Classifier | ModelProcess | None = None) -> ScanEngine:
     """The engine ``cluster.engine`` selects: worker processes here, or a Ray cluster
     (``classifier`` and ``workers`` are the local engine's)."""
     if config.cluster.engine == "ray":

@@ -1,9 +1,8 @@
 """Imported by the scan's fork server, and by nothing else.
 
 Every decode worker is forked from that server, so what this import loads is already in each
-worker: the decode stack, and librosa's lazily loaded parts warmed by one run (see
-:func:`tagger.audio.features.warm_up`). Without it, each new worker spends 1.5-2.5 s of CPU on its
-first file, competing with the model for the same cores.
+worker: the decode stack, warmed by one run (see :func:`tagger.audio.features.warm_up`), so a
+new worker does not load it again on its first file, competing with the model for the cores.
 """
 
 from threadpoolctl import threadpool_limits

@@ -63,10 +63,15 @@ def current_adoption(config: Config, catalogue=None):
     catalogue from before adoptions existed has none)."""
     if catalogue is not None:
         return catalogue.adopted_model()
+    url = config.database_url
+    if url.startswith("sqlite:///") and not os.path.exists(
+            url.removeprefix("sqlite:///").split("?", 1)[0]):
+        return None  # no catalogue yet, so nothing adopted: no need to load sqlalchemy
     from tagger.library.catalogue import current, head, open_catalogue
 
     try:
-        if current(config.database_url) != head():
+        revision = current(url)
+        if revision is None or revision != head():
             return None
         with open_catalogue(config.database_url, upgrade=False) as opened:
             return opened.adopted_model()

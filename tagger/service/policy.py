@@ -118,5 +118,5 @@ def resolve_threshold(config: Config, catalogue) -> Config:
 def use_calibration(config: Config, catalogue, classifier) -> Config:
     """:func:`resolve_calibration` for a local classifier: it gets the calibrator."""
     classifier.calibrator, config = resolve_calibration(
-        config, catalogue, classifier.info.sha256, classifier.head.calibrator)
+        config, catalogue, classifier.info.sha256, classifier.head_calibrator)
     return config

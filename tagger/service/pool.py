@@ -41,6 +41,17 @@ def start_fork_server() -> None:
     multiprocessing.forkserver.ensure_running()
 
 
+def stop_fork_server() -> None:
+    """Stop the workers' fork server, if it runs (after its workers; the next worker starts
+    it again): an idle daemon gives its memory back."""
+    # multiprocessing has no public way to stop it; _stop() is what its own tests use
+    # (Python 3.9-3.13)
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    stop = getattr(server, "_stop", None)
+    if stop is not None:
+        stop()
+
+
 def worker_count(config: Config, workers: int = 0) -> int:
     """How many decode workers: ``workers``, else ``scan.workers``, else one per core."""
     return workers or config.scan.workers or os.cpu_count() or 1

@@ -19,7 +19,9 @@ from tagger.config import Config
 from tagger.errors import TaggerError
 from tagger.library.discover import FoundFile
 from tagger.results import IN_MOTION
-from tagger.service.engine import ScanEngine, make_engine
+from tagger.service.engine import Engine, ScanEngine, make_engine
+from tagger.service.lifetime import use_private_temp
+from tagger.service.model_process import ModelProcess
 from tagger.service.recorder import EngineHooks, Summary
 from tagger.service.watch.roots import Roots
 from tagger.service.watch.settle import SettleQueue, Taken
@@ -56,18 +58,37 @@ class BatchRunner:
         self.batch = BatchCountdown()
         self.found = self.unchanged = self.deferred = 0
         self._taken_at = 0.0
+        self.last_run = time.monotonic()  # when the engine last had files (or was made)
+        self.released = False  # the engine's processes were stopped while idle
 
     def start_engine(self, catalogue, *, classifier=None, workers: int = 0,
                      recorded: Callable[[str], None] | None = None) -> ScanEngine:
-        """Make the engine ``cluster.engine`` selects, writing tags only inside the roots."""
+        """Make the engine ``cluster.engine`` selects, writing tags only inside the roots.
+        The local engine's model runs in a process of its own (unless ``classifier`` is
+        given), which :meth:`release_when_idle` stops."""
         self.catalogue = catalogue
+        if classifier is None and self.config.cluster.engine == "local":
+            use_private_temp(self.config.state_path)  # before the fork server starts
+            classifier = ModelProcess(self.config)
         # a daemon says what it did to each file
         hooks = EngineHooks(defer_failure=self.defer, recorded=recorded,
                             tagged_log_level=logging.INFO)
         self.engine = make_engine(self.config, catalogue, classifier=classifier,
                                   workers=workers, hooks=hooks)
         self.engine.recorder.use_roots(self.roots.roots)
+        self.last_run, self.released = time.monotonic(), False
         return self.engine
+
+    def release_when_idle(self, idle_s: float) -> None:
+        """Stop the local engine's processes (decode workers, their fork server, the model
+        process) once it has had no files for ``idle_s`` (0: never)."""
+        if (idle_s <= 0 or self.released or not isinstance(self.engine, Engine)
+                or time.monotonic() - self.last_run < idle_s):
+            return
+        self.engine.release()
+        self.released = True
+        log.info("idle for %.0f s: the model and the decode workers are stopped (started "
+                 "again by the next file)", idle_s)
 
     @property
     def in_batch(self) -> int:
@@ -172,6 +193,10 @@ class BatchRunner:
             self._run_engine(todo)
 
     def _run_engine(self, todo: list[FoundFile]) -> None:
+        if self.released:
+            log.info("%d file%s to classify: starting the model and the decode workers",
+                     len(todo), "" if len(todo) == 1 else "s")
+            self.released = False
         self.batch = BatchCountdown(len(todo))
         self._taken_at = time.time()
         log.debug("processing %d files", len(todo))
@@ -186,3 +211,4 @@ class BatchRunner:
         finally:
             self.batch.close()
             self.summary.interrupted = False
+            self.last_run = time.monotonic()

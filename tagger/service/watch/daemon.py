@@ -301,11 +301,11 @@ class Watcher:
         self.config = choice.config
         self.classifier = None  # a given one runs the old model
         self.model_info = self.engine.model_info
-        classifier = getattr(self.engine, "classifier", None)
-        if classifier is None:  # a cluster engine: the output layers and head run here
-            from tagger.model.classify import Classifier
+        # the output layers and the head run here, on the cached embeddings (the engine's
+        # model runs in a process of its own, or on a cluster)
+        from tagger.model.classify import Classifier
 
-            classifier = Classifier(choice.config)
+        classifier = Classifier(choice.config)
         summary = retag(choice.config, self.catalogue, classifier, self.roots,
                         should_stop=self.stopping)
         log.info("retag under %s: %d tracks re-predicted (%.0f/s, none decoded), %d tagged, "
@@ -336,6 +336,8 @@ class Watcher:
                 self._reconciler.apply_moves(moves)
             self._reconciler.apply_deletes()
             self._batches.process_ready()
+            if len(self.queue) == 0:
+                self._batches.release_when_idle(self.watch.idle_release_seconds)
             if self._adoption is not None and self._adoption.due():
                 self._follow_adoption()
         except CatalogueGoneError:
