@@ -137,7 +137,8 @@ def test_the_vote_from_the_cache_is_the_vote_of_a_full_classify(classifier, tmp_
     for clip in (HUNGARIAN, NEXUIZ, VIBE_ACE):
         path = str(real_clip(clip))
         full = next(classifier.classify([path]))
-        [(again, embeddings)] = classifier.classify_embedded([prepare_track(path, config)])
+        [(again, (embeddings, *_))] = classifier.classify_embedded(
+            [prepare_track(path, config)])
         assert again == full
         with EmbeddingCache.for_config(config) as cache:  # through the file, as retag reads it
             cache.put_many([("id-" + clip, embeddings)], embeddings.backbone,

@@ -92,6 +92,7 @@ def format_track(record, correction=None) -> str:
     user's correction in force, if any)."""
     lines = [record.path,
              f"  status: {record.status}" + (f" ({record.error})" if record.error else ""),
+             *content_lines(record),
              f"  format: {record.format or '?'}, {record.size} bytes"
              + (f", {record.duration_s:.1f} s" if record.duration_s else ""),
              f"  content id: {record.content_id or '-'}",
@@ -123,6 +124,14 @@ def format_track(record, correction=None) -> str:
         lines.append(f"  tag {write.field}: {_values(write.old)} -> {_values(write.new)} "
                      f"at {write.written_at:%Y-%m-%d %H:%M}{reverted}")
     return "\n".join(printable(line) for line in lines)
+
+
+def content_lines(record) -> list[str]:
+    """``tagger show``: what the content gate heard (none: it did not run)."""
+    if record.content_kind is None:
+        return []
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in record.content_scores.items())
+    return [f"  content: {record.content_kind.value} (AudioSet: {scores})"]
 
 
 def correction_line(correction) -> str:
@@ -190,7 +199,7 @@ KEPT_WORDS = {
     "tie_skipped": "a tie skipped",
     "policy_never": "tags.write = never",
     "outside_library": "outside the library",
-    "not_music": "not music, you said",
+    "not_music": "not music",
 }
 
 
