@@ -62,6 +62,8 @@ def result_to_json(result) -> dict:
         "descriptors": result.descriptors,
         "duration_s": round(result.duration_s, 3) if result.duration_s is not None else None,
         "model": {"name": result.model.name, "sha256": result.model.sha256},
+        "content": ({"kind": result.content.kind.value, "scores": result.content.scores}
+                    if result.content else None),
         "error": result.error,
     }
 
@@ -83,6 +85,8 @@ def format_row(result, name_width: int) -> str:
         note = "also: " + ", ".join(f"{c.genre} {c.votes}" for c in outcome.candidates[1:4])
     if result.descriptors:
         note += ("; " if note else "") + ", ".join(list(result.descriptors)[:3])
+    if result.content is not None and not result.content.is_music:
+        note = f"not music: {result.content.describe()}; " + note
     return printable(f"{name:<{name_width}}  {outcome.genre:<14} {outcome.confidence:5.2f} "
                      f"{votes:>2}/{len(result.segments):<3}  {note}")
 
