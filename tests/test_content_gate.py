@@ -147,6 +147,7 @@ def test_the_review_page_shows_not_music(gated):
                             str(gated["places"][BOOK]))
         page = client.get(f"/track/{track_id}").text
         assert 'id="not-music-verdict">Not music: speech' in page
+        assert 'id="status">not music: no genre</span>; heard as <span id="content">speech' in page
         queue = client.get("/queue?q=not_music&sort=path").text
         assert all(name in queue for name in NOT_MUSIC)
         low = client.get("/queue?q=low&sort=path").text
@@ -173,12 +174,13 @@ def test_set_genre_overrides_the_gate_and_undo_gives_it_back(gated, capsys):
     whale = str(gated["places"][WHALE])
     assert cli(gated, "set-genre", whale, "Ambient") == 0
     assert tags.read_genres(whale) == ["Ambient"]
-    assert track_row(gated, WHALE)[0] == "done"
+    assert track_row(gated, WHALE)[::3] == ("done", None)
     assert cli(gated, "scan", "--force", whale) == 0  # the next scan keeps the user's word
     assert tags.read_genres(whale) == ["Ambient"]
     assert track_row(gated, WHALE)[:2] == ("done", "animal")
     assert cli(gated, "set-genre", "--undo", whale) == 0
-    assert track_row(gated, WHALE)[0] == "not_music"
+    assert track_row(gated, WHALE)[::3] == ("not_music", "not_music")
+    assert tags.read_genres(whale) == []
     assert cli(gated, "set-genre", "--not-music", str(gated["places"][MUSIC[3]])) == 0
     assert track_row(gated, MUSIC[3])[0] == "not_music"  # the user's word, the same status
     assert cli(gated, "set-genre", "--undo", str(gated["places"][MUSIC[3]])) == 0

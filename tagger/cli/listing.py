@@ -110,7 +110,7 @@ def cmd_list(args: argparse.Namespace, config: Config, open_catalogue) -> int:
             }, ensure_ascii=False))
             continue
         if row.status == "not_music":
-            print(f"{printable(row.path)}	not music: {not_music_words(row)}")
+            print(f"{printable(row.path)}\tnot music: {not_music_words(row)}")
             continue
         if row.status == "failed":
             kind = row.failure_kind.value if row.failure_kind else "failed"

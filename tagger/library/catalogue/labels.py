@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import insert, select, update
 
 from tagger.errors import WriteError
@@ -44,6 +45,7 @@ from tagger.results import (
     CorrectionAction,
     CorrectionSource,
     LabelSource,
+    NotWritten,
 )
 
 _LABEL_ACTIONS = (CorrectionAction.SET_GENRE, CorrectionAction.ACCEPT)
@@ -65,14 +67,18 @@ def _newest_in_force(path: str, *columns):
 
 
 def _settle_music_status(s, path: str) -> None:
-    """A classified track's status once its corrections changed: ``not_music`` while the user
-    says so, or while the content gate said so and the user gave no genre; else ``done``."""
+    """A classified track's status once its corrections changed: ``not_music`` (its genre
+    not written for it) while the user says so, or while the content gate said so and the
+    user gave no genre; else ``done``."""
     action = s.scalar(_newest_in_force(path, _C.c.action))
     kind = s.scalar(select(_T.c.content_kind).where(_T.c.path == path))
     not_music = (action == CorrectionAction.NOT_MUSIC.value
                  or (action is None and kind not in (None, ContentKind.MUSIC.value)))
+    gone = NotWritten.NOT_MUSIC.value
     s.execute(update(_T).where(_T.c.path == path, _T.c.status.in_(("done", "not_music")))
-              .values(status="not_music" if not_music else "done"))
+              .values(status="not_music" if not_music else "done",
+                      not_written=gone if not_music else sa.case(
+                          (_T.c.not_written == gone, None), else_=_T.c.not_written)))
 
 
 def _genres_json(values: Sequence[str] | None) -> str | None:
