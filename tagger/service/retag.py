@@ -176,12 +176,11 @@ def repredict_cached(cache: EmbeddingCache, classifier: Classifier, settings,
     cannot feed this model: they need a scan). The content gate's verdict comes from its
     cached embeddings too (none cached: the track is not gated now). Used by :func:`retag`
     and the album pass (tagger.service.albums)."""
-    keys = [key for _, key in items]
-    cached = cache.get_many(keys, classifier.backbones.sha256, settings,
+    cached = cache.get_many([key for _, key in items], classifier.backbones.sha256, settings,
                             pooled=classifier.head.needs_pooled)
     ready = [(item, cached[key]) for item, key in items if key in cached]
     results = classifier.classify_cached([(item.path, emb) for item, emb in ready])
-    heard = classifier.heard_cached(cache, [key for item, key in items if key in cached])
+    heard = classifier.heard_cached(cache, list(cached))
     results = [dataclasses.replace(result, content=heard.get(emb.key))
                for (_, emb), result in zip(ready, results)]
     return ([(item, result) for (item, _), result in zip(ready, results)],
