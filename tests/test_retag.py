@@ -104,8 +104,8 @@ def test_scan_caches_every_classified_track_compactly_under_its_audio_identity(s
         assert 1 <= segments <= 10 and len(pen) == segments * 400 * 2  # float16
         assert len(pen) <= 8000
     gate = cache_rows(state, gate_settings(Config().model.window_seconds))
-    assert set(gate) == ids  # the content gate's: up to 3 segments of 512 (float16)
-    assert all(p is None and 1 <= n <= 3 and len(e) == n * 512 * 2 for n, e, p in gate.values())
+    assert set(gate) == ids  # the content gate's: up to 2 segments of 512 (float16)
+    assert all(p is None and 1 <= n <= 2 and len(e) == n * 512 * 2 for n, e, p in gate.values())
     # what a track of ten segments costs in the file is measured by bench/embedding_cache.py
 
 

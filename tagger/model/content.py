@@ -12,8 +12,11 @@ top-level groups are runs of indices; a group's score is the highest of its clas
 * other: every other class (the rest of the human sounds: laughter, applause, footsteps;
   natural sounds, sounds of things, source-ambiguous sounds, channel and environment; silence)
 
-The track's scores are the mean over its segments (up to three 10 s segments of the middle
-30 s, the length the network was trained on). The rule, chosen to keep music in: a track is
+The track's scores are the mean over its segments: two 10 s segments (the length the network
+was trained on) at the start and the end of the middle 30 s. Three segments cost 17-19 % more
+CPU per track than the scan without the gate, over the issue's 15 %; two cost 11-20 %
+(bench/RESULTS.md; the gate's network alone: 80 ms of thread CPU for two, 106 for three,
+against musicnn's 573 per track). The rule, chosen to keep music in: a track is
 music unless another group is heard clearly (score >= :data:`MIN_EVIDENCE`) *and* louder
 than music. The figures behind it are in docs/genres.md ("Is it music?") and bench/RESULTS.md.
 """
@@ -29,11 +32,11 @@ from tagger.results import Content, ContentKind
 
 #: version of the rule and segmenting below: part of the gate's cache key
 GATE_VERSION = 1
-SEGMENTS = 3
+SEGMENTS = 2
 SEGMENT_SECONDS = 10.0
-#: a non-music group must reach this to gate a track out (music 0.46-0.94 and no other group
-#: above 0.39 on the 79 music tracks tried; speech 0.76-0.83, the whale song's animal 0.48:
-#: bench/content_gate.py)
+#: a non-music group must reach this to gate a track out (on the 79 music tracks tried music
+#: is 0.45-0.94, and louder than any other group, which reaches 0.48; speech 0.76-0.83, the
+#: whale song's animal 0.41: bench/content_gate.py)
 MIN_EVIDENCE = 0.3
 
 # where each group's classes lie in AudioSet's output order (the ontology's own order)
