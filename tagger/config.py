@@ -114,6 +114,13 @@ class TagsConfig:
 
 
 @dataclass(frozen=True)
+class ContentConfig:
+    # the content gate (docs/genres.md "Is it music?"): EfficientAT (AudioSet) hears each
+    # track first; speech, animal and other sounds get no genre (status not_music)
+    gate: bool = True
+
+
+@dataclass(frozen=True)
 class DecodeConfig:
     ffmpeg: str = ""  # empty: ffmpeg on PATH, else the one bundled by imageio-ffmpeg
     timeout_seconds: float = 120.0
@@ -178,6 +185,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     genres: GenreConfig = GenreConfig()
     tags: TagsConfig = TagsConfig()
+    content: ContentConfig = ContentConfig()
     decode: DecodeConfig = DecodeConfig()
     scan: ScanConfig = ScanConfig()
     service: ServiceConfig = ServiceConfig()

@@ -46,6 +46,36 @@ class ModelInfo:
     vocabulary: tuple[str, ...] = ()  # the genres it votes over
 
 
+class ContentKind(str, Enum):
+    """What a track is, as the content gate hears it (:mod:`tagger.model.content`):
+    ``tracks.content_kind``. Only music is given a genre."""
+
+    MUSIC = "music"
+    SPEECH = "speech"  # speech, narration, an audiobook, a podcast
+    ANIMAL = "animal"  # birdsong, a whale, a dog
+    OTHER = "other"  # other sounds: nature, things, machines, noise, silence
+
+
+@dataclass(frozen=True)
+class Content:
+    """The content gate's verdict on one track: its kind and the AudioSet group scores it
+    came from (``{"music": 0.84, "speech": 0.01, "animal": 0.0, "other": 0.02}``)."""
+
+    kind: ContentKind
+    scores: dict[str, float]
+
+    @property
+    def is_music(self) -> bool:
+        return self.kind is ContentKind.MUSIC
+
+    def describe(self) -> str:
+        """``speech 0.83, music 0.04``: its kind's score, then music's."""
+        if self.is_music:
+            return f"music {self.scores.get('music', 0.0):.2f}"
+        return (f"{self.kind.value} {self.scores.get(self.kind.value, 0.0):.2f}, "
+                f"music {self.scores.get('music', 0.0):.2f}")
+
+
 @dataclass(frozen=True)
 class TrackResult:
     """One file's classification, or the reason it failed (``error`` set, ``vote`` None)."""
@@ -57,6 +87,7 @@ class TrackResult:
     descriptors: dict[str, float] = field(default_factory=dict)  # non-genre tags, mean score
     duration_s: float | None = None
     error: str | None = None
+    content: Content | None = None  # the content gate's verdict; None: the gate did not run
 
     @property
     def ok(self) -> bool:
@@ -99,7 +130,9 @@ class NotWritten(str, Enum):
     TIE_SKIPPED = "tie_skipped"  # a tie with tags.on_tie = skip
     POLICY_NEVER = "policy_never"  # tags.write = never
     OUTSIDE_LIBRARY = "outside_library"  # read through a symlink to outside the roots
-    NOT_MUSIC = "not_music"  # the user's correction in force says it is not music
+    # not music: the content gate says so (speech, animal, other sounds), or the user's
+    # correction in force does (tagger set-genre --not-music); the track's status is not_music
+    NOT_MUSIC = "not_music"
 
 
 class CorrectionAction(str, Enum):

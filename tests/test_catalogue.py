@@ -131,7 +131,8 @@ def test_stats(cat):
     cat.mark_pending("/m/g.mp3", 1, 1, "mp3")
     s = cat.stats()
     assert s.total == 7 and s.predicted == 3 and s.ties == 1
-    assert s.status_counts == {"pending": 1, "done": 3, "failed": 2, "skipped": 1, "missing": 0}
+    assert s.status_counts == {"pending": 1, "done": 3, "failed": 2, "skipped": 1, "missing": 0,
+                               "not_music": 0}
     assert s.genres == (("rock", 2), ("jazz", 1))
     assert s.failures == (("failed", "not audio", 2), ("skipped", "too short", 1))
     assert s.models == (("musicnn", MODEL_A.sha256, 3),)

@@ -31,6 +31,7 @@ from tagger.library.catalogue import open_catalogue
 from tagger.model.bundle import read_card
 from tagger.model.cache import CACHE_FILE, TABLE, EmbeddingCache, segment_settings
 from tagger.model.classify import Classifier
+from tagger.model.content import gate_settings
 
 pytestmark = pytest.mark.slow
 
@@ -60,10 +61,13 @@ def copy_bare(clip: str, out: Path) -> Path:
 
 
 
-def cache_rows(state: Path) -> dict[str, tuple]:
+def cache_rows(state: Path, settings: str | None = None) -> dict[str, tuple]:
+    """The cache's rows of musicnn's embeddings (``settings``: another backbone's segments,
+    e.g. the content gate's)."""
     with sqlite3.connect(state / CACHE_FILE) as db:
         return {key: (segments, pen, pooled) for key, segments, pen, pooled in db.execute(
-            f"SELECT content_id, segments, penultimate, pooled FROM {TABLE}")}
+            f"SELECT content_id, segments, penultimate, pooled FROM {TABLE} "
+            "WHERE settings = ?", (settings or segment_settings(Config()),))}
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +103,9 @@ def test_scan_caches_every_classified_track_compactly_under_its_audio_identity(s
         assert pooled is None  # the scan keeps the penultimate only
         assert 1 <= segments <= 10 and len(pen) == segments * 400 * 2  # float16
         assert len(pen) <= 8000
+    gate = cache_rows(state, gate_settings(Config().model.window_seconds))
+    assert set(gate) == ids  # the content gate's: up to 2 segments of 512 (float16)
+    assert all(p is None and 1 <= n <= 2 and len(e) == n * 512 * 2 for n, e, p in gate.values())
     # what a track of ten segments costs in the file is measured by bench/embedding_cache.py
 
 
@@ -137,7 +144,8 @@ def test_the_vote_from_the_cache_is_the_vote_of_a_full_classify(classifier, tmp_
     for clip in (HUNGARIAN, NEXUIZ, VIBE_ACE):
         path = str(real_clip(clip))
         full = next(classifier.classify([path]))
-        [(again, embeddings)] = classifier.classify_embedded([prepare_track(path, config)])
+        [(again, (embeddings, *_))] = classifier.classify_embedded(
+            [prepare_track(path, config)])
         assert again == full
         with EmbeddingCache.for_config(config) as cache:  # through the file, as retag reads it
             cache.put_many([("id-" + clip, embeddings)], embeddings.backbone,

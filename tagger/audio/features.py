@@ -127,6 +127,12 @@ class PreparedTrack:
     patches: np.ndarray  # (segments, frames, 96) float32
     starts_s: tuple[float, ...]  # segment starts, seconds from the start of the *track*
     duration_s: float
+    # the decoded window at GATE_SAMPLE_RATE for the content gate (None: the gate is off)
+    waveform: np.ndarray | None = None
+
+
+#: the rate the content gate's network (EfficientAT) reads; musicnn's 16 kHz is half of it
+GATE_SAMPLE_RATE = 32000
 
 
 def warm_up() -> None:
@@ -149,22 +155,31 @@ def prepare_track(path: str, config: Config) -> PreparedTrack:
 
     Needs no model, so it runs in worker processes. Raises ReadError for anything that
     cannot be classified, including tracks shorter than ``model.min_track_seconds``.
+
+    With the content gate on (``content.gate``), the window is resampled once, to the gate's
+    32 kHz (kept as ``waveform``), and musicnn's 16 kHz is made from that by halving the rate
+    (bench/content_gate.py measured it against a second resampling from the source).
     """
-    from tagger.audio.decode import decode_window
+    from tagger.audio.decode import decode_window, resample
 
     model = config.model
-    audio = decode_window(path, window_s=model.window_seconds, sample_rate=SAMPLE_RATE,
+    gate = config.content.gate
+    audio = decode_window(path, window_s=model.window_seconds,
+                          sample_rate=GATE_SAMPLE_RATE if gate else SAMPLE_RATE,
                           ffmpeg=config.decode.ffmpeg, timeout_s=config.decode.timeout_seconds)
+    samples = (resample(audio.samples, GATE_SAMPLE_RATE, SAMPLE_RATE).astype(np.float32)
+               if gate else audio.samples)
     decoded_s = audio.samples.size / audio.sample_rate
     if decoded_s < model.min_track_seconds:
         raise TooShortError(f"too short to classify: {decoded_s:.1f} s of audio, the minimum is "
                         f"{model.min_track_seconds:g} s (model.min_track_seconds)", path)
-    segments = segment(audio.samples, model.segments, model.segment_seconds)
+    segments = segment(samples, model.segments, model.segment_seconds)
     return PreparedTrack(
         path=str(path),
         patches=segments.patches,
         starts_s=tuple(round(audio.offset_s + s, 3) for s in segments.starts_s),
         duration_s=audio.duration_s,
+        waveform=audio.samples if gate else None,
     )
 
 

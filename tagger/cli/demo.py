@@ -74,7 +74,7 @@ NOT_WRITTEN_WORDS = {
     NotWritten.TIE_SKIPPED: "not written: a tie (tags.on_tie = \"skip\")",
     NotWritten.POLICY_NEVER: "not written: tags.write = \"never\"",
     NotWritten.OUTSIDE_LIBRARY: "not written: a link to outside the library",
-    NotWritten.NOT_MUSIC: "not written: you said it is not music",
+    NotWritten.NOT_MUSIC: "not written: not music",
 }
 
 

@@ -18,6 +18,7 @@ REASON_WORDS = {
     "kept_user_genre": "kept your genre",
     "tie_skipped": "tie skipped",
     "policy_never": "tags.write = never",
+    "outside_library": "outside the library",
 }
 
 
@@ -39,6 +40,10 @@ def add_parsers(sub, parents) -> None:
                               "the threshold too)")
     listing.add_argument("--below-threshold", action="store_true",
                          help="not written: confidence under tags.min_confidence")
+    listing.add_argument("--not-music", action="store_true",
+                         help="tracks that are not music, given no genre: what the content "
+                              "gate heard (speech, animal, other sounds) or you said; never "
+                              "in the other queues")
     listing.add_argument("--json", action="store_true", help="one JSON object per track")
 
     prune = sub.add_parser(
@@ -76,12 +81,21 @@ def _count(text: str) -> int:
     return value
 
 
+def not_music_words(row) -> str:
+    """Why a track is not music: the gate's kind and scores, or the user's word."""
+    if row.content_kind is None or row.content_kind.value == "music":
+        return "you said so"
+    scores = row.content_scores
+    return (f"{row.content_kind.value} ({row.content_kind.value} "
+            f"{scores.get(row.content_kind.value, 0):.2f}, music {scores.get('music', 0):.2f})")
+
+
 def cmd_list(args: argparse.Namespace, config: Config, open_catalogue) -> int:
     under = existing_paths(args.paths, "tagger list") or None
     with open_catalogue(config) as catalogue:
         rows = catalogue.review(low=args.low, ties=args.ties, failed=args.failed,
                                 disagree=args.disagree, below_threshold=args.below_threshold,
-                                under=under)
+                                not_music=args.not_music, under=under)
     for row in rows:
         if args.json:
             print(json.dumps({
@@ -91,7 +105,12 @@ def cmd_list(args: argparse.Namespace, config: Config, open_catalogue) -> int:
                 else [], "not_written": row.not_written.value if row.not_written else None,
                 "error": row.error,
                 "failure_kind": row.failure_kind.value if row.failure_kind else None,
+                "content_kind": row.content_kind.value if row.content_kind else None,
+                "content_scores": row.content_scores,
             }, ensure_ascii=False))
+            continue
+        if row.status == "not_music":
+            print(f"{printable(row.path)}\tnot music: {not_music_words(row)}")
             continue
         if row.status == "failed":
             kind = row.failure_kind.value if row.failure_kind else "failed"

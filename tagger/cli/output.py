@@ -62,6 +62,8 @@ def result_to_json(result) -> dict:
         "descriptors": result.descriptors,
         "duration_s": round(result.duration_s, 3) if result.duration_s is not None else None,
         "model": {"name": result.model.name, "sha256": result.model.sha256},
+        "content": ({"kind": result.content.kind.value, "scores": result.content.scores}
+                    if result.content else None),
         "error": result.error,
     }
 
@@ -83,6 +85,8 @@ def format_row(result, name_width: int) -> str:
         note = "also: " + ", ".join(f"{c.genre} {c.votes}" for c in outcome.candidates[1:4])
     if result.descriptors:
         note += ("; " if note else "") + ", ".join(list(result.descriptors)[:3])
+    if result.content is not None and not result.content.is_music:
+        note = f"not music: {result.content.describe()}; " + note
     return printable(f"{name:<{name_width}}  {outcome.genre:<14} {outcome.confidence:5.2f} "
                      f"{votes:>2}/{len(result.segments):<3}  {note}")
 
@@ -92,6 +96,7 @@ def format_track(record, correction=None) -> str:
     user's correction in force, if any)."""
     lines = [record.path,
              f"  status: {record.status}" + (f" ({record.error})" if record.error else ""),
+             *content_lines(record),
              f"  format: {record.format or '?'}, {record.size} bytes"
              + (f", {record.duration_s:.1f} s" if record.duration_s else ""),
              f"  content id: {record.content_id or '-'}",
@@ -123,6 +128,14 @@ def format_track(record, correction=None) -> str:
         lines.append(f"  tag {write.field}: {_values(write.old)} -> {_values(write.new)} "
                      f"at {write.written_at:%Y-%m-%d %H:%M}{reverted}")
     return "\n".join(printable(line) for line in lines)
+
+
+def content_lines(record) -> list[str]:
+    """``tagger show``: what the content gate heard (none: it did not run)."""
+    if record.content_kind is None:
+        return []
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in record.content_scores.items())
+    return [f"  content: {record.content_kind.value} (AudioSet: {scores})"]
 
 
 def correction_line(correction) -> str:
@@ -190,7 +203,7 @@ KEPT_WORDS = {
     "tie_skipped": "a tie skipped",
     "policy_never": "tags.write = never",
     "outside_library": "outside the library",
-    "not_music": "not music, you said",
+    "not_music": "not music",
 }
 
 

@@ -53,6 +53,7 @@ class TrackEmbeddings:
     duration_s: float
     key: str = ""  # the cache key: identity of the audio (two files, same audio: same key)
     backbone: str = ""  # the backbones' combined sha256 (the cache key's second part)
+    settings: str = ""  # the cache key's third part; "": :func:`segment_settings` (musicnn's)
 
     @property
     def segments(self) -> int:
@@ -60,12 +61,12 @@ class TrackEmbeddings:
 
     @classmethod
     def from_outputs(cls, outputs: BackboneOutput, starts_s: Sequence[float], duration_s: float,
-                     key: str = "", backbone: str = "") -> TrackEmbeddings:
+                     key: str = "", backbone: str = "", settings: str = "") -> TrackEmbeddings:
         """One track's slice of the backbones' outputs, rounded for the cache."""
         stored = outputs.as_stored()
         return cls(np.array(stored.penultimate, copy=True),
                    None if stored.pooled is None else np.array(stored.pooled, copy=True),
-                   tuple(starts_s), duration_s, key, backbone)
+                   tuple(starts_s), duration_s, key, backbone, settings)
 
 
 def segment_settings(config: Config) -> str:
@@ -185,7 +186,7 @@ class EmbeddingCache:
                         pooled=(None if pool is None else
                                 np.frombuffer(pool, dtype=STORED_DTYPE).reshape(segments, -1)),
                         starts_s=tuple(float(s) for s in starts.split(",")) if starts else (),
-                        duration_s=duration, key=key, backbone=backbone)
+                        duration_s=duration, key=key, backbone=backbone, settings=settings)
         except sqlite3.Error as exc:
             raise ReadError(f"cannot read the embedding cache ({exc}); it is only a cache: "
                              "delete the file to rebuild it", self.path) from None

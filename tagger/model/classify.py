@@ -3,6 +3,7 @@ vote."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, NamedTuple, Protocol, Sequence
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from tagger.audio.features import PreparedTrack, prepare_in_order
+from tagger.audio.features import GATE_SAMPLE_RATE, PreparedTrack, prepare_in_order
 from tagger.config import Config
 from tagger.errors import ConfigError, TaggerError
 from tagger.model.backbone import Backbone, output_keys
@@ -22,7 +23,10 @@ from tagger.model.bundle import (
     read_card,
     resolve_bundle_path,
 )
+from tagger.model.cache import EmbeddingCache
 from tagger.model.calibration import Calibrator
+from tagger.model.content import check_labels, content_of, gate_segments, gate_settings
+from tagger.model.efficientat import load_efficientat
 from tagger.model.embeddings import (
     BackboneOutput,
     Backbones,
@@ -32,7 +36,7 @@ from tagger.model.embeddings import (
 from tagger.model.genres import Vocabulary, build_vocabulary
 from tagger.model.musicnn import load_musicnn, read_model_card
 from tagger.model.vote import calibrated, vote
-from tagger.results import ModelInfo, SegmentResult, TrackResult
+from tagger.results import Content, ModelInfo, SegmentResult, TrackResult
 
 SHIPPED_MODELS = ("MSD_musicnn", "MTT_musicnn")
 
@@ -191,6 +195,14 @@ class Classifier:
         self.vocabulary = build_vocabulary(self.output_keys, config.genres)
         self.head = genre_head(config, self.models, self.vocabulary)
         self.info = self.head.info
+        #: the content gate's network (EfficientAT; tagger.model.content), None when off
+        self.gate: Backbones | None = None
+        if config.content.gate:
+            audioset = load_efficientat()
+            check_labels(audioset.labels)
+            self.gate = Backbones([audioset], config.model.batch_segments, streams=streams,
+                                  device=self.device, dtype=self.dtype)
+            self.gate_settings = gate_settings(config.model.window_seconds)
 
     @property
     def head_calibrator(self) -> Calibrator | None:
@@ -239,11 +251,32 @@ class Classifier:
         return TrackResult(path=path, model=self.info, vote=outcome, segments=segments,
                            descriptors=descriptors, duration_s=duration_s)
 
+    def hear(self, track: PreparedTrack) -> tuple[Content, TrackEmbeddings] | None:
+        """The content gate's verdict on one decoded track, and the gate's embeddings as the
+        cache keeps them (None: the gate is off, or the track was decoded without it)."""
+        if self.gate is None or track.waveform is None:
+            return None
+        segments, starts = gate_segments(track.waveform, GATE_SAMPLE_RATE)
+        outputs = self.gate.run(segments, embeddings=True, pooled=False)
+        embeddings = TrackEmbeddings.from_outputs(outputs, starts, track.duration_s,
+                                                  backbone=self.gate.sha256,
+                                                  settings=self.gate_settings)
+        return content_of(outputs.tag_scores), embeddings
+
+    def heard_cached(self, cache: EmbeddingCache, keys: Sequence[str]) -> dict[str, Content]:
+        """The content gate's verdicts from its cached embeddings (``{key: content}``, for the
+        keys cached): no decode, no pass through its network (retag, the album pass)."""
+        if self.gate is None or not keys:
+            return {}
+        cached = cache.get_many(keys, self.gate.sha256, self.gate_settings)
+        return {key: content_of(self.gate.tag_scores_from_penultimate(emb.penultimate))
+                for key, emb in cached.items()}
+
     def classify_embedded(self, tracks: Sequence[PreparedTrack]
-                          ) -> list[tuple[TrackResult, TrackEmbeddings]]:
+                          ) -> list[tuple[TrackResult, tuple[TrackEmbeddings, ...]]]:
         """Run the models once over all segments of ``tracks`` and vote per track; with each
         result, the track's embeddings as the cache keeps them (key unset: the caller knows
-        the audio's identity)."""
+        the audio's identity): musicnn's, then the content gate's when it heard the track."""
         if not tracks:
             return []
         outputs = self.backbone_outputs(np.concatenate([t.patches for t in tracks]))
@@ -254,10 +287,14 @@ class Classifier:
             result = self.result_for(track, outputs.tag_scores[start:stop],
                                      genre_scores[start:stop])
             # the cache keeps the penultimate only: a scan's budget is 10 KB per track
-            embeddings = TrackEmbeddings.from_outputs(
+            embeddings = (TrackEmbeddings.from_outputs(
                 BackboneOutput(outputs.tag_scores[start:stop],
                                outputs.penultimate[start:stop]),
-                track.starts_s, track.duration_s, backbone=self.backbones.sha256)
+                track.starts_s, track.duration_s, backbone=self.backbones.sha256),)
+            heard = self.hear(track)
+            if heard is not None:
+                result = dataclasses.replace(result, content=heard[0])
+                embeddings += (heard[1],)
             results.append((result, embeddings))
             start = stop
         return results

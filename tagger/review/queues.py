@@ -29,12 +29,15 @@ class Queue(str, Enum):
     DISAGREE = "disagree"  # the user's own genre is not the prediction
     FAILED = "failed"
     RECENT = "recent"  # recently tagged
+    NOT_MUSIC = "not_music"  # not music (the content gate or the user said so): no genre
     ALL = "all"
 
 
 #: the queues of tracks waiting for the user's judgement: one they judged already (a
 #: correction in force) is in none of them
 TO_JUDGE = frozenset({Queue.LOW, Queue.TIES, Queue.DISAGREE})
+#: the queues of genres: a track that is not music is in none of them
+GENRE_QUEUES = TO_JUDGE | {Queue.RECENT}
 
 
 QUEUE_TITLES = {
@@ -43,6 +46,7 @@ QUEUE_TITLES = {
     Queue.DISAGREE: "Your genre ≠ prediction",
     Queue.FAILED: "Failed",
     Queue.RECENT: "Recently tagged",
+    Queue.NOT_MUSIC: "Not music",
     Queue.ALL: "All tracks",
 }
 
@@ -145,6 +149,10 @@ def queue_page(engine: sa.Engine, queue: Queue, *, low: float, folder: str | Non
     elif queue is Queue.DISAGREE:  # the genre_check view's agrees = 0, row by row
         stmt = stmt.where(p.c.id.is_not(None), user.is_not(None),
                           sa.func.lower(user) != sa.func.lower(p.c.genre))
+    elif queue is Queue.NOT_MUSIC:
+        stmt = stmt.where(t.c.status == "not_music")
+    if queue in GENRE_QUEUES:
+        stmt = stmt.where(t.c.status != "not_music")
     if queue in TO_JUDGE:
         stmt = stmt.where(~judged(t.c.id))
     if folder:

@@ -11,6 +11,7 @@ STATUS = {
     "failed": "failed",
     "skipped": "skipped",
     "missing": "missing",
+    "not_music": "not music",
 }
 
 NOT_WRITTEN = {
@@ -19,7 +20,7 @@ NOT_WRITTEN = {
     NotWritten.TIE_SKIPPED: "genre not written, a tie",
     NotWritten.POLICY_NEVER: "genre not written (tags.write = never)",
     NotWritten.OUTSIDE_LIBRARY: "genre not written, the file is outside the library",
-    NotWritten.NOT_MUSIC: "not music, as you said",
+    NotWritten.NOT_MUSIC: "no genre",
 }
 
 FAILURE = {

@@ -37,7 +37,7 @@ REASON_TEXT = {
     NotWritten.TIE_SKIPPED: "tie skipped (tags.on_tie = skip)",
     NotWritten.KEPT_USER_GENRE: "kept the genre already set",
     NotWritten.OUTSIDE_LIBRARY: "not written through a symlink to outside the library",
-    NotWritten.NOT_MUSIC: "the user said it is not music (tagger set-genre --not-music)",
+    NotWritten.NOT_MUSIC: "not music",
 }
 
 

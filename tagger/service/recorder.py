@@ -9,7 +9,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, Sequence
 
 from tagger.config import Config
 from tagger.errors import ReadError, TaggerError, WriteError
@@ -21,7 +21,15 @@ from tagger.library.journal import genre_owners, revert, user_genres
 from tagger.library.motion import AtRest, FileInMotion, FileState
 from tagger.library.paths import is_inside, outside_reason, real_roots
 from tagger.library.tags import TagInfo
-from tagger.results import IN_MOTION, FailureKind, NotWritten, TrackResult, Vote
+from tagger.results import (
+    IN_MOTION,
+    Content,
+    CorrectionAction,
+    FailureKind,
+    NotWritten,
+    TrackResult,
+    Vote,
+)
 from tagger.service.albums import AlbumBook, AlbumMember, segment_scores
 from tagger.service.policy import TagDecision, decide_tags
 from tagger.service.workers import WorkItem
@@ -170,10 +178,12 @@ class Recorder:
         self._cache_failed = False
         self.albums: AlbumBook | None = None  # tracks held for their album's decision
 
-    def keep_embeddings(self, item: WorkItem, embeddings: TrackEmbeddings | None) -> None:
-        """Store a classified track's embeddings under its audio identity (its content id:
-        moves and retags keep the row). Only a cache: a failure is logged once, never fatal."""
-        if (self.dry_run or embeddings is None or not item.content_id
+    def keep_embeddings(self, item: WorkItem,
+                        embeddings: Sequence[TrackEmbeddings] | None) -> None:
+        """Store a classified track's embeddings (musicnn's, the content gate's) under its
+        audio identity (its content id: moves and retags keep the rows). Only a cache: a
+        failure is logged once, never fatal."""
+        if (self.dry_run or not embeddings or not item.content_id
                 or self._cache_failed):
             return
         from tagger.model.cache import EmbeddingCache, segment_settings
@@ -181,8 +191,9 @@ class Recorder:
         try:
             if self._cache is None:
                 self._cache = EmbeddingCache.for_config(self.config)
-            self._cache.put_many([(item.content_id, embeddings)], embeddings.backbone,
-                                 segment_settings(self.config))
+            for kept in embeddings:
+                self._cache.put_many([(item.content_id, kept)], kept.backbone,
+                                     kept.settings or segment_settings(self.config))
         except TaggerError as exc:
             self._cache_failed = True
             log.warning("%s; the scan goes on without it (retag and learn decode these "
@@ -249,10 +260,10 @@ class Recorder:
     def _dry_run_line(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
         summary.classified += 1
         summary.ties += result.vote.tie
-        self._propose_decision(item.path, result.vote, None, summary)
+        self._propose_decision(item.path, result.vote, None, summary, content=result.content)
 
     def _propose_decision(self, path: str, outcome: Vote, genres: list[str] | None,
-                          summary: Summary, **album) -> None:
+                          summary: Summary, content: Content | None = None, **album) -> None:
         """A dry run's line for one file: what the policy would write for ``outcome`` over
         the file's genres (``genres``: as read already; None: read them now)."""
         try:
@@ -263,7 +274,8 @@ class Recorder:
             summary.failure_kinds[FailureKind.TAG_WRITE.value] += 1
             self._propose(path=path, error=f"cannot read tags: {exc.message}")
             return
-        decision = decide_tags(outcome, existing, self.config.tags)
+        decision = (self._not_music(path, content)
+                    or decide_tags(outcome, existing, self.config.tags))
         if decision.genres:
             decision = self._respect_correction(path, decision)
         self._count_decision(decision, summary)
@@ -275,7 +287,7 @@ class Recorder:
                       reason=decision.reason, error=None, **album)
 
     def record(self, item: WorkItem, result: TrackResult, summary: Summary,
-               embeddings: TrackEmbeddings | None = None) -> None:
+               embeddings: Sequence[TrackEmbeddings] | None = None) -> None:
         """Decide and write the tags of one classified file, then catalogue its result (and
         keep its ``embeddings``). While albums are held (:meth:`holding_albums`), the tags
         wait for the album's decision (:meth:`record_decision`)."""
@@ -287,7 +299,7 @@ class Recorder:
         path, outcome = item.path, result.vote
         summary.classified += 1
         summary.ties += outcome.tie
-        applied = self._apply(item, outcome, None, summary)
+        applied = self._apply(item, outcome, None, summary, result.content)
         with self.catalogue.batch():
             self.catalogue.record_result(
                 result, size=applied.stat[0], mtime_ns=applied.stat[1],
@@ -314,10 +326,13 @@ class Recorder:
             self.albums = None
 
     def _hold(self, item: WorkItem, result: TrackResult, summary: Summary,
-              embeddings: TrackEmbeddings | None) -> bool:
+              embeddings: Sequence[TrackEmbeddings] | None) -> bool:
         """Catalogue a classified track, and hold it for its album's decision; False when its
-        tags cannot be read (it is then decided alone, and the reason recorded)."""
+        tags cannot be read, or it is not music (it is then decided alone: a track that is
+        not music neither votes for its album nor gets the album's genre)."""
         if not result.ok or result.vote is None:
+            return False
+        if self._not_music(item.path, result.content) is not None:
             return False
         try:
             info = tags.read_info(item.path)  # the one tag read: genres, artist, album
@@ -367,17 +382,19 @@ class Recorder:
     # ---------------------------------------------------------------- one file's tags
 
     def _apply(self, item: WorkItem, outcome: Vote, info: TagInfo | None,
-               summary: Summary) -> Applied:
-        """Decide the tags of one file for ``outcome`` and write them: the policy, the user's
-        correction, the library's roots, the journalled write (or the withdrawal of an
-        unbacked genre). ``info``: the file's tags as read already (None: read them now)."""
+               summary: Summary, content: Content | None = None) -> Applied:
+        """Decide the tags of one file for ``outcome`` and write them: whether it is music,
+        the policy, the user's correction, the library's roots, the journalled write (or the
+        withdrawal of an unbacked genre). ``info``: the file's tags as read already (None:
+        read them now); ``content``: the content gate's verdict."""
         path = item.path
         applied = Applied((item.size, item.mtime_ns), info)
         try:
             if applied.info is None:
                 applied.info = tags.read_info(path)  # the one tag read: genres, artist, album
             existing, applied.labelled = genre_owners(self.catalogue, path, applied.info.genres)
-            decision = decide_tags(outcome, existing, self.config.tags)
+            decision = (self._not_music(path, content)
+                        or decide_tags(outcome, existing, self.config.tags))
             if decision.genres:
                 decision = self._respect_correction(path, decision)
             if decision.genres and not is_inside(path, self.roots):
@@ -444,7 +461,8 @@ class Recorder:
         """Whether the file holds only tagger's own genre (``existing``, the user's, is empty)
         and the current vote would not write one."""
         return (self.withdraw_unbacked and bool(held) and not existing
-                and decision.not_written in (NotWritten.BELOW_THRESHOLD, NotWritten.TIE_SKIPPED))
+                and decision.not_written in (NotWritten.BELOW_THRESHOLD, NotWritten.TIE_SKIPPED,
+                                             NotWritten.NOT_MUSIC))
 
     def _withdraw(self, path: str, summary: Summary):
         """Restore the values tagger overwrote in ``path`` (the journal's revert, inside the
@@ -460,6 +478,19 @@ class Recorder:
         stat, info = report.after[path]
         # unreadable right after the restore: read again, so that the error is the file's
         return stat, info if info is not None else tags.read_info(path)
+
+    def _not_music(self, path: str, content: Content | None) -> TagDecision | None:
+        """The decision for a track that is not music, or None: the user said so (a
+        ``not_music`` correction in force), or the content gate did (``content.gate``) and
+        the user gave it no genre of theirs (a ``set-genre`` or an accept overrides it)."""
+        correction = (self.catalogue.correction_in_force(path)
+                      if self.catalogue is not None else None)
+        if correction is not None and correction.action is CorrectionAction.NOT_MUSIC:
+            return TagDecision((), NotWritten.NOT_MUSIC, "you said so")
+        if (self.config.content.gate and content is not None and not content.is_music
+                and correction is None):
+            return TagDecision((), NotWritten.NOT_MUSIC, content.describe())
+        return None
 
     def _respect_correction(self, path: str, decision: TagDecision) -> TagDecision:
         """The user's correction in force outranks the policy (even ``tags.write = always``):

@@ -113,7 +113,8 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
     summary = RetagSummary(model=classifier.info, dry_run=dry_run)
     summary.tags.dry_run = dry_run
     paths = [os.path.abspath(p) for p in paths] if paths else None
-    rows = [r for r in _selected(catalogue.track_identities(), paths) if r[3] == "done"]
+    rows = [r for r in _selected(catalogue.track_identities(), paths)
+            if r[3] in ("done", "not_music")]
     corrected = corrected_paths(catalogue)
     # the calibrated confidence and tags.min_confidence = "auto" resolved, as scan has them
     config = use_calibration(config, catalogue, classifier)
@@ -172,11 +173,15 @@ def repredict_cached(cache: EmbeddingCache, classifier: Classifier, settings,
     the embeddings ``cache`` holds for them (``settings``: the segment settings of the scan
     that cached them, :func:`tagger.model.cache.segment_settings`), with no decode: each
     ``(item, result)`` re-predicted, and the items whose embeddings are not cached (or
-    cannot feed this model: they need a scan). Used by :func:`retag` and the album pass
-    (tagger.service.albums)."""
+    cannot feed this model: they need a scan). The content gate's verdict comes from its
+    cached embeddings too (none cached: the track is not gated now). Used by :func:`retag`
+    and the album pass (tagger.service.albums)."""
     cached = cache.get_many([key for _, key in items], classifier.backbones.sha256, settings,
                             pooled=classifier.head.needs_pooled)
     ready = [(item, cached[key]) for item, key in items if key in cached]
     results = classifier.classify_cached([(item.path, emb) for item, emb in ready])
+    heard = classifier.heard_cached(cache, list(cached))
+    results = [dataclasses.replace(result, content=heard.get(emb.key))
+               for (_, emb), result in zip(ready, results)]
     return ([(item, result) for (item, _), result in zip(ready, results)],
             [item for item, key in items if key not in cached])

@@ -60,7 +60,7 @@ def plan_scan(roots: list[str], config: Config, catalogue, *, force: bool,
     todo, unchanged = [], 0
     for f in found:
         previous = known.get(f.path)
-        same = (previous is not None and previous[2] in ("done", "skipped", "failed")
+        same = (previous is not None and previous[2] in ("done", "not_music", "skipped", "failed")
                 and previous[0] == f.size and previous[1] == f.mtime_ns)
         kind = None
         if same and previous[2] == "failed":

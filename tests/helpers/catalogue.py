@@ -20,7 +20,7 @@ MODEL_B = ModelInfo("trained", "b" * 64, GENRES)
 TABLES = {"tracks", "models", "predictions", "prediction_candidates", "prediction_segments",
           "tag_writes", "corrections", "adoptions", "calibrations", "albums"}
 VIEWS = {"track_genres", "genre_counts", "genre_check"}
-HEAD = "0008_albums"  # newest schema revision
+HEAD = "0009_content"  # newest schema revision
 
 
 def copy_catalogue(source: Path, target: Path) -> None:

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import insert, select, update
 
 from tagger.errors import WriteError
@@ -38,7 +39,14 @@ from tagger.library.catalogue.schema import (
 from tagger.library.catalogue.schema import (
     TRACKS as _T,
 )
-from tagger.results import CalibrationMethod, CorrectionAction, CorrectionSource, LabelSource
+from tagger.results import (
+    CalibrationMethod,
+    ContentKind,
+    CorrectionAction,
+    CorrectionSource,
+    LabelSource,
+    NotWritten,
+)
 
 _LABEL_ACTIONS = (CorrectionAction.SET_GENRE, CorrectionAction.ACCEPT)
 
@@ -56,6 +64,21 @@ def _newest_in_force(path: str, *columns):
         .order_by(_C.c.id.desc())
         .limit(1)
     )
+
+
+def _settle_music_status(s, path: str) -> None:
+    """A classified track's status once its corrections changed: ``not_music`` (its genre
+    not written for it) while the user says so, or while the content gate said so and the
+    user gave no genre; else ``done``."""
+    action = s.scalar(_newest_in_force(path, _C.c.action))
+    kind = s.scalar(select(_T.c.content_kind).where(_T.c.path == path))
+    not_music = (action == CorrectionAction.NOT_MUSIC.value
+                 or (action is None and kind not in (None, ContentKind.MUSIC.value)))
+    gone = NotWritten.NOT_MUSIC.value
+    s.execute(update(_T).where(_T.c.path == path, _T.c.status.in_(("done", "not_music")))
+              .values(status="not_music" if not_music else "done",
+                      not_written=gone if not_music else sa.case(
+                          (_T.c.not_written == gone, None), else_=_T.c.not_written)))
 
 
 def _genres_json(values: Sequence[str] | None) -> str | None:
@@ -138,7 +161,7 @@ class Labels:
                 if target is None:
                     raise WriteError("no correction to undo", path)
                 s.execute(update(_C).where(_C.c.id == target).values(undone_at=now))
-            return s.execute(
+            correction_id = s.execute(
                 insert(_C).values(
                     track_id=self._track_id(s, path),
                     path=path,
@@ -154,6 +177,8 @@ class Labels:
                     if tag_write_ids else None,
                 )
             ).inserted_primary_key[0]
+            _settle_music_status(s, path)
+            return correction_id
 
     def withdraw_corrections(self, path: str, tag_write_ids: Iterable[int]) -> int:
         """The tag writes ``tag_write_ids`` of ``path`` were reverted (``tagger revert``): the
@@ -172,6 +197,7 @@ class Labels:
             ids = [r.id for r in rows if reverted & set(json.loads(r.tag_write_ids))]
             if ids:
                 s.execute(update(_C).where(_C.c.id.in_(ids)).values(undone_at=now))
+                _settle_music_status(s, path)
             return len(ids)
 
     def corrections(self, path: str | None = None) -> list[Correction]:

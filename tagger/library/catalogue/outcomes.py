@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 
 from tagger.library.catalogue.rows import (
     chunks,
+    classified_status,
     dir_prefix,
     dump_scores,
     error_text,
@@ -65,7 +66,9 @@ class Outcomes:
         ``not_written`` says why the genre was not written into the file (None: it was).
         ``awaiting_album``: its tags wait for its album's decision (``tags.scope = "album"``):
         the track stays pending until :meth:`record_tag_decision` (a scan killed before then
-        classifies it again)."""
+        classifies it again). A track not written for not being music
+        (``NotWritten.NOT_MUSIC``) becomes ``not_music``; ``result.content`` (the content
+        gate's verdict) is stored with it."""
         if not result.ok:
             self.record_failure(
                 result.path,
@@ -104,7 +107,8 @@ class Outcomes:
                 s,
                 result.path,
                 now,
-                status="pending" if awaiting_album else "done",
+                status=("pending" if awaiting_album else
+                        "not_music" if not_written is NotWritten.NOT_MUSIC else "done"),
                 size=size,
                 mtime_ns=mtime_ns,
                 content_id=content_id,
@@ -120,6 +124,9 @@ class Outcomes:
                     attempts=0,
                     failure_kind=None,
                     not_written=not_written.value if not_written else None,
+                    content_kind=result.content.kind.value if result.content else None,
+                    content_scores=dump_scores(result.content.scores) if result.content
+                    else None,
                 )
             )
             mid = self._model_id(s, result.model, now)
@@ -227,7 +234,7 @@ class Outcomes:
                 updated_at=now,
                 status=sa.case(
                     (_T.c.status != "missing", _T.c.status),
-                    (has_prediction, "done"),
+                    (has_prediction, classified_status()),
                     else_="pending",
                 ),
             )

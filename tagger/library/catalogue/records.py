@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tagger.library.catalogue.rows import load_list, record_from_row
@@ -18,6 +18,7 @@ from tagger.results import (
     AlbumIdentity,
     CalibrationMethod,
     Candidate,
+    ContentKind,
     CorrectionAction,
     CorrectionSource,
     FailureKind,
@@ -86,6 +87,8 @@ class TrackRecord:
     mb_album_id: str | None = None
     compilation: bool | None = None  # the file's own compilation flag
     album_decision: AlbumRecord | None = None  # its album's, in tags.scope = "album"
+    content_kind: ContentKind | None = None  # what the content gate heard; None: not run
+    content_scores: dict[str, float] = field(default_factory=dict)  # its AudioSet groups
 
     @property
     def prediction(self) -> PredictionRecord | None:
@@ -156,6 +159,8 @@ class ReviewRow:
     not_written: NotWritten | None
     error: str | None
     failure_kind: FailureKind | None
+    content_kind: ContentKind | None = None  # what the content gate heard; None: not run
+    content_scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,7 @@ class Reports:
         failed: bool = False,
         disagree: bool = False,
         below_threshold: bool = False,
+        not_music: bool = False,
         under: Iterable[str] | None = None,
     ) -> list[ReviewRow]:
         """The review queues, by path: tracks under ``low`` confidence, ties, failed files,
@@ -98,7 +99,9 @@ class Reports:
         genres, as the ``genre_check`` view and the review page compare them; written or
         not), tracks whose genre was not written for being under ``tags.min_confidence``.
         Several queues: their union; none: all of them (``low`` then unset). Tracks the
-        user judged already (a correction in force) are in none of them but the failed."""
+        user judged already (a correction in force) are in none of them but the failed.
+        Tracks that are not music (status ``not_music``) are in no genre queue; ``not_music``
+        lists them (the content gate's and the user's alike), and is never implied."""
         tg = TRACK_GENRES
         user = first_json_element(_T.c.user_genres, self.engine.dialect.name)
         queues = {
@@ -110,13 +113,16 @@ class Reports:
         }
         asked = {"low": low is not None, "ties": ties, "disagree": disagree,
                  "below_threshold": below_threshold}
-        if not (failed or any(asked.values())):  # all of them but low
+        if not (failed or not_music or any(asked.values())):  # all of them but low
             asked = {**dict.fromkeys(queues, True), "low": False}
             failed = True
         conds = [q for name, q in queues.items() if asked[name]]
-        conds = [sa.and_(sa.or_(*conds), ~judged(_T.c.id))] if conds else []
+        conds = [sa.and_(sa.or_(*conds), ~judged(_T.c.id), _T.c.status != "not_music")
+                 ] if conds else []
         if failed:
             conds.append(_T.c.status == "failed")
+        if not_music:
+            conds.append(_T.c.status == "not_music")
         stmt = (
             select(
                 _T.c.path,
@@ -128,6 +134,8 @@ class Reports:
                 _T.c.not_written,
                 _T.c.error,
                 _T.c.failure_kind,
+                _T.c.content_kind,
+                _T.c.content_scores,
             )
             .select_from(_T.outerjoin(tg, tg.c.path == _T.c.path))
             .where(sa.or_(*conds), _T.c.status != "missing")
@@ -141,7 +149,9 @@ class Reports:
     def stats(self) -> Stats:
         """Catalogue-wide figures for ``tagger stats`` and the review page. A track's genre
         is the user's where they corrected it (set-genre, accept), else the newest
-        prediction's; a track they said is not music is under no genre (``not_music``)."""
+        prediction's; a track that is not music (status ``not_music``: the content gate or
+        the user said so) is under no genre, nor in the confidences and ties
+        (``not_music``)."""
         with self._read() as s:
             conn = s.connection()
             counts = dict.fromkeys(STATUSES, 0)
@@ -161,16 +171,17 @@ class Reports:
             ties = not_music = corrected = 0
             by_genre: Counter[str] = Counter()  # casefolded
             spelled: dict[str, str] = {}  # the vocabulary's spelling, else the user's
-            for path, genre, conf, tie in conn.execute(
+            for path, genre, conf, tie, status in conn.execute(
                 select(TRACK_GENRES.c.path, TRACK_GENRES.c.genre, TRACK_GENRES.c.confidence,
-                       TRACK_GENRES.c.tie)
+                       TRACK_GENRES.c.tie, _T.c.status)
+                .join(_T, _T.c.path == TRACK_GENRES.c.path)
             ):
-                confidences.append(float(conf))
-                ties += bool(tie)
                 action, given = in_force.get(path, (None, None))
-                if action == CorrectionAction.NOT_MUSIC.value:
+                if action == CorrectionAction.NOT_MUSIC.value or status == "not_music":
                     not_music += 1
                     continue
+                confidences.append(float(conf))
+                ties += bool(tie)
                 if given:
                     corrected += 1
                     spelled.setdefault(given.casefold(), given)

@@ -24,8 +24,9 @@ from tagger.library.catalogue.schema import (
     CHUNK,
     CORRECTIONS,
     SCORE_DECIMALS,
+    TRACKS,
 )
-from tagger.results import CorrectionAction
+from tagger.results import CorrectionAction, NotWritten
 
 
 def utcnow() -> dt.datetime:
@@ -172,3 +173,10 @@ def error_text(path: str, error: str | BaseException) -> str:
         if text.startswith(f"{path}: "):
             text = text[len(path) + 2 :]
     return " ".join(text.split())
+
+
+def classified_status():
+    """The status a classified track gets back (found again, moved over a missing row):
+    ``not_music`` when it was not written for not being music, else ``done``."""
+    return sa.case((TRACKS.c.not_written == NotWritten.NOT_MUSIC.value, "not_music"),
+                   else_="done")

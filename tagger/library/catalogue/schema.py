@@ -21,7 +21,9 @@ from tagger.results import (
     PerTrack,
 )
 
-STATUSES = ("pending", "done", "failed", "skipped", "missing")
+STATUSES = ("pending", "done", "failed", "skipped", "missing", "not_music")
+#: a track classified and decided: music (done) or not (not_music, migration 0009_content)
+CLASSIFIED = ("done", "not_music")
 
 
 BUSY_TIMEOUT_MS = 10_000
@@ -85,6 +87,9 @@ class Track(Base):
     album_artist: Mapped[str | None] = mapped_column(sa.Text)
     mb_album_id: Mapped[str | None] = mapped_column(sa.Text)
     compilation: Mapped[bool | None] = mapped_column(sa.Boolean)  # the file's own flag
+    # what the content gate heard (ContentKind; migration 0009_content); NULL: it did not run
+    content_kind: Mapped[str | None] = mapped_column(sa.String(16))
+    content_scores: Mapped[str | None] = mapped_column(sa.Text)  # JSON object: group scores
 
     predictions: Mapped[list[Prediction]] = relationship(
         back_populates="track",

@@ -14,6 +14,7 @@ from tagger.library.catalogue.records import (
 )
 from tagger.library.catalogue.rows import (
     chunks,
+    classified_status,
     dump_list,
     fetch_raw,
     folder_of,
@@ -22,6 +23,9 @@ from tagger.library.catalogue.rows import (
 )
 from tagger.library.catalogue.rows import (
     utcnow as _now,
+)
+from tagger.library.catalogue.schema import (
+    CLASSIFIED,
 )
 from tagger.library.catalogue.schema import (
     MODELS as _M,
@@ -226,7 +230,7 @@ class TrackStates:
                 )
             )
             .where(
-                _T.c.status == "done",
+                _T.c.status.in_(CLASSIFIED),
                 _P.c.id == newest,
                 sa.or_(_M.c.sha256 != sha256, _M.c.vocabulary != vocab),
             )
@@ -238,7 +242,7 @@ class TrackStates:
             for chunk in chunks(ids):
                 n += s.execute(
                     update(_T)
-                    .where(_T.c.id.in_(chunk), _T.c.status == "done")
+                    .where(_T.c.id.in_(chunk), _T.c.status.in_(CLASSIFIED))
                     .values(status="pending", updated_at=now)
                 ).rowcount
         return n
@@ -271,7 +275,8 @@ class TrackStates:
                     update(_T)
                     .where(_T.c.path.in_(chunk), _T.c.status == "missing")
                     .values(
-                        status=sa.case((has_prediction, "done"), else_="pending"),
+                        status=sa.case((has_prediction, classified_status()),
+                                       else_="pending"),
                         updated_at=now,
                     )
                 ).rowcount

@@ -174,8 +174,8 @@ class BatchRunner:
             settled = False
             if row is not None and (row[0], row[1]) == (size, mtime_ns):
                 status = row[2]
-                settled = status in ("done", "skipped")  # read at rest, or tagger's write
-                if status in ("done", "skipped") or (status == "failed" and not retry):
+                settled = status in ("done", "not_music", "skipped")  # read at rest
+                if settled or (status == "failed" and not retry):
                     self.unchanged += 1  # our own tag write, a read, a touch: nothing new
                     log.debug("%s: unchanged", path)
                     continue
