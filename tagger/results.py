@@ -100,6 +100,7 @@ class NotWritten(str, Enum):
     POLICY_NEVER = "policy_never"  # tags.write = never
     OUTSIDE_LIBRARY = "outside_library"  # read through a symlink to outside the roots
     NOT_MUSIC = "not_music"  # the user's correction in force says it is not music
+    NOT_ALLOWED = "not_allowed"  # neither the genre nor a parent is in tags.allowed_genres
 
 
 class CorrectionAction(str, Enum):

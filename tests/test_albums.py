@@ -205,7 +205,7 @@ def test_track_scope_gives_each_track_its_own_decision(by_track):
                                  for s in prediction.segments]))
             assert own.genre == prediction.genre
             user = ["Ballet"] if path.endswith("tchaikovsky.mp3") else []
-            decision = decide_tags(own, user, config.tags)
+            decision = decide_tags(own, user, config)
             assert held == (list(decision.genres) or user), path
             assert record.not_written is decision.not_written
     suite = genres_of(root / "Suite")

@@ -65,7 +65,7 @@ FOLDER_MIN_AGREEMENT = 1 / 2
 
 #: album-wide reasons the album's genre goes into no file (the others are each track's)
 ALBUM_REASONS = frozenset({NotWritten.POLICY_NEVER, NotWritten.BELOW_THRESHOLD,
-                           NotWritten.TIE_SKIPPED})
+                           NotWritten.TIE_SKIPPED, NotWritten.NOT_ALLOWED})
 
 
 @dataclass
@@ -200,7 +200,7 @@ def _album_record(decision: AlbumDecision, members: Sequence[AlbumMember], model
     tagged = next((m.info for m in members if m.info is not None and m.info.album), None)
     not_written = None
     if outcome is not None and not decision.per_track:
-        album_wide = decide_tags(outcome, [], recorder.config.tags).not_written
+        album_wide = decide_tags(outcome, [], recorder.config).not_written
         not_written = album_wide if album_wide in ALBUM_REASONS else None
     return AlbumRecord(
         album_key=decision.album.key, identified_by=decision.album.identified_by,

@@ -263,7 +263,7 @@ class Recorder:
             summary.failure_kinds[FailureKind.TAG_WRITE.value] += 1
             self._propose(path=path, error=f"cannot read tags: {exc.message}")
             return
-        decision = decide_tags(outcome, existing, self.config.tags)
+        decision = decide_tags(outcome, existing, self.config)
         if decision.genres:
             decision = self._respect_correction(path, decision)
         self._count_decision(decision, summary)
@@ -377,7 +377,7 @@ class Recorder:
             if applied.info is None:
                 applied.info = tags.read_info(path)  # the one tag read: genres, artist, album
             existing, applied.labelled = genre_owners(self.catalogue, path, applied.info.genres)
-            decision = decide_tags(outcome, existing, self.config.tags)
+            decision = decide_tags(outcome, existing, self.config)
             if decision.genres:
                 decision = self._respect_correction(path, decision)
             if decision.genres and not is_inside(path, self.roots):
@@ -386,8 +386,10 @@ class Recorder:
                 decision = TagDecision((), NotWritten.OUTSIDE_LIBRARY, os.path.realpath(path))
             applied.decision = decision
             if decision.genres:
-                applied.stat = self._write_tags(path, decision.genres, outcome.confidence,
-                                                summary, self.at_rest(item))
+                confidence = outcome.confidence if decision.confidence is None \
+                    else decision.confidence
+                applied.stat = self._write_tags(path, decision.genres, confidence, summary,
+                                                self.at_rest(item))
             elif self._unbacked(decision, existing, applied.info.genres):
                 withdrawn = self._withdraw(path, summary)
                 if withdrawn:

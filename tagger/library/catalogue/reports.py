@@ -44,6 +44,7 @@ from tagger.library.catalogue.schema import (
 from tagger.library.catalogue.schema import (
     TRACKS as _T,
 )
+from tagger.library.genres import genre_key
 from tagger.results import (
     CorrectionAction,
     NotWritten,
@@ -173,11 +174,11 @@ class Reports:
                     continue
                 if given:
                     corrected += 1
-                    spelled.setdefault(given.casefold(), given)
+                    spelled.setdefault(genre_key(given), given)
                     genre = given
                 else:
-                    spelled[genre.casefold()] = genre
-                by_genre[genre.casefold()] += 1
+                    spelled[genre_key(genre)] = genre
+                by_genre[genre_key(genre)] += 1
             genres = tuple(sorted(((spelled[k], n) for k, n in by_genre.items()),
                                   key=lambda item: (-item[1], item[0])))
             n_failed = func.count().label("n")
