@@ -157,13 +157,13 @@ def _disagree(album: AlbumId, voters: int, agreeing: int) -> bool:
 
 
 def decide_albums(recorder: Recorder, book: AlbumBook, summary: Summary, *,
-                  model: ModelInfo, calibrator: Calibrator | None = None,
-                  classifier: Classifier | None = None) -> None:
-    """Decide every album in ``book`` and write its members' tags (see the module). The
-    run's tracks are counted in ``summary`` as a track-scope scan counts them; tracks of
-    earlier runs whose tags changed are ``summary.album_retagged`` (their failures are
-    failures of this run)."""
+                  model: ModelInfo, classifier: Classifier | None = None) -> None:
+    """Decide every album in ``book`` and write its members' tags (see the module), votes
+    calibrated with the recorder's calibration. The run's tracks are counted in ``summary``
+    as a track-scope scan counts them; tracks of earlier runs whose tags changed are
+    ``summary.album_retagged`` (their failures are failures of this run)."""
     started = time.perf_counter()
+    calibrator = recorder.calibrator
     earlier = _earlier_members(recorder, book, model, calibrator, classifier)
     from tagger.service.recorder import Summary  # one class; imported here: no cycle
 
