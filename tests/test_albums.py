@@ -9,6 +9,7 @@ model is the slow part); the tests read what each scan left in the files and the
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -297,6 +298,25 @@ def test_show_says_the_albums_decision(by_album, capsys):
     assert "held by 2 of its 3 tracks" in out
     assert main(["--config", str(config_file), "show", str(root / "Hits")]) == 0
     assert "each track keeps its own genre (various_artists)" in capsys.readouterr().out
+
+
+def test_list_and_stats_know_albums(by_album, capsys):
+    root, config_file, _ = by_album
+    config = ["--config", str(config_file)]
+    assert main([*config, "list", "--albums"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    suite = next(line for line in lines if line.startswith("Budapest Strings - Suite\t"))
+    assert suite.endswith("\theld by 2 of 3 tracks")
+    assert any(line.startswith("Various Artists - Hits\t") and line.endswith(
+        "each track its own genre (various_artists)") for line in lines)
+    assert main([*config, "list", "--albums", "--json", str(root / "Suite")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and json.loads(out[0])["album_key"] == (
+        'tags:["budapest strings", "suite"]')
+    assert main([*config, "stats"]) == 0
+    assert "4 albums (2 of them compilations, each track its own genre)" in (
+        capsys.readouterr().out)
 
 
 def test_dry_run_proposes_the_album_decision(library, tmp_path):

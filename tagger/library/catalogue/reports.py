@@ -27,6 +27,9 @@ from tagger.library.catalogue.rows import (
     under_prefixes,
 )
 from tagger.library.catalogue.schema import (
+    ALBUMS as _AL,
+)
+from tagger.library.catalogue.schema import (
     CORRECTIONS as _C,
 )
 from tagger.library.catalogue.schema import (
@@ -203,6 +206,8 @@ class Reports:
                     .order_by(n_pred.desc(), _M.c.name)
                 )
             )
+            albums, albums_per_track = conn.execute(
+                select(func.count(), func.count(_AL.c.per_track)).select_from(_AL)).one()
         return Stats(
             total=sum(counts.values()),
             status_counts=counts,
@@ -214,4 +219,6 @@ class Reports:
             models=models,
             not_music=not_music,
             corrected=corrected,
+            albums=albums,
+            albums_per_track=albums_per_track,
         )
