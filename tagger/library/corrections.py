@@ -223,7 +223,7 @@ def apply_correction(config, catalogue, path: str, action: CorrectionAction | st
             written = [c.id for c in changes]
     elif target is not None:
         written = journalled_write(catalogue, path, target, None, at_rest,
-                                    drop_confidence=action is not CorrectionAction.ACCEPT)
+                                   drop_confidence=action is not CorrectionAction.ACCEPT)
 
     now = tuple(tags.read_genres(path)) if written else previous
     with catalogue.batch():

@@ -49,8 +49,8 @@ def journalled_write(catalogue, path: str, genres: Sequence[str], confidence: fl
 
 
 def same_genres(a: Iterable[str], b: Iterable[str]) -> bool:
-    """Genre lists compared the way people read them: case, surrounding blanks and Unicode
-    normalisation (NFC or NFD) ignored."""
+    """Genre lists compared the way people read them (:func:`~tagger.library.genres.
+    genre_key`): case, blanks, hyphens, underscores and Unicode normalisation ignored."""
     return [genre_key(g) for g in a] == [genre_key(g) for g in b]
 
 
