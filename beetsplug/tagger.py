@@ -511,10 +511,12 @@ def apply_vote(obj: Album | Item, outcome: Vote, policy: TagsConfig, model: str,
     """Set the vote's attributes on ``obj`` and the genre the policy allows (in memory; the
     caller stores and writes), with the confidence for the file when ``file_confidence``.
     With ``pretend`` ``obj`` is left as it was."""
+    from tagger.config import Config
     from tagger.library.journal import same_genres
     from tagger.service.policy import TagDecision, decide_tags, display_genre
 
-    decision = decide_tags(outcome, user_genres(obj), policy)
+    # beets' own whitelist and genre map stand in for [genres] and the tree's options
+    decision = decide_tags(outcome, user_genres(obj), Config(tags=policy))
     already = bool(decision.genres) and same_genres(current_genres(obj), decision.genres)
     if already:
         decision = TagDecision(())  # the field says it already

@@ -111,6 +111,14 @@ class TagsConfig:
     # the unit a genre is decided for: album (one genre per album, pooled over all its
     # tracks' segments; compilations keep per-track genres) | track (each file on its own)
     scope: str = "album"
+    # the genre tree (tagger/genre_tree.toml, docs/genres.md): write the genre's parents
+    # after it ("Metal; Rock"); when the children split the vote (a tie, or a winner below
+    # min_confidence) but their parent's family is clear, decide the parent
+    with_parents: bool = False
+    backoff_to_parent: bool = False
+    # the only genres that may be written (empty: any); another genre is written as its
+    # nearest allowed ancestor in the tree, else not at all (not_written: not_allowed)
+    allowed_genres: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -448,6 +456,22 @@ def _lookup(config: Config, key: str):
     return value
 
 
+def _validate_allowed_genres(config: Config, source: str | None) -> None:
+    """``tags.allowed_genres``: genres of the tree (or named in ``[genres]``), each once."""
+    from tagger.genre_tree import fold, genre_tree
+
+    tree = genre_tree(config.genres.rename)
+    named = {fold(g) for g in (*config.genres.rename.values(), *config.genres.merge.values())}
+    seen: set[str] = set()
+    for genre in config.tags.allowed_genres:
+        if not genre.strip() or not (tree.knows(genre) or fold(genre) in named):
+            raise ConfigError(f"'tags.allowed_genres': unknown genre {genre!r} (not in the "
+                              "genre tree, tagger/genre_tree.toml, nor in [genres])", source)
+        if fold(genre) in seen:
+            raise ConfigError(f"'tags.allowed_genres': {genre!r} is listed twice", source)
+        seen.add(fold(genre))
+
+
 def _validate_values(config: Config, source: str | None) -> None:
     for key, choices in _CHOICES.items():
         if _lookup(config, key) not in choices:
@@ -477,6 +501,7 @@ def _validate_values(config: Config, source: str | None) -> None:
             if any(unicodedata.category(c) == "Cc" for c in target):
                 raise ConfigError(f"'genres.{table}': the genre for {name!r} holds a control "
                                   "character", source)
+    _validate_allowed_genres(config, source)
     root = _inside_library(str(config.state_path), config.library)
     if root is not None:
         raise ConfigError(f"'state_dir' {config.state_path} lies inside the library root {root}:"

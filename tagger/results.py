@@ -133,6 +133,7 @@ class NotWritten(str, Enum):
     # not music: the content gate says so (speech, animal, other sounds), or the user's
     # correction in force does (tagger set-genre --not-music); the track's status is not_music
     NOT_MUSIC = "not_music"
+    NOT_ALLOWED = "not_allowed"  # neither the genre nor a parent is in tags.allowed_genres
 
 
 class CorrectionAction(str, Enum):

@@ -9,6 +9,7 @@ model is the slow part); the tests read what each scan left in the files and the
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -21,12 +22,12 @@ from helpers.configs import write_config
 from helpers.library import at_rest
 
 from tagger.cli import main
-from tagger.config import load_config
+from tagger.config import Config, load_config
 from tagger.library import tags
 from tagger.library.albums import album_id
 from tagger.library.catalogue import open_catalogue
 from tagger.library.tags import TagInfo
-from tagger.model.vote import pooled_vote, vote
+from tagger.model.vote import album_vote, pooled_vote, vote
 from tagger.results import AlbumIdentity, NotWritten, PerTrack
 from tagger.service.albums import AlbumMember, decide_album
 from tagger.service.policy import decide_tags, display_genre
@@ -168,7 +169,7 @@ def test_album_vote_pools_the_segments_and_compilations_keep_their_own():
     tagged = album_id("/m/a/1.mp3", TagInfo("X", "A", []))
     album = decide_album(tagged, [member(genres, rock), member(genres, rock),
                                   member(genres, jazz)], genres)
-    assert album.vote == pooled_vote(genres, [np.array(rock)] * 2 + [np.array(jazz)])
+    assert album.vote == album_vote(genres, [np.array(rock)] * 2 + [np.array(jazz)])
     assert album.vote.genre == "rock" and len(album.vote.segment_winners) == 6
     assert (album.members, album.voters, album.agreeing, album.per_track) == (3, 3, 2, None)
     # three tracks, three genres: the album's genre is one track's of three
@@ -183,6 +184,24 @@ def test_album_vote_pools_the_segments_and_compilations_keep_their_own():
     assert decide_album(tagged, various, genres).per_track is PerTrack.VARIOUS_ARTISTS
     flagged = [member(genres, rock), member(genres, rock, compilation=True)]
     assert decide_album(tagged, flagged, genres).per_track is PerTrack.COMPILATION_TAG
+
+
+def test_the_album_is_as_confident_as_its_typical_track():
+    """The genre is the pooled vote's; the confidence is the median of the tracks' own, the
+    scale tags.min_confidence is set on: an album split between two genres is named as
+    confidently as its tracks are, not at the pooled winner's diluted mean."""
+    genres = ("ambient", "classical")
+    ambient = [[0.45, 0.05]] * 10
+    classical = [[0.05, 0.5]] * 10
+    tracks = [np.array(ambient)] * 3 + [np.array(classical)] * 2
+    pooled, album = pooled_vote(genres, tracks), album_vote(genres, tracks)
+    assert album.genre == pooled.genre == "ambient" and album.candidates == pooled.candidates
+    assert pooled.confidence == pytest.approx(0.29)  # 0.45 on 30 segments, 0.05 on 20
+    assert album.confidence == pytest.approx(0.45)  # the median track's own
+    assert decide_tags(album, [], Config()).genres == ("Ambient",)
+    assert decide_tags(pooled, [], Config()).not_written is NotWritten.BELOW_THRESHOLD
+    # one track: its own vote exactly
+    assert album_vote(genres, tracks[:1]) == vote(genres, tracks[0])
 
 
 # ---------------------------------------------------------------- scans of real audio
@@ -205,7 +224,7 @@ def test_track_scope_gives_each_track_its_own_decision(by_track):
                                  for s in prediction.segments]))
             assert own.genre == prediction.genre
             user = ["Ballet"] if path.endswith("tchaikovsky.mp3") else []
-            decision = decide_tags(own, user, config.tags)
+            decision = decide_tags(own, user, config)
             assert held == (list(decision.genres) or user), path
             assert record.not_written is decision.not_written
     suite = genres_of(root / "Suite")
@@ -228,11 +247,14 @@ def test_album_scope_writes_one_genre_per_album(by_album, by_track):
         # the album's genre is the vote over all segments of its tracks' own predictions
         records = [catalogue.track(str(p)) for p in sorted((root / "Nocturnes").rglob("*.o*"))]
         vocabulary = records[0].prediction.model.vocabulary
-        pooled = pooled_vote(vocabulary, [
-            [[s.genre_scores[g] for g in vocabulary] for s in r.prediction.segments]
+        pooled = album_vote(vocabulary, [
+            np.array([[s.genre_scores[g] for g in vocabulary] for s in r.prediction.segments])
             for r in records])
         assert (album.genre, album.segment_count) == (pooled.genre, 30)
         assert album.confidence == pytest.approx(pooled.confidence, abs=1e-6)
+        # its confidence: the median of its tracks' own
+        assert album.confidence == pytest.approx(
+            sorted(r.prediction.confidence for r in records)[1], abs=1e-4)
         assert all(r.status == "done" and r.not_written is None for r in records)
         assert {r.album_key for r in records} == {f"mbid:{MBID}"}
 
@@ -276,6 +298,25 @@ def test_show_says_the_albums_decision(by_album, capsys):
     assert "held by 2 of its 3 tracks" in out
     assert main(["--config", str(config_file), "show", str(root / "Hits")]) == 0
     assert "each track keeps its own genre (various_artists)" in capsys.readouterr().out
+
+
+def test_list_and_stats_know_albums(by_album, capsys):
+    root, config_file, _ = by_album
+    config = ["--config", str(config_file)]
+    assert main([*config, "list", "--albums"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    suite = next(line for line in lines if line.startswith("Budapest Strings - Suite\t"))
+    assert suite.endswith("\theld by 2 of 3 tracks")
+    assert any(line.startswith("Various Artists - Hits\t") and line.endswith(
+        "each track its own genre (various_artists)") for line in lines)
+    assert main([*config, "list", "--albums", "--json", str(root / "Suite")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and json.loads(out[0])["album_key"] == (
+        'tags:["budapest strings", "suite"]')
+    assert main([*config, "stats"]) == 0
+    assert "4 albums (2 of them compilations, each track its own genre)" in (
+        capsys.readouterr().out)
 
 
 def test_dry_run_proposes_the_album_decision(library, tmp_path):

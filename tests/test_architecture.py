@@ -19,7 +19,7 @@ PACKAGE_DIR = Path(tagger.__file__).resolve().parent
 
 #: The base: plain data and the errors, importable from anywhere.
 BASE = {"tagger", "tagger.errors", "tagger.config", "tagger.results", "tagger.formats",
-        "tagger.private"}
+        "tagger.genre_tree", "tagger.private"}
 
 #: room -> the rooms it may import (itself always allowed).
 ALLOWED = {

@@ -276,6 +276,48 @@ def test_200_files_dropped_at_once_are_each_processed_exactly_once(setup, classi
         assert watcher.status()["processed"] == 200
 
 
+def test_a_track_joining_an_album_re_decides_it_and_retags_through_the_journal(
+        setup, classifier):
+    """tags.scope = album in the daemon: a jazz track alone is its album (Jazz); two
+    classical tracks joining the folder make the album Classical, and the Jazz tagger wrote
+    on the first is replaced through the journal, without classifying it again."""
+    from helpers.albums import picard_tags
+
+    root, db, config = setup
+    album = root / "Suite"
+
+    def track(name: str, clip: str) -> Path:
+        """A real clip moved into place, tagged as a track of the album "Suite"."""
+        album.mkdir(exist_ok=True)
+        tmp = album / f".in-{name}"
+        shutil.copyfile(real_clip(clip), tmp)
+        picard_tags(tmp, album="Suite", album_artist="Budapest Strings")
+        tags.write_genres(tmp, [], None)
+        os.replace(tmp, album / name)
+        return album / name
+
+    with daemon([root], config, classifier=classifier) as watcher:
+        vibe = track("03 vibe ace.ogg", "Kevin_MacLeod_-_Vibe_Ace.ogg")
+        wait_for(lambda: status_of(db, vibe) == "done" and idle(watcher), what="the first")
+        assert tags.read_genres(vibe) == ["Jazz"]
+        joining = [track(name, clip) for name, clip in (
+            ("01 hungarian.ogg",
+             "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg"),
+            ("02 tchaikovsky.ogg",
+             "Kevin_MacLeod_-_P_I_Tchaikovsky_Dance_of_the_Sugar_Plum_Fairy.ogg"))]
+        wait_for(lambda: tags.read_genres(vibe) == ["Classical"] and idle(watcher),
+                 timeout=300, what="the album re-decided")
+        assert [tags.read_genres(p) for p in joining] == [["Classical"], ["Classical"]]
+        assert classifier.counts[str(vibe)] == 1
+        album_row = rows(db, "select genre, members, voters, written, per_track "
+                             "from albums where album_key = ?",
+                         'tags:["budapest strings", "suite"]')
+        assert album_row == [("classical", 3, 3, 3, None)]
+        journal = rows(db, "select old_value, new_value from tag_writes where path = ? and "
+                           "field = 'GENRE' order by id", str(vibe))
+        assert journal == [(None, '["Jazz"]'), ('["Jazz"]', '["Classical"]')]
+
+
 def test_an_internal_error_fails_the_files_instead_of_stopping_the_daemon(setup):
     root, db, config = setup
     classifier = BrokenClassifier()

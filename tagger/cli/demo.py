@@ -75,6 +75,7 @@ NOT_WRITTEN_WORDS = {
     NotWritten.POLICY_NEVER: "not written: tags.write = \"never\"",
     NotWritten.OUTSIDE_LIBRARY: "not written: a link to outside the library",
     NotWritten.NOT_MUSIC: "not written: not music",
+    NotWritten.NOT_ALLOWED: "not written: not in tags.allowed_genres",
 }
 
 

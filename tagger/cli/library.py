@@ -56,6 +56,10 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
           + (f" ({stats.corrected} of them the genre you gave)" if stats.corrected else "")
           + (f", {stats.not_music} not music" if stats.not_music else "")
           + f", {stats.ties} ties")
+    if stats.albums:
+        print(f"{stats.albums} albums" + (f" ({stats.albums_per_track} of them compilations, "
+                                          "each track its own genre)"
+                                          if stats.albums_per_track else ""))
     counted = sum(count for _, count in stats.genres)
     for genre, count in stats.genres:
         share = count / counted if counted else 0

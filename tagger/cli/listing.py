@@ -44,7 +44,11 @@ def add_parsers(sub, parents) -> None:
                          help="tracks that are not music, given no genre: what the content "
                               "gate heard (speech, animal, other sounds) or you said; never "
                               "in the other queues")
-    listing.add_argument("--json", action="store_true", help="one JSON object per track")
+    listing.add_argument("--albums", action="store_true",
+                         help="the albums instead (tags.scope = album): each one's genre, "
+                              "how many of its tracks hold it, or why they keep their own")
+    listing.add_argument("--json", action="store_true",
+                         help="one JSON object per track (per album with --albums)")
 
     prune = sub.add_parser(
         "prune", parents=parents, help="forget long-missing tracks, delete old backups",
@@ -92,6 +96,8 @@ def not_music_words(row) -> str:
 
 def cmd_list(args: argparse.Namespace, config: Config, open_catalogue) -> int:
     under = existing_paths(args.paths, "tagger list") or None
+    if args.albums:
+        return _list_albums(config, open_catalogue, under, as_json=args.json)
     with open_catalogue(config) as catalogue:
         rows = catalogue.review(low=args.low, ties=args.ties, failed=args.failed,
                                 disagree=args.disagree, below_threshold=args.below_threshold,
@@ -124,6 +130,40 @@ def cmd_list(args: argparse.Namespace, config: Config, open_catalogue) -> int:
         if row.not_written:
             notes.append(REASON_WORDS[row.not_written.value])
         print(f"{printable(row.path)}\t{genre}" + (f"\t{'; '.join(notes)}" if notes else ""))
+    return 0
+
+
+def _list_albums(config: Config, open_catalogue, under: list[str] | None, *,
+                 as_json: bool) -> int:
+    """``tagger list --albums``: every album decided (below ``under``), by folder."""
+    with open_catalogue(config) as catalogue:
+        albums = catalogue.albums()
+    if under:
+        albums = [a for a in albums if a.folder and any(
+            a.folder == root or a.folder.startswith(root.rstrip("/") + "/") for root in under)]
+    for album in sorted(albums, key=lambda a: (a.folder or "", a.album_key)):
+        if as_json:
+            print(json.dumps({
+                "album_key": album.album_key, "identified_by": album.identified_by.value,
+                "album": album.album, "album_artist": album.album_artist,
+                "folder": album.folder, "genre": album.genre,
+                "confidence": round(album.confidence, 4) if album.confidence is not None
+                else None, "tie": album.tie, "tied_genres": list(album.tied),
+                "members": album.members, "voters": album.voters, "agreeing": album.agreeing,
+                "per_track": album.per_track.value if album.per_track else None,
+                "not_written": album.not_written.value if album.not_written else None,
+                "written": album.written}, ensure_ascii=False))
+            continue
+        name = " - ".join(v for v in (album.album_artist, album.album) if v) or album.folder
+        genre = (f"{printable(album.genre)} {album.confidence:.2f}" if album.genre is not None
+                 else "-")
+        if album.per_track:
+            outcome = f"each track its own genre ({album.per_track.value})"
+        elif album.not_written:
+            outcome = f"not written ({album.not_written.value})"
+        else:
+            outcome = f"held by {album.written} of {album.members} tracks"
+        print(f"{printable(name or album.album_key)}\t{genre}\t{outcome}")
     return 0
 
 

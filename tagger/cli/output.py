@@ -204,6 +204,7 @@ KEPT_WORDS = {
     "policy_never": "tags.write = never",
     "outside_library": "outside the library",
     "not_music": "not music",
+    "not_allowed": "not in tags.allowed_genres",
 }
 
 

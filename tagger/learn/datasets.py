@@ -27,7 +27,9 @@ import numpy as np
 from tagger.config import Config, LibraryConfig
 from tagger.errors import ConfigError, ReadError, TaggerError
 from tagger.library.discover import is_ignored, walk
-from tagger.library.genres import GenreMap  # moved to the library (scan uses it); kept here
+
+# GenreMap moved to the library (scan uses it); kept here
+from tagger.library.genres import GenreMap, genre_key
 from tagger.model.embeddings import (
     BackboneOutput,
     Backbones,
@@ -90,9 +92,9 @@ def _unify_case(values: Sequence[str]) -> dict[str, str]:
     """value -> its genre: values equal but for case become the most common spelling."""
     spellings: dict[str, Counter] = {}
     for value in values:
-        spellings.setdefault(value.casefold(), Counter())[value] += 1
+        spellings.setdefault(genre_key(value), Counter())[value] += 1
     canonical = {key: min(c, key=lambda v: (-c[v], v)) for key, c in spellings.items()}
-    return {value: canonical[value.casefold()] for value in values}
+    return {value: canonical[genre_key(value)] for value in values}
 
 
 # ---------------------------------------------------------------- the two sources

@@ -29,6 +29,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from tagger.errors import ConfigError
 from tagger.learn.datasets import EmbeddedSet
+from tagger.library.genres import genre_key
 from tagger.model.embeddings import Backbones
 from tagger.model.heads import HeadOptions, fit_head
 from tagger.model.vote import vote
@@ -205,8 +206,8 @@ def fixed_held_out(embedded: EmbeddedSet, backbones: Backbones, head,
     """
     scores = head.genre_scores(embedded.outputs(backbones))
     genres = tuple(head.genres)
-    spelled = {label.casefold(): label for label in embedded.labels}
-    named = [spelled.get(g.casefold(), g) for g in genres]
+    spelled = {genre_key(label): label for label in embedded.labels}
+    named = [spelled.get(genre_key(g), g) for g in genres]
     seg_tracks = embedded.segment_tracks
     pred_seg = [named[i] for i in scores.argmax(axis=1)]
     pred_track, confidence = [], []
@@ -280,8 +281,8 @@ def evaluate_head(embedded: EmbeddedSet, backbones: Backbones, head,
     held = held or fixed_held_out(embedded, backbones, head)
     report = build_report(held.true, held.predicted, held.true_seg, held.pred_seg,
                           paths=[t.path for t in embedded.tracks], true_labels=embedded.labels)
-    spelled = {g.casefold() for g in head.genres}
-    unknown = sorted(g for g in embedded.labels if g.casefold() not in spelled)
+    spelled = {genre_key(g) for g in head.genres}
+    unknown = sorted(g for g in embedded.labels if genre_key(g) not in spelled)
     report.update({
         "mode": "fixed model",
         "folds": 0,

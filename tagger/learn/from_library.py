@@ -47,6 +47,7 @@ from tagger.learn.evaluate import (
     stratified_folds,
 )
 from tagger.learn.train import embed, load_backbones, train_bundle
+from tagger.library.genres import genre_key
 from tagger.model.embeddings import Backbones, needs_pooled
 from tagger.model.heads import HeadOptions
 
@@ -90,12 +91,12 @@ def labels_from_rows(rows: Sequence, *, location: str, genre_map: GenreMap | Non
             mapped.append((row, label))
     spellings: dict[str, Counter] = {}
     for _, label in mapped:
-        spellings.setdefault(label.casefold(), Counter())[label] += 1
+        spellings.setdefault(genre_key(label), Counter())[label] += 1
     canonical = {k: min(c, key=lambda v: (-c[v], v)) for k, c in spellings.items()}
-    counts = Counter(canonical[label.casefold()] for _, label in mapped)
+    counts = Counter(canonical[genre_key(label)] for _, label in mapped)
     tracks, too_few, sources = [], {}, Counter()
     for row, label in mapped:
-        genre = canonical[label.casefold()]
+        genre = canonical[genre_key(label)]
         if counts[genre] >= min_tracks:
             tracks.append(LabelledTrack(row.path, genre, row.artist, row.album))
             sources[row.source.value] += 1
@@ -203,8 +204,8 @@ def learn(catalogue, config: Config, *, prefixes: Sequence[str] | None = None,
 
     default_config = _with_default_model(config)
     default = genre_head(default_config, backbones.models)
-    spelled = {g.casefold() for g in default.genres}
-    unknown = sorted(g for g in embedded.labels if g.casefold() not in spelled)
+    spelled = {genre_key(g) for g in default.genres}
+    unknown = sorted(g for g in embedded.labels if genre_key(g) not in spelled)
 
     y = list(embedded.track_labels)
     groupings = [group_by] + (["track"] if group_by != "track" else [])

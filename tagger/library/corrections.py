@@ -49,7 +49,7 @@ from tagger.library.genres import (
     same_genre,
     typed_genre_problem,
 )
-from tagger.library.journal import last_written, same_genres, user_genres
+from tagger.library.journal import journalled_write, last_written, same_genres, user_genres
 from tagger.library.motion import AtRest, FileState
 from tagger.library.tags.id3 import tcon_genres
 from tagger.results import CorrectionAction, CorrectionSource, NotWritten
@@ -147,26 +147,6 @@ def _check_storable(path: str, genre: str) -> None:
                       f"({'; '.join(back) or 'no genre'}); not written: type the genre's name")
 
 
-def _journalled_write(catalogue, path: str, genres: Sequence[str], at_rest: AtRest, *,
-                      drop_confidence: bool) -> list[int]:
-    """Write ``genres`` into the file as tagger writes (the planned change recorded first,
-    marked reverted if the write then fails), and remove the confidence field with
-    ``drop_confidence``; the journal ids, [] if nothing changed."""
-    planned = tags.write_genres(path, genres, None, dry_run=True, at_rest=at_rest,
-                                drop_confidence=drop_confidence)
-    if not planned:
-        return []
-    with catalogue.batch():
-        ids = catalogue.record_tag_changes(path, planned)
-    try:
-        tags.write_genres(path, genres, None, at_rest=at_rest, drop_confidence=drop_confidence)
-    except TaggerError:
-        with catalogue.batch():
-            catalogue.mark_reverted(ids)
-        raise
-    return ids
-
-
 def apply_correction(config, catalogue, path: str, action: CorrectionAction | str,
                      genre: str | None = None, *,
                      source: CorrectionSource | str) -> CorrectionResult:
@@ -242,8 +222,8 @@ def apply_correction(config, catalogue, path: str, action: CorrectionAction | st
                 catalogue.mark_reverted(c.id for c in changes)
             written = [c.id for c in changes]
     elif target is not None:
-        written = _journalled_write(catalogue, path, target, at_rest,
-                                    drop_confidence=action is not CorrectionAction.ACCEPT)
+        written = journalled_write(catalogue, path, target, None, at_rest,
+                                   drop_confidence=action is not CorrectionAction.ACCEPT)
 
     now = tuple(tags.read_genres(path)) if written else previous
     with catalogue.batch():

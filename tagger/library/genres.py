@@ -20,8 +20,9 @@ The rules, in order, for each value:
    except a value that is itself an ID3v1 genre name ("Pop/Funk").
 4. Blanks are trimmed (inner runs of blanks become one space); empty values go.
 5. The genre map renames (case-insensitively; an empty target drops the genre).
-6. Values equal but for case are one genre: spelled as in the ID3v1 list when it is one of
-   those ("hip-hop" -> "Hip-Hop"), else as first seen. Order is kept, duplicates go.
+6. Values equal but for case, blanks, hyphens and underscores (:func:`genre_key`: "Hip Hop",
+   "hip-hop", "HipHop") are one genre: spelled as in the ID3v1 list when it is one of those
+   ("hip hop" -> "Hip-Hop"), else as first seen. Order is kept, duplicates go.
 
 A genre the user types (:func:`typed_genre_problem`) is one value: not split (rule 3 is left
 out: "R&B/Soul" is one genre), and refused when it holds NUL or another control character
@@ -40,12 +41,14 @@ from pathlib import Path
 from mutagen.id3 import TCON
 
 from tagger.errors import ConfigError
+from tagger.genre_tree import fold
 
 #: the ID3v1 genre list (with Winamp's extensions), as mutagen ships it: index -> name
 ID3V1_GENRES: tuple[str, ...] = tuple(TCON.GENRES)
 _NO_GENRE = 255  # ID3v1: "no genre"
 _KEYWORDS = {"RX": "Remix", "CR": "Cover"}
-_CANONICAL = {name.casefold(): name for name in ID3V1_GENRES}
+_CANONICAL = {fold(name): name for name in ID3V1_GENRES}
+_ID3V1_NAMES = frozenset(name.casefold() for name in ID3V1_GENRES)  # whole values not split
 _REFERENCES = re.compile(r"\((\d+|RX|CR)\)")
 _BLANK_CONTROLS = frozenset("\t\n\r\v\f\x1c\x1d\x1e\x1f\x85")  # blanks to rule 4
 _SEPARATORS = re.compile(r"[;/,|]")
@@ -132,7 +135,7 @@ def id3_references(value: str) -> list[str]:
 
 def _split(value: str) -> list[str]:
     """Rule 3: separators, unless the whole value is an ID3v1 genre name."""
-    if value.strip().casefold() in _CANONICAL:
+    if value.strip().casefold() in _ID3V1_NAMES:
         return [value]
     return _SEPARATORS.split(value)
 
@@ -151,7 +154,7 @@ def normalise_genres(values: Iterable[str] | str | None,
         values = [values]
     if genre_map is not None and not isinstance(genre_map, GenreMap):
         genre_map = GenreMap(genre_map)
-    out: dict[str, str] = {}  # casefold -> spelling, in first-seen order
+    out: dict[str, str] = {}  # genre_key -> spelling, in first-seen order
     for raw in values:
         if not isinstance(raw, str):
             raise TypeError(f"genre must be str, got {type(raw).__name__}")
@@ -162,7 +165,7 @@ def normalise_genres(values: Iterable[str] | str | None,
                     genre = genre_map(genre) or ""
                 if not genre:
                     continue
-                key = genre.casefold()
+                key = genre_key(genre)
                 out.setdefault(key, _CANONICAL.get(key, genre))
     return list(out.values())
 
@@ -184,8 +187,9 @@ def _nfc(text: str) -> str:
 
 
 def genre_key(genre: str) -> str:
-    """What two spellings of one genre share: NFC, surrounding blanks and case ignored."""
-    return _nfc(_nfc(genre).strip().casefold())
+    """What two spellings of one genre share (:func:`tagger.genre_tree.fold`): NFC, case,
+    blanks, hyphens and underscores ignored ("Hip Hop" = "hip-hop" = "HipHop")."""
+    return _nfc(fold(genre))
 
 
 def display_genre(genre: str, case: str = "title") -> str:
@@ -198,8 +202,8 @@ def display_genre(genre: str, case: str = "title") -> str:
 
 
 def same_genre(a: str | None, b: str | None) -> bool:
-    """Two genres are the same when they are equal but for case, surrounding blanks and
-    Unicode normalisation (NFC and NFD spellings)."""
+    """Two genres are the same when they are equal but for case, blanks, hyphens,
+    underscores and Unicode normalisation (NFC and NFD spellings)."""
     if a is None or b is None:
         return False
     return genre_key(a) == genre_key(b)

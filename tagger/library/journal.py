@@ -23,9 +23,34 @@ from tagger.library.paths import is_inside, outside_reason, real_roots
 log = logging.getLogger(__name__)
 
 
+def journalled_write(catalogue, path: str, genres: Sequence[str], confidence: float | None,
+                     at_rest: AtRest, *, drop_confidence: bool = False,
+                     planned: Sequence | None = None) -> list[int]:
+    """Write ``genres`` (and ``confidence``: see :func:`tagger.library.tags.write_genres`)
+    into the file, the one way tagger writes a genre, for a scan's vote and a user's
+    correction alike: the planned change (``planned``, else planned now) is journalled
+    first, so a kill at any instant loses neither the old value nor the file, and marked
+    reverted when the write then fails. The journal ids; [] when nothing changes."""
+    if planned is None:
+        planned = tags.write_genres(path, genres, confidence, dry_run=True, at_rest=at_rest,
+                                    drop_confidence=drop_confidence)
+    if not planned:
+        return []
+    with catalogue.batch():
+        ids = catalogue.record_tag_changes(path, planned)
+    try:
+        tags.write_genres(path, genres, confidence, at_rest=at_rest,
+                          drop_confidence=drop_confidence)
+    except TaggerError:
+        with catalogue.batch():
+            catalogue.mark_reverted(ids)
+        raise
+    return ids
+
+
 def same_genres(a: Iterable[str], b: Iterable[str]) -> bool:
-    """Genre lists compared the way people read them: case, surrounding blanks and Unicode
-    normalisation (NFC or NFD) ignored."""
+    """Genre lists compared the way people read them (:func:`~tagger.library.genres.
+    genre_key`): case, blanks, hyphens, underscores and Unicode normalisation ignored."""
     return [genre_key(g) for g in a] == [genre_key(g) for g in b]
 
 

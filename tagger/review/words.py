@@ -21,6 +21,7 @@ NOT_WRITTEN = {
     NotWritten.POLICY_NEVER: "genre not written (tags.write = never)",
     NotWritten.OUTSIDE_LIBRARY: "genre not written, the file is outside the library",
     NotWritten.NOT_MUSIC: "no genre",
+    NotWritten.NOT_ALLOWED: "genre not written, not in tags.allowed_genres",
 }
 
 FAILURE = {

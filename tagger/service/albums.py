@@ -11,9 +11,10 @@ processed the run's files, :func:`decide_albums` takes every album the run touch
    the same model stored, else re-predicted from the embedding cache without decoding
    (:func:`tagger.service.retag.repredict_cached`, local engine only); one with neither is a
    member that does not vote. Earlier tracks outside the scan's roots vote, unwritten.
-2. **The album's vote**: :func:`tagger.model.vote.pooled_vote`, the segment vote and its
-   confidence rule over the segments of all voting members together (with a trained head,
-   its per-segment probabilities), calibrated as a track's vote is.
+2. **The album's vote**: :func:`tagger.model.vote.album_vote`: the segment vote over the
+   segments of all voting members together (with a trained head, its per-segment
+   probabilities) picks the genre; its confidence is the median of the members' own
+   (calibrated) confidences, the scale ``tags.min_confidence`` is set on.
 3. **Compilations keep per-track decisions** (:class:`~tagger.results.PerTrack`): an album
    artist "Various Artists" (or "VA", ...), a compilation flag on any track, or tracks that
    strongly disagree: the album's genre is the own genre of at most a third
@@ -43,7 +44,7 @@ from tagger.library.albums import AlbumId, is_various_artists
 from tagger.library.catalogue import AlbumRecord
 from tagger.library.paths import is_inside
 from tagger.library.tags import TagInfo
-from tagger.model.vote import calibrated, pooled_vote, vote
+from tagger.model.vote import album_vote, calibrated, vote
 from tagger.results import AlbumIdentity, NotWritten, PerTrack, TrackResult, Vote
 from tagger.service.policy import decide_tags
 from tagger.service.workers import WorkItem
@@ -65,7 +66,7 @@ FOLDER_MIN_AGREEMENT = 1 / 2
 
 #: album-wide reasons the album's genre goes into no file (the others are each track's)
 ALBUM_REASONS = frozenset({NotWritten.POLICY_NEVER, NotWritten.BELOW_THRESHOLD,
-                           NotWritten.TIE_SKIPPED})
+                           NotWritten.TIE_SKIPPED, NotWritten.NOT_ALLOWED})
 
 
 @dataclass
@@ -132,7 +133,7 @@ def decide_album(album: AlbumId, members: Sequence[AlbumMember], genres: Sequenc
     """The album's pooled vote and whether its tracks keep their own decisions (see the
     module: compilations)."""
     voting = [m for m in members if m.scores is not None]
-    pooled = pooled_vote(genres, [m.scores for m in voting], calibrator) if voting else None
+    pooled = album_vote(genres, [m.scores for m in voting], calibrator) if voting else None
     agreeing = sum(1 for m in voting
                    if pooled is not None and m.own is not None and m.own.genre == pooled.genre)
     per_track = None
@@ -156,13 +157,13 @@ def _disagree(album: AlbumId, voters: int, agreeing: int) -> bool:
 
 
 def decide_albums(recorder: Recorder, book: AlbumBook, summary: Summary, *,
-                  model: ModelInfo, calibrator: Calibrator | None = None,
-                  classifier: Classifier | None = None) -> None:
-    """Decide every album in ``book`` and write its members' tags (see the module). The
-    run's tracks are counted in ``summary`` as a track-scope scan counts them; tracks of
-    earlier runs whose tags changed are ``summary.album_retagged`` (their failures are
-    failures of this run)."""
+                  model: ModelInfo, classifier: Classifier | None = None) -> None:
+    """Decide every album in ``book`` and write its members' tags (see the module), votes
+    calibrated with the recorder's calibration. The run's tracks are counted in ``summary``
+    as a track-scope scan counts them; tracks of earlier runs whose tags changed are
+    ``summary.album_retagged`` (their failures are failures of this run)."""
     started = time.perf_counter()
+    calibrator = recorder.calibrator
     earlier = _earlier_members(recorder, book, model, calibrator, classifier)
     from tagger.service.recorder import Summary  # one class; imported here: no cycle
 
@@ -200,7 +201,7 @@ def _album_record(decision: AlbumDecision, members: Sequence[AlbumMember], model
     tagged = next((m.info for m in members if m.info is not None and m.info.album), None)
     not_written = None
     if outcome is not None and not decision.per_track:
-        album_wide = decide_tags(outcome, [], recorder.config.tags).not_written
+        album_wide = decide_tags(outcome, [], recorder.config).not_written
         not_written = album_wide if album_wide in ALBUM_REASONS else None
     return AlbumRecord(
         album_key=decision.album.key, identified_by=decision.album.identified_by,

@@ -129,7 +129,9 @@ class RayEngine:
     def __init__(self, config: Config, catalogue, *, dry_run: bool = False,
                  hooks: EngineHooks | None = None, address: str | None = None):
         self.config = config
-        self.recorder = Recorder(config, catalogue, dry_run=dry_run, hooks=hooks)
+        self.catalogue = catalogue
+        self._recorder_options = dict(dry_run=dry_run, hooks=hooks)
+        self._recorder: Recorder | None = None  # built by start(), with the calibration
         self.address = config.cluster.address if address is None else address
         if not self.address:  # before Ray is imported: it reads the switch then
             os.environ[_ONE_MACHINE_ENV] = "0"
@@ -138,7 +140,13 @@ class RayEngine:
         self._actors: list = []
         self._prepare = None
         self._model_info: ModelInfo | None = None
-        self.calibrator = None  # resolved by start(), as the actors get it
+
+    @property
+    def recorder(self) -> Recorder:
+        """The one writer, built when the cluster starts (the model it runs, and so its
+        calibration and threshold, known then)."""
+        self.start()
+        return self._recorder
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -227,9 +235,10 @@ class RayEngine:
                 raise ClusterError("the nodes load different model weights: install the same "
                                    "tagger and models everywhere")
         # the calibrated confidence and the resolved threshold, as the local engine has them
-        calibrator, self.recorder.config = resolve_calibration(
-            self.config, self.recorder.catalogue, self._model_info.sha256)
-        self.calibrator = calibrator  # the album pass calibrates its pooled votes alike
+        calibrator, config = resolve_calibration(self.config, self.catalogue,
+                                                 self._model_info.sha256)
+        self._recorder = Recorder(config, self.catalogue, calibrator=calibrator,
+                                  **self._recorder_options)
         ray.get([a.use_calibrator.remote(calibrator) for a in self._actors])
         log.info("ray: %d nodes, %d inference actors, %g CPUs", len(nodes), len(self._actors),
                  ray.cluster_resources().get("CPU", 0))
@@ -244,7 +253,8 @@ class RayEngine:
         for actor in self._actors:
             self.ray.kill(actor)
         self._actors = []
-        self.recorder.close()
+        if self._recorder is not None:
+            self._recorder.close()
         if self._connected_here:
             self.ray.shutdown()
             self._connected_here = False

@@ -30,7 +30,6 @@ class Engine:
                  classifier: Classifier | ModelProcess | None = None,
                  workers: int = 0, dry_run: bool = False, hooks: EngineHooks | None = None):
         self.config = config
-        self.recorder = Recorder(config, catalogue, dry_run=dry_run, hooks=hooks)
         self.decode = DecodePool(config, workers)
         self.dry_run = dry_run
         if not dry_run:  # a dry run creates nothing, not even the state dir
@@ -44,7 +43,9 @@ class Engine:
             classifier = Classifier(config)
         self.classifier = classifier
         # the calibrated confidence and the resolved threshold: what the recorder compares
-        self.recorder.config = use_calibration(config, catalogue, classifier)
+        self.recorder = Recorder(use_calibration(config, catalogue, classifier), catalogue,
+                                 calibrator=classifier.calibrator, dry_run=dry_run,
+                                 hooks=hooks)
 
     @property
     def workers(self) -> int:
@@ -55,11 +56,6 @@ class Engine:
     def model_info(self) -> ModelInfo:
         """The model every prediction of this engine is recorded with."""
         return self.classifier.info
-
-    @property
-    def calibrator(self):
-        """What maps the vote's confidence to P(right) (None: raw), as the recorder sees it."""
-        return self.classifier.calibrator
 
     def worker_pids(self) -> list[int]:
         """Process ids of the decode workers running now (none before the first file)."""
@@ -152,13 +148,10 @@ class ScanEngine(Protocol):
     """The seam ``scan`` and ``watch`` drive: the local pool (:class:`Engine`) or a cluster
     (:class:`tagger.service.cluster.RayEngine`). Each feeds its results to one Recorder."""
 
-    recorder: Recorder
+    recorder: Recorder  # given the calibration and threshold when built
 
     @property
     def model_info(self) -> ModelInfo: ...
-
-    @property
-    def calibrator(self): ...  # the confidence calibration its votes carry (None: raw)
 
     def start(self) -> None: ...
 

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from tagger.config import AUTO, DEFAULT_MIN_CONFIDENCE, Config, TagsConfig
+from tagger.genre_tree import GenreTree, fold, genre_tree
 from tagger.library.genres import display_genre as library_display_genre
 from tagger.library.journal import same_genres
 from tagger.results import NotWritten, Vote
@@ -22,6 +23,8 @@ class TagDecision:
     genres: tuple[str, ...]  # what to write; empty: write nothing
     not_written: NotWritten | None = None  # why nothing is written (None when something is)
     detail: str = ""  # for people: the figures behind not_written
+    # the confidence of what is written, when it is not the vote's (a parent backed off to)
+    confidence: float | None = None
 
     @property
     def reason(self) -> str:
@@ -38,6 +41,7 @@ REASON_TEXT = {
     NotWritten.KEPT_USER_GENRE: "kept the genre already set",
     NotWritten.OUTSIDE_LIBRARY: "not written through a symlink to outside the library",
     NotWritten.NOT_MUSIC: "not music",
+    NotWritten.NOT_ALLOWED: "not in tags.allowed_genres, nor a parent of it",
 }
 
 
@@ -48,22 +52,78 @@ def display_genre(genre: str, policy: TagsConfig) -> str:
     return library_display_genre(genre, policy.genre_case)
 
 
-def decide_tags(outcome: Vote, existing: list[str], policy: TagsConfig) -> TagDecision:
-    """Apply ``[tags]`` (write, min_confidence, on_tie, genre_case) to one vote."""
+def decide_tags(outcome: Vote, existing: list[str], config: Config) -> TagDecision:
+    """Apply ``[tags]`` (write, min_confidence, on_tie, the genre tree's options,
+    genre_case) to one vote over the genres the file holds (``existing``, the user's)."""
+    policy = config.tags
     if policy.write == "never":
         return TagDecision((), NotWritten.POLICY_NEVER)
+    tree = genre_tree(config.genres.rename)
+    confidence = None
+    split = (outcome.confidence < policy.min_confidence
+             or (outcome.tie and policy.on_tie == "skip"))
+    if split and policy.backoff_to_parent:
+        parent = family_vote(outcome, tree)
+        if parent is not None and parent.confidence >= policy.min_confidence:
+            outcome, confidence = parent, parent.confidence
     if outcome.confidence < policy.min_confidence:
         return TagDecision((), NotWritten.BELOW_THRESHOLD,
                            f"{outcome.confidence:.2f} < {policy.min_confidence:g}")
     if outcome.tie and policy.on_tie == "skip":
         return TagDecision((), NotWritten.TIE_SKIPPED, ", ".join(outcome.tied))
-    genres = outcome.tied if outcome.tie and policy.on_tie == "all" else (outcome.genre,)
+    voted = outcome.tied if outcome.tie and policy.on_tie == "all" else (outcome.genre,)
+    genres = _with_tree(voted, tree, policy)
+    if not genres:
+        return TagDecision((), NotWritten.NOT_ALLOWED, "; ".join(voted))
     genres = tuple(display_genre(g, policy) for g in genres)
     if policy.write == "if_empty" and existing:
         if same_genres(existing, genres):
             return TagDecision(())  # the file already says it: nothing to write, nothing kept
         return TagDecision((), NotWritten.KEPT_USER_GENRE, "; ".join(existing))
-    return TagDecision(genres)
+    return TagDecision(genres, confidence=confidence)
+
+
+def _with_tree(voted: tuple[str, ...], tree: GenreTree, policy: TagsConfig) -> tuple[str, ...]:
+    """The genres to write for ``voted``: each (or, outside ``tags.allowed_genres``, its
+    nearest allowed ancestor), followed by its ancestors with ``tags.with_parents``; each
+    genre once."""
+    allowed = {tree.key(g) or fold(g) for g in policy.allowed_genres}
+    chosen: dict[str, str] = {}
+    for genre in voted:
+        line = [genre, *tree.ancestors(genre)]
+        if allowed:
+            line = [g for g in line if (tree.key(g) or fold(g)) in allowed]
+        for g in line if policy.with_parents else line[:1]:
+            chosen.setdefault(fold(g), g)
+    return tuple(chosen.values())
+
+
+def family_vote(outcome: Vote, tree: GenreTree) -> Vote | None:
+    """The vote one level up the genre tree, when the children split it: every genre's
+    segment votes go to its parent (a genre with none to itself), the family with most votes
+    wins. None unless that family holds two or more voted genres and no other family has as
+    many votes. A segment's top genre is in its top family (a family's score is its best
+    member's, as a genre's is its best tag's), so the votes add up exactly; the parent's
+    confidence is its best member's mean score, a lower bound of the family's mean best
+    score (with a calibration only the winner's calibrated confidence is known: it is used
+    when the winner is in the family)."""
+    families: dict[str, list] = {}
+    for candidate in outcome.candidates:
+        families.setdefault(tree.parent(candidate.genre) or candidate.genre,
+                            []).append(candidate)
+    votes = sorted(((sum(c.votes for c in members), parent)
+                    for parent, members in families.items()), reverse=True)
+    top, parent = votes[0]
+    members = families[parent]
+    if len(members) < 2 or (len(votes) > 1 and votes[1][0] == top):
+        return None
+    if outcome.raw_confidence is None:
+        confidence = max(c.mean_score for c in members)
+    elif any(c.genre == outcome.genre for c in members):
+        confidence = outcome.confidence
+    else:
+        return None
+    return replace(outcome, genre=parent, confidence=confidence, tie=False, tied=(parent,))
 
 
 # ---------------------------------------------------------------- calibration

@@ -15,27 +15,27 @@ from tagger.config import Config
 from tagger.errors import ReadError, TaggerError, WriteError
 from tagger.library import tags
 from tagger.library.albums import album_columns, album_id
-from tagger.library.corrections import correction_veto
 from tagger.library.genres import normalise_genres
-from tagger.library.journal import genre_owners, revert, user_genres
+from tagger.library.journal import genre_owners, journalled_write, revert
 from tagger.library.motion import AtRest, FileInMotion, FileState
 from tagger.library.paths import is_inside, outside_reason, real_roots
 from tagger.library.tags import TagInfo
 from tagger.results import (
     IN_MOTION,
     Content,
-    CorrectionAction,
     FailureKind,
     NotWritten,
     TrackResult,
     Vote,
 )
 from tagger.service.albums import AlbumBook, AlbumMember, segment_scores
-from tagger.service.policy import TagDecision, decide_tags
+from tagger.service.plan import TagPlan, not_music_decision, plan_tags
+from tagger.service.policy import TagDecision
 from tagger.service.workers import WorkItem
 
 if TYPE_CHECKING:  # torch loads only where a classifier is built
     from tagger.model.cache import EmbeddingCache, TrackEmbeddings
+    from tagger.model.calibration import Calibrator
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +164,13 @@ class Recorder:
     cache (:mod:`tagger.model.cache`: what ``learn`` and ``retag`` read instead of decoding
     again). Each engine (local pool, Ray cluster) feeds one. A dry run stores nothing."""
 
-    def __init__(self, config: Config, catalogue, *, dry_run: bool = False,
-                 hooks: EngineHooks | None = None, withdraw_unbacked: bool = False):
+    def __init__(self, config: Config, catalogue, *, calibrator: Calibrator | None = None,
+                 dry_run: bool = False, hooks: EngineHooks | None = None,
+                 withdraw_unbacked: bool = False):
+        # config: tags.min_confidence a number (policy.resolve_calibration); calibrator:
+        # what maps the model's raw confidence to the scale of that threshold (None: raw)
         self.config = config
+        self.calibrator = calibrator
         # retag: a genre tagger wrote that the current model's vote no longer backs (below
         # the threshold, a skipped tie) is taken back, the file's original values restored
         self.withdraw_unbacked = withdraw_unbacked
@@ -260,31 +264,43 @@ class Recorder:
     def _dry_run_line(self, item: WorkItem, result: TrackResult, summary: Summary) -> None:
         summary.classified += 1
         summary.ties += result.vote.tie
-        self._propose_decision(item.path, result.vote, None, summary, content=result.content)
+        self._propose_decision(item, result.vote, None, summary, content=result.content)
 
-    def _propose_decision(self, path: str, outcome: Vote, genres: list[str] | None,
+    def _propose_decision(self, item: WorkItem, outcome: Vote, info: TagInfo | None,
                           summary: Summary, content: Content | None = None, **album) -> None:
-        """A dry run's line for one file: what the policy would write for ``outcome`` over
-        the file's genres (``genres``: as read already; None: read them now)."""
+        """A dry run's line for one file: the plan the real run would execute for
+        ``outcome`` (``info``: the file's tags as read already; None: read them now;
+        ``content``: the content gate's verdict)."""
         try:
-            existing = user_genres(self.catalogue, path,
-                                   tags.read_genres(path) if genres is None else genres)
+            plan = self.plan(item, outcome, info, content)
         except TaggerError as exc:
             summary.failures[f"cannot read tags: {exc.message}"] += 1
             summary.failure_kinds[FailureKind.TAG_WRITE.value] += 1
-            self._propose(path=path, error=f"cannot read tags: {exc.message}")
+            self._propose(path=item.path, error=f"cannot read tags: {exc.message}")
             return
-        decision = (self._not_music(path, content)
-                    or decide_tags(outcome, existing, self.config.tags))
-        if decision.genres:
-            decision = self._respect_correction(path, decision)
+        decision = plan.decision
         self._count_decision(decision, summary)
-        summary.tagged += bool(decision.genres)
-        self._propose(path=path, existing=list(existing), proposed=list(decision.genres),
+        summary.tagged += plan.writes
+        summary.withdrawn += plan.withdraw
+        reason = decision.reason
+        if plan.withdraw:
+            reason = f"tagger's genre would be taken back: {reason}"
+        self._propose(path=item.path, existing=list(plan.info.genres),
+                      proposed=list(decision.genres) if plan.writes else [],
                       genre=outcome.genre, confidence=round(outcome.confidence, 4),
                       tie=outcome.tie,
                       not_written=decision.not_written.value if decision.not_written else None,
-                      reason=decision.reason, error=None, **album)
+                      reason=reason, error=None, **album)
+
+    def plan(self, item: WorkItem, outcome: Vote, info: TagInfo | None = None,
+             content: Content | None = None) -> TagPlan:
+        """What happens to ``item``'s tags for ``outcome`` (:func:`~tagger.service.plan.
+        plan_tags`), under this recorder's config, roots and withdrawal; what the real run
+        writes and a dry run proposes."""
+        at_rest = AtRest() if self.dry_run else self.at_rest(item)
+        return plan_tags(item.path, outcome, self.config, self.catalogue, self.roots,
+                         info=info, at_rest=at_rest, withdraw_unbacked=self.withdraw_unbacked,
+                         content=content)
 
     def record(self, item: WorkItem, result: TrackResult, summary: Summary,
                embeddings: Sequence[TrackEmbeddings] | None = None) -> None:
@@ -332,7 +348,8 @@ class Recorder:
         not music neither votes for its album nor gets the album's genre)."""
         if not result.ok or result.vote is None:
             return False
-        if self._not_music(item.path, result.content) is not None:
+        if not_music_decision(self.catalogue, self.config, item.path,
+                              result.content) is not None:
             return False
         try:
             info = tags.read_info(item.path)  # the one tag read: genres, artist, album
@@ -365,9 +382,7 @@ class Recorder:
         not be read or written)."""
         item = member.item
         if self.dry_run:
-            self._propose_decision(item.path, outcome,
-                                   member.info.genres if member.info else None, summary,
-                                   **album)
+            self._propose_decision(item, outcome, member.info, summary, **album)
             return None
         applied = self._apply(item, outcome, member.info, summary)
         with self.catalogue.batch():
@@ -383,35 +398,24 @@ class Recorder:
 
     def _apply(self, item: WorkItem, outcome: Vote, info: TagInfo | None,
                summary: Summary, content: Content | None = None) -> Applied:
-        """Decide the tags of one file for ``outcome`` and write them: whether it is music,
-        the policy, the user's correction, the library's roots, the journalled write (or the
-        withdrawal of an unbacked genre). ``info``: the file's tags as read already (None:
-        read them now); ``content``: the content gate's verdict."""
+        """Plan the tags of one file for ``outcome`` (:meth:`plan`) and execute the plan:
+        the journalled write, or the withdrawal of an unbacked genre. ``info``: the file's
+        tags as read already (None: read them now); ``content``: the content gate's verdict."""
         path = item.path
         applied = Applied((item.size, item.mtime_ns), info)
         try:
-            if applied.info is None:
-                applied.info = tags.read_info(path)  # the one tag read: genres, artist, album
-            existing, applied.labelled = genre_owners(self.catalogue, path, applied.info.genres)
-            decision = (self._not_music(path, content)
-                        or decide_tags(outcome, existing, self.config.tags))
-            if decision.genres:
-                decision = self._respect_correction(path, decision)
-            if decision.genres and not is_inside(path, self.roots):
-                # library.follow_symlinks: read through a link to outside, never written
-                log.info("%s: not writing tags: %s", path, outside_reason(path))
-                decision = TagDecision((), NotWritten.OUTSIDE_LIBRARY, os.path.realpath(path))
-            applied.decision = decision
-            if decision.genres:
-                applied.stat = self._write_tags(path, decision.genres, outcome.confidence,
-                                                summary, self.at_rest(item))
-            elif self._unbacked(decision, existing, applied.info.genres):
+            plan = self.plan(item, outcome, info, content)
+            applied.info, applied.labelled, applied.decision = (plan.info, plan.labelled,
+                                                                plan.decision)
+            if plan.decision.genres:
+                applied.stat = self._write_tags(plan, summary, self.at_rest(item))
+            elif plan.withdraw:
                 withdrawn = self._withdraw(path, summary)
                 if withdrawn:
                     applied.stat, applied.info = withdrawn
                     applied.labelled = genre_owners(self.catalogue, path,
                                                     applied.info.genres)[1]
-            self._count_decision(decision, summary)
+            self._count_decision(plan.decision, summary)
         except FileInMotion as exc:  # not written: picked up again once it is at rest
             applied.tag_error, applied.kind = f"not tagged: {exc.message}", exc.kind
         except (ReadError, WriteError, OSError) as exc:
@@ -457,13 +461,6 @@ class Recorder:
         state = FileState(item.size, item.mtime_ns, item.ino)
         return AtRest(self.config.library.settle_seconds, expected=state, settled=state)
 
-    def _unbacked(self, decision: TagDecision, existing: list[str], held: list[str]) -> bool:
-        """Whether the file holds only tagger's own genre (``existing``, the user's, is empty)
-        and the current vote would not write one."""
-        return (self.withdraw_unbacked and bool(held) and not existing
-                and decision.not_written in (NotWritten.BELOW_THRESHOLD, NotWritten.TIE_SKIPPED,
-                                             NotWritten.NOT_MUSIC))
-
     def _withdraw(self, path: str, summary: Summary):
         """Restore the values tagger overwrote in ``path`` (the journal's revert, inside the
         roots only); (new stat, new tags) when it did, else None."""
@@ -479,47 +476,14 @@ class Recorder:
         # unreadable right after the restore: read again, so that the error is the file's
         return stat, info if info is not None else tags.read_info(path)
 
-    def _not_music(self, path: str, content: Content | None) -> TagDecision | None:
-        """The decision for a track that is not music, or None: the user said so (a
-        ``not_music`` correction in force), or the content gate did (``content.gate``) and
-        the user gave it no genre of theirs (a ``set-genre`` or an accept overrides it)."""
-        correction = (self.catalogue.correction_in_force(path)
-                      if self.catalogue is not None else None)
-        if correction is not None and correction.action is CorrectionAction.NOT_MUSIC:
-            return TagDecision((), NotWritten.NOT_MUSIC, "you said so")
-        if (self.config.content.gate and content is not None and not content.is_music
-                and correction is None):
-            return TagDecision((), NotWritten.NOT_MUSIC, content.describe())
-        return None
-
-    def _respect_correction(self, path: str, decision: TagDecision) -> TagDecision:
-        """The user's correction in force outranks the policy (even ``tags.write = always``):
-        nothing is written over the genre the user gave, nor into a file they said is not
-        music. Asked only when something would be written."""
-        veto = correction_veto(self.catalogue, path, decision.genres)
-        return decision if veto is None else TagDecision((), *veto)
-
-    def _write_tags(self, path: str, genres: tuple[str, ...], confidence: float,
-                    summary: Summary, at_rest: AtRest) -> tuple[int, int]:
-        """Write the genre, recording the old values *before* the file changes.
-
-        The planned change is committed first, so a kill at any instant can lose neither the
-        user's old value nor the file; a write that then fails marks its record reverted.
-        Returns the file's (size, mtime_ns) afterwards.
-        """
-        confidence = confidence if self.config.tags.write_confidence else None
+    def _write_tags(self, plan: TagPlan, summary: Summary, at_rest: AtRest) -> tuple[int, int]:
+        """Execute a plan's write (:func:`~tagger.library.journal.journalled_write`: the
+        journal row, then the file). Returns the file's (size, mtime_ns) afterwards."""
+        path = plan.path
         if not is_inside(path, self.roots):  # checked again at the last moment
             raise WriteError(outside_reason(path), path)
-        planned = tags.write_genres(path, genres, confidence, dry_run=True, at_rest=at_rest)
-        if planned:
-            with self.catalogue.batch():
-                ids = self.catalogue.record_tag_changes(path, planned)
-            try:
-                tags.write_genres(path, genres, confidence, at_rest=at_rest)
-            except TaggerError:
-                with self.catalogue.batch():
-                    self.catalogue.mark_reverted(ids)
-                raise
+        if journalled_write(self.catalogue, path, plan.decision.genres, plan.confidence,
+                            at_rest, planned=plan.changes):
             summary.tagged += 1
         st = os.stat(path)
         return st.st_size, st.st_mtime_ns

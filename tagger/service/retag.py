@@ -118,8 +118,9 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
     corrected = corrected_paths(catalogue)
     # the calibrated confidence and tags.min_confidence = "auto" resolved, as scan has them
     config = use_calibration(config, catalogue, classifier)
-    recorder = Recorder(retag_policy(config), catalogue, dry_run=dry_run,
-                        hooks=EngineHooks(on_proposal=on_proposal), withdraw_unbacked=True)
+    recorder = Recorder(retag_policy(config), catalogue, calibrator=classifier.calibrator,
+                        dry_run=dry_run, hooks=EngineHooks(on_proposal=on_proposal),
+                        withdraw_unbacked=True)
     # tags are written only inside the roots (symlinks resolved): the paths given, else the
     # library's roots, else each track's own folder
     recorder.use_roots(paths or config.library.roots

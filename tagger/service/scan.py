@@ -190,7 +190,6 @@ def scan(roots: list[str], config: Config, catalogue, *, force: bool = False,
                 if on_phase:
                     on_phase("albums")
                 decide_albums(engine.recorder, book, summary, model=engine.model_info,
-                              calibrator=engine.calibrator,
                               classifier=engine.classifier if isinstance(engine, Engine)
                               else None)
     except KeyboardInterrupt:  # the held tracks stay pending: the next scan redoes them

@@ -189,6 +189,8 @@ class Stats:
     models: tuple[tuple[str, str, int], ...]  # (name, sha256, predictions), most first
     not_music: int = 0  # predicted tracks the user said are not music
     corrected: int = 0  # predicted tracks counted under the genre the user gave them
+    albums: int = 0  # albums decided (tags.scope = album: the albums table)
+    albums_per_track: int = 0  # of them, compilations whose tracks keep their own genres
 
 
 @dataclass(frozen=True)

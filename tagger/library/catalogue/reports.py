@@ -27,6 +27,9 @@ from tagger.library.catalogue.rows import (
     under_prefixes,
 )
 from tagger.library.catalogue.schema import (
+    ALBUMS as _AL,
+)
+from tagger.library.catalogue.schema import (
     CORRECTIONS as _C,
 )
 from tagger.library.catalogue.schema import (
@@ -44,6 +47,7 @@ from tagger.library.catalogue.schema import (
 from tagger.library.catalogue.schema import (
     TRACKS as _T,
 )
+from tagger.library.genres import genre_key
 from tagger.results import (
     CorrectionAction,
     NotWritten,
@@ -184,11 +188,11 @@ class Reports:
                 ties += bool(tie)
                 if given:
                     corrected += 1
-                    spelled.setdefault(given.casefold(), given)
+                    spelled.setdefault(genre_key(given), given)
                     genre = given
                 else:
-                    spelled[genre.casefold()] = genre
-                by_genre[genre.casefold()] += 1
+                    spelled[genre_key(genre)] = genre
+                by_genre[genre_key(genre)] += 1
             genres = tuple(sorted(((spelled[k], n) for k, n in by_genre.items()),
                                   key=lambda item: (-item[1], item[0])))
             n_failed = func.count().label("n")
@@ -213,6 +217,8 @@ class Reports:
                     .order_by(n_pred.desc(), _M.c.name)
                 )
             )
+            albums, albums_per_track = conn.execute(
+                select(func.count(), func.count(_AL.c.per_track)).select_from(_AL)).one()
         return Stats(
             total=sum(counts.values()),
             status_counts=counts,
@@ -224,4 +230,6 @@ class Reports:
             models=models,
             not_music=not_music,
             corrected=corrected,
+            albums=albums,
+            albums_per_track=albums_per_track,
         )

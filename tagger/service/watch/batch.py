@@ -8,6 +8,7 @@ through its public API (:func:`make_engine`, :class:`EngineHooks`, ``process``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -19,6 +20,7 @@ from tagger.config import Config
 from tagger.errors import TaggerError
 from tagger.library.discover import FoundFile
 from tagger.results import IN_MOTION
+from tagger.service.albums import decide_albums
 from tagger.service.engine import Engine, ScanEngine, make_engine
 from tagger.service.lifetime import use_private_temp
 from tagger.service.model_process import ModelProcess
@@ -157,6 +159,13 @@ class BatchRunner:
         self.queue.touch(item.path)
         return True
 
+    def _albums(self):
+        """Hold the batch's tracks for their albums' decisions (as a scan does), with
+        ``tags.scope = "album"``."""
+        if self.config.tags.scope != "album":
+            return contextlib.nullcontext()
+        return self.engine.recorder.holding_albums()
+
     def _fail_unfinished(self, paths: list[str], error: str) -> None:
         states = self.catalogue.file_states(paths)
         with self.catalogue.batch():
@@ -201,7 +210,13 @@ class BatchRunner:
         self._taken_at = time.time()
         log.debug("processing %d files", len(todo))
         try:
-            self.engine.process(todo, self.summary, self.batch, self.should_stop)
+            with self._albums() as book:
+                self.engine.process(todo, self.summary, self.batch, self.should_stop)
+                if book:  # a track joining an album re-decides it (tags.scope = album)
+                    decide_albums(self.engine.recorder, book, self.summary,
+                                  model=self.engine.model_info,
+                                  classifier=self.engine.classifier
+                                  if isinstance(self.engine, Engine) else None)
         except BrokenProcessPool as exc:
             log.error("a decode worker died (%s): restarting the workers", exc)
             self.engine.close()
