@@ -33,6 +33,7 @@ from tagger.library import tags
 from tagger.library.catalogue import open_catalogue
 from tagger.results import FailureKind, NotWritten
 from tagger.review import create_app, words
+from tagger.review.album import album_key, album_token
 from tagger.review.app import UploadLimits
 from tagger.review.media import PLAYBACK_RATE, byte_range
 from tagger.review.queues import Queue, Sort, queue_page
@@ -466,6 +467,109 @@ def test_an_action_waits_for_no_other_writer_and_changes_nothing(library):
     assert "being written by" in page and "tagger watch" in page
     assert path.read_bytes() == before
     assert sql(library["db"], "select count(*) from corrections") == count
+
+
+# ---------------------------------------------------------------- albums
+
+
+def album_of(library, name):
+    """(the album key of a clip, its decision, its members) as the catalogue says."""
+    with open_catalogue(library["config"].database_url) as catalogue:
+        key = catalogue.track(str(library["lib"] / name)).album_key
+        return key, catalogue.album(key), catalogue.album_members([key])
+
+
+def test_the_album_page_shows_its_decision_and_tracks_and_links_both_ways(library):
+    client = client_for(library)
+    key, decision, members = album_of(library, BRAHMS)
+    assert key and members
+    track_page = client.get(f"/track/{library['id'][BRAHMS]}").text
+    link = re.search(r'id="album-link" href="([^"]+)"', track_page).group(1)
+    assert link == f"/album/{album_token(key)}" and album_key(album_token(key)) == key
+    page = client.get(link)
+    assert page.status_code == 200
+    for member in members:
+        name = os.path.basename(member.path)
+        assert f'href="/track/{library["ids"][member.path]}">{name}</a>' in page.text
+    assert decision is not None  # tags.scope = album, the default
+    if decision.genre:
+        assert decision.genre in page.text
+        assert f"{decision.agreeing} of {words.plural(decision.voters, 'track')}" in page.text
+        assert f"{decision.confidence:.3f}" in page.text
+    if decision.per_track:
+        assert words.PER_TRACK[decision.per_track] in page.text
+    elif decision.not_written:
+        assert words.NOT_WRITTEN[decision.not_written] in page.text
+    else:
+        assert f"Written on {decision.written} of" in page.text
+    assert words.ALBUM_IDENTITY[decision.identified_by] in page.text
+    for code in (decision.per_track, decision.not_written):  # words, never the codes
+        if code:
+            assert code.value not in page.text
+    assert client.get("/album/bm9zdWNo").status_code == 404  # "nosuch": no album
+    assert client.get("/album/%%%").status_code == 404
+
+
+def test_an_album_correction_with_a_bad_csrf_or_read_only_changes_nothing(library):
+    key, _, members = album_of(library, BRAHMS)
+    url = f"/album/{album_token(key)}/act"
+    before = {m.path: Path(m.path).read_bytes() for m in members if os.path.exists(m.path)}
+    count = sql(library["db"], "select count(*) from corrections")
+    client = client_for(library)
+    for data in ({"action": "set_genre", "genre": "Rock"},
+                 {"action": "set_genre", "genre": "Rock", "csrf": "forged"}):
+        assert client.post(url, data=data).status_code == 403
+    read_only = client_for(library, read_only=True)
+    csrf = csrf_of(read_only, library["id"][BRAHMS])
+    response = read_only.post(url, data={"action": "set_genre", "genre": "Rock", "csrf": csrf})
+    assert response.status_code == 403 and "read-only" in response.text
+    assert 'id="album-set-genre"' not in read_only.get(f"/album/{album_token(key)}").text
+    assert {p: Path(p).read_bytes() for p in before} == before
+    assert sql(library["db"], "select count(*) from corrections") == count
+
+
+def test_correcting_a_whole_album_writes_every_track_and_reports_the_refused(tmp_path):
+    """Its own library (the module's must keep its corrections): three copies of one real
+    clip, one album by its tags; one is deleted after the scan, so that its correction is
+    refused and the others go on."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("one.ogg", "two.ogg", "gone.ogg"):
+        shutil.copy(real_clip(BRAHMS), lib / name)
+    config_file = tmp_path / "tagger.toml"
+    config_file.write_text(
+        f'state_dir = "{tmp_path / "state"}"\ndatabase = "sqlite:///{tmp_path / "c.sqlite"}"\n'
+        f'[library]\nroots = ["{lib}"]\n[tags]\nmin_confidence = {THRESHOLD}\n'
+        '[scan]\nworkers = 1\n', encoding="utf-8")
+    at_rest(lib)
+    assert main(["scan", "--config", str(config_file)]) == 0
+    db = tmp_path / "c.sqlite"
+    own = {"config": load_config(str(config_file)), "lib": lib}
+    key, decision, members = album_of(own, "one.ogg")
+    assert sorted(os.path.basename(m.path) for m in members) == ["gone.ogg", "one.ogg",
+                                                                  "two.ogg"]
+    (lib / "gone.ogg").unlink()
+    client = client_for(own)
+    page = client.get(f"/album/{album_token(key)}").text
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    response = client.post(f"/album/{album_token(key)}/act",
+                           data={"action": "set_genre", "genre": "Ambient", "csrf": csrf})
+    assert response.status_code == 303
+    shown = client.get(response.headers["location"]).text
+    assert "Ambient set on 2 tracks" in shown and "gone.ogg: " in shown
+    for name in ("one.ogg", "two.ogg"):
+        assert [g.casefold() for g in tags.read_genres(lib / name)] == ["ambient"]
+    rows = sql(db, "select path, action, genre, source from corrections order by id")
+    assert sorted((os.path.basename(p), a, g.casefold(), s) for p, a, g, s in rows) == sorted(
+        (name, "set_genre", "ambient", "review") for name in ("one.ogg", "two.ogg"))
+    if decision.genre:  # accept: the album's own genre on every track
+        response = client.post(f"/album/{album_token(key)}/act",
+                               data={"action": "accept", "csrf": csrf})
+        assert response.status_code == 303
+        for name in ("one.ogg", "two.ogg"):
+            assert [g.casefold() for g in tags.read_genres(lib / name)] == [
+                decision.genre.casefold()]
+        assert len(sql(db, "select id from corrections")) == 4
 
 
 def test_classify_an_upload_without_cataloguing_it(library):

@@ -41,6 +41,39 @@ def perform(config: Config, path: str, action: CorrectionAction,
     return ActionOutcome(True, _describe(action, result))
 
 
+@dataclass(frozen=True)
+class AlbumOutcome:
+    written: int  # tracks corrected
+    refused: tuple[tuple[str, str], ...]  # (path, why) of each track left as it was
+
+
+def perform_album(config: Config, paths: list[str], genre: str) -> AlbumOutcome:
+    """Set ``genre`` on every track of an album, one correction per track, under one hold
+    of the writer lock; a refused or failed track is reported and does not stop the others."""
+    from tagger.library.catalogue import open_catalogue
+    from tagger.library.corrections import apply_correction
+    from tagger.library.lock import WriterLock
+
+    if not genre.strip():
+        return AlbumOutcome(0, tuple((p, "no genre given") for p in paths))
+    written, refused = 0, []
+    try:
+        with WriterLock(config.state_path, config.database_url, "tagger review") as lock, \
+                open_catalogue(config.database_url, upgrade=False) as catalogue:
+            lock.guard(catalogue)
+            for path in paths:
+                try:
+                    apply_correction(config, catalogue, path, CorrectionAction.SET_GENRE,
+                                     genre.strip(), source=CorrectionSource.REVIEW)
+                    written += 1
+                except TaggerError as exc:
+                    refused.append((path, str(exc)))
+    except TaggerError as exc:  # the lock or the catalogue: nothing was tried
+        return AlbumOutcome(written, tuple(refused) + tuple(
+            (p, str(exc)) for p in paths[written + len(refused):]))
+    return AlbumOutcome(written, tuple(refused))
+
+
 def _describe(action: CorrectionAction, result) -> str:
     """One line for the page: what was recorded, and what the file says now."""
     now = "; ".join(result.genres) if result.genres else "no genre"

@@ -47,7 +47,8 @@ from tagger.library.paths import (
 )
 from tagger.results import CorrectionAction
 from tagger.review import charts, words
-from tagger.review.actions import perform
+from tagger.review.actions import perform, perform_album
+from tagger.review.album import album_key, album_token, album_view
 from tagger.review.media import Clips, byte_range
 from tagger.review.queues import QUEUE_TITLES, Queue, Sort, queue_page
 from tagger.review.track import timeline
@@ -187,7 +188,11 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(read_only=read_only, queues=QUEUE_TITLES,
                                  colour=charts.colour, status_words=words.status_words,
-                                 plural=words.plural, status_names=words.STATUS)
+                                 plural=words.plural, status_names=words.STATUS,
+                                 album_url=lambda key: f"/album/{album_token(key)}",
+                                 identity_words=words.ALBUM_IDENTITY,
+                                 per_track_words=words.PER_TRACK,
+                                 not_written_words=words.NOT_WRITTEN)
     sessions = Sessions()
     clips = Clips(config)
     model = ClassifierHolder(config)
@@ -382,6 +387,48 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         return RedirectResponse(f"/track/{track_id}?{urlencode({key: outcome.message})}",
                                 status_code=303)
 
+    async def album_page(request: Request) -> Response:
+        key = album_key(request.path_params["token"])
+        view = None if key is None else await run_in_threadpool(album_view, catalogue, key)
+        if view is None:
+            return refused(request, 404, "No such album in the catalogue.")
+        return page(request, "album.html", album=view, known_genres=await run_in_threadpool(
+                        known_genres), message=request.query_params.get("done"),
+                    failed=request.query_params.get("failed"))
+
+    async def album_act(request: Request) -> Response:
+        """Set one genre (the one typed, or the album's own: accept) on every track."""
+        if read_only:
+            return refused(request, 403, "This review server is read-only (--read-only).")
+        if not await check_csrf(request):
+            return refused(request, 403, "The form is stale or forged (CSRF check failed); "
+                                         "reload the page.")
+        token = request.path_params["token"]
+        key = album_key(token)
+        view = None if key is None else await run_in_threadpool(album_view, catalogue, key)
+        if view is None:
+            return refused(request, 404, "No such album in the catalogue.")
+        form = await request.form()
+        action = form.get("action")
+        if action == CorrectionAction.ACCEPT.value:
+            genre = view.decision.genre if view.decision else None
+            if not genre:
+                return refused(request, 400, "This album has no genre of its own to accept.")
+        elif action == CorrectionAction.SET_GENRE.value:
+            genre = form.get("genre") if isinstance(form.get("genre"), str) else ""
+        else:
+            return refused(request, 400, "Unknown action.")
+        if len(genre.strip()) > MAX_GENRE_CHARS:
+            return refused(request, 400, f"A genre is at most {MAX_GENRE_CHARS} characters.")
+        paths = [p for p in view.paths if is_inside(p, roots)]
+        outside = [(p, "not inside the library") for p in view.paths if p not in paths]
+        outcome = await run_in_threadpool(perform_album, config, paths, genre)
+        refusals = outside + list(outcome.refused)
+        query = {"done": f"{genre.strip()} set on {words.plural(outcome.written, 'track')}"}
+        if refusals:
+            query["failed"] = "; ".join(f"{os.path.basename(p)}: {why}" for p, why in refusals)
+        return RedirectResponse(f"/album/{token}?{urlencode(query)}", status_code=303)
+
     async def classify_page(request: Request) -> Response:
         return page(request, "classify.html")
 
@@ -480,6 +527,8 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         Route("/track/{track_id:int}", track_view),
         Route("/track/{track_id:int}/audio.wav", audio),
         Route("/track/{track_id:int}/act", act, methods=["POST"]),
+        Route("/album/{token}", album_page),
+        Route("/album/{token}/act", album_act, methods=["POST"]),
         Route("/classify", classify_page),
         Route("/classify", classify_upload, methods=["POST"]),
         Route("/stats", stats_view),

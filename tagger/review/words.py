@@ -3,7 +3,7 @@ written (:class:`NotWritten`), why it failed (:class:`FailureKind`). One mapping
 
 from __future__ import annotations
 
-from tagger.results import FailureKind, NotWritten
+from tagger.results import AlbumIdentity, FailureKind, NotWritten, PerTrack
 
 STATUS = {
     "pending": "waiting to be classified",
@@ -33,6 +33,20 @@ FAILURE = {
     FailureKind.INTERNAL: "a bug in tagger",
     FailureKind.BUSY: "still being written; tried again later",
     FailureKind.CHANGED: "changed while being tagged; tried again later",
+}
+
+
+ALBUM_IDENTITY = {
+    AlbumIdentity.MBID: "its MusicBrainz album id",
+    AlbumIdentity.TAGS: "its album artist and album tags",
+    AlbumIdentity.FOLDER: "its folder (no album tags)",
+}
+
+PER_TRACK = {
+    PerTrack.VARIOUS_ARTISTS: "a compilation (Various Artists): each track keeps its own genre",
+    PerTrack.COMPILATION_TAG: "a compilation (its compilation tag): each track keeps its own "
+                              "genre",
+    PerTrack.VOTES_DISAGREE: "its tracks disagree too much for one genre: each keeps its own",
 }
 
 
