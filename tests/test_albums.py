@@ -363,3 +363,25 @@ def test_a_track_joining_an_album_gets_its_genre(by_album):
     assert after.genre == before.genre  # its two classical tracks outvote the others
     assert tags.read_genres(new) == [display_genre(after.genre, config.tags)]
     assert genres_of(root / "Suite")["02 tchaikovsky.mp3"] == ["Ballet"]
+
+
+def test_retag_in_album_scope_decides_the_albums(library, tmp_path):
+    """``retag`` decided each track alone whatever tags.scope said: in album scope it decides
+    the albums from the cache as a scan does, over the genres tagger wrote per track."""
+    root = tmp_path / "Music"
+    shutil.copytree(library / "Nocturnes", root / "Nocturnes")  # copy2: at rest
+    state = tmp_path / "state"
+    by_track = write_config(tmp_path / "track.toml", state,
+                            tags={"scope": "track", "min_confidence": 0.0})
+    assert main(["scan", "--config", str(by_track), str(root)]) == 0
+    assert len({tuple(g) for g in genres_of(root).values()}) > 1
+    by_album = write_config(tmp_path / "album.toml", state,
+                            tags={"scope": "album", "min_confidence": 0.0})
+    assert main(["retag", "--config", str(by_album)]) == 0
+    after = genres_of(root)
+    assert len({tuple(g) for g in after.values()}) == 1
+    with catalogue_of(by_album) as catalogue:
+        album = catalogue.album(f"mbid:{MBID}")
+        assert album is not None and (album.members, album.written) == (3, 3)
+        written = display_genre(album.genre, load_config(str(by_album)).tags)
+        assert set(map(tuple, after.values())) == {(written,)}

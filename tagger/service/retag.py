@@ -9,7 +9,8 @@ a file without a genre is filled, a genre the user set — or corrected with
 Recorder asks) — is never touched; those tracks get the new prediction in the catalogue.
 A track whose file changed since its scan, or whose embeddings are not cached (scanned
 before the cache existed, or a pooled head that needs what a scan does not keep), is listed
-as needing a scan: retag never decodes.
+as needing a scan: retag never decodes. In album scope (``tags.scope = "album"``) the albums
+of the re-predicted tracks are decided as a scan decides them (:mod:`tagger.service.albums`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from tagger.config import Config
 from tagger.results import CorrectionAction, ModelInfo
+from tagger.service.albums import decide_albums
 from tagger.service.policy import use_calibration
 from tagger.service.recorder import EngineHooks, Recorder, Summary
 from tagger.service.workers import WorkItem
@@ -148,7 +150,9 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
     if todo and not (config.state_path / CACHE_FILE).exists():  # a dry run creates nothing
         summary.need_scan += [item.path for item, _ in todo]
         todo = []
-    with EmbeddingCache.for_config(config) if todo else contextlib.nullcontext() as cache:
+    by_album = config.tags.scope == "album" and bool(todo)
+    with EmbeddingCache.for_config(config) if todo else contextlib.nullcontext() as cache, \
+            recorder.holding_albums() if by_album else contextlib.nullcontext() as book:
         for start in range(0, len(todo), BATCH_TRACKS):
             if should_stop():
                 summary.interrupted = True
@@ -160,6 +164,9 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
                 summary.repredicted += 1
                 summary.changed += previous.get(item.path) != result.vote.genre
                 recorder.record(item, result, summary.tags)
+        if book:  # tags.scope = album: the albums of the re-predicted tracks, as a scan does
+            decide_albums(recorder, book, summary.tags, model=classifier.info,
+                          classifier=classifier)
     summary.need_scan.sort()
     summary.seconds = time.perf_counter() - started
     log.info("retag: %d tracks re-predicted in %.1f s, %d need a scan", summary.repredicted,
