@@ -23,10 +23,9 @@ import numpy as np
 from results import write_section
 
 from tagger.config import Config
-from tagger.library.catalogue import open_catalogue
+from tagger.library.catalogue import Queue, Sort, open_catalogue, queue_page
 from tagger.model.vote import vote
 from tagger.results import ModelInfo, SegmentResult, TrackResult
-from tagger.review.queues import Queue, Sort, queue_page
 
 GENRES = ("rock", "pop", "electronic", "jazz", "classical", "hip-hop", "folk", "metal")
 MODEL = ModelInfo("musicnn", "f" * 64, GENRES)

@@ -46,7 +46,7 @@ def test_given_fields_and_optional_values():
     # an outer-joined track with no prediction: no genre, no confidence, not a tie
     row = SimpleNamespace(path="/music/c.flac", status="failed", genre=None, confidence=None,
                           tie=None, tied_genres=None, not_written="", error="bad frame",
-                          failure_kind=None)
+                          failure_kind=None, content_kind=None, content_scores=None)
     assert record_from_row(ReviewRow, row) == ReviewRow(
         "/music/c.flac", "failed", None, None, False, None, None, "bad frame", None)
     row.not_written, row.confidence, row.tie = "below_threshold", 0, 1
@@ -57,7 +57,7 @@ def test_given_fields_and_optional_values():
 def test_a_computed_timestamp_given_as_text():
     """SQLite gives a computed column (the review queue's coalesce of prediction and first
     seen) as ISO text, not as a datetime."""
-    from tagger.review.queues import QueueRow
+    from tagger.library.catalogue import QueueRow
 
     row = SimpleNamespace(id=3, path="/music/d.mp3", folder="/music", status="classified",
                           genre="rock", confidence=0.75, tie=0, tied_genres=None, error=None,

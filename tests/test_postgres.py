@@ -242,8 +242,7 @@ def test_review_queues_page_as_on_sqlite(both):
     """tagger review's queues (row-value keysets, the user genre's JSON per dialect): every
     queue and sort, walked a few rows a page, lists the same tracks in both databases, and
     genre_check's disagreements are the disagree queue."""
-    from tagger.library.catalogue import Catalogue
-    from tagger.review.queues import Queue, Sort, queue_page
+    from tagger.library.catalogue import Catalogue, Queue, Sort, queue_page
 
     answers = []
     for url in (URL, both["sqlite"]):

@@ -30,13 +30,12 @@ from tagger.cli import main
 from tagger.config import config_from_dict, load_config
 from tagger.errors import ConfigError
 from tagger.library import tags
-from tagger.library.catalogue import open_catalogue
+from tagger.library.catalogue import Queue, Sort, open_catalogue, queue_page
 from tagger.results import FailureKind, NotWritten
 from tagger.review import create_app, words
 from tagger.review.album import album_key, album_token
 from tagger.review.app import UploadLimits
 from tagger.review.media import PLAYBACK_RATE, byte_range
-from tagger.review.queues import Queue, Sort, queue_page
 
 warnings.filterwarnings("ignore", message=".*httpx.*")  # TestClient runs on httpx: fine
 from starlette.testclient import TestClient  # noqa: E402

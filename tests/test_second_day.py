@@ -23,9 +23,8 @@ from tagger.cli import main
 from tagger.config import config_from_dict, load_config
 from tagger.errors import ConfigError
 from tagger.library import tags
-from tagger.library.catalogue import open_catalogue
+from tagger.library.catalogue import Queue, Sort, open_catalogue, queue_page
 from tagger.library.lock import WriterLock
-from tagger.review.queues import Queue, Sort, queue_page
 
 REPO = Path(__file__).resolve().parent.parent
 TAGGER = Path(sys.executable).with_name("tagger")

@@ -12,7 +12,6 @@ catalogued and inside the library (symlinks resolved). ``read_only`` refuses eve
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -23,7 +22,6 @@ import uuid
 from pathlib import Path
 from urllib.parse import quote, unquote, urlencode
 
-import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -37,7 +35,7 @@ from starlette.templating import Jinja2Templates
 from tagger.config import Config
 from tagger.errors import TaggerError
 from tagger.library import tags
-from tagger.library.catalogue.schema import CORRECTIONS, MODELS, STATUSES, TRACKS
+from tagger.library.catalogue import STATUSES, Queue, Sort
 from tagger.library.paths import (
     PRIVATE_FILE_MODE,
     is_inside,
@@ -50,7 +48,6 @@ from tagger.review import charts, words
 from tagger.review.actions import perform, perform_album
 from tagger.review.album import album_key, album_token, album_view
 from tagger.review.media import Clips, byte_range
-from tagger.review.queues import QUEUE_TITLES, Queue, Sort, queue_page
 from tagger.review.track import timeline
 
 log = logging.getLogger(__name__)
@@ -186,7 +183,7 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
     ``tags.min_confidence`` must be a number: the caller resolves "auto" (tagger review does,
     with :func:`tagger.service.policy.resolve_threshold`); the app loads no model."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.globals.update(read_only=read_only, queues=QUEUE_TITLES,
+    templates.env.globals.update(read_only=read_only, queues=words.QUEUE_TITLES,
                                  colour=charts.colour, status_words=words.status_words,
                                  plural=words.plural, status_names=words.STATUS,
                                  album_url=lambda key: f"/album/{album_token(key)}",
@@ -228,24 +225,7 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         """The catalogued path of a track id (and its mtime), None when there is none."""
         if not 0 < track_id <= MAX_ROW_ID:
             return None
-        with catalogue.engine.connect() as conn:
-            row = conn.execute(sa.select(TRACKS.c.path, TRACKS.c.mtime_ns, TRACKS.c.status)
-                               .where(TRACKS.c.id == track_id)).first()
-        if row is None or row.status == "missing":
-            return None
-        return row.path, row.mtime_ns
-
-    def known_genres() -> list[str]:
-        """Every model's vocabulary, then the genres users gave (the datalist, the filter):
-        a small query, not the stats' scan of every prediction."""
-        genres: dict[str, None] = {}
-        with catalogue.engine.connect() as conn:
-            for (vocabulary,) in conn.execute(sa.select(MODELS.c.vocabulary)):
-                genres.update(dict.fromkeys(json.loads(vocabulary or "[]")))
-            for (genre,) in conn.execute(sa.select(CORRECTIONS.c.genre).distinct()
-                                         .where(CORRECTIONS.c.genre.is_not(None)).limit(500)):
-                genres.setdefault(genre)
-        return list(genres)
+        return catalogue.track_location(track_id)
 
     def readable(path: str) -> bool:
         """Only a regular file inside the library (symlinks resolved) is ever opened."""
@@ -296,11 +276,11 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
             return refused(request, 400, "Unknown queue, sort or threshold.")
         filters = {k: q.get(k) or None for k in ("folder", "genre", "status")}
         try:
-            result = await run_in_threadpool(queue_page, catalogue.engine, queue, low=low,
+            result = await run_in_threadpool(catalogue.queue_page, queue, low=low,
                                              sort=sort, after=q.get("after"), **filters)
         except ValueError:
             return refused(request, 400, "Bad page cursor.")
-        genres = await run_in_threadpool(known_genres)
+        genres = await run_in_threadpool(catalogue.known_genres)
         return page(request, "queue.html", queue=queue, sort=sort, low=low, page=result,
                     filters=filters, genres=genres, statuses=STATUSES, sorts=list(Sort),
                     base_query={k: v for k, v in {"q": queue.value, "sort": sort.value,
@@ -328,7 +308,7 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         view = timeline(record, config)
         prediction = record.prediction
         vocabulary = list(prediction.model.vocabulary) if prediction else []
-        known = list(dict.fromkeys(vocabulary + await run_in_threadpool(known_genres)))
+        known = list(dict.fromkeys(vocabulary + await run_in_threadpool(catalogue.known_genres)))
         svg = None
         if view is not None:
             svg = charts.taggram(view.genres, view.values, [s.winner for s in view.segments],
@@ -393,7 +373,7 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         if view is None:
             return refused(request, 404, "No such album in the catalogue.")
         return page(request, "album.html", album=view, known_genres=await run_in_threadpool(
-                        known_genres), message=request.query_params.get("done"),
+                        catalogue.known_genres), message=request.query_params.get("done"),
                     failed=request.query_params.get("failed"))
 
     async def album_act(request: Request) -> Response:
@@ -489,7 +469,7 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
     async def stats_view(request: Request) -> Response:
         stats = await run_in_threadpool(catalogue.stats)
         buckets = stats.confidence.buckets if stats.confidence else ()
-        genres = await run_in_threadpool(known_genres)
+        genres = await run_in_threadpool(catalogue.known_genres)
         return page(request, "stats.html", stats=stats,
                     genre_chart=charts.bars(list(stats.genres), genres),
                     confidence_chart=charts.histogram(buckets, threshold), threshold=threshold)

@@ -3,6 +3,7 @@ written (:class:`NotWritten`), why it failed (:class:`FailureKind`). One mapping
 
 from __future__ import annotations
 
+from tagger.library.catalogue import Queue
 from tagger.results import AlbumIdentity, FailureKind, NotWritten, PerTrack
 
 STATUS = {
@@ -65,3 +66,15 @@ def status_words(status: str, not_written: NotWritten | str | None = None,
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """"1 tie", "2 ties"."""
     return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
+#: each review queue's title
+QUEUE_TITLES = {
+    Queue.LOW: "Low confidence",
+    Queue.TIES: "Ties",
+    Queue.DISAGREE: "Your genre ≠ prediction",
+    Queue.FAILED: "Failed",
+    Queue.RECENT: "Recently tagged",
+    Queue.NOT_MUSIC: "Not music",
+    Queue.ALL: "All tracks",
+}

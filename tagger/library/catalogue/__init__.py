@@ -80,6 +80,15 @@ from tagger.library.catalogue.database import (
     sqlite_file,
     upgrade,
 )
+from tagger.library.catalogue.queues import (
+    GENRE_QUEUES,
+    TO_JUDGE,
+    Queue,
+    QueuePage,
+    QueueRow,
+    Sort,
+    queue_page,
+)
 from tagger.library.catalogue.records import (
     Adoption,
     AlbumRecord,
@@ -112,6 +121,13 @@ from tagger.library.catalogue.schema import (
 from tagger.library.catalogue.store import Catalogue, CatalogueGoneError, open_catalogue
 
 __all__ = [
+    "Queue",
+    "QueuePage",
+    "QueueRow",
+    "Sort",
+    "queue_page",
+    "TO_JUDGE",
+    "GENRE_QUEUES",
     "STATUSES",
     "Base",
     "Track",

@@ -35,6 +35,7 @@ from tagger.library.catalogue.database import (
 from tagger.library.catalogue.history import TagHistory
 from tagger.library.catalogue.labels import Labels
 from tagger.library.catalogue.outcomes import Outcomes
+from tagger.library.catalogue.queues import Queues
 from tagger.library.catalogue.reports import Reports
 from tagger.library.catalogue.rows import (
     dump_list,
@@ -56,7 +57,7 @@ class CatalogueGoneError(WriteError):
     """The SQLite file was deleted or replaced under a running writer: it must stop."""
 
 
-class Catalogue(TrackStates, Outcomes, TagHistory, Reports, Labels, Albums):
+class Catalogue(TrackStates, Outcomes, TagHistory, Reports, Labels, Albums, Queues):
     """Access to the catalogue database; one per process, shareable between its threads.
 
     ``Catalogue(url)`` opens (creating it if needed) and upgrades the database; see

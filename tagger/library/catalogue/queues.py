@@ -1,4 +1,5 @@
-"""The review queues as pages: which tracks to look at, filtered, sorted, a page at a time.
+"""The review queues as pages: which tracks to look at, filtered, sorted, a page at a time
+(the review page reads them through :class:`Queues`, a part of the Catalogue).
 
 Pagination is by keyset (the last row's sort value and id), so page 500 costs what page 1
 does on a 100 000-track catalogue (bench/review_pages.py prints the figures).
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import select
 
 from tagger.library.catalogue.rows import first_json_element, judged, record_from_row, utc
-from tagger.library.catalogue.schema import CORRECTIONS, PREDICTIONS, TRACKS
+from tagger.library.catalogue.schema import CORRECTIONS, MODELS, PREDICTIONS, TRACKS
 from tagger.results import FailureKind, NotWritten
 
 PAGE_SIZE = 50
@@ -38,17 +39,6 @@ class Queue(str, Enum):
 TO_JUDGE = frozenset({Queue.LOW, Queue.TIES, Queue.DISAGREE})
 #: the queues of genres: a track that is not music is in none of them
 GENRE_QUEUES = TO_JUDGE | {Queue.RECENT}
-
-
-QUEUE_TITLES = {
-    Queue.LOW: "Low confidence",
-    Queue.TIES: "Ties",
-    Queue.DISAGREE: "Your genre ≠ prediction",
-    Queue.FAILED: "Failed",
-    Queue.RECENT: "Recently tagged",
-    Queue.NOT_MUSIC: "Not music",
-    Queue.ALL: "All tracks",
-}
 
 
 class Sort(str, Enum):
@@ -217,3 +207,38 @@ def _parse_cursor(text: str, sort: Sort, count: int) -> list:
     except (ValueError, TypeError, OverflowError, RecursionError):
         raise ValueError("bad page cursor") from None
     return values
+
+
+class Queues:
+    """The review page's reads (a mixin of :class:`~tagger.library.catalogue.Catalogue`)."""
+
+    engine: sa.Engine
+
+    def queue_page(self, queue: Queue, **options) -> QueuePage:
+        """One page of ``queue`` (:func:`queue_page`, with its keyword ``options``)."""
+        return queue_page(self.engine, queue, **options)
+
+    def track_location(self, track_id: int) -> tuple[str, int | None] | None:
+        """The catalogued path of a track id and its mtime_ns; None for no such track, or a
+        missing one."""
+        if track_id not in _ID_RANGE:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(select(TRACKS.c.path, TRACKS.c.mtime_ns, TRACKS.c.status)
+                               .where(TRACKS.c.id == track_id)).first()
+        if row is None or row.status == "missing":
+            return None
+        return row.path, row.mtime_ns
+
+    def known_genres(self, limit: int = 500) -> list[str]:
+        """Every model's vocabulary, then (at most ``limit``) genres users gave: a small
+        query, not the stats' scan of every prediction."""
+        genres: dict[str, None] = {}
+        with self.engine.connect() as conn:
+            for (vocabulary,) in conn.execute(select(MODELS.c.vocabulary)):
+                genres.update(dict.fromkeys(json.loads(vocabulary or "[]")))
+            for (genre,) in conn.execute(select(CORRECTIONS.c.genre).distinct()
+                                         .where(CORRECTIONS.c.genre.is_not(None))
+                                         .limit(limit)):
+                genres.setdefault(genre)
+        return list(genres)
