@@ -585,8 +585,10 @@ def test_service_sigterm_second_writer_status_and_kill_9_resume_exactly_once(tmp
     state = tmp_path / "state"
     config_file = tmp_path / "tagger.toml"
     # batches of two tracks: results are committed while the rest is still in the works
+    # (track scope: in album scope a batch's tracks are all tagged at its album pass)
     config_file.write_text(f'database = "sqlite:///{db}"\nstate_dir = "{state}"\n'
                            f"[model]\nbatch_segments = 2\n[tags]\nmin_confidence = 0.0\n"
+                           'scope = "track"\n'
                            f"[watch]\nsettle_seconds = {SETTLE}\n"
                            "[library]\nsettle_seconds = 1.0\n", encoding="utf-8")
     config = Config(database=f"sqlite:///{db}", state_dir=str(state))
