@@ -222,12 +222,17 @@ def _log_decision(decision: AlbumDecision, written: int) -> None:
     if outcome is None:
         log.info("album %s: no track could vote; each keeps its own decision", key)
     elif decision.per_track:
-        log.info("album %s: %s (%s): each of its %d tracks keeps its own genre", key,
-                 outcome.genre, decision.per_track.value, decision.members)
+        log.info("album %s: %s (%s): each of its %s keeps its own genre", key,
+                 outcome.genre, decision.per_track.value.replace("_", " "),
+                 _tracks(decision.members))
     else:
-        log.info("album %s: %s %.2f%s (%d tracks, %d of %d voting agree), %d hold it", key,
+        log.info("album %s: %s %.2f%s (%s, %d of %d voting agree), %d hold it", key,
                  outcome.genre, outcome.confidence, ", tie" if outcome.tie else "",
-                 decision.members, decision.agreeing, decision.voters, written)
+                 _tracks(decision.members), decision.agreeing, decision.voters, written)
+
+
+def _tracks(count: int) -> str:
+    return f"{count} track" + ("" if count == 1 else "s")
 
 
 def _earlier_members(recorder: Recorder, book: AlbumBook, model: ModelInfo,
