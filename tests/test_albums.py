@@ -307,9 +307,9 @@ def test_list_and_stats_know_albums(by_album, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4
     suite = next(line for line in lines if line.startswith("Budapest Strings - Suite\t"))
-    assert suite.endswith("\theld by 2 of 3 tracks")
+    assert suite.endswith("\theld by 2 of its 3 tracks")
     assert any(line.startswith("Various Artists - Hits\t") and line.endswith(
-        "each track its own genre (various_artists)") for line in lines)
+        "each track keeps its own genre (various_artists)") for line in lines)
     assert main([*config, "list", "--albums", "--json", str(root / "Suite")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and json.loads(out[0])["album_key"] == (

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from tagger.cli.common import existing_paths
-from tagger.cli.output import printable
+from tagger.cli.output import album_outcome, printable
 from tagger.config import Config
 
 REASON_WORDS = {
@@ -157,13 +157,7 @@ def _list_albums(config: Config, open_catalogue, under: list[str] | None, *,
         name = " - ".join(v for v in (album.album_artist, album.album) if v) or album.folder
         genre = (f"{printable(album.genre)} {album.confidence:.2f}" if album.genre is not None
                  else "-")
-        if album.per_track:
-            outcome = f"each track its own genre ({album.per_track.value})"
-        elif album.not_written:
-            outcome = f"not written ({album.not_written.value})"
-        else:
-            outcome = f"held by {album.written} of {album.members} tracks"
-        print(f"{printable(name or album.album_key)}\t{genre}\t{outcome}")
+        print(f"{printable(name or album.album_key)}\t{genre}\t{album_outcome(album)}")
     return 0
 
 

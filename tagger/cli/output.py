@@ -162,14 +162,17 @@ def _album_lines(record) -> list[str]:
         tie = f", tie between {', '.join(album.tied)}" if album.tie else ""
         decided = (f"{album.genre} {album.confidence:.2f}{tie}, {album.agreeing} of "
                    f"{album.voters} voting tracks agree")
-    if album.per_track:
-        outcome = f"each track keeps its own genre ({album.per_track.value})"
-    elif album.not_written:
-        outcome = f"not written ({album.not_written.value})"
-    else:
-        outcome = f"held by {album.written} of its {album.members} tracks"
     return [f"  album: identified by {how}, {album.members} tracks; decision "
-            f"({album.decided_at:%Y-%m-%d %H:%M}): {decided}; {outcome}"]
+            f"({album.decided_at:%Y-%m-%d %H:%M}): {decided}; {album_outcome(album)}"]
+
+
+def album_outcome(album) -> str:
+    """What became of an album's decision, as ``show`` and ``list --albums`` say it."""
+    if album.per_track:
+        return f"each track keeps its own genre ({album.per_track.value})"
+    if album.not_written:
+        return f"not written ({album.not_written.value})"
+    return f"held by {album.written} of its {album.members} tracks"
 
 
 def _values(values) -> str:

@@ -342,12 +342,19 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         return Response(data[first:last + 1], status_code=206, headers=headers)
 
-    async def act(request: Request) -> Response:
+    async def write_refusal(request: Request) -> Response | None:
+        """Why a request that would write is refused (read-only, a bad CSRF token), or None."""
         if read_only:
             return refused(request, 403, "This review server is read-only (--read-only).")
         if not await check_csrf(request):
             return refused(request, 403, "The form is stale or forged (CSRF check failed); "
                                          "reload the page.")
+        return None
+
+    async def act(request: Request) -> Response:
+        refusal = await write_refusal(request)
+        if refusal is not None:
+            return refusal
         track_id = request.path_params["track_id"]
         found = track_path(track_id)
         if found is None:
@@ -378,11 +385,9 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
 
     async def album_act(request: Request) -> Response:
         """Set one genre (the one typed, or the album's own: accept) on every track."""
-        if read_only:
-            return refused(request, 403, "This review server is read-only (--read-only).")
-        if not await check_csrf(request):
-            return refused(request, 403, "The form is stale or forged (CSRF check failed); "
-                                         "reload the page.")
+        refusal = await write_refusal(request)
+        if refusal is not None:
+            return refusal
         token = request.path_params["token"]
         key = album_key(token)
         view = None if key is None else await run_in_threadpool(album_view, catalogue, key)
