@@ -157,14 +157,16 @@ def _disagree(album: AlbumId, voters: int, agreeing: int) -> bool:
 
 
 def decide_albums(recorder: Recorder, book: AlbumBook, summary: Summary, *,
-                  model: ModelInfo, classifier: Classifier | None = None) -> None:
+                  model: ModelInfo, classifier: Classifier | None = None,
+                  leave: frozenset[str] = frozenset()) -> None:
     """Decide every album in ``book`` and write its members' tags (see the module), votes
     calibrated with the recorder's calibration. The run's tracks are counted in ``summary``
     as a track-scope scan counts them; tracks of earlier runs whose tags changed are
-    ``summary.album_retagged`` (their failures are failures of this run)."""
+    ``summary.album_retagged`` (their failures are failures of this run). The tracks at the
+    paths in ``leave`` (retag: those that need a scan) are never written."""
     started = time.perf_counter()
     calibrator = recorder.calibrator
-    earlier = _earlier_members(recorder, book, model, calibrator, classifier)
+    earlier = _earlier_members(recorder, book, model, calibrator, classifier, leave)
     from tagger.service.recorder import Summary  # one class; imported here: no cycle
 
     others = Summary(dry_run=summary.dry_run)
@@ -236,8 +238,8 @@ def _tracks(count: int) -> str:
 
 
 def _earlier_members(recorder: Recorder, book: AlbumBook, model: ModelInfo,
-                     calibrator: Calibrator | None,
-                     classifier: Classifier | None) -> dict[str, list[AlbumMember]]:
+                     calibrator: Calibrator | None, classifier: Classifier | None,
+                     leave: frozenset[str] = frozenset()) -> dict[str, list[AlbumMember]]:
     """The catalogued tracks of the book's albums that this run did not classify: done,
     unchanged on disk; with the scores their prediction by ``model`` stored, else those
     re-predicted from the embedding cache (with ``classifier``), else none (no vote)."""
@@ -270,7 +272,8 @@ def _earlier_members(recorder: Recorder, book: AlbumBook, model: ModelInfo,
     for item, key in items:
         own, scores = found.get(item.path, (None, None))
         out.setdefault(key, []).append(AlbumMember(
-            item, None, own, scores, fresh=False, writable=is_inside(item.path, recorder.roots)))
+            item, None, own, scores, fresh=False,
+            writable=item.path not in leave and is_inside(item.path, recorder.roots)))
     return out
 
 

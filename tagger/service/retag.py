@@ -166,7 +166,7 @@ def retag(config: Config, catalogue, classifier: Classifier, paths: Sequence[str
                 recorder.record(item, result, summary.tags)
         if book:  # tags.scope = album: the albums of the re-predicted tracks, as a scan does
             decide_albums(recorder, book, summary.tags, model=classifier.info,
-                          classifier=classifier)
+                          classifier=classifier, leave=frozenset(summary.need_scan))
     summary.need_scan.sort()
     summary.seconds = time.perf_counter() - started
     log.info("retag: %d tracks re-predicted in %.1f s, %d need a scan", summary.repredicted,
