@@ -126,6 +126,10 @@ class ContentConfig:
     # the content gate (docs/genres.md "Is it music?"): EfficientAT (AudioSet) hears each
     # track first; speech, animal and other sounds get no genre (status not_music)
     gate: bool = True
+    # AudioSet genres the musicnn map cannot name (reggae, ska, disco, funk, ...) enter the
+    # genre map's vote where EfficientAT hears them clearly (docs/genres.md "AudioSet
+    # genres"); needs the gate (it is the gate's own pass: no extra cost)
+    audioset_genres: bool = True
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import pytest
 from helpers.audio import encoding_ffmpeg, ffmpeg_run, real_clip
 from helpers.configs import write_config
 from helpers.library import at_rest
+from helpers.votes import assert_same_vote
 
 from tagger.audio.features import prepare_track
 from tagger.cli import main
@@ -115,23 +116,6 @@ def test_a_dry_run_scan_stores_nothing(tmp_path):
     config = write_config(tmp_path / "tagger.toml", tmp_path / "state")
     assert main(["--config", str(config), "scan", "--dry-run", str(lib)]) == 0
     assert not (tmp_path / "state").exists()
-
-
-def assert_same_vote(full, cached, tolerance=2e-3):
-    assert cached.vote.genre == full.vote.genre
-    assert cached.vote.tie == full.vote.tie and cached.vote.tied == full.vote.tied
-    assert cached.vote.segment_winners == full.vote.segment_winners
-    assert abs(cached.vote.confidence - full.vote.confidence) < tolerance
-    assert [(c.genre, c.votes) for c in cached.vote.candidates] == \
-        [(c.genre, c.votes) for c in full.vote.candidates]
-    for a, b in zip(full.vote.candidates, cached.vote.candidates):
-        assert abs(a.mean_score - b.mean_score) < tolerance
-    assert len(cached.segments) == len(full.segments)
-    for a, b in zip(full.segments, cached.segments):
-        assert a.start_s == b.start_s and a.genre == b.genre
-        assert max(abs(a.genre_scores[g] - b.genre_scores[g]) for g in a.genre_scores) < tolerance
-    assert cached.descriptors.keys() == full.descriptors.keys()
-    assert cached.duration_s == full.duration_s
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, NamedTuple, Protocol, Sequence
+from typing import Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -25,15 +25,22 @@ from tagger.model.bundle import (
 )
 from tagger.model.cache import EmbeddingCache
 from tagger.model.calibration import Calibrator
-from tagger.model.content import check_labels, content_of, gate_segments, gate_settings
+from tagger.model.content import (
+    check_labels,
+    content_of,
+    covering,
+    gate_segments,
+    gate_settings,
+)
 from tagger.model.efficientat import load_efficientat
+from tagger.model.efficientat import read_card as read_efficientat_card
 from tagger.model.embeddings import (
     BackboneOutput,
     Backbones,
     TrackEmbeddings,
     combined_sha256,
 )
-from tagger.model.genres import Vocabulary, build_vocabulary
+from tagger.model.genres import Vocabulary, build_vocabulary, default_genres
 from tagger.model.musicnn import load_musicnn, read_model_card
 from tagger.model.vote import calibrated, vote
 from tagger.results import Content, ModelInfo, SegmentResult, TrackResult
@@ -139,16 +146,44 @@ class VocabularyHead:
                               vocabulary=vocabulary.genres)
 
     def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
-        return self.vocabulary.genre_scores(outputs.tag_scores)
+        tag_scores = outputs.tag_scores
+        if self.vocabulary.hears_audioset:
+            # segments the gate did not hear have no AudioSet evidence: zeros
+            heard = (outputs.gate_scores if outputs.gate_scores is not None
+                     else np.zeros((len(tag_scores), AUDIOSET_CLASSES), dtype=np.float32))
+            tag_scores = np.concatenate([tag_scores, heard], axis=1)
+        return self.vocabulary.genre_scores(tag_scores)
+
+
+#: EfficientAT's outputs (check_labels holds the gate's network to them)
+AUDIOSET_CLASSES = 527
+
+
+def hears_audioset_genres(config: Config) -> bool:
+    """Whether the default map takes AudioSet genres as candidates (``[content] gate`` and
+    ``[content] audioset_genres``)."""
+    return config.content.gate and config.content.audioset_genres
+
+
+def default_vocabulary(config: Config, models: Sequence[Backbone],
+                       gate_models: Sequence[Backbone] = ()) -> Vocabulary:
+    """The default genre map over ``models``' tags, with ``[genres]`` applied; with the gate's
+    network in ``gate_models``, its AudioSet genres too (:func:`hears_audioset_genres`)."""
+    audioset = bool(gate_models) and hears_audioset_genres(config)
+    keys = output_keys(models) + (output_keys(gate_models) if audioset else ())
+    return build_vocabulary(keys, config.genres, default_genres(audioset))
 
 
 def genre_head(config: Config, models: Sequence[Backbone],
-               vocabulary: Vocabulary | None = None) -> GenreHead:
-    """The genre head ``model.bundle`` selects: the genre map, or a trained bundle (verified)."""
+               vocabulary: Vocabulary | None = None,
+               gate_models: Sequence[Backbone] = ()) -> GenreHead:
+    """The genre head ``model.bundle`` selects: the genre map, or a trained bundle (verified).
+    The genre map's identity covers the gate's network when it reads its AudioSet genres."""
     if config.model.bundle == DEFAULT_BUNDLE:
         if vocabulary is None:
-            vocabulary = build_vocabulary(output_keys(models), config.genres)
-        return VocabularyHead(vocabulary, combined_sha256(models))
+            vocabulary = default_vocabulary(config, models, gate_models)
+        identity = tuple(models) + (tuple(gate_models) if vocabulary.hears_audioset else ())
+        return VocabularyHead(vocabulary, combined_sha256(identity))
     return TrainedHead(load_bundle(resolve_bundle_path(config), models, config))
 
 
@@ -164,8 +199,20 @@ def head_sha256(config: Config) -> str:
     model's calibration without classifying (``tagger review``)."""
     if config.model.bundle == DEFAULT_BUNDLE:
         models = read_model_card()["models"]
-        return combined_sha256([_Identity(n, models[n]["sha256"]) for n in SHIPPED_MODELS])
+        identity = [_Identity(n, models[n]["sha256"]) for n in SHIPPED_MODELS]
+        if hears_audioset_genres(config):
+            gate = read_efficientat_card()["models"]
+            identity += [_Identity(n, card["sha256"]) for n, card in gate.items()]
+        return combined_sha256(identity)
     return read_card(resolve_bundle_path(config))["sha256"]
+
+
+class Heard(NamedTuple):
+    """What the content gate heard in one track."""
+
+    content: Content  # its verdict
+    embeddings: TrackEmbeddings  # the gate's, as the cache keeps them
+    scores: np.ndarray  # (gate segments, 527) class scores
 
 
 class Classifier:
@@ -192,17 +239,19 @@ class Classifier:
         self.backbones = Backbones(self.models, config.model.batch_segments, streams=streams,
                                    device=self.device, dtype=self.dtype)
         self.output_keys = output_keys(self.models)
-        self.vocabulary = build_vocabulary(self.output_keys, config.genres)
-        self.head = genre_head(config, self.models, self.vocabulary)
-        self.info = self.head.info
         #: the content gate's network (EfficientAT; tagger.model.content), None when off
         self.gate: Backbones | None = None
+        gate_models: tuple[Backbone, ...] = ()
         if config.content.gate:
             audioset = load_efficientat()
             check_labels(audioset.labels)
-            self.gate = Backbones([audioset], config.model.batch_segments, streams=streams,
+            gate_models = (audioset,)
+            self.gate = Backbones(gate_models, config.model.batch_segments, streams=streams,
                                   device=self.device, dtype=self.dtype)
             self.gate_settings = gate_settings(config.model.window_seconds)
+        self.vocabulary = default_vocabulary(config, self.models, gate_models)
+        self.head = genre_head(config, self.models, self.vocabulary, gate_models)
+        self.info = self.head.info
 
     @property
     def head_calibrator(self) -> Calibrator | None:
@@ -251,9 +300,9 @@ class Classifier:
         return TrackResult(path=path, model=self.info, vote=outcome, segments=segments,
                            descriptors=descriptors, duration_s=duration_s)
 
-    def hear(self, track: PreparedTrack) -> tuple[Content, TrackEmbeddings] | None:
-        """The content gate's verdict on one decoded track, and the gate's embeddings as the
-        cache keeps them (None: the gate is off, or the track was decoded without it)."""
+    def hear(self, track: PreparedTrack) -> Heard | None:
+        """What the content gate hears in one decoded track (None: the gate is off, or the
+        track was decoded without it)."""
         if self.gate is None or track.waveform is None:
             return None
         segments, starts = gate_segments(track.waveform, GATE_SAMPLE_RATE)
@@ -261,16 +310,37 @@ class Classifier:
         embeddings = TrackEmbeddings.from_outputs(outputs, starts, track.duration_s,
                                                   backbone=self.gate.sha256,
                                                   settings=self.gate_settings)
-        return content_of(outputs.tag_scores), embeddings
+        return Heard(content_of(outputs.tag_scores), embeddings, outputs.tag_scores)
 
-    def heard_cached(self, cache: EmbeddingCache, keys: Sequence[str]) -> dict[str, Content]:
-        """The content gate's verdicts from its cached embeddings (``{key: content}``, for the
-        keys cached): no decode, no pass through its network (retag, the album pass)."""
+    def gate_cached(self, cache: EmbeddingCache, keys: Sequence[str]
+                    ) -> dict[str, TrackEmbeddings]:
+        """The content gate's cached embeddings of ``keys`` (those cached; none when the gate
+        is off): what :meth:`classify_cached` needs to hear them again."""
         if self.gate is None or not keys:
             return {}
-        cached = cache.get_many(keys, self.gate.sha256, self.gate_settings)
-        return {key: content_of(self.gate.tag_scores_from_penultimate(emb.penultimate))
-                for key, emb in cached.items()}
+        return cache.get_many(keys, self.gate.sha256, self.gate_settings)
+
+    def heard_again(self, embeddings: TrackEmbeddings) -> Heard:
+        """What the gate heard, from its cached embeddings: no decode, no pass through its
+        network but the output layer (retag, the album pass)."""
+        assert self.gate is not None
+        scores = self.gate.tag_scores_from_penultimate(embeddings.penultimate)
+        return Heard(content_of(scores), embeddings, scores)
+
+    def _gate_scores(self, segments: Sequence[tuple[Sequence[float], Heard | None]]
+                     ) -> np.ndarray | None:
+        """The gate's class scores for every segment of several tracks (``(starts, heard)``
+        per track), each from the gate segment that covers it; zeros where it did not hear."""
+        if self.gate is None:
+            return None
+        rows = []
+        for starts, heard in segments:
+            if heard is None:
+                rows.append(np.zeros((len(starts), AUDIOSET_CLASSES), dtype=np.float32))
+            else:
+                rows.append(heard.scores[covering(heard.embeddings.starts_s, starts,
+                                                  self.config.model.segment_seconds)])
+        return np.concatenate(rows) if rows else None
 
     def classify_embedded(self, tracks: Sequence[PreparedTrack]
                           ) -> list[tuple[TrackResult, tuple[TrackEmbeddings, ...]]]:
@@ -280,9 +350,12 @@ class Classifier:
         if not tracks:
             return []
         outputs = self.backbone_outputs(np.concatenate([t.patches for t in tracks]))
+        heard = [self.hear(track) for track in tracks]
+        outputs = dataclasses.replace(outputs, gate_scores=self._gate_scores(
+            [(track.starts_s, h) for track, h in zip(tracks, heard)]))
         genre_scores = self.head.genre_scores(outputs)
         results, start = [], 0
-        for track in tracks:
+        for track, track_heard in zip(tracks, heard):
             stop = start + len(track.patches)
             result = self.result_for(track, outputs.tag_scores[start:stop],
                                      genre_scores[start:stop])
@@ -291,10 +364,9 @@ class Classifier:
                 BackboneOutput(outputs.tag_scores[start:stop],
                                outputs.penultimate[start:stop]),
                 track.starts_s, track.duration_s, backbone=self.backbones.sha256),)
-            heard = self.hear(track)
-            if heard is not None:
-                result = dataclasses.replace(result, content=heard[0])
-                embeddings += (heard[1],)
+            if track_heard is not None:
+                result = dataclasses.replace(result, content=track_heard.content)
+                embeddings += (track_heard.embeddings,)
             results.append((result, embeddings))
             start = stop
         return results
@@ -309,14 +381,17 @@ class Classifier:
         return (embeddings.backbone in ("", self.backbones.sha256)
                 and (embeddings.pooled is not None or not self.head.needs_pooled))
 
-    def classify_cached(self, items: Sequence[tuple[str, TrackEmbeddings]]
+    def classify_cached(self, items: Sequence[tuple[str, TrackEmbeddings]],
+                        gate: Mapping[str, TrackEmbeddings] | None = None
                         ) -> list[TrackResult]:
         """Re-predict tracks from their cached embeddings (``(path, embeddings)`` pairs): the
         same vote, confidence, candidates and segments as :meth:`classify` gives, within the
         cache's half precision, with no decode. The default genre map reads the tag scores
         of the networks' own output layers over the penultimate embedding; a trained head
         reads its embedding directly (a ``pooled`` head needs rows that hold it: see
-        :meth:`can_use_cached`; a ValueError otherwise)."""
+        :meth:`can_use_cached`; a ValueError otherwise). ``gate``: the content gate's cached
+        rows by key (:meth:`gate_cached`): a track with one is heard again (its content, its
+        AudioSet genres); one without is not gated now."""
         if not items:
             return []
         for path, emb in items:
@@ -328,18 +403,29 @@ class Classifier:
         pooled = (np.concatenate([e.pooled for _, e in items]) if self.head.needs_pooled
                   else None)
         tag_scores = self.backbones.tag_scores_from_penultimate(pen)
-        genre_scores = self.head.genre_scores(BackboneOutput(tag_scores, pen, pooled))
+        gate = gate or {}
+        heard = [self.heard_again(gate[emb.key]) if self.gate is not None and emb.key in gate
+                 else None for _, emb in items]
+        gate_scores = self._gate_scores([(emb.starts_s, h)
+                                         for (_, emb), h in zip(items, heard)])
+        genre_scores = self.head.genre_scores(BackboneOutput(tag_scores, pen, pooled,
+                                                             gate_scores))
         results, start = [], 0
-        for path, emb in items:
+        for (path, emb), track_heard in zip(items, heard):
             stop = start + emb.segments
-            results.append(self._result(path, emb.starts_s, emb.duration_s,
-                                        tag_scores[start:stop], genre_scores[start:stop]))
+            result = self._result(path, emb.starts_s, emb.duration_s, tag_scores[start:stop],
+                                  genre_scores[start:stop])
+            if track_heard is not None:
+                result = dataclasses.replace(result, content=track_heard.content)
+            results.append(result)
             start = stop
         return results
 
-    def vote_cached(self, path: str, embeddings: TrackEmbeddings) -> TrackResult:
-        """:meth:`classify_cached` for one track."""
-        return self.classify_cached([(path, embeddings)])[0]
+    def vote_cached(self, path: str, embeddings: TrackEmbeddings,
+                    gate: TrackEmbeddings | None = None) -> TrackResult:
+        """:meth:`classify_cached` for one track (``gate``: the content gate's row for it)."""
+        return self.classify_cached([(path, embeddings)],
+                                    {embeddings.key: gate} if gate is not None else None)[0]
 
     def failure(self, path: str, error: TaggerError | str) -> TrackResult:
         return TrackResult(path=str(path), model=self.info, error=str(error))

@@ -93,6 +93,20 @@ def gate_segments(samples: np.ndarray, sample_rate: int
     return segments, tuple(float(s) / sample_rate for s in starts)
 
 
+def covering(gate_starts: Sequence[float], starts: Sequence[float],
+             segment_seconds: float) -> np.ndarray:
+    """For each segment of another network (``starts``, its ``segment_seconds`` long), the
+    index of the gate's segment (``gate_starts``, :data:`SEGMENT_SECONDS` long) whose middle
+    is nearest to its middle. Both lists cut the same window evenly from its start, so they
+    are compared from their first starts (the track's and the window's clocks differ by the
+    window's offset); one gate segment covers all."""
+    if len(gate_starts) <= 1:
+        return np.zeros(len(starts), dtype=int)
+    middles = np.asarray(starts, dtype=float) - starts[0] + segment_seconds / 2
+    gate_middles = np.asarray(gate_starts, dtype=float) - gate_starts[0] + SEGMENT_SECONDS / 2
+    return np.abs(middles[:, None] - gate_middles[None, :]).argmin(axis=1)
+
+
 def gate_settings(window_seconds: float) -> str:
     """The cache key's segment part for the gate's rows."""
     return f"gate{GATE_VERSION}:{SEGMENTS}x{SEGMENT_SECONDS:g}s@{window_seconds:g}s"

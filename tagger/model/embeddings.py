@@ -67,6 +67,9 @@ class BackboneOutput:
     tag_scores: np.ndarray  # (segments, 100) sigmoid scores, MSD then MTT
     penultimate: np.ndarray | None = None  # (segments, 400) float32 or float16
     pooled: np.ndarray | None = None  # (segments, 3012) float32 or float16
+    #: the content gate's class scores (segments, 527) of its own segment that covers each
+    #: segment (tagger.model.content.covering); None: the gate did not hear these tracks
+    gate_scores: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.tag_scores)

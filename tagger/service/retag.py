@@ -187,9 +187,7 @@ def repredict_cached(cache: EmbeddingCache, classifier: Classifier, settings,
     cached = cache.get_many([key for _, key in items], classifier.backbones.sha256, settings,
                             pooled=classifier.head.needs_pooled)
     ready = [(item, cached[key]) for item, key in items if key in cached]
-    results = classifier.classify_cached([(item.path, emb) for item, emb in ready])
-    heard = classifier.heard_cached(cache, list(cached))
-    results = [dataclasses.replace(result, content=heard.get(emb.key))
-               for (_, emb), result in zip(ready, results)]
+    results = classifier.classify_cached([(item.path, emb) for item, emb in ready],
+                                         classifier.gate_cached(cache, list(cached)))
     return ([(item, result) for (item, _), result in zip(ready, results)],
             [item for item, key in items if key not in cached])
