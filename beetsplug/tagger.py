@@ -457,19 +457,21 @@ def run_learn(config: Config, labels, opts):
 
 def album_vote(results: Sequence[TrackResult], genres: Sequence[str], calibrator=None
                ) -> Vote | None:
-    """One decision for an album: the segments of all its readable tracks pooled and voted
-    over as one track (:func:`tagger.model.vote.vote`: the same vote, tie and confidence
-    rules), then calibrated like a track's vote. None when no track could be read."""
+    """One decision for an album, by tagger's own album rule
+    (:func:`tagger.model.vote.album_vote`): the segments of all its readable tracks pooled
+    and voted over as one track, with the confidence of its typical track (the median of the
+    tracks' own, calibrated). None when no track could be read."""
     import numpy as np
 
-    from tagger.model.vote import calibrated, vote
+    from tagger.model.vote import album_vote as vote_album
 
-    rows = [[segment.genre_scores[g] for g in genres]
-            for result in results if result.error is None and result.vote is not None
-            for segment in result.segments]
-    if not rows:
+    tracks = [np.array([[segment.genre_scores[g] for g in genres]
+                        for segment in result.segments])
+              for result in results
+              if result.error is None and result.vote is not None and result.segments]
+    if not tracks:
         return None
-    return calibrated(vote(genres, np.array(rows)), calibrator)
+    return vote_album(genres, tracks, calibrator)
 
 
 def snapshot(obj: Album | Item) -> dict:
