@@ -49,9 +49,12 @@ class AlbumOutcome:
 
 def perform_album(config: Config, paths: list[str], genre: str) -> AlbumOutcome:
     """Set ``genre`` on every track of an album, one correction per track, under one hold
-    of the writer lock; a refused or failed track is reported and does not stop the others."""
+    of the writer lock; a refused or failed track is reported and does not stop the others.
+    A track whose own prediction is ``genre`` records an accept (the model was right about
+    it, which is what ``tagger learn`` reads), the others the genre set."""
     from tagger.library.catalogue import open_catalogue
     from tagger.library.corrections import apply_correction
+    from tagger.library.genres import same_genre
     from tagger.library.lock import WriterLock
 
     if not genre.strip():
@@ -62,9 +65,13 @@ def perform_album(config: Config, paths: list[str], genre: str) -> AlbumOutcome:
                 open_catalogue(config.database_url, upgrade=False) as catalogue:
             lock.guard(catalogue)
             for path in paths:
+                record = catalogue.track(path)
+                own = record.prediction.genre if record and record.prediction else None
+                action = (CorrectionAction.ACCEPT if own and same_genre(own, genre.strip())
+                          else CorrectionAction.SET_GENRE)
                 try:
-                    apply_correction(config, catalogue, path, CorrectionAction.SET_GENRE,
-                                     genre.strip(), source=CorrectionSource.REVIEW)
+                    apply_correction(config, catalogue, path, action, genre.strip(),
+                                     source=CorrectionSource.REVIEW)
                     written += 1
                 except TaggerError as exc:
                     refused.append((path, str(exc)))

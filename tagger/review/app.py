@@ -351,6 +351,14 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
                                          "reload the page.")
         return None
 
+    def typed_genre(request: Request, form) -> tuple[str | None, Response | None]:
+        """The genre the form typed (None: none), or why it is refused (too long)."""
+        genre = form.get("genre") if isinstance(form.get("genre"), str) else None
+        if genre is not None and len(genre.strip()) > MAX_GENRE_CHARS:
+            return None, refused(request, 400,
+                                 f"A genre is at most {MAX_GENRE_CHARS} characters.")
+        return genre, None
+
     async def act(request: Request) -> Response:
         refusal = await write_refusal(request)
         if refusal is not None:
@@ -364,9 +372,9 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
             action = CorrectionAction(form.get("action"))
         except ValueError:
             return refused(request, 400, "Unknown action.")
-        genre = form.get("genre") if isinstance(form.get("genre"), str) else None
-        if genre is not None and len(genre.strip()) > MAX_GENRE_CHARS:
-            return refused(request, 400, f"A genre is at most {MAX_GENRE_CHARS} characters.")
+        genre, refusal = typed_genre(request, form)
+        if refusal is not None:
+            return refusal
         if not is_inside(found[0], roots):
             return refused(request, 403, "That file is not inside the library.")
         outcome = await run_in_threadpool(perform, config, found[0], action, genre)
@@ -400,11 +408,12 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
             if not genre:
                 return refused(request, 400, "This album has no genre of its own to accept.")
         elif action == CorrectionAction.SET_GENRE.value:
-            genre = form.get("genre") if isinstance(form.get("genre"), str) else ""
+            genre, refusal = typed_genre(request, form)
+            if refusal is not None:
+                return refusal
+            genre = genre or ""
         else:
             return refused(request, 400, "Unknown action.")
-        if len(genre.strip()) > MAX_GENRE_CHARS:
-            return refused(request, 400, f"A genre is at most {MAX_GENRE_CHARS} characters.")
         paths = [p for p in view.paths if is_inside(p, roots)]
         outside = [(p, "not inside the library") for p in view.paths if p not in paths]
         outcome = await run_in_threadpool(perform_album, config, paths, genre)
