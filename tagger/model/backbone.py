@@ -15,6 +15,7 @@ inside the module, trained on 10 s clips).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sysconfig
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 import torch
+from torch import nn
 
 from tagger.errors import ModelError
 
@@ -115,3 +117,43 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_card(card_file: str, directory: Path | None = None) -> dict:
+    """A shipped model card (``musicnn.json``, ``efficientat.json``): labels, input spec,
+    source, the sha256 of each weights file."""
+    path = (directory or models_dir()) / card_file
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read model card: {exc}", path) from exc
+
+
+def verified_weights(card_file: str, name: str, directory: Path | None = None
+                     ) -> tuple[dict, Path, str]:
+    """The card's entry for model ``name``, its weights file and their sha256, checked against
+    the card: a ModelError when the model, the file or the match is missing."""
+    directory = directory or models_dir()
+    entry = read_card(card_file, directory).get("models", {}).get(name)
+    if entry is None:
+        raise ModelError(f"model {name!r} is not in the model card", directory / card_file)
+    path = directory / entry["file"]
+    if not path.is_file():
+        raise ModelError("weights file missing", path)
+    sha256 = file_sha256(path)
+    if sha256 != entry["sha256"]:
+        raise ModelError(f"weights sha256 {sha256[:12]}… does not match the model card", path)
+    return entry, path, sha256
+
+
+def load_frozen(network: nn.Module, path: Path) -> None:
+    """Load verified weights into ``network`` and freeze it for inference (its
+    ``prepare_inference()`` folds what it can)."""
+    try:
+        network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as exc:  # torch raises many types for a bad file
+        raise ModelError(f"cannot load weights: {exc}", path) from exc
+    network.eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    network.prepare_inference()

@@ -14,7 +14,6 @@ works (the STFT reflects 512 at each end; the network pools globally); it was tr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tagger.errors import ModelError
-from tagger.model.backbone import WAVEFORM, BackboneInput, file_sha256, models_dir
+from tagger.model.backbone import WAVEFORM, BackboneInput, load_frozen, verified_weights
+from tagger.model.backbone import read_card as read_shipped_card
 
 SAMPLE_RATE = 32000
 N_FFT = 1024
@@ -408,36 +407,15 @@ class LoadedEfficientAT:
 
 def read_card(directory: Path | None = None) -> dict:
     """The EfficientAT model card (labels, input spec, source, sha256)."""
-    path = (directory or models_dir()) / CARD_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read model card: {exc}", path) from exc
+    return read_shipped_card(CARD_FILE, directory)
 
 
 def load_efficientat(name: str = SHIPPED_MODEL,
                      directory: Path | None = None) -> LoadedEfficientAT:
     """Load the shipped checkpoint, checking its sha256 against the model card."""
-    directory = directory or models_dir()
-    card = read_card(directory)
-    entry = card.get("models", {}).get(name)
-    if entry is None:
-        raise ModelError(f"model {name!r} is not in the model card", directory / CARD_FILE)
-    path = directory / entry["file"]
-    if not path.is_file():
-        raise ModelError("weights file missing", path)
-    sha256 = file_sha256(path)
-    if sha256 != entry["sha256"]:
-        raise ModelError(f"weights sha256 {sha256[:12]}… does not match the model card", path)
+    entry, path, sha256 = verified_weights(CARD_FILE, name, directory)
     network = EfficientAT(n_classes=len(entry["labels"]), width=entry["width"])
-    try:
-        network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception as exc:  # torch raises many types for a bad file
-        raise ModelError(f"cannot load weights: {exc}", path) from exc
-    network.eval()
-    for parameter in network.parameters():
-        parameter.requires_grad_(False)
-    network.prepare_inference()
+    load_frozen(network, path)
     return LoadedEfficientAT(name=name, prefix=entry["prefix"], labels=tuple(entry["labels"]),
                              sha256=sha256, network=network)
 

@@ -7,7 +7,6 @@ Input: a batch of log-mel patches, shape (batch, frames, 96), time first as in m
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +15,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from tagger.audio.features import SAMPLE_RATE
-from tagger.errors import ModelError
 from tagger.model.backbone import (  # noqa: F401  (models_dir, file_sha256: as they were here)
     LOG_MEL,
     BackboneInput,
     file_sha256,
+    load_frozen,
     models_dir,
+    read_card,
+    verified_weights,
 )
+
+CARD_FILE = "musicnn.json"
 
 BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization's default
 
@@ -173,36 +176,13 @@ class LoadedModel:
 
 def read_model_card(directory: Path | None = None) -> dict:
     """The model card (labels, input spec, source, sha256 of each weight file)."""
-    directory = directory or models_dir()
-    card_path = directory / "musicnn.json"
-    try:
-        return json.loads(card_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read model card: {exc}", card_path) from exc
+    return read_card(CARD_FILE, directory)
 
 
 def load_musicnn(name: str, directory: Path | None = None) -> LoadedModel:
     """Load one shipped checkpoint (``MSD_musicnn`` or ``MTT_musicnn``), checking its sha256."""
-    directory = directory or models_dir()
-    card = read_model_card(directory)
-    entry = card["models"].get(name)
-    if entry is None:
-        raise ModelError(f"model {name!r} is not in the model card", directory / "musicnn.json")
-    path = directory / entry["file"]
-    if not path.is_file():
-        raise ModelError("weights file missing", path)
-    sha256 = file_sha256(path)
-    if sha256 != entry["sha256"]:
-        raise ModelError(f"weights sha256 {sha256[:12]}… does not match the model card", path)
+    entry, path, sha256 = verified_weights(CARD_FILE, name, directory)
     network = MusiCNN(n_classes=len(entry["labels"]))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        network.load_state_dict(state)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise ModelError(f"cannot load weights: {exc}", path) from exc
-    network.eval()
-    for parameter in network.parameters():
-        parameter.requires_grad_(False)
-    network.prepare_inference()
+    load_frozen(network, path)
     return LoadedModel(name=name, prefix=entry["prefix"], labels=tuple(entry["labels"]),
                        sha256=sha256, network=network)
