@@ -6,32 +6,40 @@ from __future__ import annotations
 import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, NamedTuple, Protocol, Sequence
+from typing import Iterable, Iterator, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from tagger.audio.features import GATE_SAMPLE_RATE, PreparedTrack, prepare_in_order
+from tagger.audio.features import PreparedTrack, prepare_in_order
 from tagger.config import Config
 from tagger.errors import ConfigError, TaggerError
 from tagger.model.backbone import Backbone, output_keys
 from tagger.model.bundle import (
     DEFAULT_BUNDLE,
     TrainedHead,
+    card_features,
     load_bundle,
     read_card,
     resolve_bundle_path,
 )
 from tagger.model.cache import EmbeddingCache
 from tagger.model.calibration import Calibrator
-from tagger.model.content import check_labels, content_of, gate_segments, gate_settings
+from tagger.model.content import (
+    check_labels,
+    content_of,
+    gate_settings,
+    nearest_gate_segments,
+)
 from tagger.model.efficientat import load_efficientat
 from tagger.model.embeddings import (
     BackboneOutput,
     Backbones,
     TrackEmbeddings,
     combined_sha256,
+    gate_embeddings,
+    reads_gate,
 )
 from tagger.model.genres import Vocabulary, build_vocabulary
 from tagger.model.musicnn import load_musicnn, read_model_card
@@ -116,11 +124,14 @@ class GenreHead(Protocol):
     genres: tuple[str, ...]  # the columns of genre_scores, the genres voted over
     needs_embeddings: bool  # whether genre_scores reads the embeddings (else tag scores only)
     needs_pooled: bool  # whether it reads the pooled features (not in a scan's cache rows)
+    needs_gate: bool  # whether it reads the content gate's outputs (``gate`` of genre_scores)
     score_keys: tuple[str, ...]  # keys of the genre scores in each segment's scores; () none
     calibrator: Calibrator | None  # the head's own calibration (a trained bundle's card)
 
-    def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
-        """(segments, genres) scores."""
+    def genre_scores(self, outputs: BackboneOutput,
+                     gate: BackboneOutput | None = None) -> np.ndarray:
+        """(segments, genres) scores; ``gate``: the content gate's outputs for the same
+        segments, each the gate segment covering it (:meth:`Classifier.aligned_gate`)."""
         ...
 
 
@@ -129,6 +140,7 @@ class VocabularyHead:
 
     needs_embeddings = False
     needs_pooled = False
+    needs_gate = False
     score_keys: tuple[str, ...] = ()
     calibrator = None  # the genre map's calibration lives in the catalogue only
 
@@ -138,18 +150,26 @@ class VocabularyHead:
         self.info = ModelInfo(name=DEFAULT_BUNDLE, sha256=backbones_sha256,
                               vocabulary=vocabulary.genres)
 
-    def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
+    def genre_scores(self, outputs: BackboneOutput,
+                     gate: BackboneOutput | None = None) -> np.ndarray:
         return self.vocabulary.genre_scores(outputs.tag_scores)
 
 
 def genre_head(config: Config, models: Sequence[Backbone],
-               vocabulary: Vocabulary | None = None) -> GenreHead:
-    """The genre head ``model.bundle`` selects: the genre map, or a trained bundle (verified)."""
+               vocabulary: Vocabulary | None = None,
+               gate_models: Sequence[Backbone] = ()) -> GenreHead:
+    """The genre head ``model.bundle`` selects: the genre map, or a trained bundle (verified;
+    ``gate_models``: the content gate's network, for a bundle that reads its embeddings)."""
     if config.model.bundle == DEFAULT_BUNDLE:
         if vocabulary is None:
             vocabulary = build_vocabulary(output_keys(models), config.genres)
         return VocabularyHead(vocabulary, combined_sha256(models))
-    return TrainedHead(load_bundle(resolve_bundle_path(config), models, config))
+    path = resolve_bundle_path(config)
+    features = card_features(read_card(path))
+    if reads_gate(features) and not gate_models:
+        raise ConfigError(f"model bundle {path} reads the content gate's AudioSet embeddings "
+                          f"(features {features}): it needs [content] gate = true")
+    return TrainedHead(load_bundle(path, [*models, *gate_models], config))
 
 
 class _Identity(NamedTuple):
@@ -193,8 +213,6 @@ class Classifier:
                                    device=self.device, dtype=self.dtype)
         self.output_keys = output_keys(self.models)
         self.vocabulary = build_vocabulary(self.output_keys, config.genres)
-        self.head = genre_head(config, self.models, self.vocabulary)
-        self.info = self.head.info
         #: the content gate's network (EfficientAT; tagger.model.content), None when off
         self.gate: Backbones | None = None
         if config.content.gate:
@@ -203,6 +221,9 @@ class Classifier:
             self.gate = Backbones([audioset], config.model.batch_segments, streams=streams,
                                   device=self.device, dtype=self.dtype)
             self.gate_settings = gate_settings(config.model.window_seconds)
+        self.head = genre_head(config, self.models, self.vocabulary,
+                               self.gate.models if self.gate is not None else ())
+        self.info = self.head.info
 
     @property
     def head_calibrator(self) -> Calibrator | None:
@@ -256,21 +277,37 @@ class Classifier:
         cache keeps them (None: the gate is off, or the track was decoded without it)."""
         if self.gate is None or track.waveform is None:
             return None
-        segments, starts = gate_segments(track.waveform, GATE_SAMPLE_RATE)
-        outputs = self.gate.run(segments, embeddings=True, pooled=False)
-        embeddings = TrackEmbeddings.from_outputs(outputs, starts, track.duration_s,
-                                                  backbone=self.gate.sha256,
-                                                  settings=self.gate_settings)
+        outputs, embeddings = gate_embeddings(self.gate, track, self.gate_settings)
         return content_of(outputs.tag_scores), embeddings
+
+    def gate_cached(self, cache: EmbeddingCache, keys: Sequence[str]
+                    ) -> dict[str, TrackEmbeddings]:
+        """The content gate's cached embeddings (``{key: embeddings}``, for the keys cached)."""
+        if self.gate is None or not keys:
+            return {}
+        return cache.get_many(keys, self.gate.sha256, self.gate_settings)
 
     def heard_cached(self, cache: EmbeddingCache, keys: Sequence[str]) -> dict[str, Content]:
         """The content gate's verdicts from its cached embeddings (``{key: content}``, for the
         keys cached): no decode, no pass through its network (retag, the album pass)."""
-        if self.gate is None or not keys:
-            return {}
-        cached = cache.get_many(keys, self.gate.sha256, self.gate_settings)
         return {key: content_of(self.gate.tag_scores_from_penultimate(emb.penultimate))
-                for key, emb in cached.items()}
+                for key, emb in self.gate_cached(cache, keys).items()}
+
+    def aligned_gate(self, tracks: Sequence[tuple[Sequence[float], TrackEmbeddings | None]]
+                     ) -> BackboneOutput:
+        """The content gate's outputs for every musicnn segment of ``tracks`` (``(segment
+        starts, the gate's embeddings of the track)`` pairs, in order), each segment given the
+        gate segment that covers it (:func:`tagger.model.content.nearest_gate_segments`); the
+        tag scores are its output layer's over the embeddings, as from the cache."""
+        rows = []
+        for starts, heard in tracks:
+            if heard is None or self.gate is None:
+                raise ValueError("this genre head reads the content gate's embeddings, and a "
+                                 "track has none")
+            rows.append(heard.penultimate[nearest_gate_segments(
+                starts, heard.starts_s, self.config.model.segment_seconds)])
+        pen = np.concatenate(rows)
+        return BackboneOutput(self.gate.tag_scores_from_penultimate(pen), pen)
 
     def classify_embedded(self, tracks: Sequence[PreparedTrack]
                           ) -> list[tuple[TrackResult, tuple[TrackEmbeddings, ...]]]:
@@ -280,9 +317,12 @@ class Classifier:
         if not tracks:
             return []
         outputs = self.backbone_outputs(np.concatenate([t.patches for t in tracks]))
-        genre_scores = self.head.genre_scores(outputs)
+        heard_all = [self.hear(track) for track in tracks]
+        gate = (self.aligned_gate([(t.starts_s, h and h[1]) for t, h in zip(tracks, heard_all)])
+                if self.head.needs_gate else None)
+        genre_scores = self.head.genre_scores(outputs, gate)
         results, start = [], 0
-        for track in tracks:
+        for track, heard in zip(tracks, heard_all):
             stop = start + len(track.patches)
             result = self.result_for(track, outputs.tag_scores[start:stop],
                                      genre_scores[start:stop])
@@ -291,7 +331,6 @@ class Classifier:
                 BackboneOutput(outputs.tag_scores[start:stop],
                                outputs.penultimate[start:stop]),
                 track.starts_s, track.duration_s, backbone=self.backbones.sha256),)
-            heard = self.hear(track)
             if heard is not None:
                 result = dataclasses.replace(result, content=heard[0])
                 embeddings += (heard[1],)
@@ -303,32 +342,41 @@ class Classifier:
         """Run the models once over all segments of ``tracks`` and vote per track."""
         return [result for result, _ in self.classify_embedded(tracks)]
 
-    def can_use_cached(self, embeddings: TrackEmbeddings) -> bool:
+    def can_use_cached(self, embeddings: TrackEmbeddings,
+                       gate: TrackEmbeddings | None = None) -> bool:
         """Whether :meth:`classify_cached` can re-predict from these embeddings: made by these
-        backbones, with the pooled features when the genre head reads them."""
+        backbones, with the pooled features when the genre head reads them, and with the
+        content gate's (``gate``) when it reads those."""
         return (embeddings.backbone in ("", self.backbones.sha256)
-                and (embeddings.pooled is not None or not self.head.needs_pooled))
+                and (embeddings.pooled is not None or not self.head.needs_pooled)
+                and (gate is not None or not self.head.needs_gate))
 
-    def classify_cached(self, items: Sequence[tuple[str, TrackEmbeddings]]
+    def classify_cached(self, items: Sequence[tuple[str, TrackEmbeddings]],
+                        gate: Mapping[str, TrackEmbeddings] | None = None
                         ) -> list[TrackResult]:
         """Re-predict tracks from their cached embeddings (``(path, embeddings)`` pairs): the
         same vote, confidence, candidates and segments as :meth:`classify` gives, within the
         cache's half precision, with no decode. The default genre map reads the tag scores
         of the networks' own output layers over the penultimate embedding; a trained head
-        reads its embedding directly (a ``pooled`` head needs rows that hold it: see
-        :meth:`can_use_cached`; a ValueError otherwise)."""
+        reads its embedding directly (a ``pooled`` head needs rows that hold it, one on the
+        AudioSet features the content gate's rows, ``gate`` by key (:meth:`gate_cached`):
+        see :meth:`can_use_cached`; a ValueError otherwise)."""
         if not items:
             return []
+        gate = gate or {}
         for path, emb in items:
-            if not self.can_use_cached(emb):
+            if not self.can_use_cached(emb, gate.get(emb.key)):
                 why = ("made by other backbones" if emb.backbone != self.backbones.sha256
-                       else "no pooled features")
+                       else "no pooled features" if emb.pooled is None and self.head.needs_pooled
+                       else "no content-gate embeddings")
                 raise ValueError(f"{path}: its cached embeddings cannot feed this model ({why})")
         pen = np.concatenate([e.penultimate for _, e in items])
         pooled = (np.concatenate([e.pooled for _, e in items]) if self.head.needs_pooled
                   else None)
         tag_scores = self.backbones.tag_scores_from_penultimate(pen)
-        genre_scores = self.head.genre_scores(BackboneOutput(tag_scores, pen, pooled))
+        aligned = (self.aligned_gate([(e.starts_s, gate.get(e.key)) for _, e in items])
+                   if self.head.needs_gate else None)
+        genre_scores = self.head.genre_scores(BackboneOutput(tag_scores, pen, pooled), aligned)
         results, start = [], 0
         for path, emb in items:
             stop = start + emb.segments

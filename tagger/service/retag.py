@@ -181,15 +181,20 @@ def repredict_cached(cache: EmbeddingCache, classifier: Classifier, settings,
     the embeddings ``cache`` holds for them (``settings``: the segment settings of the scan
     that cached them, :func:`tagger.model.cache.segment_settings`), with no decode: each
     ``(item, result)`` re-predicted, and the items whose embeddings are not cached (or
-    cannot feed this model: they need a scan). The content gate's verdict comes from its
-    cached embeddings too (none cached: the track is not gated now). Used by :func:`retag`
-    and the album pass (tagger.service.albums)."""
+    cannot feed this model: they need a scan). The content gate's verdict (and a head on
+    the AudioSet features its input) comes from its cached embeddings too (none cached: the
+    track is not gated now). Used by :func:`retag` and the album pass
+    (tagger.service.albums)."""
     cached = cache.get_many([key for _, key in items], classifier.backbones.sha256, settings,
                             pooled=classifier.head.needs_pooled)
-    ready = [(item, cached[key]) for item, key in items if key in cached]
-    results = classifier.classify_cached([(item.path, emb) for item, emb in ready])
+    # a head on the AudioSet features reads the content gate's rows too
+    gate = classifier.gate_cached(cache, list(cached)) if classifier.head.needs_gate else {}
+    ready = [(item, cached[key]) for item, key in items
+             if key in cached and classifier.can_use_cached(cached[key], gate.get(key))]
+    results = classifier.classify_cached([(item.path, emb) for item, emb in ready], gate)
     heard = classifier.heard_cached(cache, list(cached))
     results = [dataclasses.replace(result, content=heard.get(emb.key))
                for (_, emb), result in zip(ready, results)]
+    done = {id(item) for item, _ in ready}
     return ([(item, result) for (item, _), result in zip(ready, results)],
-            [item for item, key in items if key not in cached])
+            [item for item, _ in items if id(item) not in done])
