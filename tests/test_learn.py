@@ -498,3 +498,39 @@ def test_an_adopted_head_on_both_feature_sets_scans_and_retags_from_both_caches(
                    encoding="utf-8")
     assert main(["--config", str(off), "scan", "--force", str(new)]) == 2
     assert "[content] gate = true" in capsys.readouterr().err
+
+
+def test_tracks_without_the_gate_rows_are_decoded_once_for_them(library):
+    """A track scanned before the gate (or with it off) has musicnn's rows only: learning on
+    the AudioSet features decodes it once more, and caches the gate's rows for next time."""
+    import sqlite3
+
+    from tagger.config import load_config
+    from tagger.learn.datasets import GenreMap
+    from tagger.learn.from_library import library_labels
+    from tagger.learn.train import embed, load_gate
+    from tagger.model.cache import CACHE_FILE, TABLE, EmbeddingCache
+    from tagger.model.content import gate_settings
+
+    _, config_path, _ = library
+    config = load_config(str(config_path))
+    with open_catalogue(config.database_url) as catalogue:
+        dataset = library_labels(catalogue, genre_map=GenreMap.parse(["electronica=electronic"]),
+                                 min_tracks=3).dataset
+    backbones, gate = load_backbones(config), load_gate(config)
+    settings = gate_settings(config.model.window_seconds)
+    first = embed(dataset, config, backbones, pooled=False, gate=gate)
+    forgotten = first.keys[:3]
+    with sqlite3.connect(config.state_path / CACHE_FILE) as db:
+        db.executemany(f"DELETE FROM {TABLE} WHERE content_id = ? AND backbone = ?",
+                       [(key, gate.sha256) for key in forgotten])
+    again = embed(dataset, config, backbones, pooled=False, gate=gate)
+    stats = again.stats
+    assert (stats.cached, stats.decoded, stats.gate_cached, stats.gate_computed) == (9, 3, 9, 3)
+    for before, after in zip(first.gate, again.gate):  # the same audio heard again
+        assert after.starts_s == before.starts_s
+        assert np.corrcoef(np.ravel(after.penultimate), np.ravel(before.penultimate))[0, 1] > 0.99
+    with EmbeddingCache.for_config(config) as cache:
+        assert set(cache.get_many(forgotten, gate.sha256, settings)) == set(forgotten)
+    third = embed(dataset, config, backbones, pooled=False, gate=gate).stats
+    assert (third.decoded, third.gate_computed) == (0, 0)
