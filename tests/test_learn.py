@@ -534,3 +534,38 @@ def test_tracks_without_the_gate_rows_are_decoded_once_for_them(library):
         assert set(cache.get_many(forgotten, gate.sha256, settings)) == set(forgotten)
     third = embed(dataset, config, backbones, pooled=False, gate=gate).stats
     assert (third.decoded, third.gate_computed) == (0, 0)
+
+
+def test_train_eval_and_classify_with_a_bundle_on_the_audioset_features(library, tmp_path,
+                                                                        capsys):
+    """``tagger train --features audioset``: a bundle whose head reads the content gate's
+    embeddings (from the scan's cache), which ``classify --model`` and ``eval --model`` use."""
+    root, config_path, _ = library
+    bundle = tmp_path / "audioset-head"
+    labels = ["--from-tags", "--min-tracks", "3", "--map", "electronica=electronic"]
+    capsys.readouterr()
+    assert main(["--config", str(config_path), "train", *labels, "--features", "audioset",
+                 "--folds", "2", "--out", str(bundle)]) == 0
+    out = capsys.readouterr()
+    assert "head mlp on AudioSet" in out.out
+    assert "embeddings: 12 cached, 0 decoded" in out.err
+    assert "AudioSet (content gate): 12 cached, 0 computed" in out.err
+    card = json.loads((bundle / "bundle.json").read_text())
+    assert card["features"] == "audioset" and card["head"]["input_dim"] == 512
+    assert card["training"]["options"]["features"] == "audioset"
+    track = str(sorted(root.rglob("*.flac"))[0])
+    assert main(["--config", str(config_path), "classify", "--json", "--model", str(bundle),
+                 track]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["model"]["sha256"] == card["sha256"]
+    assert result["genre"] in card["labels"]
+    assert main(["--config", str(config_path), "eval", *labels, "--model", str(bundle),
+                 "--no-baseline", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["model"]["sha256"] == card["sha256"] and report["tracks"] == 12
+    # an edited feature set is another bundle: refused at load
+    card["features"] = "both"
+    (bundle / "bundle.json").write_text(json.dumps(card), encoding="utf-8")
+    assert main(["--config", str(config_path), "classify", "--model", str(bundle),
+                 track]) == 3
+    assert "sha256 does not match" in capsys.readouterr().err

@@ -84,7 +84,9 @@ def _embedded(args: argparse.Namespace, config: Config):
 
     try:
         embedded = embed(dataset, config, backbones, threads=config.scan.workers or 2,
-                         progress=advance, pooled=needs_pooled(_embedding_read(args, config)),
+                         progress=advance,
+                         pooled=needs_pooled(_embedding_read(args, config),
+                                             _features_read(args, config)),
                          gate=gate)
     finally:
         progress.close()

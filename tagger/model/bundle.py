@@ -235,7 +235,7 @@ class TrainedHead:
         self.score_keys = tuple(f"head:{label}" for label in bundle.labels)
         self.features = bundle.features
         self.needs_gate = reads_gate(self.features)
-        self.needs_pooled = self.features != "audioset" and needs_pooled(bundle.embedding)
+        self.needs_pooled = needs_pooled(bundle.embedding, self.features)
         self.calibrator = bundle.calibrator
 
     def genre_scores(self, outputs: BackboneOutput,

@@ -80,10 +80,11 @@ def head_input(outputs: BackboneOutput, embedding: str, features: str = "musicnn
     return np.concatenate([outputs.features(embedding), audioset], axis=1, dtype=np.float32)
 
 
-def needs_pooled(embedding: str) -> bool:
-    """Whether a head on ``embedding`` reads the pooled features (which a scan does not cache:
-    such a head needs the track decoded once more)."""
-    return embedding in ("pooled", "both")
+def needs_pooled(embedding: str, features: str = "musicnn") -> bool:
+    """Whether a head on ``embedding`` (and the feature set ``features``) reads the pooled
+    features (which a scan does not cache: such a head needs the track decoded once more); a
+    head on the AudioSet features alone reads no musicnn embedding at all."""
+    return features != "audioset" and embedding in ("pooled", "both")
 
 
 def combined_sha256(models: Sequence[Backbone]) -> str:
