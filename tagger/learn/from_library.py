@@ -275,8 +275,8 @@ def learn(catalogue, config: Config, *, prefixes: Sequence[str] | None = None,
     if baseline:
         from tagger.learn.baseline import features_for
 
-        baseline_features, baseline_stats = features_for([t.path for t in embedded.tracks], config,
-                                                threads=threads)
+        baseline_features, baseline_stats = features_for(
+            [t.path for t in embedded.tracks], config, threads=threads)
     comparisons = []
     for grouping in groupings:
         groups = groups_for(embedded.tracks, grouping, embedded.keys)
