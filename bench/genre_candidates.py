@@ -32,7 +32,6 @@ from tagger.genre_tree import shipped_tree
 from tagger.model import genres as genre_map
 from tagger.model.backbone import output_keys
 from tagger.model.classify import Classifier
-from tagger.model.content import covering
 from tagger.model.vote import vote
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,8 +104,7 @@ def hear_all(classifier: Classifier, config: Config, tracks) -> list[dict]:
             continue
         tags = np.array([[s.scores[k] for k in classifier.output_keys]
                          for s in result.segments])
-        gate = heard.scores[covering(heard.embeddings.starts_s, track.starts_s,
-                                     config.model.segment_seconds)]
+        gate = classifier.aligned_gate([(track.starts_s, heard[1])]).tag_scores
         rows.append(dict(album=album, label=label, name=path.name, tags=tags, gate=gate,
                          product=result.vote.genre, content=result.content.kind.value))
     return rows

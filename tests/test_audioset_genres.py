@@ -18,7 +18,6 @@ from tagger.config import Config, ContentConfig
 from tagger.genre_tree import shipped_tree
 from tagger.model.cache import EmbeddingCache, segment_settings
 from tagger.model.classify import Classifier, head_sha256
-from tagger.model.content import covering
 from tagger.model.embeddings import combined_sha256
 from tagger.model.genres import AUDIOSET_GENRE_FLOOR, AUDIOSET_GENRES, build_vocabulary
 
@@ -100,8 +99,3 @@ def test_evidence_below_the_floor_counts_as_none():
     assert vocabulary.genre_scores(scores).tolist() == [[0.4, 0.0], [0.4, 0.6]]
     assert not build_vocabulary(keys, genres={"pop": ("msd:pop",)}).hears_audioset
 
-
-def test_each_segment_takes_the_gate_segment_that_covers_it():
-    starts = [round(i * 27 / 9, 3) + 40.0 for i in range(10)]  # 10 x 3 s over a 30 s window
-    assert covering([0.0, 20.0], starts, 3.0).tolist() == [0] * 5 + [1] * 5
-    assert covering([4.0], starts, 3.0).tolist() == [0] * 10  # one segment covers all

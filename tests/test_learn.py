@@ -28,8 +28,11 @@ from tagger.learn.calibrate import (
 )
 from tagger.learn.datasets import LabelledTrack
 from tagger.learn.evaluate import default_grouping, groups_for, stratified_folds
+from tagger.learn.train import load_backbones
 from tagger.library.catalogue import open_catalogue
+from tagger.model.cache import segment_settings
 from tagger.model.calibration import Calibrator
+from tagger.model.heads import HeadOptions
 
 HUNGARIAN = "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg"
 TCHAIKOVSKY = "Kevin_MacLeod_-_P_I_Tchaikovsky_Dance_of_the_Sugar_Plum_Fairy.ogg"
@@ -224,8 +227,11 @@ def test_learn_adopts_a_head_from_the_library_labels(library, tmp_path, capsys):
     # the user's own spellings, case unified; tagger's own writes (the bare files) are no label
     assert figures["tracks_per_genre"] == {"Classical": 5, "Jazz": 3, "electronic": 4}
     assert set(figures["folds"]) == {"artist", "track"}
+    # the head on each feature set (the content gate cached its AudioSet rows: auto tries all)
+    assert figures["features"]["evaluated"] == ["musicnn", "audioset", "both"]
     for grouping in figures["folds"].values():
-        assert set(grouping["models"]) == {"head", "default"}
+        assert set(grouping["models"]) == {"head", "default", "head:musicnn", "head:audioset",
+                                           "head:both"}
         head = grouping["models"]["head"]
         assert sum(r["tracks"] for r in head["per_genre"].values()) == 12
     assert figures["embedding"] == "penultimate"
@@ -256,7 +262,8 @@ def test_learn_adopts_a_head_from_the_library_labels(library, tmp_path, capsys):
 
 def test_learn_records_both_calibrations_and_the_bundle_carries_its_own(library):
     """The calibration path of learn --adopt (the tiny library is below MIN_TRACKS, so the
-    floor is lowered here): the default map's under the shipped pair's sha256, the head's
+    floor is lowered here): the default map's under the identity a classifier of the default
+    map records (the shipped pair's and, with its AudioSet genres, EfficientAT's), the head's
     under the adopted bundle's, and in the bundle's card."""
     from tagger.config import load_config
     from tagger.learn.datasets import GenreMap
@@ -272,6 +279,9 @@ def test_learn_records_both_calibrations_and_the_bundle_carries_its_own(library)
         head = catalogue.calibration_for(outcome.bundle.sha256)
         adopted = catalogue.adopted_model()
     assert default is not None and head is not None
+    from tagger.model.classify import head_sha256
+
+    assert outcome.default_sha256 == head_sha256(config)  # what scan and review look up
     assert adopted.sha256 == outcome.bundle.sha256 and adopted.name == "calibrated"
     for record, report in ((default, outcome.calibrations["default"]),
                            (head, outcome.calibrations["head"])):
@@ -319,3 +329,249 @@ def test_auto_without_calibration_falls_back_and_says_so(tmp_path, caplog):
                      str(clip.parent)]) == 0
     said = [r.getMessage() for r in caplog.records if "min_confidence" in r.getMessage()]
     assert len(said) == 1 and "using 0.35" in said[0]
+
+
+# ---------------------------------------------------------------- AudioSet features
+
+
+def test_auto_keeps_musicnn_unless_another_feature_set_is_better_by_artist():
+    """The rule of --features auto, on given held-out figures: a set must beat musicnn's
+    balanced accuracy on the grouped folds; ties go to musicnn, then to fewer inputs."""
+    from tagger.learn.from_library import Comparison, choose_features
+
+    def grouped(musicnn, audioset, both):
+        reports = {f"head:{name}": {"balanced_track_accuracy": value}
+                   for name, value in (("musicnn", musicnn), ("audioset", audioset),
+                                       ("both", both))}
+        return Comparison("artist", np.zeros(4, dtype=np.int64), {}, reports)
+
+    sets = ("musicnn", "audioset", "both")
+    assert choose_features(grouped(0.7, 0.7, 0.7), sets).chosen == "musicnn"
+    assert choose_features(grouped(0.7, 0.6, 0.69), sets).chosen == "musicnn"
+    assert choose_features(grouped(0.7, 0.71, 0.7), sets).chosen == "audioset"
+    assert choose_features(grouped(0.7, 0.75, 0.8), sets).chosen == "both"
+    assert choose_features(grouped(0.7, 0.8, 0.8), sets).chosen == "audioset"
+    forced = choose_features(grouped(0.9, 0.5, 0.5), sets, "both")
+    assert (forced.chosen, forced.requested) == ("both", "both")
+    assert "beats musicnn" in choose_features(grouped(0.5, 0.6, 0.5), sets).reason
+
+
+def test_learn_compares_every_feature_set_on_the_same_folds_from_the_gate_cache(library):
+    from tagger.config import load_config
+    from tagger.learn.datasets import GenreMap
+    from tagger.learn.from_library import learn
+    from tagger.learn.train import load_gate
+    from tagger.model.cache import EmbeddingCache
+    from tagger.model.content import gate_settings
+
+    _, config_path, _ = library
+    config = load_config(str(config_path))
+    with open_catalogue(config.database_url) as catalogue:
+        outcome = learn(catalogue, config, genre_map=GenreMap.parse(["electronica=electronic"]),
+                        min_tracks=3, folds=2)
+    embedded = outcome.embedded
+    assert outcome.features.evaluated == ("musicnn", "audioset", "both")
+    # nothing decoded: musicnn's rows and the content gate's, both from the scan's cache
+    stats = embedded.stats
+    assert (stats.cached, stats.decoded, stats.gate_cached, stats.gate_computed) == (12, 0, 12, 0)
+    with EmbeddingCache.for_config(config) as cache:
+        rows = cache.get_many(embedded.keys, load_gate(config).sha256,
+                              gate_settings(config.model.window_seconds))
+    assert len(rows) == 12
+    for emb, gate in zip(embedded.embeddings, embedded.gate):
+        assert gate.penultimate.shape[1] == 512
+        np.testing.assert_array_equal(gate.penultimate, rows[emb.key].penultimate)
+    # every model on the very same folds, every track held out once
+    for comparison in outcome.comparisons:
+        for key in ("default", "head:musicnn", "head:audioset", "head:both"):
+            assert np.array_equal(comparison.held[key].folds, comparison.folds)
+            per_genre = comparison.reports[key]["per_genre"]
+            assert sum(r["tracks"] for r in per_genre.values() if r["tracks"]) == 12
+    segments = sum(e.segments for e in embedded.embeddings)
+    for features, width in (("musicnn", 400), ("audioset", 512), ("both", 912)):
+        options = HeadOptions(embedding="penultimate", features=features)
+        assert embedded.head_input(options, load_backbones(config)).shape == (segments, width)
+    # the choice follows the rule on the grouped folds (by artist)
+    grouped = outcome.grouped
+    assert grouped.grouping == "artist"
+    best = {k: grouped.reports[f"head:{k}"]["balanced_track_accuracy"]
+            for k in outcome.features.evaluated}
+    chosen = outcome.features.chosen
+    assert outcome.options.features == chosen
+    assert grouped.held["head"] is grouped.held[f"head:{chosen}"]
+    if chosen == "musicnn":
+        assert all(best[k] <= best["musicnn"] for k in best)
+    else:
+        assert best[chosen] > best["musicnn"]
+
+
+def test_learn_features_musicnn_alone_and_the_gate_off(library, tmp_path, capsys):
+    root, config_path, state = library
+    report = tmp_path / "learn.json"
+    args = ["learn", "--min-tracks", "3", "--folds", "2", "--report", str(report)]
+    assert main(["--config", str(config_path), *args, "--features", "musicnn"]) == 0
+    printed = capsys.readouterr().out
+    assert "embeddings: 12 cached, 0 decoded" in printed
+    # the default map compared with it hears its AudioSet genres from the gate's cached rows
+    assert "AudioSet (content gate): 12 cached, 0 computed" in printed
+    figures = json.loads(report.read_text())
+    assert figures["features"]["evaluated"] == ["musicnn"]
+    assert figures["features"]["chosen"] == "musicnn"
+    # with [content] gate = false there are no AudioSet embeddings to learn from
+    off = tmp_path / "gate-off.toml"
+    off.write_text(config_path.read_text(encoding="utf-8") + "[content]\ngate = false\n",
+                   encoding="utf-8")
+    assert main(["--config", str(off), *args, "--features", "audioset"]) == 2
+    assert "[content] gate = true" in capsys.readouterr().err
+    assert main(["--config", str(off), *args]) == 0  # auto: musicnn alone, and says why
+    printed = capsys.readouterr().out
+    assert "[content] gate = false" in printed
+    assert json.loads(report.read_text())["features"]["evaluated"] == ["musicnn"]
+
+
+def test_the_classifier_pairs_each_segment_with_the_gate_segment_covering_it():
+    """A whole real track: ten 3 s segments over the middle 30 s, the gate's two 10 s
+    segments at its start and end; the first five take the first, the last five the second."""
+    from tagger.audio.features import prepare_track
+    from tagger.model.classify import Classifier
+
+    config = config_from_dict({})
+    track = prepare_track(str(real_clip(VIBE_ACE)), config)
+    classifier = Classifier(config)
+    _, heard = classifier.hear(track)
+    assert len(track.starts_s) == 10 and track.starts_s[0] > 10  # the middle of the track
+    assert heard.starts_s == (0.0, 20.0)
+    aligned = classifier.aligned_gate([(track.starts_s, heard)])
+    np.testing.assert_array_equal(aligned.penultimate, heard.penultimate[[0] * 5 + [1] * 5])
+
+
+def test_an_adopted_head_on_both_feature_sets_scans_and_retags_from_both_caches(
+        library, tmp_path, capsys):
+    import dataclasses
+
+    from tagger.config import load_config
+    from tagger.learn.datasets import GenreMap
+    from tagger.learn.from_library import learn
+    from tagger.library import tags
+    from tagger.model.cache import EmbeddingCache
+    from tagger.model.classify import Classifier
+
+    root, config_path, state = library
+    # every prediction written, whatever its confidence: the genre in the file is the head's
+    written = tmp_path / "tagger.toml"
+    written.write_text(config_path.read_text(encoding="utf-8").replace(
+        'min_confidence = "auto"', "min_confidence = 0.0"), encoding="utf-8")
+    config = load_config(str(written))
+    with open_catalogue(config.database_url) as catalogue:
+        outcome = learn(catalogue, config, genre_map=GenreMap.parse(["electronica=electronic"]),
+                        min_tracks=3, folds=2, features="both", adopt=True, name="both")
+    bundle = outcome.bundle
+    assert bundle.features == "both" and bundle.card["head"]["input_dim"] == 912
+    assert {b["name"] for b in bundle.card["backbones"]} == {
+        "MSD_musicnn", "MTT_musicnn", "EfficientAT_mn04_as"}
+    # a new file, scanned under the adopted head (the gate on: its default)
+    new = root / "New Arrivals" / "vibe.flac"
+    new.parent.mkdir()
+    cut(VIBE_ACE, 50, new)
+    at_rest(new.parent)
+    assert main(["--config", str(written), "-q", "scan", "--workers", "1", str(new)]) == 0
+    with open_catalogue(config.database_url) as catalogue:
+        record = catalogue.track(str(new))
+    prediction = record.prediction
+    assert prediction.model.sha256 == bundle.sha256
+    assert prediction.genre in bundle.labels
+    assert [g.casefold() for g in tags.read_genres(str(new))] == [prediction.genre.casefold()]
+    # the same vote again from the two caches (musicnn's rows and the gate's): what retag does
+    classifier = Classifier(dataclasses.replace(
+        config, model=dataclasses.replace(config.model, bundle=str(bundle.path))))
+    with EmbeddingCache.for_config(config) as cache:
+        key = record.content_id
+        musicnn = cache.get_scan(key, classifier.backbones.sha256, segment_settings(config))
+        gate = classifier.gate_cached(cache, [key])
+    again = classifier.classify_cached([(str(new), musicnn)], gate)[0]
+    assert again.vote.genre == prediction.genre
+    assert again.vote.confidence == pytest.approx(prediction.confidence, abs=2e-3)
+    # retag: every catalogued track re-predicted under it from the caches, none decoded
+    capsys.readouterr()
+    assert main(["--config", str(written), "retag", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["model"]["sha256"] == bundle.sha256
+    assert summary["need_scan"] == [] and summary["decoded"] == 0
+    assert summary["repredicted"] == summary["considered"] >= 13
+    # such a head cannot run without the gate: said at load, before anything is classified
+    off = tmp_path / "gate-off.toml"
+    off.write_text(written.read_text(encoding="utf-8") + "[content]\ngate = false\n",
+                   encoding="utf-8")
+    assert main(["--config", str(off), "scan", "--force", str(new)]) == 2
+    assert "[content] gate = true" in capsys.readouterr().err
+
+
+def test_tracks_without_the_gate_rows_are_decoded_once_for_them(library):
+    """A track scanned before the gate (or with it off) has musicnn's rows only: learning on
+    the AudioSet features decodes it once more, and caches the gate's rows for next time."""
+    import sqlite3
+
+    from tagger.config import load_config
+    from tagger.learn.datasets import GenreMap
+    from tagger.learn.from_library import library_labels
+    from tagger.learn.train import embed, load_gate
+    from tagger.model.cache import CACHE_FILE, TABLE, EmbeddingCache
+    from tagger.model.content import gate_settings
+
+    _, config_path, _ = library
+    config = load_config(str(config_path))
+    with open_catalogue(config.database_url) as catalogue:
+        dataset = library_labels(catalogue, genre_map=GenreMap.parse(["electronica=electronic"]),
+                                 min_tracks=3).dataset
+    backbones, gate = load_backbones(config), load_gate(config)
+    settings = gate_settings(config.model.window_seconds)
+    first = embed(dataset, config, backbones, pooled=False, gate=gate)
+    forgotten = first.keys[:3]
+    with sqlite3.connect(config.state_path / CACHE_FILE) as db:
+        db.executemany(f"DELETE FROM {TABLE} WHERE content_id = ? AND backbone = ?",
+                       [(key, gate.sha256) for key in forgotten])
+    again = embed(dataset, config, backbones, pooled=False, gate=gate)
+    stats = again.stats
+    assert (stats.cached, stats.decoded, stats.gate_cached, stats.gate_computed) == (9, 3, 9, 3)
+    for before, after in zip(first.gate, again.gate):  # the same audio heard again
+        assert after.starts_s == before.starts_s
+        assert np.corrcoef(np.ravel(after.penultimate), np.ravel(before.penultimate))[0, 1] > 0.99
+    with EmbeddingCache.for_config(config) as cache:
+        assert set(cache.get_many(forgotten, gate.sha256, settings)) == set(forgotten)
+    third = embed(dataset, config, backbones, pooled=False, gate=gate).stats
+    assert (third.decoded, third.gate_computed) == (0, 0)
+
+
+def test_train_eval_and_classify_with_a_bundle_on_the_audioset_features(library, tmp_path,
+                                                                        capsys):
+    """``tagger train --features audioset``: a bundle whose head reads the content gate's
+    embeddings (from the scan's cache), which ``classify --model`` and ``eval --model`` use."""
+    root, config_path, _ = library
+    bundle = tmp_path / "audioset-head"
+    labels = ["--from-tags", "--min-tracks", "3", "--map", "electronica=electronic"]
+    capsys.readouterr()
+    assert main(["--config", str(config_path), "train", *labels, "--features", "audioset",
+                 "--folds", "2", "--out", str(bundle)]) == 0
+    out = capsys.readouterr()
+    assert "head mlp on AudioSet" in out.out
+    assert "embeddings: 12 cached, 0 decoded" in out.err
+    assert "AudioSet (content gate): 12 cached, 0 computed" in out.err
+    card = json.loads((bundle / "bundle.json").read_text())
+    assert card["features"] == "audioset" and card["head"]["input_dim"] == 512
+    assert card["training"]["options"]["features"] == "audioset"
+    track = str(sorted(root.rglob("*.flac"))[0])
+    assert main(["--config", str(config_path), "classify", "--json", "--model", str(bundle),
+                 track]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["model"]["sha256"] == card["sha256"]
+    assert result["genre"] in card["labels"]
+    assert main(["--config", str(config_path), "eval", *labels, "--model", str(bundle),
+                 "--no-baseline", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["model"]["sha256"] == card["sha256"] and report["tracks"] == 12
+    # an edited feature set is another bundle: refused at load
+    card["features"] = "both"
+    (bundle / "bundle.json").write_text(json.dumps(card), encoding="utf-8")
+    assert main(["--config", str(config_path), "classify", "--model", str(bundle),
+                 track]) == 3
+    assert "sha256 does not match" in capsys.readouterr().err

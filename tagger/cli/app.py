@@ -143,6 +143,19 @@ def _head_options(parser: argparse.ArgumentParser, *, embedding: str) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def _feature_option(parser: argparse.ArgumentParser, *, auto: bool) -> None:
+    """train, eval and learn: which embeddings feed the head (docs/training.md)."""
+    choices = ("auto", "musicnn", "audioset", "both") if auto else ("musicnn", "audioset",
+                                                                      "both")
+    parser.add_argument(
+        "--features", choices=choices, default="auto" if auto else "musicnn",
+        help="what feeds the head: musicnn's --embedding, the content gate's AudioSet "
+             "embedding (EfficientAT, 512 values), or both; "
+             + ("auto (default): every set cross-validated on the same folds, musicnn kept "
+                "unless another's balanced accuracy by artist is higher" if auto
+                else "default musicnn"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="tagger", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"tagger {__version__}")
@@ -272,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "first)")
     _label_options(learn, min_tracks="--from-tags: leave out genres with fewer tracks")
     _head_options(learn, embedding="pooled")
+    _feature_option(learn, auto=False)
     learn.add_argument("--folds", type=int, default=5, metavar="K",
                        help="k-fold cross-validation by track (train: 0 skips it)")
 
@@ -318,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     learning.add_argument("--target-precision", type=float, metavar="P",
                           help="for the auto threshold (default: tags.target_precision)")
     _head_options(learning, embedding="penultimate, what scan caches")
+    _feature_option(learning, auto=True)
     learning.add_argument("--adopt", action="store_true",
                           help="write the head under the state directory and make it the "
                                "library's model")

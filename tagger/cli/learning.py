@@ -49,13 +49,47 @@ def _embedding_read(args: argparse.Namespace, config: Config) -> str:
     return _head_options(args).embedding
 
 
+#: what the default genre map reads of the networks (their tags: musicnn's feature set)
+DEFAULT_MAP_FEATURES = "musicnn"
+
+
+def _features_read(args: argparse.Namespace, config: Config) -> str:
+    """The feature set the head of this command reads (a bundle's, or the one trained)."""
+    if getattr(args, "model", None):
+        from tagger.model.bundle import (
+            DEFAULT_BUNDLE,
+            card_features,
+            read_card,
+            resolve_bundle_path,
+        )
+
+        if config.model.bundle == DEFAULT_BUNDLE:
+            return DEFAULT_MAP_FEATURES
+        return card_features(read_card(resolve_bundle_path(config)))
+    return args.features
+
+
+def _reads_gate(args: argparse.Namespace, config: Config) -> bool:
+    """Whether this command's head reads the content gate's outputs: a head on its
+    embeddings, or the default map with its AudioSet genres (``--model musicnn``)."""
+    from tagger.model.classify import hears_audioset_genres
+    from tagger.model.embeddings import reads_gate
+
+    features = _features_read(args, config)
+    default_map = getattr(args, "model", None) and features == DEFAULT_MAP_FEATURES
+    return reads_gate(features) or bool(default_map and hears_audioset_genres(config))
+
+
 def _embedded(args: argparse.Namespace, config: Config):
+    """The labelled set embedded, the musicnn backbones, and the content gate's network
+    (None unless the head reads its AudioSet embeddings)."""
     from tagger.cli.progress import ScanDisplay
-    from tagger.learn.train import embed, load_backbones
-    from tagger.model.embeddings import needs_pooled
+    from tagger.learn.train import embed, load_backbones, load_gate
+    from tagger.model.embeddings import needs_pooled, reads_gate
 
     dataset = _labelled_dataset(args, config)
     backbones = load_backbones(config)
+    gate = load_gate(config) if _reads_gate(args, config) else None
     progress = ScanDisplay(quiet=args.quiet, label="embedding")(len(dataset.tracks))
     last = [0]
 
@@ -65,19 +99,30 @@ def _embedded(args: argparse.Namespace, config: Config):
 
     try:
         embedded = embed(dataset, config, backbones, threads=config.scan.workers or 2,
-                         progress=advance, pooled=needs_pooled(_embedding_read(args, config)))
+                         progress=advance,
+                         pooled=needs_pooled(_embedding_read(args, config),
+                                             _features_read(args, config)),
+                         gate=gate)
     finally:
         progress.close()
     stats = embedded.stats
     print(f"embeddings: {stats.cached} cached, {stats.decoded} decoded, {stats.failed} "
-          f"unreadable ({stats.seconds:.1f} s)", file=sys.stderr)
-    return embedded, backbones
+          f"unreadable ({stats.seconds:.1f} s)" + _gate_stats(stats), file=sys.stderr)
+    return embedded, backbones, gate
+
+
+def _gate_stats(stats) -> str:
+    if not stats.gate_cached and not stats.gate_computed:
+        return ""
+    return (f"; AudioSet (content gate): {stats.gate_cached} cached, "
+            f"{stats.gate_computed} computed")
 
 
 def _head_options(args: argparse.Namespace):
     from tagger.model.heads import HeadOptions
 
-    given = {"embedding": args.embedding, "kind": args.head, "epochs": args.epochs}
+    given = {"embedding": args.embedding, "kind": args.head, "epochs": args.epochs,
+             "features": args.features}
     return HeadOptions(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
 
 
@@ -93,15 +138,17 @@ def _write_json(path: str, data: dict) -> None:
 def cmd_train(args: argparse.Namespace, config: Config) -> int:
     from tagger.learn.train import train_bundle
 
-    embedded, backbones = _embedded(args, config)
+    embedded, backbones, gate = _embedded(args, config)
     outcome = train_bundle(embedded, backbones, config, args.out, options=_head_options(args),
-                           folds=args.folds, name=args.name)  # folds < 2: no cross-validation
+                           folds=args.folds, name=args.name,  # folds < 2: no cross-validation
+                           gate=gate)
     bundle, report = outcome.bundle, outcome.report
     counts = ", ".join(f"{printable(g)} {n}" for g, n in embedded.tracks_per_label().items())
     print(f"bundle {bundle.name} ({bundle.sha256[:12]}) written to {bundle.path}")
     options = bundle.card["training"]["options"]
     print(f"trained on {len(embedded.tracks)} tracks: {counts}; head {options['kind']} on "
-          f"{options['embedding']} embeddings in {outcome.fit_seconds:.1f} s")
+          f"{_features_name(options['features'], options['embedding'])} in "
+          f"{outcome.fit_seconds:.1f} s")
     if report:
         print(f"{report['folds']}-fold cross-validation: track accuracy "
               f"{report['track_accuracy']:.3f}, segment accuracy {report['segment_accuracy']:.3f}"
@@ -117,12 +164,12 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
     from tagger.learn.eval_report import format_report, plot_confusion
     from tagger.learn.evaluate import evaluate_on_folds
 
-    embedded, backbones = _embedded(args, config)
+    embedded, backbones, gate = _embedded(args, config)
     head = None
     if args.model:
         from tagger.model.classify import genre_head
 
-        head = genre_head(config, backbones.models)
+        head = genre_head(config, backbones.models, gate_models=gate.models if gate else ())
     features = None
     if args.baseline and head is None:
         from tagger.learn.baseline import features_for
@@ -137,7 +184,8 @@ def cmd_eval(args: argparse.Namespace, config: Config) -> int:
               f"{stats.failed} unreadable ({stats.seconds:.1f} s)", file=sys.stderr)
     report, held = evaluate_on_folds(
         embedded, backbones, options=_head_options(args) if head is None else None, head=head,
-        k=args.folds, seed=args.seed, group_by=args.group_by, baseline_features=features)
+        k=args.folds, seed=args.seed, group_by=args.group_by, baseline_features=features,
+        gate=gate)
     sha = head.info.sha256 if head is not None else ""
     calibration = calibrate(held, sha, target=config.tags.target_precision)
     report["calibration"] = calibration.as_dict() if calibration else None
@@ -168,6 +216,12 @@ def _console():
     # genre from a file's tags ("[red]...") is text
     return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 132,
                    highlight=False, markup=False)
+
+
+def _features_name(features: str, embedding: str) -> str:
+    """What a head reads, in words: ``penultimate``, ``AudioSet``, ``penultimate + AudioSet``."""
+    return {"musicnn": embedding, "audioset": "AudioSet",
+            "both": f"{embedding} + AudioSet"}[features]
 
 
 def _f(value, digits: int = 3) -> str:
@@ -213,7 +267,9 @@ def cmd_learn(args: argparse.Namespace, config: Config) -> int:
         try:
             outcome = learn(catalogue, config, prefixes=prefixes, genre_map=genre_map,
                             min_tracks=args.min_tracks, folds=args.folds,
-                            group_by=args.group_by, options=options, baseline=args.baseline,
+                            group_by=args.group_by, options=options,
+                            features=args.features,
+                            baseline=args.baseline,
                             adopt=args.adopt, name=args.name,
                             calibration_method=args.calibration or DEFAULT_METHOD,
                             target=args.target_precision, threads=config.scan.workers or 2,
@@ -250,7 +306,7 @@ def print_learn(outcome, args: argparse.Namespace, config: Config) -> None:
     console.print(f"labels: {len(embedded.tracks)} tracks in {len(embedded.labels)} genres"
                   + (f" ({sources})" if sources else ""))
     console.print(f"embeddings: {stats.cached} cached, {stats.decoded} decoded, "
-                  f"{stats.failed} unreadable ({stats.seconds:.1f} s)")
+                  f"{stats.failed} unreadable ({stats.seconds:.1f} s)" + _gate_stats(stats))
     if outcome.baseline_stats is not None:
         b = outcome.baseline_stats
         console.print(f"baseline features: {b.cached} cached, {b.decoded} decoded, "
@@ -266,16 +322,23 @@ def print_learn(outcome, args: argparse.Namespace, config: Config) -> None:
         console.print(f"the default map cannot name: {unknown} (every such track counts as a "
                       "miss for it; --map renames labels)")
 
+    options, choice = outcome.options, outcome.features
     names = {"default": "default map (musicnn)",
-             "head": f"head ({outcome.options.kind} on {outcome.options.embedding})",
+             "head": f"head ({options.kind} on "
+                     f"{_features_name(choice.chosen, options.embedding)})",
              "baseline": "baseline (MFCC + logistic regression)"}
+    for features in choice.evaluated:
+        names[f"head:{features}"] = (f"head ({options.kind} on "
+                                     f"{_features_name(features, options.embedding)})"
+                                     + (" *" if features == choice.chosen
+                                        and len(choice.evaluated) > 1 else ""))
     overall = Table(title="held-out accuracy on the same folds (tracks, after the vote)")
     overall.add_column("model")
     for comparison in outcome.comparisons:
         k = len(set(comparison.folds.tolist()))
         overall.add_column(f"by {comparison.grouping}\n{k} folds", justify="right")
         overall.add_column(f"by {comparison.grouping}\nbalanced", justify="right")
-    for key in ("default", "head", "baseline"):
+    for key in ("default", *(f"head:{f}" for f in choice.evaluated), "baseline"):
         if key not in outcome.grouped.reports:
             continue
         cells = []
@@ -284,6 +347,8 @@ def print_learn(outcome, args: argparse.Namespace, config: Config) -> None:
             cells += [_f(r["track_accuracy"]), _f(r["balanced_track_accuracy"])]
         overall.add_row(names[key], *cells)
     console.print(overall)
+    console.print(f"features: {choice.chosen} ({'* above; ' if len(choice.evaluated) > 1 else ''}"
+                  f"--features {choice.requested}): {choice.reason}")
 
     grouped = outcome.grouped
     per = Table(title=f"per genre (folds by {grouped.grouping}): precision / recall / F1")

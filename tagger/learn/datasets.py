@@ -30,13 +30,16 @@ from tagger.library.discover import is_ignored, walk
 
 # GenreMap moved to the library (scan uses it); kept here
 from tagger.library.genres import GenreMap, genre_key
+from tagger.model.content import gate_settings, nearest_gate_segments
 from tagger.model.embeddings import (
     BackboneOutput,
     Backbones,
     EmbeddingCache,
     ExtractStats,
     TrackEmbeddings,
-    extract,
+    extract_with_gate,
+    head_input,
+    reads_gate,
 )
 
 log = logging.getLogger(__name__)
@@ -188,6 +191,10 @@ class EmbeddedSet:
     embeddings: list[TrackEmbeddings]
     stats: ExtractStats
     labels: tuple[str, ...] = ()
+    #: the content gate's embeddings of each track (None: not extracted), and the length of
+    #: musicnn's segments that pairs them with its segments
+    gate: list[TrackEmbeddings] | None = None
+    segment_seconds: float = 3.0
 
     def __post_init__(self):
         self.labels = tuple(sorted({t.genre for t in self.tracks}))
@@ -220,6 +227,27 @@ class EmbeddedSet:
     def features(self, kind: str, backbones: Backbones) -> np.ndarray:
         return self.outputs(backbones).features(kind)
 
+    def gate_penultimate(self) -> np.ndarray:
+        """The content gate's embedding for every segment (tracks in order): each segment
+        gets the gate segment covering it (:func:`~tagger.model.content.nearest_gate_segments`),
+        as the classifier pairs them."""
+        if self.gate is None:
+            raise ValueError("this set was embedded without the content gate's embeddings")
+        return np.concatenate([
+            g.penultimate[nearest_gate_segments(e.starts_s, g.starts_s, self.segment_seconds)]
+            for e, g in zip(self.embeddings, self.gate)])
+
+    def gate_outputs(self, gate: Backbones) -> BackboneOutput:
+        """:meth:`gate_penultimate` with the tag scores of ``gate``'s output layer over it."""
+        pen = self.gate_penultimate()
+        return BackboneOutput(gate.tag_scores_from_penultimate(pen), pen)
+
+    def head_input(self, options, backbones: Backbones) -> np.ndarray:
+        """What a head with ``options`` (:class:`~tagger.model.heads.HeadOptions`) reads of
+        every segment: its embedding of musicnn, of the content gate, or both."""
+        gate = self.gate_penultimate() if reads_gate(options.features) else None
+        return head_input(self.outputs(backbones), options.embedding, options.features, gate)
+
     def segments_per_label(self) -> dict[str, int]:
         counts = Counter()
         for track, emb in zip(self.tracks, self.embeddings):
@@ -234,16 +262,22 @@ class EmbeddedSet:
 def embed_dataset(dataset: Dataset, config: Config, backbones: Backbones,
                   cache: EmbeddingCache | None, *, threads: int = 2,
                   progress: Callable[[int, int], None] | None = None,
-                  pooled: bool = True) -> EmbeddedSet:
+                  pooled: bool = True, gate: Backbones | None = None) -> EmbeddedSet:
     """Embeddings of every labelled track (cached ones read, the rest decoded and cached).
 
     ``pooled`` False: a scan's cached row (no pooled features) is enough, for a head on
-    ``penultimate`` or ``tags`` (:func:`tagger.model.embeddings.needs_pooled`)."""
+    ``penultimate`` or ``tags`` (:func:`tagger.model.embeddings.needs_pooled`). ``gate``: the
+    content gate's network: its embeddings too (the rows scan cached; a track without them
+    is decoded once more), for heads on the AudioSet features."""
     paths = [t.path for t in dataset.tracks]
-    embeddings, stats = extract(paths, config, backbones, cache, threads=threads,
-                                progress=progress, pooled=pooled)
-    kept = [(t, e) for t, e in zip(dataset.tracks, embeddings) if e is not None]
+    embeddings, gated, stats = extract_with_gate(
+        paths, config, backbones, cache, gate=gate,
+        gate_settings=gate_settings(config.model.window_seconds), threads=threads,
+        progress=progress, pooled=pooled)
+    kept = [(t, e, g) for t, e, g in zip(dataset.tracks, embeddings, gated) if e is not None]
     if stats.failed:
         log.warning("%d of %d tracks could not be read and are left out", stats.failed,
                     len(paths))
-    return EmbeddedSet(dataset, [t for t, _ in kept], [e for _, e in kept], stats)
+    return EmbeddedSet(dataset, [t for t, _, _ in kept], [e for _, e, _ in kept], stats,
+                       gate=None if gate is None else [g for _, _, g in kept],
+                       segment_seconds=config.model.segment_seconds)

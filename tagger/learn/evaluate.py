@@ -176,7 +176,7 @@ def head_held_out(embedded: EmbeddedSet, backbones: Backbones, options: HeadOpti
     labels = embedded.labels
     y_track = embedded.track_labels
     seg_tracks = embedded.segment_tracks
-    x = embedded.features(options.embedding, backbones)
+    x = embedded.head_input(options, backbones)
     y_seg = y_track[seg_tracks]
     pred_track = np.full(len(y_track), -1, dtype=np.int64)
     confidence = np.zeros(len(y_track))
@@ -198,13 +198,15 @@ def head_held_out(embedded: EmbeddedSet, backbones: Backbones, options: HeadOpti
 
 
 def fixed_held_out(embedded: EmbeddedSet, backbones: Backbones, head,
-                   folds: np.ndarray | None = None) -> HeldOut:
+                   folds: np.ndarray | None = None, gate: Backbones | None = None) -> HeldOut:
     """A fixed model (no training: the default genre map, or a bundle) on every track.
 
     Its genres are matched to the dataset's labels case-insensitively (``Classical`` is the
     default map's ``classical``), so that the comparison is about music, not spelling.
+    ``gate``: the content gate's network, for a head that reads its outputs.
     """
-    scores = head.genre_scores(embedded.outputs(backbones))
+    aligned = embedded.gate_outputs(gate) if head.reads_gate and gate is not None else None
+    scores = head.genre_scores(embedded.outputs(backbones), aligned)
     genres = tuple(head.genres)
     spelled = {genre_key(label): label for label in embedded.labels}
     named = [spelled.get(genre_key(g), g) for g in genres]
@@ -268,7 +270,8 @@ def cross_validated(embedded: EmbeddedSet, backbones: Backbones, options: HeadOp
         "folds_requested": k,
         "seed": seed,
         "model": {"name": "head trained per fold", "embedding": options.embedding,
-                  "head": options.kind, "options": options.as_dict()},
+                  "features": options.features, "head": options.kind,
+                  "options": options.as_dict()},
         "elapsed_s": round(time.perf_counter() - started, 3),
     })
     return _with_dataset(report, embedded), held
@@ -301,13 +304,14 @@ def _summary(report: dict) -> dict:
 
 def evaluate_on_folds(embedded: EmbeddedSet, backbones: Backbones, *,
                       options: HeadOptions | None = None, head=None, k: int = 5, seed: int = 0,
-                      group_by: str | None = None, baseline_features=None
-                      ) -> tuple[dict, HeldOut]:
+                      group_by: str | None = None, baseline_features=None,
+                      gate: Backbones | None = None) -> tuple[dict, HeldOut]:
     """``tagger eval``: a head cross-validated (``options``) or a fixed ``head``, on folds
     grouped by ``group_by`` (default: :func:`default_grouping`), and again by track when
     that differs (``report["ungrouped"]``); the baseline on the same folds when its
     features are given (``report["baseline"]``). Returns the report and the held-out
-    predictions of the grouped folds (for calibration)."""
+    predictions of the grouped folds (for calibration). ``gate``: the content gate's network,
+    for a fixed head that reads its outputs."""
     grouping = group_by or default_grouping(embedded.tracks)
     y = list(embedded.track_labels)
     try:
@@ -326,7 +330,7 @@ def evaluate_on_folds(embedded: EmbeddedSet, backbones: Backbones, *,
             reports[name], helds[name] = cross_validated(embedded, backbones, options, k, seed,
                                                          folds=folds)
         else:
-            helds[name] = fixed_held_out(embedded, backbones, head, folds)
+            helds[name] = fixed_held_out(embedded, backbones, head, folds, gate)
             reports[name] = evaluate_head(embedded, backbones, head, held=helds[name])
     report = reports[grouping]
     report["grouped_by"] = grouping

@@ -8,9 +8,12 @@ map on the same folds, calibrated, and (``--adopt``) made the library's model.
 2. The embeddings: read from the cache scan fills; only what is missing is decoded.
 3. The folds: ``StratifiedGroupKFold``, grouped by artist (album, then the audio identity when
    the tags lack it; ``group_by``), and, for comparison, by track.
-4. On the very same folds: a head trained per fold, the default genre map (no training: its
-   genres matched to the labels case-insensitively), and optionally the MFCC baseline.
-5. Calibration of the head and of the default map on the grouped held-out folds
+4. On the very same folds: a head trained per fold on each feature set (musicnn's embedding,
+   the content gate's AudioSet embedding, both: :data:`FEATURE_SETS`), the default genre map
+   (no training: its genres matched to the labels case-insensitively), and optionally the
+   MFCC baseline. ``features="auto"`` keeps the head on musicnn unless the grouped folds say
+   another set is better (:func:`choose_features`).
+5. Calibration of the chosen head and of the default map on the grouped held-out folds
    (:mod:`tagger.learn.calibrate`), with the ``tags.min_confidence = "auto"`` threshold.
 6. ``adopt``: the head trained on every labelled track is written to
    ``<state>/models/<name>-<sha12>`` with its calibration in the card, and recorded with
@@ -19,6 +22,7 @@ map on the same folds, calibrated, and (``--adopt``) made the library's model.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -46,9 +50,9 @@ from tagger.learn.evaluate import (
     held_out_report,
     stratified_folds,
 )
-from tagger.learn.train import embed, load_backbones, train_bundle
+from tagger.learn.train import embed, load_backbones, load_gate, train_bundle
 from tagger.library.genres import genre_key
-from tagger.model.embeddings import Backbones, needs_pooled
+from tagger.model.embeddings import FEATURE_SETS, Backbones, needs_pooled
 from tagger.model.heads import HeadOptions
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,8 @@ log = logging.getLogger(__name__)
 #: the embedding ``learn`` trains on: the one scan caches for every track (no decode)
 LEARN_EMBEDDING = "penultimate"
 MODELS_DIR = "models"
+#: ``--features``: a feature set, or auto (the rule of :func:`choose_features`)
+FEATURE_CHOICES = ("auto", *FEATURE_SETS)
 
 
 @dataclass
@@ -114,19 +120,60 @@ class Comparison:
 
     grouping: str  # artist | album | track
     folds: np.ndarray
-    held: dict[str, HeldOut]  # "head" / "default" / "baseline"
+    # "default", "head:<feature set>" for each set evaluated, "head" (the chosen set's),
+    # "baseline"
+    held: dict[str, HeldOut]
     reports: dict[str, dict]
+
+
+@dataclass(frozen=True)
+class FeatureChoice:
+    """Which feature set the head reads, and why."""
+
+    requested: str  # auto or a feature set
+    evaluated: tuple[str, ...]  # the sets cross-validated, musicnn first
+    chosen: str
+    reason: str
+
+
+def choose_features(grouped: Comparison, evaluated: Sequence[str], requested: str = "auto"
+                    ) -> FeatureChoice:
+    """The feature set of the head: ``requested``, unless it is auto. Auto keeps musicnn
+    unless another set's held-out **balanced** track accuracy on the grouped folds (by
+    artist, by default) is strictly higher than musicnn's (at the report's four decimals);
+    of several that are, the highest, ties to the one with fewer inputs (audioset, then
+    both). musicnn is the cheaper default: a head on it needs no content gate."""
+    def balanced(features: str) -> float:
+        value = grouped.reports[f"head:{features}"]["balanced_track_accuracy"]
+        return -1.0 if value is None else value
+
+    evaluated = tuple(evaluated)
+    scores = ", ".join(f"{f} {balanced(f):.3f}" for f in evaluated)
+    where = f"balanced accuracy by {grouped.grouping}: {scores}"
+    if requested != "auto":
+        return FeatureChoice(requested, evaluated, requested, f"asked for ({where})")
+    best = "musicnn"
+    for features in evaluated:
+        if balanced(features) > balanced(best):
+            best = features
+    if best == "musicnn":
+        reason = (f"no other feature set beats musicnn ({where})" if len(evaluated) > 1
+                  else "the content gate is off ([content] gate = false): musicnn only")
+    else:
+        reason = f"beats musicnn ({where})"
+    return FeatureChoice(requested, evaluated, best, reason)
 
 
 @dataclass
 class LearnOutcome:
     labels: Labels
     embedded: EmbeddedSet
-    options: HeadOptions
+    options: HeadOptions  # the chosen head's (``features``: the chosen set)
     unknown_to_default: list[str]  # labels the default map cannot name at all
     comparisons: list[Comparison]  # the grouped one first
     calibrations: dict[str, CalibrationReport | None]  # "head" / "default"
     default_sha256: str
+    features: FeatureChoice
     target_precision: float = 0.9
     baseline_stats: object | None = None
     bundle: object | None = None  # the adopted Bundle
@@ -147,10 +194,15 @@ class LearnOutcome:
             "unknown_to_default_map": self.unknown_to_default,
             "label_sources": self.labels.sources,
             "embedding": self.options.embedding,
+            "features": {"requested": self.features.requested,
+                         "evaluated": list(self.features.evaluated),
+                         "chosen": self.features.chosen, "reason": self.features.reason},
             "head": self.options.kind,
             "embeddings": {"cached": self.embedded.stats.cached,
                            "decoded": self.embedded.stats.decoded,
-                           "unreadable": self.embedded.stats.failed},
+                           "unreadable": self.embedded.stats.failed,
+                           "gate_cached": self.embedded.stats.gate_cached,
+                           "gate_computed": self.embedded.stats.gate_computed},
             "folds": {},
             "calibration": {k: (v.as_dict() if v else None)
                             for k, v in self.calibrations.items()},
@@ -169,6 +221,7 @@ class LearnOutcome:
 def learn(catalogue, config: Config, *, prefixes: Sequence[str] | None = None,
           genre_map: GenreMap | None = None, min_tracks: int = 5, folds: int = 5,
           group_by: str = "artist", options: HeadOptions | None = None,
+          features: str = "auto",
           baseline: bool = False, adopt: bool = False, name: str = "library",
           calibration_method: str = DEFAULT_METHOD, target: float | None = None,
           min_calibration_tracks: int = MIN_TRACKS,
@@ -180,8 +233,15 @@ def learn(catalogue, config: Config, *, prefixes: Sequence[str] | None = None,
 
     ``labels``: labels made elsewhere (:func:`labels_from_rows`; ``prefixes`` and
     ``genre_map`` then do not apply); the catalogue still records the calibrations and
-    the adoption."""
+    the adoption. ``features``: auto (every set the config allows, chosen by
+    :func:`choose_features`), ``musicnn`` (that set alone: no content gate), or a set that
+    reads the gate (every set evaluated, that one adopted; needs ``[content] gate``)."""
     options = options or HeadOptions(embedding=LEARN_EMBEDDING)
+    if features not in FEATURE_CHOICES:
+        raise ValueError(f"unknown feature set {features!r}; choose from "
+                         f"{', '.join(FEATURE_CHOICES)}")
+    evaluated = (("musicnn",) if features == "musicnn"
+                 or (features == "auto" and not config.content.gate) else FEATURE_SETS)
     target = config.tags.target_precision if target is None else target
     if labels is None:
         labels = library_labels(catalogue, prefixes=prefixes, genre_map=genre_map,
@@ -196,57 +256,70 @@ def learn(catalogue, config: Config, *, prefixes: Sequence[str] | None = None,
                if labels.too_few else "")
             + " ('tagger scan' first; then set genres, or lower --min-tracks)")
     backbones = backbones or load_backbones(config)
-    # a head on penultimate (or tags) needs only what scan caches: no decode for a scanned
-    # library; pooled features are decoded (and cached) where missing
-    embedded = embed(labels.dataset, config, backbones, threads=threads, progress=progress,
-                     pooled=needs_pooled(options.embedding))
-    from tagger.model.classify import genre_head
+    from tagger.model.classify import genre_head, hears_audioset_genres
 
+    # the gate's network for the sets that read it, and for the default map when its
+    # AudioSet genres are on (a ConfigError when the gate is off and a set needs it)
+    gate = (load_gate(config) if len(evaluated) > 1 or hears_audioset_genres(config)
+            else None)
+    # a head on penultimate (or tags) needs only what scan caches: no decode for a scanned
+    # library (the content gate's rows included); pooled features, and the gate's rows of a
+    # track scanned without the gate, are decoded (and cached) where missing
+    embedded = embed(labels.dataset, config, backbones, threads=threads, progress=progress,
+                     pooled=needs_pooled(options.embedding), gate=gate)
     default_config = _with_default_model(config)
-    default = genre_head(default_config, backbones.models)
+    default = genre_head(default_config, backbones.models,
+                         gate_models=gate.models if gate is not None else ())
     spelled = {genre_key(g) for g in default.genres}
     unknown = sorted(g for g in embedded.labels if genre_key(g) not in spelled)
 
     y = list(embedded.track_labels)
     groupings = [group_by] + (["track"] if group_by != "track" else [])
-    features, baseline_stats = None, None
+    baseline_features, baseline_stats = None, None
     if baseline:
         from tagger.learn.baseline import features_for
 
-        features, baseline_stats = features_for([t.path for t in embedded.tracks], config,
-                                                threads=threads)
+        baseline_features, baseline_stats = features_for(
+            [t.path for t in embedded.tracks], config, threads=threads)
     comparisons = []
     for grouping in groupings:
         groups = groups_for(embedded.tracks, grouping, embedded.keys)
         fold_of = stratified_folds(y, folds, options.seed, groups=groups)
-        held = {"head": head_held_out(embedded, backbones, options, fold_of),
-                "default": fixed_held_out(embedded, backbones, default, fold_of)}
-        if features is not None:
+        held = {"default": fixed_held_out(embedded, backbones, default, fold_of, gate)}
+        for feature_set in evaluated:
+            held[f"head:{feature_set}"] = head_held_out(
+                embedded, backbones, dataclasses.replace(options, features=feature_set),
+                fold_of)
+        if baseline_features is not None:
             from tagger.learn.baseline import baseline_held_out
 
-            held["baseline"] = baseline_held_out(embedded, features, fold_of, options.seed)
+            held["baseline"] = baseline_held_out(embedded, baseline_features, fold_of,
+                                                 options.seed)
         reports = {k: held_out_report(h, embedded) for k, h in held.items()}
         comparisons.append(Comparison(grouping, fold_of, held, reports))
     grouped = comparisons[0]
+    choice = choose_features(grouped, evaluated, features)
+    options = dataclasses.replace(options, features=choice.chosen)
+    for comparison in comparisons:
+        comparison.held["head"] = comparison.held[f"head:{choice.chosen}"]
+        comparison.reports["head"] = comparison.reports[f"head:{choice.chosen}"]
     calibrations = {
-        "default": calibrate(grouped.held["default"], backbones.sha256,
+        "default": calibrate(grouped.held["default"], default.info.sha256,
                              method=calibration_method, target=target,
                              min_tracks=min_calibration_tracks),
         "head": calibrate(grouped.held["head"], "", method=calibration_method,
                           target=target, min_tracks=min_calibration_tracks),
     }
     outcome = LearnOutcome(labels, embedded, options, unknown, comparisons, calibrations,
-                           backbones.sha256, target, baseline_stats)
+                           default.info.sha256, choice, target, baseline_stats)
     if calibrations["default"] is not None:
         _record_calibration(catalogue, calibrations["default"])
     if adopt:
-        _adopt(outcome, catalogue, config, backbones, name)
+        _adopt(outcome, catalogue, config, backbones, name, gate)
     return outcome
 
 
 def _with_default_model(config: Config) -> Config:
-    import dataclasses
-
     return dataclasses.replace(config, model=dataclasses.replace(config.model,
                                                                  bundle="musicnn"))
 
@@ -260,7 +333,7 @@ def _record_calibration(catalogue, report: CalibrationReport) -> int:
 
 
 def _adopt(outcome: LearnOutcome, catalogue, config: Config, backbones: Backbones,
-           name: str) -> None:
+           name: str, gate: Backbones | None) -> None:
     """Train on every labelled track, write the bundle under the state dir, record it."""
     models = config.state_path / MODELS_DIR
     staging = models / f".{name}.new"
@@ -276,7 +349,7 @@ def _adopt(outcome: LearnOutcome, catalogue, config: Config, backbones: Backbone
                   folds=int(len(set(grouped.folds.tolist()))), grouped_by=grouped.grouping)
     trained = train_bundle(outcome.embedded, backbones, config, staging,
                            options=outcome.options, name=name, report=report,
-                           calibration=calibration)
+                           calibration=calibration, gate=gate)
     bundle = trained.bundle
     final = models / f"{name}-{bundle.sha256[:12]}"
     try:
@@ -287,7 +360,7 @@ def _adopt(outcome: LearnOutcome, catalogue, config: Config, backbones: Backbone
         raise WriteError(f"cannot place the bundle: {exc}", final) from None
     from tagger.model.bundle import load_bundle
 
-    bundle = load_bundle(final, backbones.models, config)
+    bundle = load_bundle(final, [*backbones.models, *(gate.models if gate else ())], config)
     if head_cal is not None:
         head_cal.model_sha256 = bundle.sha256
         _record_calibration(catalogue, head_cal)

@@ -22,7 +22,7 @@ from tagger.learn.datasets import Dataset, EmbeddedSet, embed_dataset
 from tagger.learn.evaluate import cross_validate
 from tagger.model.bundle import Bundle, write_bundle
 from tagger.model.classify import SHIPPED_MODELS, configure_threads
-from tagger.model.embeddings import Backbones, EmbeddingCache
+from tagger.model.embeddings import Backbones, EmbeddingCache, reads_gate
 from tagger.model.heads import HeadOptions, fit_head
 from tagger.model.musicnn import load_musicnn
 
@@ -39,17 +39,34 @@ def load_backbones(config: Config) -> Backbones:
     return Backbones([load_musicnn(n) for n in SHIPPED_MODELS], config.model.batch_segments)
 
 
+def load_gate(config: Config) -> Backbones:
+    """The content gate's network (EfficientAT), for heads on its AudioSet embeddings; a
+    ConfigError when ``[content] gate`` is off (then no scan computed them, and no classifier
+    could feed such a head)."""
+    if not config.content.gate:
+        raise ConfigError("the AudioSet features are the content gate's embeddings: they need "
+                          "[content] gate = true")
+    from tagger.model.content import check_labels
+    from tagger.model.efficientat import load_efficientat
+
+    configure_threads(config.model.threads)
+    audioset = load_efficientat()
+    check_labels(audioset.labels)
+    return Backbones([audioset], config.model.batch_segments)
+
+
 def embed(dataset: Dataset, config: Config, backbones: Backbones, *, use_cache: bool = True,
           threads: int = 2, progress: Callable[[int, int], None] | None = None,
-          pooled: bool = True) -> EmbeddedSet:
+          pooled: bool = True, gate: Backbones | None = None) -> EmbeddedSet:
     """Embed a dataset through the state directory's cache (``use_cache=False``: no cache;
-    ``pooled`` False: the head reads no pooled features, a scan's cached row will do)."""
+    ``pooled`` False: the head reads no pooled features, a scan's cached row will do;
+    ``gate``: the content gate's embeddings too, :func:`load_gate`)."""
     if not dataset.tracks:
         raise ConfigError(f"{dataset.name}: no labelled tracks")
     cache = EmbeddingCache.for_config(config) if use_cache else None
     try:
         embedded = embed_dataset(dataset, config, backbones, cache, threads=threads,
-                                 progress=progress, pooled=pooled)
+                                 progress=progress, pooled=pooled, gate=gate)
     finally:
         if cache is not None:
             cache.close()
@@ -70,14 +87,18 @@ class TrainOutcome:
 def train_bundle(embedded: EmbeddedSet, backbones: Backbones, config: Config, out: str | Path,
                  *, options: HeadOptions = HeadOptions(), folds: int = 5,
                  name: str | None = None, report: dict | None = None,
-                 calibration: dict | None = None) -> TrainOutcome:
+                 calibration: dict | None = None,
+                 gate: Backbones | None = None) -> TrainOutcome:
     """Cross-validate (``folds`` >= 2), train on everything, write the bundle to ``out``.
 
     ``report``: a cross-validation report made already (``folds`` is then ignored);
-    ``calibration``: the calibrator for the card (:mod:`tagger.learn.calibrate`)."""
+    ``calibration``: the calibrator for the card (:mod:`tagger.learn.calibrate`); ``gate``:
+    the content gate's network, whose identity a head on the AudioSet features records."""
+    if reads_gate(options.features) and gate is None:
+        raise ValueError(f"a head on {options.features!r} features needs the content gate")
     if report is None and folds >= 2:
         report = cross_validate(embedded, backbones, options, folds, options.seed)
-    x = embedded.features(options.embedding, backbones)
+    x = embedded.head_input(options, backbones)
     fit = fit_head(x, embedded.segment_labels, len(embedded.labels), options)
     dataset = embedded.dataset
     training = {
@@ -102,7 +123,9 @@ def train_bundle(embedded: EmbeddedSet, backbones: Backbones, config: Config, ou
             "dropout": options.dropout if options.kind == "mlp" else 0.0}
     out = Path(out).expanduser().absolute()
     bundle = write_bundle(out, fit.net, name=name or out.name, labels=embedded.labels,
-                          embedding=options.embedding, head=head, backbones=backbones.models,
+                          embedding=options.embedding, head=head,
+                          backbones=[*backbones.models,
+                                     *(gate.models if reads_gate(options.features) else ())],
                           config=config, training=training, metrics=metrics,
-                          calibration=calibration)
+                          calibration=calibration, features=options.features)
     return TrainOutcome(bundle, embedded, report, fit.seconds)

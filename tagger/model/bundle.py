@@ -4,13 +4,15 @@ A bundle is a directory::
 
     BUNDLE/
       head.pt       the head's torch state_dict (tensors only: loads with weights_only=True)
-      bundle.json   the card: name, sha256, labels, embedding, head shape, backbones (names
-                    and sha256), segment settings, training data summary, metrics from
-                    cross-validation
+      bundle.json   the card: name, sha256, labels, embedding, feature set, head shape,
+                    backbones (names and sha256), segment settings, training data summary,
+                    metrics from cross-validation
 
 The bundle's sha256 covers ``head.pt``'s bytes and every card field that changes what the
-bundle predicts (format, labels, embedding, head shape, backbones, segment length); it is
-checked at load, and so is each backbone's sha256 against the shipped weights. It is also
+bundle predicts (format, labels, embedding, feature set, head shape, backbones, segment
+length); it is checked at load, and so is each backbone's sha256 against the shipped weights
+(EfficientAT's too, for a head on the content gate's AudioSet embeddings: ``features``
+``audioset`` or ``both``). It is also
 the identity the catalogue records for every prediction the bundle makes. Select a bundle
 with ``model.bundle = "path"`` in tagger.toml (relative to the file's folder) or ``--model``.
 """
@@ -45,10 +47,19 @@ WEIGHTS = "head.pt"
 DEFAULT_BUNDLE = "musicnn"  # model.bundle value meaning the shipped pair with the genre map
 #: the card fields the sha256 covers, besides the weights
 IDENTITY_FIELDS = ("format", "labels", "embedding", "head", "backbones", "segment_seconds")
+#: the feature set of a card without one (the bundles before AudioSet features)
+MUSICNN_FEATURES = "musicnn"
+
+
+def card_features(card: dict) -> str:
+    """The feature set a bundle's head reads (tagger.model.embeddings.FEATURE_SETS)."""
+    return card.get("features") or MUSICNN_FEATURES
 
 
 def bundle_sha256(card: dict, weights: bytes) -> str:
     identity = {k: card.get(k) for k in IDENTITY_FIELDS}
+    if card_features(card) != MUSICNN_FEATURES:  # musicnn bundles keep the sha256 they had
+        identity["features"] = card_features(card)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, ensure_ascii=False).encode())
     digest.update(b"\n")
     digest.update(weights)
@@ -87,6 +98,10 @@ class Bundle:
         return self.card["embedding"]
 
     @property
+    def features(self) -> str:
+        return card_features(self.card)
+
+    @property
     def calibrator(self) -> Calibrator | None:
         """The calibration stored in the card by ``tagger learn`` (None: none)."""
         data = self.card.get("calibration")
@@ -96,12 +111,14 @@ class Bundle:
 def write_bundle(out: str | Path, net: HeadNet, *, name: str, labels: Sequence[str],
                  embedding: str, head: dict, backbones: Sequence[Backbone], config: Config,
                  training: dict, metrics: dict | None,
-                 calibration: dict | None = None) -> Bundle:
+                 calibration: dict | None = None, features: str = MUSICNN_FEATURES) -> Bundle:
     """Write a bundle directory atomically; an existing bundle (or empty folder) is replaced.
 
     ``calibration``: the confidence map measured on held-out folds (``method``,
     ``parameters``, figures; tagger.model.calibration); not part of the sha256, which says
-    what the bundle *predicts*."""
+    what the bundle *predicts*. ``features``: what feeds the head (musicnn's ``embedding``,
+    the content gate's AudioSet embedding, or both); ``backbones`` then include the gate's
+    network."""
     out = Path(out).expanduser().absolute()
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / CARD).is_file())):
         raise WriteError("exists and is not a tagger bundle: refusing to replace it", out)
@@ -116,6 +133,7 @@ def write_bundle(out: str | Path, net: HeadNet, *, name: str, labels: Sequence[s
         "sha256": "",
         "labels": list(labels),
         "embedding": embedding,
+        "features": features,
         "head": head,
         "backbones": [{"name": m.name, "sha256": m.sha256} for m in backbones],
         "segment_seconds": config.model.segment_seconds,
@@ -171,6 +189,10 @@ def load_bundle(path: str | Path, backbones: Sequence[Backbone],
     if bundle_sha256(card, weights) != card.get("sha256"):
         raise ModelError("bundle sha256 does not match its card and weights (edited or "
                          "corrupt); retrain it", path)
+    from tagger.model.embeddings import FEATURE_SETS
+
+    if card_features(card) not in FEATURE_SETS:
+        raise ModelError(f"unknown feature set {card_features(card)!r} in the bundle card", path)
     shipped = {m.name: m.sha256 for m in backbones}
     for entry in card["backbones"]:
         if shipped.get(entry["name"]) != entry["sha256"]:
@@ -205,16 +227,26 @@ class TrainedHead:
     needs_embeddings = True
 
     def __init__(self, bundle: Bundle):
-        from tagger.model.embeddings import needs_pooled
+        from tagger.model.embeddings import needs_pooled, reads_gate
 
         self.bundle = bundle
         self.genres = bundle.labels
         self.info = ModelInfo(name=bundle.name, sha256=bundle.sha256, vocabulary=bundle.labels)
         self.score_keys = tuple(f"head:{label}" for label in bundle.labels)
-        self.needs_pooled = needs_pooled(bundle.embedding)
+        self.features = bundle.features
+        self.needs_gate = reads_gate(self.features)
+        self.reads_gate = self.needs_gate
+        self.needs_pooled = needs_pooled(bundle.embedding, self.features)
         self.calibrator = bundle.calibrator
 
-    def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
+    def genre_scores(self, outputs: BackboneOutput,
+                     gate: BackboneOutput | None = None) -> np.ndarray:
+        """The head's probabilities; ``gate``: the content gate's outputs aligned to the
+        segments (read by a head on the ``audioset`` or ``both`` features)."""
+        from tagger.model.embeddings import head_input
+
         # embeddings are cached at half precision: give the head what it was trained on, the
         # same whether they come from the backbones now or from the cache
-        return self.bundle.net.probabilities(outputs.as_stored().features(self.bundle.embedding))
+        gate_pen = None if gate is None else gate.as_stored().penultimate
+        return self.bundle.net.probabilities(head_input(
+            outputs.as_stored(), self.bundle.embedding, self.features, gate_pen))

@@ -12,13 +12,14 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from tagger.audio.features import GATE_SAMPLE_RATE, PreparedTrack, prepare_in_order
+from tagger.audio.features import PreparedTrack, prepare_in_order
 from tagger.config import Config
 from tagger.errors import ConfigError, TaggerError
 from tagger.model.backbone import Backbone, output_keys
 from tagger.model.bundle import (
     DEFAULT_BUNDLE,
     TrainedHead,
+    card_features,
     load_bundle,
     read_card,
     resolve_bundle_path,
@@ -28,9 +29,8 @@ from tagger.model.calibration import Calibrator
 from tagger.model.content import (
     check_labels,
     content_of,
-    covering,
-    gate_segments,
     gate_settings,
+    nearest_gate_segments,
 )
 from tagger.model.efficientat import load_efficientat
 from tagger.model.efficientat import read_card as read_efficientat_card
@@ -39,6 +39,8 @@ from tagger.model.embeddings import (
     Backbones,
     TrackEmbeddings,
     combined_sha256,
+    gate_embeddings,
+    reads_gate,
 )
 from tagger.model.genres import Vocabulary, build_vocabulary, default_genres
 from tagger.model.musicnn import load_musicnn, read_model_card
@@ -123,11 +125,16 @@ class GenreHead(Protocol):
     genres: tuple[str, ...]  # the columns of genre_scores, the genres voted over
     needs_embeddings: bool  # whether genre_scores reads the embeddings (else tag scores only)
     needs_pooled: bool  # whether it reads the pooled features (not in a scan's cache rows)
+    reads_gate: bool  # whether it reads the content gate's outputs (``gate`` of genre_scores)
+    needs_gate: bool  # whether it cannot do without them (a track not heard: no prediction)
     score_keys: tuple[str, ...]  # keys of the genre scores in each segment's scores; () none
     calibrator: Calibrator | None  # the head's own calibration (a trained bundle's card)
 
-    def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
-        """(segments, genres) scores."""
+    def genre_scores(self, outputs: BackboneOutput,
+                     gate: BackboneOutput | None = None) -> np.ndarray:
+        """(segments, genres) scores; ``gate``: the content gate's outputs for the same
+        segments, each the gate segment covering it (:meth:`Classifier.aligned_gate`; zeros
+        for a track the gate did not hear)."""
         ...
 
 
@@ -136,20 +143,22 @@ class VocabularyHead:
 
     needs_embeddings = False
     needs_pooled = False
+    needs_gate = False  # a track the gate did not hear has no AudioSet evidence: zeros
     score_keys: tuple[str, ...] = ()
     calibrator = None  # the genre map's calibration lives in the catalogue only
 
     def __init__(self, vocabulary: Vocabulary, backbones_sha256: str):
         self.vocabulary = vocabulary
         self.genres = vocabulary.genres
+        self.reads_gate = vocabulary.hears_audioset
         self.info = ModelInfo(name=DEFAULT_BUNDLE, sha256=backbones_sha256,
                               vocabulary=vocabulary.genres)
 
-    def genre_scores(self, outputs: BackboneOutput) -> np.ndarray:
+    def genre_scores(self, outputs: BackboneOutput,
+                     gate: BackboneOutput | None = None) -> np.ndarray:
         tag_scores = outputs.tag_scores
-        if self.vocabulary.hears_audioset:
-            # segments the gate did not hear have no AudioSet evidence: zeros
-            heard = (outputs.gate_scores if outputs.gate_scores is not None
+        if self.reads_gate:
+            heard = (gate.tag_scores if gate is not None
                      else np.zeros((len(tag_scores), AUDIOSET_CLASSES), dtype=np.float32))
             tag_scores = np.concatenate([tag_scores, heard], axis=1)
         return self.vocabulary.genre_scores(tag_scores)
@@ -177,14 +186,20 @@ def default_vocabulary(config: Config, models: Sequence[Backbone],
 def genre_head(config: Config, models: Sequence[Backbone],
                vocabulary: Vocabulary | None = None,
                gate_models: Sequence[Backbone] = ()) -> GenreHead:
-    """The genre head ``model.bundle`` selects: the genre map, or a trained bundle (verified).
-    The genre map's identity covers the gate's network when it reads its AudioSet genres."""
+    """The genre head ``model.bundle`` selects: the genre map, or a trained bundle (verified;
+    ``gate_models``: the content gate's network, for a bundle that reads its embeddings and
+    for the AudioSet genres of the map, whose identity then covers it too)."""
     if config.model.bundle == DEFAULT_BUNDLE:
         if vocabulary is None:
             vocabulary = default_vocabulary(config, models, gate_models)
         identity = tuple(models) + (tuple(gate_models) if vocabulary.hears_audioset else ())
         return VocabularyHead(vocabulary, combined_sha256(identity))
-    return TrainedHead(load_bundle(resolve_bundle_path(config), models, config))
+    path = resolve_bundle_path(config)
+    features = card_features(read_card(path))
+    if reads_gate(features) and not gate_models:
+        raise ConfigError(f"model bundle {path} reads the content gate's AudioSet embeddings "
+                          f"(features {features}): it needs [content] gate = true")
+    return TrainedHead(load_bundle(path, [*models, *gate_models], config))
 
 
 class _Identity(NamedTuple):
@@ -205,14 +220,6 @@ def head_sha256(config: Config) -> str:
             identity += [_Identity(n, card["sha256"]) for n, card in gate.items()]
         return combined_sha256(identity)
     return read_card(resolve_bundle_path(config))["sha256"]
-
-
-class Heard(NamedTuple):
-    """What the content gate heard in one track."""
-
-    content: Content  # its verdict
-    embeddings: TrackEmbeddings  # the gate's, as the cache keeps them
-    scores: np.ndarray  # (gate segments, 527) class scores
 
 
 class Classifier:
@@ -241,14 +248,13 @@ class Classifier:
         self.output_keys = output_keys(self.models)
         #: the content gate's network (EfficientAT; tagger.model.content), None when off
         self.gate: Backbones | None = None
-        gate_models: tuple[Backbone, ...] = ()
         if config.content.gate:
             audioset = load_efficientat()
             check_labels(audioset.labels)
-            gate_models = (audioset,)
-            self.gate = Backbones(gate_models, config.model.batch_segments, streams=streams,
+            self.gate = Backbones([audioset], config.model.batch_segments, streams=streams,
                                   device=self.device, dtype=self.dtype)
             self.gate_settings = gate_settings(config.model.window_seconds)
+        gate_models = self.gate.models if self.gate is not None else ()
         self.vocabulary = default_vocabulary(config, self.models, gate_models)
         self.head = genre_head(config, self.models, self.vocabulary, gate_models)
         self.info = self.head.info
@@ -300,47 +306,55 @@ class Classifier:
         return TrackResult(path=path, model=self.info, vote=outcome, segments=segments,
                            descriptors=descriptors, duration_s=duration_s)
 
-    def hear(self, track: PreparedTrack) -> Heard | None:
-        """What the content gate hears in one decoded track (None: the gate is off, or the
-        track was decoded without it)."""
+    def hear(self, track: PreparedTrack) -> tuple[Content, TrackEmbeddings] | None:
+        """The content gate's verdict on one decoded track, and the gate's embeddings as the
+        cache keeps them (None: the gate is off, or the track was decoded without it)."""
         if self.gate is None or track.waveform is None:
             return None
-        segments, starts = gate_segments(track.waveform, GATE_SAMPLE_RATE)
-        outputs = self.gate.run(segments, embeddings=True, pooled=False)
-        embeddings = TrackEmbeddings.from_outputs(outputs, starts, track.duration_s,
-                                                  backbone=self.gate.sha256,
-                                                  settings=self.gate_settings)
-        return Heard(content_of(outputs.tag_scores), embeddings, outputs.tag_scores)
+        outputs, embeddings = gate_embeddings(self.gate, track, self.gate_settings)
+        return content_of(outputs.tag_scores), embeddings
 
     def gate_cached(self, cache: EmbeddingCache, keys: Sequence[str]
                     ) -> dict[str, TrackEmbeddings]:
-        """The content gate's cached embeddings of ``keys`` (those cached; none when the gate
-        is off): what :meth:`classify_cached` needs to hear them again."""
+        """The content gate's cached embeddings (``{key: embeddings}``, for the keys cached)."""
         if self.gate is None or not keys:
             return {}
         return cache.get_many(keys, self.gate.sha256, self.gate_settings)
 
-    def heard_again(self, embeddings: TrackEmbeddings) -> Heard:
-        """What the gate heard, from its cached embeddings: no decode, no pass through its
-        network but the output layer (retag, the album pass)."""
-        assert self.gate is not None
-        scores = self.gate.tag_scores_from_penultimate(embeddings.penultimate)
-        return Heard(content_of(scores), embeddings, scores)
-
-    def _gate_scores(self, segments: Sequence[tuple[Sequence[float], Heard | None]]
-                     ) -> np.ndarray | None:
-        """The gate's class scores for every segment of several tracks (``(starts, heard)``
-        per track), each from the gate segment that covers it; zeros where it did not hear."""
+    def aligned_gate(self, tracks: Sequence[tuple[Sequence[float], TrackEmbeddings | None]]
+                     ) -> BackboneOutput:
+        """The content gate's outputs for every musicnn segment of ``tracks`` (``(segment
+        starts, the gate's embeddings of the track)`` pairs, in order), each segment given the
+        gate segment that covers it (:func:`tagger.model.content.nearest_gate_segments`); the
+        tag scores are its output layer's over the embeddings, as from the cache. A track the
+        gate did not hear (None) has zeros, or, when the genre head needs the gate, is a
+        ValueError."""
         if self.gate is None:
-            return None
-        rows = []
-        for starts, heard in segments:
+            raise ValueError("the content gate is off")
+        parts = []  # per track: its aligned penultimate, or the number of its segments
+        for starts, heard in tracks:
             if heard is None:
-                rows.append(np.zeros((len(starts), AUDIOSET_CLASSES), dtype=np.float32))
+                if self.head.needs_gate:
+                    raise ValueError("this genre head reads the content gate's embeddings, "
+                                     "and a track has none")
+                parts.append(len(starts))
             else:
-                rows.append(heard.scores[covering(heard.embeddings.starts_s, starts,
-                                                  self.config.model.segment_seconds)])
-        return np.concatenate(rows) if rows else None
+                parts.append(heard.penultimate[nearest_gate_segments(
+                    starts, heard.starts_s, self.config.model.segment_seconds)])
+        heard_rows = [p for p in parts if not isinstance(p, int)]
+        if len(heard_rows) == len(parts):
+            pen = np.concatenate(heard_rows)
+            return BackboneOutput(self.gate.tag_scores_from_penultimate(pen), pen)
+        scores = (self.gate.tag_scores_from_penultimate(np.concatenate(heard_rows))
+                  if heard_rows else np.zeros((0, AUDIOSET_CLASSES), dtype=np.float32))
+        out, at = [], 0
+        for part in parts:
+            if isinstance(part, int):
+                out.append(np.zeros((part, scores.shape[1]), dtype=np.float32))
+            else:
+                out.append(scores[at:at + len(part)])
+                at += len(part)
+        return BackboneOutput(np.concatenate(out))
 
     def classify_embedded(self, tracks: Sequence[PreparedTrack]
                           ) -> list[tuple[TrackResult, tuple[TrackEmbeddings, ...]]]:
@@ -350,12 +364,12 @@ class Classifier:
         if not tracks:
             return []
         outputs = self.backbone_outputs(np.concatenate([t.patches for t in tracks]))
-        heard = [self.hear(track) for track in tracks]
-        outputs = dataclasses.replace(outputs, gate_scores=self._gate_scores(
-            [(track.starts_s, h) for track, h in zip(tracks, heard)]))
-        genre_scores = self.head.genre_scores(outputs)
+        heard_all = [self.hear(track) for track in tracks]
+        gate = (self.aligned_gate([(t.starts_s, h and h[1]) for t, h in zip(tracks, heard_all)])
+                if self.head.reads_gate and self.gate is not None else None)
+        genre_scores = self.head.genre_scores(outputs, gate)
         results, start = [], 0
-        for track, track_heard in zip(tracks, heard):
+        for track, heard in zip(tracks, heard_all):
             stop = start + len(track.patches)
             result = self.result_for(track, outputs.tag_scores[start:stop],
                                      genre_scores[start:stop])
@@ -364,9 +378,9 @@ class Classifier:
                 BackboneOutput(outputs.tag_scores[start:stop],
                                outputs.penultimate[start:stop]),
                 track.starts_s, track.duration_s, backbone=self.backbones.sha256),)
-            if track_heard is not None:
-                result = dataclasses.replace(result, content=track_heard.content)
-                embeddings += (track_heard.embeddings,)
+            if heard is not None:
+                result = dataclasses.replace(result, content=heard[0])
+                embeddings += (heard[1],)
             results.append((result, embeddings))
             start = stop
         return results
@@ -375,11 +389,14 @@ class Classifier:
         """Run the models once over all segments of ``tracks`` and vote per track."""
         return [result for result, _ in self.classify_embedded(tracks)]
 
-    def can_use_cached(self, embeddings: TrackEmbeddings) -> bool:
+    def can_use_cached(self, embeddings: TrackEmbeddings,
+                       gate: TrackEmbeddings | None = None) -> bool:
         """Whether :meth:`classify_cached` can re-predict from these embeddings: made by these
-        backbones, with the pooled features when the genre head reads them."""
+        backbones, with the pooled features when the genre head reads them, and with the
+        content gate's (``gate``) when it reads those."""
         return (embeddings.backbone in ("", self.backbones.sha256)
-                and (embeddings.pooled is not None or not self.head.needs_pooled))
+                and (embeddings.pooled is not None or not self.head.needs_pooled)
+                and (gate is not None or not self.head.needs_gate))
 
     def classify_cached(self, items: Sequence[tuple[str, TrackEmbeddings]],
                         gate: Mapping[str, TrackEmbeddings] | None = None
@@ -388,35 +405,34 @@ class Classifier:
         same vote, confidence, candidates and segments as :meth:`classify` gives, within the
         cache's half precision, with no decode. The default genre map reads the tag scores
         of the networks' own output layers over the penultimate embedding; a trained head
-        reads its embedding directly (a ``pooled`` head needs rows that hold it: see
-        :meth:`can_use_cached`; a ValueError otherwise). ``gate``: the content gate's cached
-        rows by key (:meth:`gate_cached`): a track with one is heard again (its content, its
-        AudioSet genres); one without is not gated now."""
+        reads its embedding directly (a ``pooled`` head needs rows that hold it, one on the
+        AudioSet features the content gate's rows, ``gate`` by key (:meth:`gate_cached`):
+        see :meth:`can_use_cached`; a ValueError otherwise)."""
         if not items:
             return []
+        gate = gate or {}
         for path, emb in items:
-            if not self.can_use_cached(emb):
+            if not self.can_use_cached(emb, gate.get(emb.key)):
                 why = ("made by other backbones" if emb.backbone != self.backbones.sha256
-                       else "no pooled features")
+                       else "no pooled features" if emb.pooled is None and self.head.needs_pooled
+                       else "no content-gate embeddings")
                 raise ValueError(f"{path}: its cached embeddings cannot feed this model ({why})")
         pen = np.concatenate([e.penultimate for _, e in items])
         pooled = (np.concatenate([e.pooled for _, e in items]) if self.head.needs_pooled
                   else None)
         tag_scores = self.backbones.tag_scores_from_penultimate(pen)
-        gate = gate or {}
-        heard = [self.heard_again(gate[emb.key]) if self.gate is not None and emb.key in gate
-                 else None for _, emb in items]
-        gate_scores = self._gate_scores([(emb.starts_s, h)
-                                         for (_, emb), h in zip(items, heard)])
-        genre_scores = self.head.genre_scores(BackboneOutput(tag_scores, pen, pooled,
-                                                             gate_scores))
+        aligned = (self.aligned_gate([(e.starts_s, gate.get(e.key)) for _, e in items])
+                   if self.head.reads_gate and self.gate is not None else None)
+        genre_scores = self.head.genre_scores(BackboneOutput(tag_scores, pen, pooled), aligned)
         results, start = [], 0
-        for (path, emb), track_heard in zip(items, heard):
+        for path, emb in items:
             stop = start + emb.segments
             result = self._result(path, emb.starts_s, emb.duration_s, tag_scores[start:stop],
                                   genre_scores[start:stop])
-            if track_heard is not None:
-                result = dataclasses.replace(result, content=track_heard.content)
+            heard = gate.get(emb.key) if self.gate is not None else None
+            if heard is not None:  # the gate's verdict, heard again from its row
+                result = dataclasses.replace(result, content=content_of(
+                    self.gate.tag_scores_from_penultimate(heard.penultimate)))
             results.append(result)
             start = stop
         return results

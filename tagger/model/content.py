@@ -93,18 +93,24 @@ def gate_segments(samples: np.ndarray, sample_rate: int
     return segments, tuple(float(s) / sample_rate for s in starts)
 
 
-def covering(gate_starts: Sequence[float], starts: Sequence[float],
-             segment_seconds: float) -> np.ndarray:
-    """For each segment of another network (``starts``, its ``segment_seconds`` long), the
-    index of the gate's segment (``gate_starts``, :data:`SEGMENT_SECONDS` long) whose middle
-    is nearest to its middle. Both lists cut the same window evenly from its start, so they
-    are compared from their first starts (the track's and the window's clocks differ by the
-    window's offset); one gate segment covers all."""
-    if len(gate_starts) <= 1:
-        return np.zeros(len(starts), dtype=int)
-    middles = np.asarray(starts, dtype=float) - starts[0] + segment_seconds / 2
-    gate_middles = np.asarray(gate_starts, dtype=float) - gate_starts[0] + SEGMENT_SECONDS / 2
-    return np.abs(middles[:, None] - gate_middles[None, :]).argmin(axis=1)
+def nearest_gate_segments(starts_s: Sequence[float], gate_starts_s: Sequence[float],
+                          segment_seconds: float) -> np.ndarray:
+    """For each musicnn segment (``starts_s``, each ``segment_seconds`` long), the index of the
+    gate segment whose centre is nearest to its centre (ties: the earlier): what pairs a
+    segment with the gate's embedding of the same stretch of audio. With the gate's two 10 s
+    segments over a 30 s window, the first five 3 s segments take the first, the last five
+    the second.
+
+    Times count from each set's first start: musicnn's starts are seconds from the track's
+    start, the gate's from the decoded window's, and both sets begin where the window does
+    (a set of one segment needs no time: everything takes it)."""
+    starts = np.asarray(starts_s, dtype=np.float64)
+    gate = np.asarray(gate_starts_s, dtype=np.float64)
+    if not len(starts) or not len(gate):
+        raise ValueError("need at least one segment on each side")
+    centres = starts - starts[0] + segment_seconds / 2
+    gate_centres = gate - gate[0] + SEGMENT_SECONDS / 2
+    return np.abs(centres[:, None] - gate_centres[None, :]).argmin(axis=1)
 
 
 def gate_settings(window_seconds: float) -> str:

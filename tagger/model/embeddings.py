@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from tagger.audio.features import PreparedTrack, prepare_in_order
+from tagger.audio.features import GATE_SAMPLE_RATE, PreparedTrack, prepare_in_order
 from tagger.audio.identity import content_id
 from tagger.config import Config
 from tagger.errors import ReadError, TaggerError
@@ -41,6 +41,7 @@ from tagger.model.cache import (  # noqa: F401  (the cache's names, as they alwa
     TrackEmbeddings,
     segment_settings,
 )
+from tagger.model.content import gate_segments
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,42 @@ log = logging.getLogger(__name__)
 EMBEDDINGS = ("penultimate", "pooled", "both", "tags")
 
 
-def needs_pooled(embedding: str) -> bool:
-    """Whether a head on ``embedding`` reads the pooled features (which a scan does not cache:
-    such a head needs the track decoded once more)."""
-    return embedding in ("pooled", "both")
+#: what feeds a head (docs/training.md, "AudioSet embeddings"): musicnn's embedding (the
+#: ``embedding`` choice), the content gate's (EfficientAT's 512-value penultimate, the gate
+#: segment covering each musicnn segment: :func:`tagger.model.content.nearest_gate_segments`),
+#: or both side by side
+FEATURE_SETS = ("musicnn", "audioset", "both")
+
+
+def reads_gate(features: str) -> bool:
+    """Whether a head on the feature set ``features`` reads the content gate's embeddings."""
+    if features not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {features!r}; choose from "
+                         f"{', '.join(FEATURE_SETS)}")
+    return features != "musicnn"
+
+
+def head_input(outputs: BackboneOutput, embedding: str, features: str = "musicnn",
+               gate_penultimate: np.ndarray | None = None) -> np.ndarray:
+    """The input of a head on ``features``: musicnn's ``embedding`` of each segment, the gate's
+    embedding aligned to each segment (``gate_penultimate``, one row per segment), or both
+    concatenated (musicnn's first), float32."""
+    if not reads_gate(features):
+        return outputs.features(embedding)
+    if gate_penultimate is None or len(gate_penultimate) != len(outputs):
+        raise ValueError(f"a head on {features!r} features needs the content gate's embedding "
+                         "of every segment")
+    audioset = np.asarray(gate_penultimate, dtype=np.float32)
+    if features == "audioset":
+        return audioset
+    return np.concatenate([outputs.features(embedding), audioset], axis=1, dtype=np.float32)
+
+
+def needs_pooled(embedding: str, features: str = "musicnn") -> bool:
+    """Whether a head on ``embedding`` (and the feature set ``features``) reads the pooled
+    features (which a scan does not cache: such a head needs the track decoded once more); a
+    head on the AudioSet features alone reads no musicnn embedding at all."""
+    return features != "audioset" and embedding in ("pooled", "both")
 
 
 def combined_sha256(models: Sequence[Backbone]) -> str:
@@ -67,9 +100,6 @@ class BackboneOutput:
     tag_scores: np.ndarray  # (segments, 100) sigmoid scores, MSD then MTT
     penultimate: np.ndarray | None = None  # (segments, 400) float32 or float16
     pooled: np.ndarray | None = None  # (segments, 3012) float32 or float16
-    #: the content gate's class scores (segments, 527) of its own segment that covers each
-    #: segment (tagger.model.content.covering); None: the gate did not hear these tracks
-    gate_scores: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.tag_scores)
@@ -251,6 +281,8 @@ class ExtractStats:
     failed: int = 0
     seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason
+    gate_cached: int = 0  # tracks whose content-gate embeddings came from the cache
+    gate_computed: int = 0  # tracks whose content-gate embeddings were computed (decoded)
 
 
 def audio_key(path: str) -> str:
@@ -264,6 +296,19 @@ def audio_key(path: str) -> str:
             raise ReadError(f"cannot read: {exc.strerror or exc}", path) from None
 
 
+def gate_embeddings(gate: Backbones, track: PreparedTrack, settings: str, key: str = ""
+                    ) -> tuple[BackboneOutput, TrackEmbeddings]:
+    """The content gate's network over a decoded track's window (its 32 kHz ``waveform``,
+    cut by :func:`tagger.model.content.gate_segments`): its outputs, and its embeddings as the
+    cache keeps them (``settings``: :func:`tagger.model.content.gate_settings`)."""
+    if track.waveform is None:
+        raise ValueError(f"{track.path}: decoded without the content gate's waveform")
+    segments, starts = gate_segments(track.waveform, GATE_SAMPLE_RATE)
+    outputs = gate.run(segments, embeddings=True, pooled=False)
+    return outputs, TrackEmbeddings.from_outputs(outputs, starts, track.duration_s, key=key,
+                                                 backbone=gate.sha256, settings=settings)
+
+
 def extract(paths: Sequence[str], config: Config, backbones: Backbones,
             cache: EmbeddingCache | None, *, threads: int = 2,
             progress: Callable[[int, int], None] | None = None, pooled: bool = True,
@@ -275,15 +320,34 @@ def extract(paths: Sequence[str], config: Config, backbones: Backbones,
     ``pooled`` False a scan's cached row (penultimate only) is enough; decoded tracks get
     both embeddings either way.
     """
+    results, _, stats = extract_with_gate(paths, config, backbones, cache, threads=threads,
+                                          progress=progress, pooled=pooled)
+    return results, stats
+
+
+def extract_with_gate(paths: Sequence[str], config: Config, backbones: Backbones,
+                      cache: EmbeddingCache | None, *, gate: Backbones | None = None,
+                      gate_settings: str = "", threads: int = 2,
+                      progress: Callable[[int, int], None] | None = None, pooled: bool = True,
+                      ) -> tuple[list[TrackEmbeddings | None], list[TrackEmbeddings | None],
+                                 ExtractStats]:
+    """:func:`extract`, and with ``gate`` (the content gate's network, ``config.content.gate``
+    on) the gate's embeddings of every file too (``gate_settings``: their cache key's part):
+    the rows a scan cached, else computed from one decode, which also gives musicnn's where
+    they are missing; cached either way. Without ``gate`` the second list is all None."""
     started = time.perf_counter()
     stats = ExtractStats()
     settings = segment_settings(config)
     results: list[TrackEmbeddings | None] = [None] * len(paths)
+    gated: list[TrackEmbeddings | None] = [None] * len(paths)
     done = 0
+    if gate is not None and not config.content.gate:
+        raise ValueError("the content gate's embeddings need a decode with the gate on")
 
     def fail(i: int, reason: str) -> None:
         stats.failed += 1
         stats.failures[paths[i]] = reason
+        results[i] = gated[i] = None
         log.warning("%s", reason)
 
     def report(count: int) -> None:
@@ -300,14 +364,19 @@ def extract(paths: Sequence[str], config: Config, backbones: Backbones,
             except TaggerError as exc:
                 keys.append(None)
                 fail(i, str(exc))
+        gate_hits = ({} if gate is None or cache is None else
+                     cache.get_many([k for k in keys if k], gate.sha256, gate_settings))
         todo = []
         for i, key in enumerate(keys):
             if key is None:
                 continue
             hit = (cache.get(key, backbones.sha256, settings, pooled=pooled)
                    if cache is not None else None)
-            if hit is not None:
-                results[i] = hit
+            results[i] = hit
+            if gate is not None and key in gate_hits:
+                gated[i] = gate_hits[key]
+                stats.gate_cached += 1
+            if hit is not None and (gate is None or gated[i] is not None):
                 stats.cached += 1
             else:
                 todo.append(i)
@@ -325,16 +394,20 @@ def extract(paths: Sequence[str], config: Config, backbones: Backbones,
                 report(1)
             if queued >= backbones.batch:
                 _embed_batch(pending, keys, results, backbones, cache, settings, stats)
+                _gate_batch(pending, keys, gated, gate, cache, gate_settings, stats)
                 report(len(pending))
                 pending, queued = [], 0
         if pending:
             _embed_batch(pending, keys, results, backbones, cache, settings, stats)
+            _gate_batch(pending, keys, gated, gate, cache, gate_settings, stats)
             report(len(pending))
     stats.seconds = time.perf_counter() - started
-    return results, stats
+    return results, gated, stats
 
 
 def _embed_batch(pending, keys, results, backbones: Backbones, cache, settings, stats) -> None:
+    stats.decoded += len(pending)
+    pending = [(i, track) for i, track in pending if results[i] is None]  # the gate's only
     if not pending:
         return
     out = backbones.run(np.concatenate([t.patches for _, t in pending]))
@@ -348,6 +421,18 @@ def _embed_batch(pending, keys, results, backbones: Backbones, cache, settings, 
         results[i] = emb
         fresh.append((keys[i], emb))
         start = stop
-    stats.decoded += len(pending)
     if cache is not None:
         cache.put_many(fresh, backbones.sha256, settings)
+
+
+def _gate_batch(pending, keys, gated, gate: Backbones | None, cache, settings, stats) -> None:
+    if gate is None:
+        return
+    fresh = []
+    for i, track in pending:
+        if gated[i] is None:
+            gated[i] = gate_embeddings(gate, track, settings, keys[i])[1]
+            fresh.append((keys[i], gated[i]))
+    stats.gate_computed += len(fresh)
+    if cache is not None and fresh:
+        cache.put_many(fresh, gate.sha256, settings)

@@ -26,6 +26,7 @@ class HeadOptions:
     """How a head is built and trained (recorded in the bundle's card)."""
 
     embedding: str = "pooled"  # see tagger.model.embeddings.EMBEDDINGS; docs/training.md: why
+    features: str = "musicnn"  # tagger.model.embeddings.FEATURE_SETS: musicnn, audioset, both
     kind: str = "mlp"  # linear | mlp
     hidden: int = 128  # mlp only
     dropout: float = 0.3  # mlp only: after the hidden layer

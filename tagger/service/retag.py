@@ -181,13 +181,18 @@ def repredict_cached(cache: EmbeddingCache, classifier: Classifier, settings,
     the embeddings ``cache`` holds for them (``settings``: the segment settings of the scan
     that cached them, :func:`tagger.model.cache.segment_settings`), with no decode: each
     ``(item, result)`` re-predicted, and the items whose embeddings are not cached (or
-    cannot feed this model: they need a scan). The content gate's verdict comes from its
-    cached embeddings too (none cached: the track is not gated now). Used by :func:`retag`
-    and the album pass (tagger.service.albums)."""
+    cannot feed this model: they need a scan). The content gate's verdict (and a head on
+    the AudioSet features its input) comes from its cached embeddings too (none cached: the
+    track is not gated now). Used by :func:`retag` and the album pass
+    (tagger.service.albums)."""
     cached = cache.get_many([key for _, key in items], classifier.backbones.sha256, settings,
                             pooled=classifier.head.needs_pooled)
-    ready = [(item, cached[key]) for item, key in items if key in cached]
-    results = classifier.classify_cached([(item.path, emb) for item, emb in ready],
-                                         classifier.gate_cached(cache, list(cached)))
+    # the content gate's rows: its verdict, the AudioSet genres of the genre map, and the
+    # input of a head on the AudioSet features (which cannot do without them)
+    gate = classifier.gate_cached(cache, list(cached))
+    ready = [(item, cached[key]) for item, key in items
+             if key in cached and classifier.can_use_cached(cached[key], gate.get(key))]
+    results = classifier.classify_cached([(item.path, emb) for item, emb in ready], gate)
+    done = {id(item) for item, _ in ready}
     return ([(item, result) for (item, _), result in zip(ready, results)],
-            [item for item, key in items if key not in cached])
+            [item for item, _ in items if id(item) not in done])
