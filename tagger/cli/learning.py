@@ -85,7 +85,7 @@ def _embedded(args: argparse.Namespace, config: Config):
     (None unless the head reads its AudioSet embeddings)."""
     from tagger.cli.progress import ScanDisplay
     from tagger.learn.train import embed, load_backbones, load_gate
-    from tagger.model.embeddings import needs_pooled, reads_gate
+    from tagger.model.embeddings import needs_pooled
 
     dataset = _labelled_dataset(args, config)
     backbones = load_backbones(config)
