@@ -310,8 +310,14 @@ def test_eval_of_the_default_model_through_the_genre_map(labelled, config_file, 
                  "--report", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert report["mode"] == "fixed model" and report["model"]["name"] == "musicnn"
-    assert report["embeddings"]["decoded"] == 0
     assert report["tracks"] == N_TRACKS and report["track_accuracy"] > 0.5
+    # the default map hears its AudioSet genres through the content gate, whose rows the
+    # musicnn head's training did not need: decoded once for them, then cached
+    assert main(["--config", str(config_file), "eval", str(labelled), "--model", "musicnn",
+                 "--report", str(report_path)]) == 0
+    again = json.loads(report_path.read_text())
+    assert again["embeddings"]["decoded"] == 0
+    assert again["track_accuracy"] == report["track_accuracy"]
 
 
 # ---------------------------------------------------------------- --from-tags round trip
