@@ -1,7 +1,7 @@
 """The content gate (issue #26): is every music track kept, every other sound gated out, and
 what does it cost per track?
 
-    python bench/content_gate.py [--tracks 12] [--rounds 3] [--write]
+    python bench/content_gate.py [--tracks 12] [--rounds 3] [--cost-only] [--write]
 
 1. Precision and recall of the gate (``content.gate``: tagger.model.content) through the
    scan's own code (``prepare_track``, ``Classifier.hear``): every clip of shared/music/
@@ -169,16 +169,50 @@ def cost_lines(figures: dict[str, dict[str, dict]]) -> list[str]:
     return lines
 
 
+def quiet_and_busy(configs: dict[str, Config], paths: list[Path], rounds: int
+                   ) -> dict[str, dict]:
+    """:func:`cost` on a quiet machine, then beside two busy processes."""
+    figures = {"quiet": cost(configs, paths, rounds)}
+    busy = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(2)]
+    try:
+        figures["beside two busy processes"] = cost(configs, paths, rounds)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    return figures
+
+
+def cost_only(configs: dict[str, Config], rounds: int, write: bool) -> None:
+    """The cost per track alone, on the music clips of shared/music."""
+    music = [p for p in sorted(SHARED.glob("*.ogg")) if p.name not in NOT_MUSIC][:8]
+    costs = cost_lines(quiet_and_busy(configs, music, rounds))
+    print("\n".join(costs))
+    if write:
+        text = "\n".join([
+            f"torch {torch.__version__}, {platform.machine()}, one model thread, the "
+            f"{len(music)} music clips of shared/music, medians of {rounds} interleaved "
+            f"rounds; `python bench/content_gate.py --cost-only --rounds {rounds}`, the "
+            "machine otherwise idle for the quiet rows.", "", *costs])
+        write_section("content-gate-cost", "The content gate's cost per track, measured "
+                      "again (`bench/content_gate.py --cost-only`, issue #26)", text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=0,
                         help="game tracks of each album (0: all)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cost-only", action="store_true",
+                        help="part 3 alone, on the shared/music clips (its own section)")
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args()
     base = Config(model=dataclasses.replace(Config().model, threads=1))
     configs = {"off": dataclasses.replace(base, content=ContentConfig(gate=False)),
                "on": base}
+    if args.cost_only:
+        cost_only(configs, args.rounds, args.write)
+        return
     classifier = Classifier(base)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,15 +236,7 @@ def main() -> None:
     halving = halving_effect(classifier, music)
     print(halving)
 
-    figures = {"quiet": cost(configs, music, args.rounds)}
-    busy = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(2)]
-    try:
-        figures["beside two busy processes"] = cost(configs, music, args.rounds)
-    finally:
-        for process in busy:
-            process.kill()
-            process.wait()
-    costs = cost_lines(figures)
+    costs = cost_lines(quiet_and_busy(configs, music, args.rounds))
     print("\n".join(costs))
 
     if args.write:
