@@ -97,11 +97,13 @@ class Engine:
             self.classifier.start()  # the model loads while the first files decode
         ready: list[WorkItem] = []
         queued_segments = 0
-        # enough files in flight to fill the next inference batch while this one runs
+        # enough files in flight to fill the next inference batch while this one runs, and
+        # one more per worker so none waits: every decoded file in flight is held here (with
+        # the content gate, 32 kHz samples: ~4.6 MB a track), so not more (bench/RESULTS.md)
         batch_tracks = -(-self.config.model.batch_segments // self.config.model.segments)
         decoded = self.decode.in_order(files, prepare_file, name=lambda found: found.path,
                                        died=_worker_failure,
-                                       window=self.workers + 2 * batch_tracks,
+                                       window=self.workers + batch_tracks,
                                        should_stop=should_stop)
         for _, item in decoded:
             if item.track is not None:
