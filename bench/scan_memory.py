@@ -8,9 +8,9 @@ or the audio files of ``--lib``) with the local engine, the model in this proces
 (``/proc/self/smaps_rollup``: Rss, Anonymous), glibc's heap (``mallinfo2``: bytes in use,
 bytes free but kept, bytes in mmapped blocks), the number of Python objects and the decode
 workers' resident memory. ``--trace`` adds tracemalloc (Python and numpy allocations; slow)
-and prints the largest allocations still alive at the end; ``--window`` overrides the
-engine's decode window (files in flight). Run it under ``MALLOC_MMAP_THRESHOLD_=...`` or
-``MALLOC_ARENA_MAX=...`` to try glibc's settings.
+and prints the largest allocations still alive at the end; ``--window`` fixes the
+engine's decode window (files in flight) instead of its own. Run it under
+``MALLOC_MMAP_THRESHOLD_=...`` or ``MALLOC_ARENA_MAX=...`` to try glibc's settings.
 """
 
 from __future__ import annotations
@@ -106,10 +106,16 @@ def main(argv=None) -> int:
     with open_catalogue(f"sqlite:///{db}") as catalogue:
         engine = Engine(config, catalogue)
         engine.start()
-        if args.window:  # the engine's own window, overridden for a comparison
+        if args.window:  # the engine's own window, fixed for a comparison
             in_order = engine.decode.in_order
-            engine.decode.in_order = lambda *a, **kw: in_order(*a, **{**kw,
-                                                                       "window": args.window})
+
+            def fixed_window(*a, **kw):
+                jobs = in_order(*a, **{**kw, "window": args.window})
+                kind = type(jobs)  # the engine's later changes of the window are ignored
+                kind.window = property(kind.window.fget, lambda self, size: None)
+                return jobs
+
+            engine.decode.in_order = fixed_window
         if args.trace:
             tracemalloc.start(12)
         summary = Summary()
