@@ -1,6 +1,6 @@
 """`tagger watch` idle memory, time to the first tag on an idle daemon, one-file start-up.
 
-    python bench/daemon.py [--compare DIR] [--idle 60] [--release 20] [--runs 5] [--write]
+    python bench/daemon.py [--compare DIR ...] [--idle 60] [--release 20] [--runs 5] [--write]
 
 Runs the command line as a user does (``python -m tagger``, a fresh ``HOME`` for each run)
 on the code of this checkout, and with ``--compare DIR`` on a second tree too (e.g. ``git
@@ -242,10 +242,12 @@ def report(trees: dict[str, Path], daemon: dict[str, dict], classify: dict[str, 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", type=Path, metavar="DIR",
-                        help="another tree of tagger's code (e.g. main's) to run beside")
+    parser.add_argument("--compare", type=Path, metavar="DIR", action="append", default=[],
+                        help="another tree of tagger's code (e.g. main's) to run beside "
+                             "(repeat for several)")
     parser.add_argument("--label", default="this tree")
-    parser.add_argument("--compare-label", default="compared")
+    parser.add_argument("--compare-label", action="append", default=[],
+                        help="a label for each --compare tree, in order")
     parser.add_argument("--idle", type=float, default=60.0, help="idle seconds watched")
     parser.add_argument("--release", type=float, default=20.0,
                         help="watch.idle_release_seconds, where the code has it")
@@ -253,9 +255,9 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="classify runs per tree")
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args(argv)
-    trees = {args.label: REPO}
-    if args.compare:
-        trees = {args.compare_label: args.compare.resolve(), **trees}
+    labels = args.compare_label + [f"compared {i + 1}" for i in range(len(args.compare))]
+    trees = {**{label: tree.resolve() for label, tree in zip(labels, args.compare)},
+             args.label: REPO}
     load = [os.getloadavg()[0]]
     homes = {label: Path(tempfile.mkdtemp(prefix="tagger-classify-bench-")) for label in trees}
     classify: dict[str, list[float]] = {label: [] for label in trees}

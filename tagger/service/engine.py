@@ -97,11 +97,10 @@ class Engine:
             self.classifier.start()  # the model loads while the first files decode
         ready: list[WorkItem] = []
         queued_segments = 0
-        # enough files in flight to fill the next inference batch while this one runs
-        batch_tracks = -(-self.config.model.batch_segments // self.config.model.segments)
+        window = _Window(self.workers, self.config.model.batch_segments,
+                         self.config.model.segments)
         decoded = self.decode.in_order(files, prepare_file, name=lambda found: found.path,
-                                       died=_worker_failure,
-                                       window=self.workers + 2 * batch_tracks,
+                                       died=_worker_failure, window=window.size,
                                        should_stop=should_stop)
         for _, item in decoded:
             if item.track is not None:
@@ -112,6 +111,7 @@ class Engine:
                     continue
                 ready.append(item)
                 queued_segments += len(item.track.patches)
+                decoded.window = window.seen(len(item.track.patches))
             else:
                 self.recorder.record_error(item, summary)
                 self._advance(progress)
@@ -138,6 +138,33 @@ class Engine:
         for item, (result, embeddings) in zip(items, results):
             self.recorder.record(item, result, summary, embeddings)
         self._advance(progress, len(items))
+
+
+class _Window:
+    """How many files the engine keeps in flight (decoding, or decoded and waiting): enough
+    to fill the next inference batch while the model runs this one, and one more per worker
+    so that none waits; no more, since every decoded file waiting is held in the scanning
+    process (with the content gate a full-length track carries its window at 32 kHz: 4.6 MB,
+    bench/RESULTS.md). Short tracks have fewer segments, so a batch takes more of them: the
+    window grows with the tracks seen, up to twice a batch of full tracks."""
+
+    def __init__(self, workers: int, batch_segments: int, segments: int):
+        self.workers, self.batch_segments = workers, batch_segments
+        self.full_batch = -(-batch_segments // segments)  # tracks of a batch, full length
+        self.tracks = self.segments = 0
+
+    @property
+    def size(self) -> int:
+        if not self.tracks:
+            return self.workers + self.full_batch
+        batch = -(-self.batch_segments * self.tracks // self.segments)
+        return self.workers + min(2 * self.full_batch, max(self.full_batch, batch))
+
+    def seen(self, segments: int) -> int:
+        """Count a decoded track of ``segments``; the window's size now."""
+        self.tracks += 1
+        self.segments += max(1, segments)
+        return self.size
 
 
 def _worker_failure(found: FoundFile, reason: str, kind: FailureKind) -> WorkItem:

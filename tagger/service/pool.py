@@ -157,6 +157,15 @@ class InOrder(Generic[Job, Outcome]):
         """Jobs submitted and not handed back yet."""
         return len(self._in_flight)
 
+    @property
+    def window(self) -> int:
+        """How many jobs are kept in flight; the caller may change it as it goes."""
+        return self._window
+
+    @window.setter
+    def window(self, size: int) -> None:
+        self._window = max(1, size)
+
     def __iter__(self) -> Iterator[tuple[Job, Outcome]]:
         self._refill()
         while self._in_flight:
