@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from helpers.audio import real_clip
 from helpers.catalogue import copy_catalogue
+from helpers.configs import write_config
 from helpers.library import at_rest
 
 from tagger.cli import main
@@ -57,6 +58,13 @@ def sql(db: Path, query: str, *params):
         return conn.execute(query, params).fetchall()
 
 
+def library_config(root: Path, lib: Path) -> Path:
+    """``root/tagger.toml``: the library ``lib``, the state and catalogue under ``root/state``,
+    the review threshold, one decode worker."""
+    return write_config(root / "tagger.toml", root / "state", library={"roots": [str(lib)]},
+                        tags={"min_confidence": THRESHOLD}, scan={"workers": 1})
+
+
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
     """Three real clips, scanned by ``tagger scan`` with tags.min_confidence = 0.5."""
@@ -69,14 +77,10 @@ def library(tmp_path_factory):
     outside = root / "outside"
     outside.mkdir()
     shutil.copy(real_clip(NEXUIZ), outside / "private.ogg")
-    config_file = root / "tagger.toml"
-    config_file.write_text(
-        f'state_dir = "{root / "state"}"\ndatabase = "sqlite:///{root / "c.sqlite"}"\n'
-        f'[library]\nroots = ["{lib}"]\n[tags]\nmin_confidence = {THRESHOLD}\n'
-        '[scan]\nworkers = 1\n', encoding="utf-8")
+    config_file = library_config(root, lib)
     at_rest(lib)
     assert main(["scan", "--config", str(config_file)]) == 0
-    db = root / "c.sqlite"
+    db = root / "state" / "catalogue.sqlite"
     ids = dict(sql(db, "select path, id from tracks"))
     # a catalogued path that is a symlink to a file outside the library must never be read
     link = lib / "link.ogg"
@@ -535,14 +539,10 @@ def test_correcting_a_whole_album_writes_every_track_and_reports_the_refused(tmp
     lib.mkdir()
     for name in ("one.ogg", "two.ogg", "gone.ogg"):
         shutil.copy(real_clip(BRAHMS), lib / name)
-    config_file = tmp_path / "tagger.toml"
-    config_file.write_text(
-        f'state_dir = "{tmp_path / "state"}"\ndatabase = "sqlite:///{tmp_path / "c.sqlite"}"\n'
-        f'[library]\nroots = ["{lib}"]\n[tags]\nmin_confidence = {THRESHOLD}\n'
-        '[scan]\nworkers = 1\n', encoding="utf-8")
+    config_file = library_config(tmp_path, lib)
     at_rest(lib)
     assert main(["scan", "--config", str(config_file)]) == 0
-    db = tmp_path / "c.sqlite"
+    db = tmp_path / "state" / "catalogue.sqlite"
     own = {"config": load_config(str(config_file)), "lib": lib}
     key, decision, members = album_of(own, "one.ogg")
     assert sorted(os.path.basename(m.path) for m in members) == ["gone.ogg", "one.ogg",

@@ -382,11 +382,18 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         return RedirectResponse(f"/track/{track_id}?{urlencode({key: outcome.message})}",
                                 status_code=303)
 
-    async def album_page(request: Request) -> Response:
+    async def album_of(request: Request):
+        """The album the path's token names, or the 404 page."""
         key = album_key(request.path_params["token"])
         view = None if key is None else await run_in_threadpool(album_view, catalogue, key)
         if view is None:
-            return refused(request, 404, "No such album in the catalogue.")
+            return None, refused(request, 404, "No such album in the catalogue.")
+        return view, None
+
+    async def album_page(request: Request) -> Response:
+        view, refusal = await album_of(request)
+        if refusal is not None:
+            return refusal
         return page(request, "album.html", album=view, known_genres=await run_in_threadpool(
                         catalogue.known_genres), message=request.query_params.get("done"),
                     failed=request.query_params.get("failed"))
@@ -396,11 +403,10 @@ def create_app(config: Config, catalogue, *, token: str, read_only: bool = False
         refusal = await write_refusal(request)
         if refusal is not None:
             return refusal
+        view, refusal = await album_of(request)
+        if refusal is not None:
+            return refusal
         token = request.path_params["token"]
-        key = album_key(token)
-        view = None if key is None else await run_in_threadpool(album_view, catalogue, key)
-        if view is None:
-            return refused(request, 404, "No such album in the catalogue.")
         form = await request.form()
         action = form.get("action")
         if action == CorrectionAction.ACCEPT.value:
