@@ -27,6 +27,7 @@ from tagger.model.bundle import (
 from tagger.model.cache import EmbeddingCache
 from tagger.model.calibration import Calibrator
 from tagger.model.content import (
+    AUDIOSET_CLASSES,
     check_labels,
     content_of,
     gate_settings,
@@ -162,10 +163,6 @@ class VocabularyHead:
                      else np.zeros((len(tag_scores), AUDIOSET_CLASSES), dtype=np.float32))
             tag_scores = np.concatenate([tag_scores, heard], axis=1)
         return self.vocabulary.genre_scores(tag_scores)
-
-
-#: EfficientAT's outputs (check_labels holds the gate's network to them)
-AUDIOSET_CLASSES = 527
 
 
 def hears_audioset_genres(config: Config) -> bool:
@@ -342,11 +339,11 @@ class Classifier:
                 parts.append(heard.penultimate[nearest_gate_segments(
                     starts, heard.starts_s, self.config.model.segment_seconds)])
         heard_rows = [p for p in parts if not isinstance(p, int)]
+        pen = np.concatenate(heard_rows) if heard_rows else None
+        scores = (self.gate.tag_scores_from_penultimate(pen) if pen is not None
+                  else np.zeros((0, AUDIOSET_CLASSES), dtype=np.float32))
         if len(heard_rows) == len(parts):
-            pen = np.concatenate(heard_rows)
-            return BackboneOutput(self.gate.tag_scores_from_penultimate(pen), pen)
-        scores = (self.gate.tag_scores_from_penultimate(np.concatenate(heard_rows))
-                  if heard_rows else np.zeros((0, AUDIOSET_CLASSES), dtype=np.float32))
+            return BackboneOutput(scores, pen)
         out, at = [], 0
         for part in parts:
             if isinstance(part, int):

@@ -44,13 +44,15 @@ _SPEECH = range(0, 8)
 _SINGING = range(27, 38)
 _ANIMAL = range(72, 137)
 _MUSIC = range(137, 283)
+#: how many classes AudioSet has (the gate's outputs)
+AUDIOSET_CLASSES = 527
 #: the first class of each group, checked against the model's labels at load
 ANCHORS = {0: "Speech", 27: "Singing", 72: "Animal", 137: "Music", 283: "Wind"}
 
 
 def check_labels(labels: Sequence[str]) -> None:
     """A ModelError unless ``labels`` are AudioSet's 527 classes in their usual order."""
-    if len(labels) != 527 or any(labels[i] != name for i, name in ANCHORS.items()):
+    if len(labels) != AUDIOSET_CLASSES or any(labels[i] != name for i, name in ANCHORS.items()):
         raise ModelError("the content gate needs AudioSet's 527 classes in the ontology's "
                          "order (model card efficientat.json)")
 
